@@ -1,0 +1,6 @@
+"""`oldphoto catalog` commands."""
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main app (filled in by the catalog work)."""

@@ -1,0 +1,157 @@
+"""Training losses of the method (Wan et al.), as small pure functions on tensors.
+
+Every function returns a scalar tensor (mean reduction) so the trainers can weight and sum them.
+Conventions: images in [-1, 1]; discriminator outputs are raw scores (LSGAN has no sigmoid);
+masks are 1 = defect (scratch), 0 = clean.
+
+- VAE:      ``kl_unit_variance(mu)`` + ``alpha * l1(recon, input)`` + LSGAN (``lsgan_d`` / ``lsgan_g``)
+- Mapping:  ``lambda1 * l1(T(z_x), z_y)`` + LSGAN + ``lambda2 * (feature_matching(...) + perceptual)``
+- Scratch:  ``scratch_loss(logits, mask)`` = class-balanced CE + ``beta * focal`` (gamma 0.2, beta 10)
+- Face:     LSGAN + feature matching + perceptual
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# Loss weights from the paper (method.md).
+VAE_ALPHA = 10.0          # L1 reconstruction weight in the VAE objective
+MAPPING_LAMBDA1 = 60.0    # latent L1 weight in the mapping objective
+MAPPING_LAMBDA2 = 10.0    # feature-matching (discriminator + VGG) weight
+FOCAL_GAMMA = 0.2
+FOCAL_BETA = 10.0
+
+
+def kl_unit_variance(mu: torch.Tensor) -> torch.Tensor:
+    """KL( N(mu, I) || N(0, I) ) per latent element, averaged: ``0.5 * mean(mu**2)``.
+
+    Our VAE latent is the encoder output taken as the *mean* of a Gaussian with fixed unit variance
+    (the official networks have a deterministic latent, no log-variance head). For unit variance the
+    closed-form KL per element is ``0.5 * mu**2`` (the ``sigma**2 - 1 - log sigma**2`` terms vanish).
+    The reparameterisation is then ``z = mu + eps``, eps ~ N(0, I) (see ``reparameterise``).
+    """
+    return 0.5 * mu.pow(2).mean()
+
+
+def kl_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL( N(mu, exp(logvar)) || N(0, I) ) per element, averaged (for networks with a log-variance head)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+def reparameterise(mu: torch.Tensor, generator: torch.Generator | None = None,
+                   logvar: torch.Tensor | None = None) -> torch.Tensor:
+    """``z = mu + sigma * eps``; sigma = 1 unless ``logvar`` is given."""
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    if logvar is None:
+        return mu + eps
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).abs().mean()
+
+
+def _as_list(pred) -> list[torch.Tensor]:
+    """Discriminator outputs may be one tensor, a list of scores, or a list (per scale) of feature lists
+    whose last entry is the score. Returns the list of score tensors."""
+    if isinstance(pred, torch.Tensor):
+        return [pred]
+    out = []
+    for p in pred:
+        out.append(p[-1] if isinstance(p, (list, tuple)) else p)
+    return out
+
+
+def lsgan_d(real_pred, fake_pred) -> torch.Tensor:
+    """LSGAN discriminator loss: ``0.5 * (E[(D(real) - 1)^2] + E[D(fake)^2])``, averaged over scales."""
+    reals, fakes = _as_list(real_pred), _as_list(fake_pred)
+    total = sum(0.5 * ((r - 1.0).pow(2).mean() + f.pow(2).mean()) for r, f in zip(reals, fakes))
+    return total / len(reals)
+
+
+def lsgan_g(fake_pred) -> torch.Tensor:
+    """LSGAN generator loss: ``E[(D(fake) - 1)^2]``, averaged over scales."""
+    fakes = _as_list(fake_pred)
+    return sum((f - 1.0).pow(2).mean() for f in fakes) / len(fakes)
+
+
+def latent_d_loss(d_real_photo: torch.Tensor, d_synthetic: torch.Tensor) -> torch.Tensor:
+    """Latent discriminator D_RX (method.md): ``E_x[D(E(x))^2] + E_r[(1 - D(E(r)))^2]``.
+
+    Real old photos (domain R) are labelled 1, synthetic old photos (domain X) 0.
+    """
+    return d_synthetic.pow(2).mean() + (1.0 - d_real_photo).pow(2).mean()
+
+
+def latent_g_loss(d_real_photo: torch.Tensor, d_synthetic: torch.Tensor) -> torch.Tensor:
+    """The encoder fools D_RX by swapping the labels (it wants R and X latents indistinguishable)."""
+    return (1.0 - d_synthetic).pow(2).mean() + d_real_photo.pow(2).mean()
+
+
+def feature_matching(real_feats, fake_feats) -> torch.Tensor:
+    """pix2pixHD feature matching: mean over scales and layers of ``L1(feat_fake, feat_real.detach())``.
+
+    ``real_feats`` / ``fake_feats`` are lists (per scale) of lists (per layer) of tensors; the final
+    score of each scale is excluded. A flat list of tensors is treated as one scale that has no score.
+    """
+    if real_feats and isinstance(real_feats[0], torch.Tensor):
+        real_feats, fake_feats = [list(real_feats) + [None]], [list(fake_feats) + [None]]
+    terms = []
+    for rs, fs in zip(real_feats, fake_feats):
+        for r, f in zip(rs[:-1], fs[:-1]):
+            terms.append(l1(f, r.detach()))
+    if not terms:
+        raise ValueError("feature_matching needs at least one intermediate feature per scale")
+    return sum(terms) / len(terms)
+
+
+def perceptual(vgg: torch.nn.Module, fake: torch.Tensor, real: torch.Tensor,
+               weights: Sequence[float] | None = None) -> torch.Tensor:
+    """VGG feature matching: weighted mean of L1 between VGG16 features of ``fake`` and ``real``.
+
+    ``vgg(x)`` returns a list of feature maps (``oldphoto.training.vgg.VGG16Features``). The default
+    layer weights are the pix2pixHD ones (1/32, 1/16, 1/8, 1/4, 1) truncated to the layers used.
+    """
+    with torch.no_grad():
+        real_f = vgg(real)
+    fake_f = vgg(fake)
+    if weights is None:
+        default = [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]
+        weights = default[: len(fake_f)]
+    return sum(w * l1(f, r) for w, f, r in zip(weights, fake_f, real_f))
+
+
+def class_balanced_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Class-balanced binary cross-entropy with the weights computed on the fly from each mask.
+
+    For sample i with positive (defect) fraction p_i, defect pixels get weight ``1 - p_i`` and clean
+    pixels weight ``p_i``, so both classes contribute equally however thin the scratches are. A sample
+    with no defect (or only defects) falls back to weight 1 for its pixels, otherwise it would not
+    contribute at all. Mean over all pixels.
+    """
+    mask = mask.to(logits.dtype)
+    n = mask.shape[0]
+    p = mask.reshape(n, -1).mean(dim=1).view(n, *([1] * (mask.dim() - 1)))
+    degenerate = (p <= 0) | (p >= 1)
+    w_pos = torch.where(degenerate, torch.ones_like(p), 1.0 - p)
+    w_neg = torch.where(degenerate, torch.ones_like(p), p)
+    weight = mask * w_pos + (1.0 - mask) * w_neg
+    return F.binary_cross_entropy_with_logits(logits, mask, weight=weight, reduction="mean")
+
+
+def focal(logits: torch.Tensor, mask: torch.Tensor, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+    """Binary focal loss ``-(1 - p_t)^gamma * log(p_t)``, mean over pixels."""
+    mask = mask.to(logits.dtype)
+    log_p = F.logsigmoid(logits)
+    log_1mp = F.logsigmoid(-logits)
+    log_pt = mask * log_p + (1.0 - mask) * log_1mp
+    pt = log_pt.exp()
+    return (-(1.0 - pt).clamp_min(0).pow(gamma) * log_pt).mean()
+
+
+def scratch_loss(logits: torch.Tensor, mask: torch.Tensor, beta: float = FOCAL_BETA,
+                 gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+    """Scratch-detector objective: ``L_CE (class-balanced) + beta * L_focal`` (beta 10, gamma 0.2)."""
+    return class_balanced_bce(logits, mask) + beta * focal(logits, mask, gamma)
