@@ -1,37 +1,54 @@
 """Where scans come from and where results go: local folders, file:// and s3:// behind one narrow interface.
 
 Everything goes through fsspec (s3fs for s3://). Credentials come only from the standard AWS
-environment/config; an S3-compatible endpoint is taken from `AWS_ENDPOINT_URL` (or
-`AWS_ENDPOINT_URL_S3`) when set. Nothing here logs credentials.
+environment/config (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_PROFILE, ~/.aws/...); an S3-compatible
+endpoint is taken from `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` when set. Nothing here logs or
+stores credentials: a `Storage` only carries the protocol and the endpoint, so it can be pickled to
+Ray workers, which read their own credentials from their environment.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import fsspec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+_CHUNK = 1 << 20
 
 
 def _split(uri: str) -> tuple[str, str]:
     """('s3', 'bucket/key') / ('file', '/abs/path') for a URI or plain path."""
     if "://" in uri:
         proto, rest = uri.split("://", 1)
+        if proto == "s3a":
+            proto = "s3"
+        if proto == "file":
+            rest = os.path.abspath(rest)
         return proto, rest
     return "file", os.path.abspath(uri)
 
 
 def s3_options() -> dict[str, Any]:
+    """fsspec options for s3fs: the endpoint override (if any) and no listing cache (listings must see
+    files written by other processes). Credentials are left to botocore's standard chain."""
+    opts: dict[str, Any] = {"use_listings_cache": False}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+    if endpoint:
+        opts["client_kwargs"] = {"endpoint_url": endpoint}
+    return opts
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed (missing file, no permission, unreachable endpoint)."""
 
 
 @dataclass
 class Storage:
-    """A filesystem rooted at a URI. Paths given to its methods are full URIs or plain local paths."""
+    """A filesystem (local or S3) addressed by full URIs or plain local paths."""
 
     protocol: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -53,26 +70,57 @@ class Storage:
 
     def list_images(self, root: str, suffixes: Iterable[str] | None = None) -> list[str]:
         """Every file under `root` (recursively), sorted; `suffixes` filters by extension (case-insensitive).
-        A root that is a single file gives that file."""
+        A root that is a single file gives that file. Hidden files (a path part starting with '.') are left out."""
         fs, path = self.fs, self._path(root)
-        if fs.isfile(path):
-            return [self.uri(path)]
-        found = sorted(fs.find(path))
+        try:
+            if fs.isfile(path):
+                return [self.uri(path)]
+            found = sorted(fs.find(path))
+        except FileNotFoundError:
+            raise StorageError(f"input location not found: {root}") from None
+        base = path.rstrip("/")
+        found = [p for p in found if not any(part.startswith(".") for part in p[len(base):].split("/") if part)]
         if suffixes is not None:
             sfx = tuple(s.lower() for s in suffixes)
             found = [p for p in found if p.lower().endswith(sfx)]
         return [self.uri(p) for p in found]
 
+    def relative(self, root: str, uri: str) -> str:
+        """`uri`'s path below `root` with '/' separators ('a/b.jpg'); the file name if `root` is the file."""
+        rp, up = self._path(root).rstrip("/"), self._path(uri)
+        if up == rp:
+            return posixpath.basename(up)
+        if not up.startswith(rp + "/"):
+            raise ValueError(f"{uri} is not below {root}")
+        return up[len(rp) + 1:]
+
     def read_bytes(self, uri: str) -> bytes:
-        with self.fs.open(self._path(uri), "rb") as f:
-            return f.read()
+        try:
+            with self.fs.open(self._path(uri), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise StorageError(f"not found: {uri}") from None
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         fs, path = self.fs, self._path(uri)
         if self.protocol == "file":
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with fs.open(path, "wb") as f:
+            tmp = f"{path}.part-{os.getpid()}"
+            with open(tmp, "wb") as f:       # local writes are atomic: no half-written output files
+                f.write(data)
+            os.replace(tmp, path)
+            return
+        with fs.open(path, "wb") as f:      # an S3 object appears whole or not at all
             f.write(data)
+
+    def write_files(self, base: str, files: Mapping[str, bytes]) -> dict[str, str]:
+        """Write each `relpath -> bytes` below `base`; returns relpath -> full URI."""
+        written: dict[str, str] = {}
+        for rel, data in files.items():
+            target = self.join(base, *rel.split("/"))
+            self.write_bytes(target, data)
+            written[rel] = target
+        return written
 
     def exists(self, uri: str) -> bool:
         return self.fs.exists(self._path(uri))
@@ -80,12 +128,46 @@ class Storage:
     def size(self, uri: str) -> int:
         return int(self.fs.size(self._path(uri)))
 
+    def delete(self, uri: str) -> None:
+        """Remove one file (used for replacing outputs, never for originals)."""
+        self.fs.rm_file(self._path(uri))
+
+    def sha256(self, uri: str) -> str:
+        """The sha256 of a file, streamed in 1 MiB chunks."""
+        h = hashlib.sha256()
+        with self.fs.open(self._path(uri), "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def pyarrow_filesystem(self):
+        """A `pyarrow.fs.FileSystem` over the same fsspec filesystem (for Ray Data readers/writers)."""
+        from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
+
+        if self.protocol == "file":
+            return LocalFileSystem()
+        return PyFileSystem(FSSpecHandler(self.fs))
+
+    def arrow_path(self, uri: str) -> str:
+        """The path to give `pyarrow_filesystem()` for `uri` ('bucket/key' for S3)."""
+        return self._path(uri)
+
 
 def open_storage(uri: str) -> Storage:
     """The storage holding `uri` (s3://bucket/prefix, file:///path or a plain path)."""
     proto, _ = _split(uri)
-    if proto in ("s3", "s3a"):
+    if proto == "s3":
         return Storage("s3", s3_options())
     if proto == "file":
         return Storage("file")
     return Storage(proto)
+
+
+def is_remote(uri: str) -> bool:
+    return _split(uri)[0] != "file"
+
+
+def normalize(uri: str) -> str:
+    """A canonical form: local paths become absolute plain paths, file:// URIs plain paths, s3a:// -> s3://."""
+    proto, rest = _split(uri)
+    return rest if proto == "file" else f"{proto}://{rest}"

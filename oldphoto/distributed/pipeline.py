@@ -1,0 +1,453 @@
+"""The archive pipeline on Ray Data: the same stage classes as `oldphoto restore`, run as a streaming dataset.
+
+    items ─▶ fetch+decode (tasks) ─▶ scratch pool ─▶ global pool ─▶ face pool ─▶ encode+write (tasks) ─▶ driver
+                                     (actors, GPU)   (actors, GPU)  (actors, GPU)
+
+Every box runs the stage objects built by `oldphoto.pipeline.build_stages(models, options)` (no second copy
+of any stage logic). Each model pool is a `map_batches` over an `ActorPoolStrategy` with its own `num_gpus`;
+an actor loads its models once, when it starts. Items travel between boxes as pickled `ItemState`s.
+
+Backpressure: a Ray Data object-store budget (`DataContext.execution_options.resource_limits`) and
+`max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). Bad input is the stages' business: they set
+the error on the state and later stages pass it through. An exception escaping a stage becomes that item's
+error. An actor that dies (OOM, segfault, a killed node) is restarted by Ray and its batch retried
+`max_item_retries` times; an item still not through after that is reported failed with the reason, so every
+input ends as exactly one result: done, failed (with its error) or skipped (already done, same fingerprint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pickle
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from oldphoto.distributed.config import DistributedConfig, PoolConfig, WeightsSource
+from oldphoto.provenance import InputRecord, ItemProvenance, StageRecord
+from oldphoto.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+# stage class name -> role in this pipeline
+STAGE_ROLES = {
+    "DecodeStage": "decode",
+    "ScratchDetectionStage": "scratch",
+    "GlobalRestorationStage": "global",
+    "FaceStage": "face",
+    "EncodeStage": "encode",
+}
+POOL_ORDER = ("scratch", "global", "face")
+_PROVENANCE_STAGE = {"decode": "load", "scratch": "scratch_detection", "global": "global_restoration",
+                     "face": "face_enhancement", "encode": "write"}
+
+
+@dataclass
+class WorkItem:
+    """One input: its URI and the output folder name (NAME in DEST/NAME/...), unique within a run."""
+
+    uri: str
+    name: str
+
+
+@dataclass
+class ItemResult:
+    uri: str
+    name: str
+    status: str                                  # "done" | "failed" | "skipped"
+    error: str | None = None
+    sha256: str | None = None
+    provenance: ItemProvenance | None = None
+    outputs: dict[str, str] = field(default_factory=dict)   # relpath -> URI written
+
+    def to_row(self) -> dict[str, Any]:
+        return {"uri": self.uri, "name": self.name, "status": self.status, "error": self.error or "",
+                "sha256": self.sha256 or "", "outputs": json.dumps(self.outputs),
+                "provenance": self.provenance.to_json() if self.provenance else ""}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "ItemResult":
+        prov = row.get("provenance") or ""
+        return cls(uri=str(row["uri"]), name=str(row["name"]), status=str(row["status"]),
+                   error=str(row["error"]) or None, sha256=str(row["sha256"]) or None,
+                   provenance=ItemProvenance.from_json(prov) if prov else None,
+                   outputs=json.loads(row["outputs"] or "{}"))
+
+
+# ModelSet roles each pool loads when its actor starts (those the options use and the weights have)
+POOL_ROLES = {
+    "scratch": ("scratch_unet",),
+    "global": ("vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch", "mapping_hr"),
+    "face": ("face_256", "face_512"),
+}
+
+
+@dataclass
+class StageSource:
+    """A picklable recipe for the stage objects: the weights source, the restore options and the run id."""
+
+    weights: WeightsSource
+    options: Any = None                          # oldphoto.pipeline.RestoreOptions (default: RestoreOptions())
+    run_id: str | None = None
+
+    def restore_options(self, device: str | None = None):
+        from oldphoto.pipeline import RestoreOptions
+
+        options = self.options if self.options is not None else RestoreOptions()
+        return dataclasses.replace(options, device=device) if device else options
+
+    def build(self, device: str = "cpu") -> dict[str, Any]:
+        """role -> stage object, built by `oldphoto.pipeline.build_stages_from_source` (models load lazily,
+        once per process)."""
+        from oldphoto.pipeline import build_stages_from_source
+
+        stages = build_stages_from_source(self.weights.model_source(device), self.restore_options(device))
+        out: dict[str, Any] = {}
+        for stage in stages:
+            role = STAGE_ROLES.get(type(stage).__name__)
+            if role is None:
+                raise TypeError(f"unknown stage class {type(stage).__name__}; expected one of {sorted(STAGE_ROLES)}")
+            out[role] = stage
+        return out
+
+    def pools(self) -> list[str]:
+        """The model pools this run needs (no face pool when faces are off)."""
+        opts = self.restore_options()
+        return [r for r in POOL_ORDER if r != "face" or opts.faces]
+
+    def preload(self, stage: Any, pool: str) -> list[str]:
+        """Load the networks `pool` can use now (at actor start), not on its first item."""
+        models = stage.models
+        loaded = []
+        for role in self.restore_options().required_roles():
+            if role in POOL_ROLES[pool] and models.has(role):
+                models.get(role)
+                loaded.append(role)
+        return loaded
+
+
+def run_parameters(source: StageSource) -> tuple[dict[str, Any], str]:
+    """(parameters, fingerprint) of a run: the restore options (device aside: it does not change what is
+    computed) and the checkpoints they use. Equal fingerprints + equal input sha256 = nothing to recompute."""
+    from oldphoto.catalog import fingerprint
+
+    opts = source.restore_options()
+    params = {k: v for k, v in opts.to_dict().items() if k != "device"}
+    models = source.weights.load("cpu")            # lazy: reads file hashes, loads no network
+    checkpoints = [models.checkpoint(r) for r in opts.required_roles() if models.has(r)]
+    return params, fingerprint(params, checkpoints)
+
+
+@dataclass(frozen=True)
+class DoneInCatalog:
+    """`skip_if` for runs recorded in a catalog: True when these input bytes are already done with this
+    fingerprint. Picklable; each worker process opens the catalog once."""
+
+    url: str
+    fingerprint: str
+
+    def __call__(self, sha256: str) -> bool:
+        cat = _CATALOGS.get(self.url)
+        if cat is None:
+            from oldphoto.catalog import Catalog
+
+            cat = _CATALOGS[self.url] = Catalog(self.url)
+        return cat.is_done(sha256, self.fingerprint)
+
+
+_CATALOGS: dict[str, Any] = {}
+
+
+# ----------------------------------------------------------------------------------------------- state helpers
+def _new_state(source: StageSource, uri: str, name: str, data: bytes | None, out_dir: str):
+    from oldphoto.pipeline import ItemState
+
+    return ItemState.new(uri, data, source.restore_options(), name=name, out_dir=out_dir, run_id=source.run_id)
+
+
+def _fail_state(state, role: str, message: str):
+    """Mark `state` failed in `role` with `message` (an exception that escaped a stage, or a write error)."""
+    stage = _PROVENANCE_STAGE[role]
+    if not state.error:
+        state.fail(stage, message)
+        state.provenance.stages.append(StageRecord(name=stage, status="failed", error=state.error))
+    return state
+
+
+def _run_stage(stage, state, role: str):
+    try:
+        return stage(state)
+    except Exception as exc:  # a stage must not raise; if one does, it is this item's error, not the run's
+        log.warning("stage %s raised on %s: %s", role, state.uri, exc)
+        return _fail_state(state, role, f"{type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------------------ per-process caches
+_STAGES: dict[tuple[bytes, str], dict[str, Any]] = {}
+
+
+def _stages_cached(source: StageSource, device: str = "cpu") -> dict[str, Any]:
+    """Stage objects for I/O tasks, built once per worker process (tasks reuse their worker processes)."""
+    key = (pickle.dumps(source), device)
+    if key not in _STAGES:
+        _STAGES[key] = source.build(device)
+    return _STAGES[key]
+
+
+def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    keys = list(batch)
+    for vals in zip(*(batch[k] for k in keys)):
+        yield dict(zip(keys, vals))
+
+
+def _batch(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for k in keys:
+        arr = np.empty(len(rows), dtype=object)
+        arr[:] = [r[k] for r in rows]
+        out[k] = arr
+    return out
+
+
+_STATE_KEYS = ("uri", "name", "sha256", "skip", "state")
+
+
+def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination: str,
+                  skip_if: Callable[[str], bool] | None) -> dict[str, np.ndarray]:
+    """Task: read each input, hash it, skip it if already done, else decode it (DecodeStage)."""
+    out = []
+    for row in _rows(batch):
+        uri, name = str(row["uri"]), str(row["name"])
+        out_dir = open_storage(destination).join(destination, *name.split("/"))
+        try:
+            data = open_storage(uri).read_bytes(uri)
+        except Exception as exc:
+            state = _new_state(source, uri, name, None, out_dir)
+            state.fail("load", f"cannot read the file: {exc}")
+            out.append({"uri": uri, "name": name, "sha256": "", "skip": "", "state": pickle.dumps(state, protocol=5)})
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        if skip_if is not None and skip_if(sha):
+            out.append({"uri": uri, "name": name, "sha256": sha, "skip": "1", "state": b""})
+            continue
+        state = _new_state(source, uri, name, data, out_dir)
+        del data
+        state = _run_stage(_stages_cached(source)["decode"], state, "decode")
+        out.append({"uri": uri, "name": name, "sha256": sha, "skip": "", "state": pickle.dumps(state, protocol=5)})
+    return _batch(out, _STATE_KEYS)
+
+
+class _PoolActor:
+    """An actor of one model pool: builds its stage and loads the pool's networks once, then runs items."""
+
+    def __init__(self, source: StageSource, role: str, pool: PoolConfig, fault: str | None = None):
+        if pool.device == "cpu":
+            import torch
+
+            torch.set_num_threads(max(1, pool.torch_threads))
+        self.role = role
+        self.stage = source.build(pool.device)[role]
+        self.loaded = source.preload(self.stage, role)
+        self.fault = fault
+
+    def _maybe_crash(self, name: str) -> None:
+        """The testing hook of `DistributedConfig.fault_injection` (inactive when None)."""
+        for rule in (self.fault or "").split(";"):
+            kind, _, rest = rule.partition(":")
+            needle, _, marker = rest.partition(":")
+            if not needle or needle not in name:
+                continue
+            if kind == "exit-always":
+                os._exit(17)
+            if kind == "exit-once" and marker and not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(f"{os.getpid()} {name}\n")
+                os._exit(17)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for row in _rows(batch):
+            if row["skip"]:
+                out.append(row)
+                continue
+            state = pickle.loads(row["state"])
+            if state.failed:
+                out.append(row)                     # failed earlier: passed through untouched
+                continue
+            self._maybe_crash(str(row["name"]))
+            state = _run_stage(self.stage, state, self.role)
+            out.append({**row, "state": pickle.dumps(state, protocol=5)})
+        return _batch(out, _STATE_KEYS)
+
+
+_RESULT_KEYS = ("uri", "name", "status", "error", "sha256", "outputs", "provenance")
+
+
+def _encode_write(batch: dict[str, np.ndarray], source: StageSource, destination: str) -> dict[str, np.ndarray]:
+    """Task: EncodeStage builds the files; they are written under DEST/NAME/ (the `oldphoto restore` layout)."""
+    out = []
+    for row in _rows(batch):
+        uri, name, sha = str(row["uri"]), str(row["name"]), str(row["sha256"])
+        if row["skip"]:
+            out.append(ItemResult(uri, name, "skipped", sha256=sha).to_row())
+        else:
+            out.append(write_state(pickle.loads(row["state"]), source, destination).to_row())
+    return _batch(out, _RESULT_KEYS)
+
+
+def write_state(state, source: StageSource, destination: str) -> ItemResult:
+    """Run EncodeStage on a state and write its files under DEST/NAME/; the item's result."""
+    state = _run_stage(_stages_cached(source)["encode"], state, "encode")
+    outputs: dict[str, str] = {}
+    store = open_storage(destination)
+    base = store.join(destination, *state.name.split("/"))
+    try:
+        outputs = store.write_files(base, state.files)
+    except Exception as exc:
+        _fail_state(state, "encode", f"cannot write outputs to {base}: {exc}")
+        state.provenance.status = "failed"
+    prov = state.provenance
+    status = "failed" if state.failed else "done"
+    return ItemResult(state.uri, state.name, status, error=state.error, sha256=prov.input.sha256,
+                      provenance=prov, outputs=outputs)
+
+
+# ------------------------------------------------------------------------------------------------------ driver
+def ensure_ray(config: DistributedConfig) -> None:
+    """Connect to `config.ray_address`, or start the embedded local session; no-op if Ray is up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = config.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=config.local_num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSource, config: DistributedConfig,
+                  skip_if: Callable[[str], bool] | None = None, roles: Iterable[str] | None = None):
+    """The lazy Ray dataset of results (one row per item that made it through; see `run_pipeline`)."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext, ExecutionResources
+
+    ctx = DataContext.get_current()
+    ctx.execution_options.resource_limits = ExecutionResources(object_store_memory=config.object_store_memory)
+    ctx.execution_options.preserve_order = False
+    ctx.max_errored_blocks = -1          # a batch lost with its actor must not stop the others
+    ctx.enable_progress_bars = False
+
+    roles = list(roles) if roles is not None else source.pools()
+    rows = [{"uri": it.uri, "name": it.name} for it in items]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    ds = ds.map_batches(_fetch_decode, fn_kwargs={"source": source, "destination": destination, "skip_if": skip_if},
+                        batch_size=1,
+                        num_cpus=config.io_num_cpus, max_retries=2)
+    for role in POOL_ORDER:
+        if role not in roles:
+            continue
+        pool = config.pool(role)
+        fault = config.fault_injection if config.fault_pool == role else None
+        ds = ds.map_batches(
+            _PoolActor,
+            fn_constructor_kwargs={"source": source, "role": role, "pool": pool, "fault": fault},
+            batch_size=config.batch_size,
+            compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
+                                      max_tasks_in_flight_per_actor=pool.max_tasks_in_flight),
+            num_gpus=pool.num_gpus, num_cpus=pool.num_cpus,
+            max_restarts=-1, max_task_retries=config.max_item_retries)
+    ds = ds.map_batches(_encode_write, fn_kwargs={"source": source, "destination": destination}, batch_size=1,
+                        num_cpus=config.io_num_cpus, max_retries=2)
+    return ds
+
+
+def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSource,
+                  config: DistributedConfig | None = None, skip_if: Callable[[str], bool] | None = None
+                  ) -> Iterator[ItemResult]:
+    """Stream one `ItemResult` per item as items finish (any order). Items whose batch was lost with
+    its actor more than `max_item_retries` times come last, as failed with the reason."""
+    config = config or DistributedConfig()
+    names = [it.name for it in items]
+    if len(set(names)) != len(names):
+        raise ValueError("output names must be unique within a run")
+    if not items:
+        return
+    ensure_ray(config)
+    seen: set[str] = set()
+    for res in _stream(items, destination, source, config, skip_if):
+        if res.uri not in seen:
+            seen.add(res.uri)
+            yield res
+    missing = [it for it in items if it.uri not in seen]
+    if missing:
+        # Their batches were lost with a dying actor, maybe only because they were queued behind the item
+        # that killed it. One more pass, one item in flight per actor, so only a poison item fails again.
+        log.warning("%d item(s) lost with a crashed actor; retrying them one at a time", len(missing))
+        careful = dataclasses.replace(config, batch_size=1, **{
+            name: dataclasses.replace(config.pool(pname), max_tasks_in_flight=1)
+            for name, pname in (("scratch", "scratch"), ("global_", "global"), ("face", "face"))})
+        for res in _stream(missing, destination, source, careful, skip_if):
+            if res.uri not in seen:
+                seen.add(res.uri)
+                yield res
+    for it in items:
+        if it.uri not in seen:
+            msg = ("worker crashed: a stage actor died every time it processed this item "
+                   f"({2 * (config.max_item_retries + 1)} attempts; out of memory, or a crash in native code)")
+            prov = ItemProvenance(input=InputRecord(uri=it.uri, name=it.name), status="failed", error=msg)
+            yield ItemResult(it.uri, it.name, "failed", error=msg, provenance=prov)
+
+
+def _stream(items, destination, source, config, skip_if) -> Iterator[ItemResult]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
+        ds = build_dataset(items, destination, source, config, skip_if)
+    for row in ds.iter_rows():
+        yield ItemResult.from_row(row)
+
+
+def run_pipeline(items: Sequence[WorkItem], destination: str, source: StageSource,
+                 config: DistributedConfig | None = None, skip_if: Callable[[str], bool] | None = None,
+                 on_result: Callable[[ItemResult], None] | None = None) -> list[ItemResult]:
+    """Run the whole pipeline; `on_result` is called per item as it finishes (e.g. to record it)."""
+    results = []
+    t0 = time.perf_counter()
+    for res in iter_pipeline(items, destination, source, config, skip_if):
+        if on_result is not None:
+            on_result(res)
+        results.append(res)
+    log.info("pipeline: %d items in %.1fs", len(results), time.perf_counter() - t0)
+    return results
+
+
+def work_items(source_uri: str, limit: int | None = None, only: Iterable[str] | None = None) -> list[WorkItem]:
+    """The images below `source_uri` (sorted), named like `oldphoto restore` names them: the path below the
+    source without its extension, '/' kept (so DEST/NAME/... mirrors the source tree)."""
+    from oldphoto.storage import IMAGE_SUFFIXES
+
+    store = open_storage(source_uri)
+    uris = store.list_images(source_uri, suffixes=IMAGE_SUFFIXES)
+    if only is not None:
+        wanted = set(only)
+        uris = [u for u in uris if u in wanted]
+    if limit is not None and limit > 0:
+        uris = uris[:limit]
+    return [WorkItem(u, output_name(store, source_uri, u)) for u in uris]
+
+
+def output_name(store: Storage, root: str, uri: str) -> str:
+    rel = store.relative(root, uri)
+    stem, _ = os.path.splitext(rel)
+    return stem
+
+
+def describe_error(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -1,0 +1,200 @@
+"""Face geometry and blending (ARCHITECTURE §9): landmarks → 5 points → similarity alignment to the template,
+histogram matching, inverse warp and eroded, Gaussian-feathered blending.
+
+Detection and the 68 landmarks are dlib's (HOG frontal detector + `shape_predictor_68_face_landmarks.dat`
+from the `face-recognition-models` package). Everything else follows the official constants:
+
+- 5 points: eye centres = int() of the mean of points 36/39 and 42/45, nose 30, mouth corners 48/54;
+- template: (196,226) (316,226) (256,286) (220,360.4) (292,360.4) in a 256 frame, mapped to [-1,1] in float32,
+  scaled by 1.3 and brought to the S×S face (S = 256, or 512 with --hr);
+- alignment: least-squares similarity (Umeyama) from template to landmarks; aligned = bilinear warp,
+  black outside the image;
+- blending: restored face histogram-matched to the aligned original, warped back bicubically, mask warped
+  with nearest, eroded (9×9, 3 iterations), blurred (Gaussian 25×25, σ 4.1), alpha-blended.
+
+Warp-back and blending are computed on the face's bounding box plus a margin instead of the whole frame: the
+result is identical (outside the box the mask is 0) and a 24 MP scan does not need full-frame float copies.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+from skimage.transform import ProjectiveTransform, SimilarityTransform, warp
+
+TEMPLATE_BASE = np.array([[196.0, 226.0], [316.0, 226.0], [256.0, 286.0], [220.0, 360.4], [292.0, 360.4]],
+                         dtype=np.float32)
+TEMPLATE_SCALE = np.float32(1.3)
+ERODE_KERNEL = 9
+ERODE_ITERATIONS = 3
+BLUR_KERNEL = 25
+BLEND_MARGIN = BLUR_KERNEL // 2 + 8     # blur radius + bicubic support + slack
+FACE_DETECT_MAX_SIDE = 2048             # larger images are detected on a downscaled copy (landmarks at full size)
+
+
+# ------------------------------------------------------------------------------------------- dlib
+def landmarks_model_path() -> str:
+    """Path of shape_predictor_68_face_landmarks.dat from the `face-recognition-models` package, found from
+    the package folder without importing it (its __init__ imports the deprecated pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the face-recognition-models package is not installed "
+                                "(pip install face-recognition-models)")
+    for root in spec.submodule_search_locations:
+        path = os.path.join(root, "models", "shape_predictor_68_face_landmarks.dat")
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError("shape_predictor_68_face_landmarks.dat not found in the face-recognition-models package")
+
+
+@lru_cache(maxsize=1)
+def _dlib_models():
+    import dlib
+
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(landmarks_model_path())
+
+
+@dataclass
+class DetectedFace:
+    box: tuple[int, int, int, int]          # left, top, right, bottom in image pixels
+    landmarks68: np.ndarray                 # 68×2 float (x, y)
+    score: float | None = None
+    points5: np.ndarray = field(default_factory=lambda: np.zeros((5, 2)))
+
+
+def detect_faces(image: np.ndarray, max_side: int = FACE_DETECT_MAX_SIDE) -> list[DetectedFace]:
+    """dlib HOG faces (upsample 0) with 68 landmarks on an H×W×3 uint8 RGB image, in detector order.
+    Images larger than `max_side` are searched on a downscaled copy; landmarks are always at full size."""
+    import dlib
+
+    detector, predictor = _dlib_models()
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w = img.shape[:2]
+    scale = 1.0
+    search = img
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        search = np.ascontiguousarray(cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                 interpolation=cv2.INTER_AREA))
+    rects, scores, _ = detector.run(search, 0, 0.0)
+    faces = []
+    for r, s in zip(rects, scores):
+        rect = r if scale == 1.0 else dlib.rectangle(int(r.left() / scale), int(r.top() / scale),
+                                                     int(r.right() / scale), int(r.bottom() / scale))
+        shape = predictor(img, rect)
+        lm = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=np.float64)
+        faces.append(DetectedFace(box=(rect.left(), rect.top(), rect.right(), rect.bottom()), landmarks68=lm,
+                                  score=float(s), points5=five_points(lm)))
+    return faces
+
+
+# ------------------------------------------------------------------------------------------- geometry
+def five_points(lm68: np.ndarray) -> np.ndarray:
+    """§9.1: eye centres (int-truncated means of 36/39 and 42/45), nose tip 30, mouth corners 48 and 54."""
+    lm = np.asarray(lm68, dtype=np.float64)
+    left_eye = [int((lm[36, 0] + lm[39, 0]) / 2), int((lm[36, 1] + lm[39, 1]) / 2)]
+    right_eye = [int((lm[42, 0] + lm[45, 0]) / 2), int((lm[42, 1] + lm[45, 1]) / 2)]
+    return np.array([left_eye, right_eye, lm[30], lm[48], lm[54]], dtype=np.float64)
+
+
+def template_points(size: int) -> np.ndarray:
+    """§9.2 target points in the S×S aligned face (float32 arithmetic as the official code)."""
+    p_std = TEMPLATE_BASE / np.float32(256.0) - np.float32(1.0)
+    return ((p_std * TEMPLATE_SCALE + np.float32(1.0)) / np.float32(2.0) * np.float32(size)).astype(np.float32)
+
+
+def alignment_transform(points5: np.ndarray, size: int) -> SimilarityTransform:
+    """Similarity (rotation, uniform scale, translation) mapping aligned-face coordinates to image coordinates."""
+    tform = SimilarityTransform.from_estimate(template_points(size).astype(np.float64),
+                                              np.asarray(points5, dtype=np.float64))
+    if not tform:
+        raise ValueError(f"degenerate landmarks: cannot estimate the alignment ({tform})")
+    return tform
+
+
+def _source_crop(image: np.ndarray, tform: SimilarityTransform, size: int):
+    """The part of `image` an S×S warp through `tform` samples (plus 2 px), and the transform into it: the same
+    warp result as on the whole image, without converting a whole scan to float."""
+    h, w = image.shape[:2]
+    y0, y1, x0, x1 = face_region(tform, size, h, w, margin=2)
+    shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+    return image[y0:y1, x0:x1], ProjectiveTransform(matrix=shift @ tform.params)
+
+
+def align_face(image: np.ndarray, tform: SimilarityTransform, size: int) -> np.ndarray:
+    """§9.3: S×S×3 uint8 aligned face (bilinear, black outside the image, rounded half-to-even)."""
+    crop, t = _source_crop(image, tform, size)
+    f = warp(crop, t, output_shape=(size, size, 3), order=1, mode="constant", cval=0, clip=True,
+             preserve_range=False)
+    return np.rint(np.clip(f, 0, 1) * 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- blending
+def match_histograms(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """§9.4 step 3: per channel, map each source value v to the smallest reference value r with
+    ref_cdf[r] ≥ src_cdf[v] (carrying the previous value when there is none). uint8 in, uint8 out."""
+    src = np.asarray(source, dtype=np.uint8)
+    ref = np.asarray(reference, dtype=np.uint8)
+    out = np.empty_like(src)
+    for c in range(src.shape[2]):
+        src_hist = np.bincount(src[..., c].ravel(), minlength=256).astype(np.float64)
+        ref_hist = np.bincount(ref[..., c].ravel(), minlength=256).astype(np.float64)
+        src_cdf = np.cumsum(src_hist)
+        src_cdf /= src_cdf.max()
+        ref_cdf = np.cumsum(ref_hist)
+        ref_cdf /= ref_cdf.max()
+        lut = np.searchsorted(ref_cdf, src_cdf, side="left")
+        prev = 0
+        for v in range(256):
+            if lut[v] >= 256:
+                lut[v] = prev
+            prev = lut[v]
+        out[..., c] = lut.astype(np.uint8)[src[..., c]]
+    return out
+
+
+def _shifted(tform_matrix: np.ndarray, x0: int, y0: int) -> ProjectiveTransform:
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    return ProjectiveTransform(matrix=tform_matrix @ shift)
+
+
+def face_region(tform: SimilarityTransform, size: int, height: int, width: int,
+                margin: int = BLEND_MARGIN) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the image box covered by the aligned S×S face, plus `margin`, clipped to the image."""
+    corners = tform(np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64))
+    x0 = max(0, int(np.floor(corners[:, 0].min())) - margin)
+    x1 = min(width, int(np.ceil(corners[:, 0].max())) + margin + 1)
+    y0 = max(0, int(np.floor(corners[:, 1].min())) - margin)
+    y1 = min(height, int(np.ceil(corners[:, 1].max())) + margin + 1)
+    return y0, y1, x0, x1
+
+
+def blend_face(blended: np.ndarray, source_uint8: np.ndarray, restored_face: np.ndarray,
+               tform: SimilarityTransform, size: int) -> np.ndarray:
+    """§9.4 for one face, in place on `blended` (H×W×3 float in [0,1], the accumulator) and returned.
+
+    `source_uint8` is the stage-1 image the face was aligned from; `restored_face` the enhanced S×S×3 uint8."""
+    h, w = blended.shape[:2]
+    y0, y1, x0, x1 = face_region(tform, size, h, w)
+    if y1 <= y0 or x1 <= x0:
+        return blended
+    crop, t = _source_crop(source_uint8, tform, size)
+    aligned = warp(crop, t, output_shape=(size, size, 3), order=1, preserve_range=True)
+    fwd_mask = warp(np.ones(crop.shape[:2] + (3,), np.uint8), t, output_shape=(size, size, 3),
+                    order=0, preserve_range=True)
+    matched = match_histograms(restored_face, aligned.astype(np.uint8))
+    inv = _shifted(np.linalg.inv(tform.params), x0, y0)
+    rh, rw = y1 - y0, x1 - x0
+    warped = warp(matched, inv, output_shape=(rh, rw, 3), order=3, preserve_range=True, clip=True)
+    bmask = warp(fwd_mask.astype(np.float64), inv, output_shape=(rh, rw, 3), order=0, preserve_range=True)
+    m = (bmask * 255.0).astype(np.float32)
+    m = cv2.erode(m, np.ones((ERODE_KERNEL, ERODE_KERNEL), np.uint8), iterations=ERODE_ITERATIONS)
+    mb = cv2.GaussianBlur(m, (BLUR_KERNEL, BLUR_KERNEL), 0) / 255.0
+    roi = blended[y0:y1, x0:x1]
+    out = (warped.astype(np.float32) / 255.0) * mb + roi * (1.0 - mb)
+    blended[y0:y1, x0:x1] = np.clip(out, 0.0, 1.0)
+    return blended

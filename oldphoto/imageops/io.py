@@ -1,0 +1,315 @@
+"""Decode and encode scans without losing what an archive cares about.
+
+`decode_image(data)` turns the bytes of one file into a `DecodedImage`:
+
+- pixels: H×W×3 float32 in [0, 1], EXIF orientation already applied (the restored file is upright and
+  its EXIF orientation tag is reset to 1, so viewers do not rotate it twice);
+- grey files (L, LA, 1, I;16, I) are marked `grey` so the output can stay grey;
+- 16-bit files (grey or RGB, PNG or TIFF) keep 16-bit precision (`bit_depth` 16) so the output can be
+  written back at the same depth; PIL truncates 16-bit RGB to 8 bits, so those are read with OpenCV (PNG)
+  or tifffile (TIFF) instead;
+- palette images are expanded; RGBA/LA/PA are composited onto white (alpha is not restored);
+  CMYK/YCbCr/LAB are converted to RGB with PIL (an embedded CMYK ICC profile is then not carried over,
+  because it would describe the wrong colour space);
+- the ICC profile and EXIF block are kept for the encoder;
+- a pixel limit (default `DEFAULT_MAX_PIXELS`) is checked from the header, before any pixel is decoded,
+  so a decompression bomb costs nothing.
+
+Every failure is an `ImageDecodeError` with a one-line message. The input bytes are never modified.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile
+
+DEFAULT_MAX_PIXELS = 200_000_000   # 200 MP: far beyond any archive scan, far below a bomb
+ORIENTATION_TAG = 0x0112
+# ImageDescription, Make, Model, Software, DateTime, Artist, Copyright
+TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can read (one-line message)."""
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray                 # H×W×3 float32 in [0, 1], upright
+    grey: bool                         # the file had no colour channels
+    bit_depth: int                     # 8 or 16 (per sample)
+    format: str | None                 # PIL format name ("JPEG", "PNG", "TIFF", ...)
+    mode: str                          # PIL mode of the file ("RGB", "L", "I;16", "CMYK", "P", "RGBA", ...)
+    icc_profile: bytes | None = None   # only when it matches the output colour space (RGB or grey)
+    exif: bytes | None = None          # EXIF block with orientation reset to 1 (not for TIFF: see tiff_tags)
+    orientation: int = 1               # the EXIF orientation that was applied
+    tiff_tags: dict | None = None      # TIFF input: its descriptive tags (description, make, date, artist, ...)
+    dpi: tuple[float, float] | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+# --------------------------------------------------------------------------------------------- orientation
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Make an H×W[×C] array upright according to the EXIF orientation value (1..8), as viewers do."""
+    o = int(orientation or 1)
+    if o == 2:
+        return arr[:, ::-1]
+    if o == 3:
+        return arr[::-1, ::-1]
+    if o == 4:
+        return arr[::-1, :]
+    if o == 5:
+        return np.swapaxes(arr, 0, 1)
+    if o == 6:
+        return np.rot90(arr, k=-1)
+    if o == 7:
+        return np.swapaxes(arr[::-1, ::-1], 0, 1)
+    if o == 8:
+        return np.rot90(arr, k=1)
+    return arr
+
+
+def _icc_colour_space(icc: bytes | None) -> str | None:
+    if not icc or len(icc) < 20:
+        return None
+    return icc[16:20].decode("ascii", "replace").strip()
+
+
+def _exif_upright(im: Image.Image) -> tuple[bytes | None, int]:
+    try:
+        exif = im.getexif()
+    except Exception:           # a broken EXIF block must not make the image unreadable
+        return None, 1
+    if not exif:
+        return None, 1
+    orientation = exif.get(ORIENTATION_TAG, 1)
+    try:
+        orientation = int(orientation)
+    except (TypeError, ValueError):
+        orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1
+    if ORIENTATION_TAG in exif:
+        exif[ORIENTATION_TAG] = 1
+    try:
+        return exif.tobytes(), orientation
+    except Exception:
+        return None, orientation
+
+
+def _is_16bit_rgb(im: Image.Image, data: bytes) -> bool:
+    """PIL silently truncates 16-bit RGB(A) PNG/TIFF to 8 bits: detect those files from their headers."""
+    if im.format == "PNG" and data[12:16] == b"IHDR":
+        bit_depth, colour_type = data[24], data[25]
+        return bit_depth == 16 and colour_type in (2, 6)
+    if im.format == "TIFF":
+        bps = getattr(im, "tag_v2", {}).get(258)
+        if isinstance(bps, tuple) and len(bps) >= 3 and all(b == 16 for b in bps[:3]):
+            return True
+    return False
+
+
+def _composite_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = alpha[..., None]
+    return rgb * a + (1.0 - a)
+
+
+def _read_16bit_rgb(data: bytes, fmt: str) -> np.ndarray:
+    """H×W×3 float32 in [0, 1] for a 16-bit RGB(A) PNG or TIFF (alpha composited on white)."""
+    if fmt == "PNG":
+        import cv2
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None or arr.ndim != 3:
+            raise ImageDecodeError("cannot decode 16-bit PNG")
+        arr = arr[..., [2, 1, 0, 3]] if arr.shape[2] == 4 else arr[..., ::-1]
+    else:
+        import tifffile
+
+        arr = tifffile.imread(io.BytesIO(data))
+        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+            arr = np.moveaxis(arr, 0, -1)
+        if arr.ndim != 3:
+            raise ImageDecodeError(f"unsupported 16-bit TIFF layout {arr.shape}")
+    f = arr.astype(np.float32) / 65535.0
+    if f.shape[2] >= 4:
+        return _composite_white(f[..., :3], f[..., 3])
+    return np.ascontiguousarray(f[..., :3])
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode one file's bytes; raises `ImageDecodeError` with a one-line reason."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        limit = min(max_pixels, int(Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise ImageDecodeError(f"image too large: its header claims more than {limit:,} pixels "
+                               "(decompression bomb guard)") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError(f"not a readable image: unrecognised file format (starts with {data[:8]!r})") from None
+    except Exception as e:
+        raise ImageDecodeError(f"not a readable image: {type(e).__name__}: {e}".splitlines()[0]) from None
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise ImageDecodeError(f"image has no pixels ({w}×{h})")
+    if w * h > max_pixels:
+        raise ImageDecodeError(f"image too large: {w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
+    fmt, mode = im.format, im.mode
+    icc = im.info.get("icc_profile") or None
+    exif, orientation = _exif_upright(im)
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        if _is_16bit_rgb(im, data):
+            pixels, grey, depth = _read_16bit_rgb(data, fmt), False, 16
+        else:
+            im.load()
+            pixels, grey, depth = _to_float_rgb(im)
+    except ImageDecodeError:
+        raise
+    except Exception as e:
+        msg = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise ImageDecodeError(f"cannot decode {fmt or 'image'} data (truncated or corrupt?): {msg}") from None
+    pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
+    space = _icc_colour_space(icc)
+    if space not in (("GRAY",) if grey else ("RGB",)):
+        icc = None
+    tiff_tags = None
+    if fmt == "TIFF":       # a TIFF's "EXIF" is its own IFD (strip offsets, sample format...): keep descriptions only
+        tags = getattr(im, "tag_v2", {})
+        tiff_tags = {t: tags[t] for t in TIFF_DESCRIPTIVE_TAGS if t in tags} or None
+        exif = None
+    dpi = im.info.get("dpi")
+    try:
+        dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
+        if dpi and orientation in (5, 6, 7, 8):
+            dpi = (dpi[1], dpi[0])
+    except (TypeError, ValueError, IndexError):
+        dpi = None
+    return DecodedImage(pixels=pixels, grey=grey, bit_depth=depth, format=fmt, mode=mode, icc_profile=icc,
+                        exif=exif, orientation=orientation, tiff_tags=tiff_tags, dpi=dpi)
+
+
+def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float32)
+        if mode == "I" and a.max(initial=0) <= 255:
+            scale, depth = 255.0, 8
+        else:
+            scale, depth = 65535.0, 16
+        g = np.clip(a / scale, 0.0, 1.0)
+        return np.repeat(g[..., None], 3, axis=2), True, depth
+    if mode == "F":
+        a = np.asarray(im).astype(np.float32)
+        hi = float(a.max(initial=0))
+        g = np.clip(a / (255.0 if hi > 1.0 else 1.0), 0.0, 1.0)
+        return np.repeat(g[..., None], 3, axis=2), True, 8
+    if mode in ("1", "L"):
+        g = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return np.repeat(g[..., None], 3, axis=2), True, 8
+    if mode in ("LA", "La"):
+        la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
+        g = la[..., 0] * la[..., 1] + (1.0 - la[..., 1])
+        return np.repeat(g[..., None], 3, axis=2), True, 8
+    has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        return _composite_white(rgba[..., :3], rgba[..., 3]).astype(np.float32), False, 8
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return rgb, False, 8
+
+
+# --------------------------------------------------------------------------------------------- encoding
+def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """Float [0,1] → uint8/uint16, rounding half-to-even (as skimage's img_as_ubyte)."""
+    hi = 65535.0 if bit_depth == 16 else 255.0
+    out = np.rint(np.clip(pixels, 0.0, 1.0) * hi)
+    return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
+
+
+def to_grey(pixels: np.ndarray) -> np.ndarray:
+    """H×W×3 float → H×W float with ITU-R 601 luma (the weights PIL's convert("L") uses)."""
+    return pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def _png_add_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP and eXIf chunks after IHDR of a PNG written by a library that cannot."""
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        body = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+        extra += _png_chunk(b"eXIf", body)
+    if not extra:
+        return png
+    ihdr_end = 8 + 4 + 4 + 13 + 4
+    return png[:ihdr_end] + extra + png[ihdr_end:]
+
+
+def encode_image(pixels: np.ndarray, fmt: str = "PNG", *, grey: bool = False, bit_depth: int = 8,
+                 icc_profile: bytes | None = None, exif: bytes | None = None, tiff_tags: dict | None = None,
+                 dpi: tuple[float, float] | None = None) -> bytes:
+    """Encode H×W×3 (or H×W) float [0,1] pixels as PNG or TIFF at 8 or 16 bits, grey or RGB,
+    carrying the ICC profile, EXIF block (PNG), descriptive TIFF tags (TIFF) and resolution along."""
+    fmt = fmt.upper()
+    if fmt not in ("PNG", "TIFF"):
+        raise ValueError(f"unsupported output format {fmt}")
+    if grey and pixels.ndim == 3:
+        pixels = to_grey(pixels)
+    if not grey and pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    arr = to_uint(pixels, bit_depth)
+    buf = io.BytesIO()
+    if bit_depth == 16 and arr.ndim == 3:        # PIL cannot hold 16-bit RGB
+        if fmt == "PNG":
+            import cv2
+
+            ok, enc = cv2.imencode(".png", np.ascontiguousarray(arr[..., ::-1]))
+            if not ok:
+                raise ValueError("cv2 failed to encode a 16-bit PNG")
+            return _png_add_metadata(enc.tobytes(), icc_profile, exif)
+        import tifffile
+
+        extratags = [(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else []
+        for tag, value in (tiff_tags or {}).items():
+            if isinstance(value, str):
+                extratags.append((tag, 2, 0, value, True))
+        tifffile.imwrite(buf, arr, photometric="rgb", compression="zlib", extratags=extratags,
+                         resolution=(dpi[0], dpi[1]) if dpi else None, resolutionunit=2 if dpi else None)
+        return buf.getvalue()
+    im = Image.fromarray(arr)
+    kwargs: dict = {}
+    if icc_profile:
+        kwargs["icc_profile"] = icc_profile
+    if dpi:
+        kwargs["dpi"] = dpi
+    if fmt == "TIFF":
+        kwargs["compression"] = "tiff_deflate"
+        if tiff_tags:
+            kwargs["tiffinfo"] = {t: v for t, v in tiff_tags.items() if isinstance(v, str)}
+    elif exif:
+        kwargs["exif"] = exif
+    im.save(buf, fmt, **kwargs)
+    return buf.getvalue()

@@ -1,0 +1,146 @@
+"""Building blocks shared by the global-restoration networks (VAE and the three mapping networks).
+
+Everything here follows the official layer layout (ARCHITECTURE.md §1, §3) so that state-dict keys
+match the official checkpoints: a residual block keeps its layers in a Sequential named
+``conv_block`` and the mapping networks are flat Sequentials of conv / InstanceNorm / ReLU triples.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ResnetBlock",
+    "conv_norm_act",
+    "resnet_blocks",
+    "mapping_channels",
+    "mapping_head",
+    "mapping_tail",
+    "check_mask",
+    "mask_hit",
+    "mask_keep",
+]
+
+
+def instance_norm(channels: int) -> nn.InstanceNorm2d:
+    """InstanceNorm2d without affine parameters or running statistics (no state-dict entries)."""
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False, eps=1e-5)
+
+
+class ResnetBlock(nn.Module):
+    """Official global residual block: ``x + [pad, conv3, IN, ReLU, pad, conv3, IN](x)``.
+
+    Reflection padding, conv biases kept (they are in the checkpoints), no activation after the sum.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
+            instance_norm(dim),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
+            instance_norm(dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+def resnet_blocks(n: int, dim: int) -> list[nn.Module]:
+    """``n`` residual blocks of width ``dim`` (a list, to be spliced into a Sequential)."""
+    return [ResnetBlock(dim) for _ in range(n)]
+
+
+def conv_norm_act(c_in: int, c_out: int, *, norm_act: bool = True) -> list[nn.Module]:
+    """3x3 conv with zero padding 1 and bias, optionally followed by InstanceNorm and ReLU.
+
+    Returns a list of 3 modules (or 1 when ``norm_act`` is False) so Sequential indices line up
+    with the official ones.
+    """
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=True)]
+    if norm_act:
+        layers += [instance_norm(c_out), nn.ReLU(inplace=True)]
+    return layers
+
+
+def mapping_channels(latent_channels: int, width: int) -> tuple[int, int, int, int]:
+    """Channel ladder of a mapping head: (2c, 4c, 8c, width) each capped at ``width``.
+
+    Official (c=64, width=512): 128, 256, 512, 512.
+    """
+    c = latent_channels
+    return (min(2 * c, width), min(4 * c, width), min(8 * c, width), width)
+
+
+def mapping_head(latent_channels: int, width: int) -> list[nn.Module]:
+    """Four conv-IN-ReLU triples latent -> width (12 modules, official indices 0..11)."""
+    ch = mapping_channels(latent_channels, width)
+    layers: list[nn.Module] = []
+    c_prev = latent_channels
+    for c in ch:
+        layers += conv_norm_act(c_prev, c)
+        c_prev = c
+    return layers
+
+
+def mapping_tail(latent_channels: int, width: int) -> list[nn.Module]:
+    """Three conv-IN-ReLU triples and a final plain conv back to the latent (10 modules).
+
+    Official: 512->512, 512->256, 256->128, then 128->64 without norm or activation.
+    """
+    c1, c2, c3, c4 = mapping_channels(latent_channels, width)
+    return (
+        conv_norm_act(c4, c3)
+        + conv_norm_act(c3, c2)
+        + conv_norm_act(c2, c1)
+        + conv_norm_act(c1, latent_channels, norm_act=False)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Mask helpers (masks arrive at image resolution, N x 1 x H x W, values in [0, 1], 1 = defect)
+
+
+def check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Validate a defect mask against features ``x`` and return it as x's float dtype.
+
+    A mask with batch size 1 is broadcast over the batch of ``x``.
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dim() != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask must have shape (N, 1, H, W) with 1 = defect, got {tuple(mask.shape)}")
+    if mask.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f"mask batch size {mask.shape[0]} does not match feature batch size {x.shape[0]}")
+    if mask.shape[2] < 1 or mask.shape[3] < 1:
+        raise ValueError(f"mask is empty: shape {tuple(mask.shape)}")
+    mask = mask.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    lo, hi = torch.aminmax(mask)
+    if not (float(lo) >= 0.0 and float(hi) <= 1.0):  # also catches NaN
+        raise ValueError(
+            f"mask values must lie in [0, 1] (1 = defect), got range [{float(lo):g}, {float(hi):g}]; "
+            "divide 0/255 masks by 255"
+        )
+    if mask.shape[0] != x.shape[0]:
+        mask = mask.expand(x.shape[0], -1, -1, -1)
+    return mask
+
+
+def mask_hit(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """1 where ``bilinear_resize(mask, size) > 0`` (align_corners False, no antialias), else 0."""
+    resized = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+    return (resized > 0).to(mask.dtype)
+
+
+def mask_keep(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Valid-pixel map of the partial nonlocal block (ARCHITECTURE §4.3 step 4).
+
+    ``keep = (1 - hit) * nearest_resize(1 - mask)``; 1 = valid (unscratched) latent pixel.
+    """
+    near = F.interpolate(1.0 - mask, size=size, mode="nearest")
+    return (1.0 - mask_hit(mask, size)) * near

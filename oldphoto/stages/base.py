@@ -1,0 +1,250 @@
+"""What every stage shares: the options, the per-item state, the model source and the stage base class.
+
+A stage is `__call__(state) -> state` (one item) plus `batch(states) -> states` (several items, batched where
+shapes allow). Stages never raise on bad input: the failure is put on the state (`state.error`) and recorded in
+provenance; later stages pass failed states through untouched. Stages hold their models (loaded once per
+process) and are picklable: a stage built with `from_source(ModelSource, options)` drops its models when
+pickled and reloads them lazily in the receiving process (a Ray actor).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterator
+
+import numpy as np
+
+from oldphoto import __version__
+from oldphoto.imageops.io import DEFAULT_MAX_PIXELS, DecodedImage
+from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, StageRecord
+
+# `--scratch auto` uses the scratch path only when the detector marks at least this fraction of the pixels
+# (0.1 %: one 2-pixel-wide scratch across a 2000-pixel photo). Below it, isolated false positives would only
+# punch white holes into a photo without scratches, so the quality path is used.
+AUTO_SCRATCH_MIN_COVERAGE = 0.001
+SCRATCH_THRESHOLD = 0.4
+
+
+@dataclass
+class RestoreOptions:
+    """Everything that changes what a restoration does (all recorded in provenance `parameters`)."""
+
+    scratch: str = "auto"                 # "auto" | "on" | "off"
+    hr: bool = False                      # 512 faces; with scratches, the patch-attention mapping (mapping_hr)
+    device: str = "cpu"
+    faces: bool = True
+    colour: bool = False                  # write grey inputs as RGB instead of keeping them grey
+    tile: int = 512                       # global restoration: largest tile side fed to the networks (pixels)
+    tile_overlap: int = 32                # blend band between tiles
+    tile_halo: int = 32                   # discarded context around each tile
+    detector_tile: int = 1024             # detector tiles (at its working size; normal photos are one tile)
+    auto_scratch_min_coverage: float = AUTO_SCRATCH_MIN_COVERAGE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    face_batch: int = 8                   # faces per enhancement forward pass
+    review: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scratch not in ("auto", "on", "off"):
+            raise ValueError(f"scratch must be 'auto', 'on' or 'off', not {self.scratch!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def face_role(self) -> str:
+        return "face_512" if self.hr else "face_256"
+
+    @property
+    def scratch_mapping_role(self) -> str:
+        return "mapping_hr" if self.hr else "mapping_scratch"
+
+    def required_roles(self) -> list[str]:
+        """The ModelSet roles this configuration can use (checked before a run starts)."""
+        roles = ["vae_a"]
+        if self.scratch in ("auto", "off"):
+            roles += ["mapping_quality", "vae_b_quality"]
+        if self.scratch in ("auto", "on"):
+            roles += ["scratch_unet", self.scratch_mapping_role, "vae_b_scratch"]
+        if self.faces:
+            roles.append(self.face_role)
+        return roles
+
+
+@dataclass
+class FaceResult:
+    index: int                            # 1-based, detection order
+    box: tuple[int, int, int, int]
+    points5: np.ndarray
+    score: float | None
+    tform: Any                            # skimage SimilarityTransform (aligned -> image coordinates)
+    aligned: np.ndarray                   # S×S×3 uint8 (before)
+    enhanced: np.ndarray | None = None    # S×S×3 uint8 (after)
+
+
+@dataclass
+class ItemState:
+    """One item as it goes through the stages."""
+
+    uri: str
+    name: str
+    data: bytes | None
+    provenance: ItemProvenance
+    decoded: DecodedImage | None = None
+    mask: np.ndarray | None = None        # H×W bool at the input's (upright) size, 1 = scratch
+    use_scratch: bool = False
+    restored: np.ndarray | None = None    # H×W×3 float32 [0,1]
+    faces: list[FaceResult] = field(default_factory=list)
+    face_size: int = 0
+    faces_detected_on: str | None = None  # "restored" | "input"
+    files: dict[str, bytes] = field(default_factory=dict)
+    out_dir: str | None = None            # where the files will go (for the URIs recorded in provenance)
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    @classmethod
+    def new(cls, uri: str, data: bytes | None, options: RestoreOptions, name: str | None = None,
+            out_dir: str | None = None, run_id: str | None = None) -> "ItemState":
+        name = name or default_name(uri)
+        prov = ItemProvenance(input=InputRecord(uri=uri, name=name), status="running", run_id=run_id,
+                              parameters=options.to_dict(), oldphoto_version=__version__, started=now_iso())
+        return cls(uri=uri, name=name, data=data, provenance=prov, out_dir=out_dir)
+
+    def fail(self, stage: str, message: str) -> None:
+        message = " ".join(str(message).split()) or "unknown error"
+        self.error = f"{stage}: {message}"
+        self.provenance.status = "failed"
+        self.provenance.error = self.error
+
+
+def default_name(uri: str) -> str:
+    base = uri.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base[1:] else base
+    return stem or "item"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- model source
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a process gets its models: our weights folder, an official release folder, or the shipped default."""
+
+    weights_dir: str | None = None
+    official_dir: str | None = None
+    device: str = "cpu"
+
+    def load(self):
+        return _load_models(self)
+
+
+@lru_cache(maxsize=4)
+def _load_models(source: ModelSource):
+    from oldphoto.models import ModelSet
+
+    if source.weights_dir:
+        return ModelSet.from_weights_dir(source.weights_dir, device=source.device)
+    if source.official_dir:
+        return ModelSet.from_official(source.official_dir, device=source.device)
+    return ModelSet.default(device=source.device)
+
+
+# ------------------------------------------------------------------------------------------- stage base
+class Stage:
+    """Base class: holds models + options; subclasses implement `process(state)`."""
+
+    name = "stage"
+
+    def __init__(self, models: Any, options: RestoreOptions, source: ModelSource | None = None) -> None:
+        self._models = models
+        self.options = options
+        self.source = source
+
+    @classmethod
+    def from_source(cls, source: ModelSource, options: RestoreOptions) -> "Stage":
+        return cls(None, options, source=source)
+
+    @property
+    def models(self) -> Any:
+        if self._models is None and self.source is not None:
+            self._models = self.source.load()
+        return self._models
+
+    def __getstate__(self) -> dict:
+        d = self.__dict__.copy()
+        if d.get("source") is not None:
+            d["_models"] = None
+        return d
+
+    def __call__(self, state: ItemState) -> ItemState:
+        if state.failed:
+            return state
+        try:
+            self.process(state)
+        except Exception as e:          # a stage never raises on bad input: the item fails, the run goes on
+            if not state.failed:
+                state.fail(self.name, f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e))
+                self._fail_record(state)
+        return state
+
+    def batch(self, states: list[ItemState]) -> list[ItemState]:
+        return [self(s) for s in states]
+
+    def process(self, state: ItemState) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fail_record(self, state: ItemState) -> None:
+        if not any(r.name == self.name and r.status == "failed" for r in state.provenance.stages):
+            state.provenance.stages.append(StageRecord(name=self.name, status="failed", device=self.device,
+                                                       error=state.error))
+
+    @property
+    def device(self) -> str:
+        return self.options.device
+
+    def checkpoint(self, role: str) -> CheckpointRef | None:
+        try:
+            return self.models.checkpoint(role)
+        except Exception:
+            return None
+
+    @contextmanager
+    def record(self, state: ItemState, name: str, roles: tuple[str, ...] = (),
+               extra_checkpoints: tuple[CheckpointRef, ...] = (), device: str | None = None) -> Iterator[StageRecord]:
+        """Time a stage and append its record (status failed with the error if the body raises)."""
+        rec = StageRecord(name=name, status="done", device=device or self.device)
+        t0 = time.perf_counter()
+        try:
+            yield rec
+        except Exception as e:
+            rec.status = "failed"
+            msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            state.fail(name, msg)
+            rec.error = state.error
+            raise _Recorded() from e
+        finally:
+            rec.seconds = round(time.perf_counter() - t0, 4)
+            rec.checkpoints = [c for c in (self.checkpoint(r) for r in roles) if c is not None]
+            rec.checkpoints += list(extra_checkpoints)
+            state.provenance.stages.append(rec)
+
+    @staticmethod
+    def skipped(state: ItemState, name: str, reason: str = "") -> None:
+        state.provenance.stages.append(StageRecord(name=name, status="skipped", error=reason or None))
+
+
+class _Recorded(Exception):
+    """Raised out of `Stage.record` after the failure is already on the state and in provenance."""

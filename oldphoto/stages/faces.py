@@ -1,0 +1,159 @@
+"""Stages 2–4 as one stage object: face detection + alignment, batched enhancement, blending (ARCHITECTURE §7.7, §9).
+
+Provenance gets three stage records ("face_detection", "face_enhancement", "blending") and one FaceRecord per
+face (box, score, the 5 alignment points). Faces are searched on the stage-1 output (as the official code);
+when none is found there, on the decoded input, which has the same geometry (recorded as `detected_on` in the
+face artefacts' `extra`). Alignment, enhancement and blending always use the stage-1 output. The aligned face size S is the face network's `load_size` (256, or
+512 with --hr, for the official generators). `batch(states)` enhances the faces of several items in shared
+forward passes of `options.face_batch` faces.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from oldphoto.imageops import faces as F
+from oldphoto.imageops.io import to_uint
+from oldphoto.provenance import CheckpointRef, FaceRecord
+from oldphoto.stages.base import FaceResult, ItemState, Stage, _Recorded
+
+
+@lru_cache(maxsize=1)
+def landmarks_checkpoint() -> CheckpointRef:
+    path = F.landmarks_model_path()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return CheckpointRef(name="dlib_shape_predictor_68", file=os.path.basename(path), sha256=h.hexdigest())
+
+
+def face_to_tensor(faces: list[np.ndarray]) -> torch.Tensor:
+    """S×S×3 uint8 faces → N×3×S×S in [-1,1] (pixel/255, (x − 0.5)/0.5)."""
+    arr = np.stack(faces).astype(np.float32) / 255.0
+    return torch.from_numpy((arr - 0.5) / 0.5).permute(0, 3, 1, 2).contiguous()
+
+
+def tensor_to_faces(t: torch.Tensor) -> list[np.ndarray]:
+    """tanh-range N×3×S×S → uint8 faces with floor(v·255 + 0.5), v = (out + 1)/2 (§7.7)."""
+    v = ((t.float().cpu().clamp(-1, 1) + 1.0) / 2.0).permute(0, 2, 3, 1).numpy()
+    return list(np.clip(np.floor(v * 255.0 + 0.5), 0, 255).astype(np.uint8))
+
+
+class FaceStage(Stage):
+    name = "face_detection"
+
+    @property
+    def role(self) -> str:
+        return self.options.face_role
+
+    def face_size(self) -> int:
+        net = self.models.get(self.role)
+        cfg = getattr(net, "cfg", None)
+        return int(getattr(cfg, "load_size", 512 if self.options.hr else 256))
+
+    def __call__(self, state: ItemState) -> ItemState:
+        return self.batch([state])[0]
+
+    def batch(self, states: list[ItemState]) -> list[ItemState]:
+        if not self.options.faces:
+            for s in states:
+                if not s.failed:
+                    for n in ("face_detection", "face_enhancement", "blending"):
+                        self.skipped(s, n, "faces disabled")
+            return states
+        live = [s for s in states if not s.failed]
+        for s in live:
+            self._guard(s, self._detect)
+        self._enhance([s for s in live if not s.failed])
+        for s in live:
+            if not s.failed:
+                self._guard(s, self._blend)
+        return states
+
+    def _guard(self, state: ItemState, fn) -> None:
+        try:
+            fn(state)
+        except _Recorded:
+            pass
+        except Exception as e:
+            if not state.failed:
+                state.fail(self.name, f"{type(e).__name__}: {e}")
+                self._fail_record(state)
+
+    # --- stage 2: detection and alignment
+    def _detect(self, state: ItemState) -> None:
+        with self.record(state, "face_detection", extra_checkpoints=(landmarks_checkpoint(),), device="cpu"):
+            size = self.face_size()
+            state.face_size = size
+            img8 = to_uint(state.restored, 8)
+            state.faces = []
+            found = F.detect_faces(img8)
+            state.faces_detected_on = "restored"
+            if not found and state.decoded is not None:
+                # same geometry: a face the stage-1 output hides (e.g. weak weights) is still found on the scan
+                found = F.detect_faces(to_uint(state.decoded.pixels, 8))
+                state.faces_detected_on = "input"
+            for k, det in enumerate(found, start=1):
+                try:
+                    tform = F.alignment_transform(det.points5, size)
+                except ValueError:
+                    continue
+                state.faces.append(FaceResult(index=k, box=det.box, points5=det.points5, score=det.score,
+                                              tform=tform, aligned=F.align_face(img8, tform, size)))
+                state.provenance.faces.append(FaceRecord(
+                    index=k, box=[int(v) for v in det.box], score=det.score,
+                    landmarks=[[float(x), float(y)] for x, y in det.points5]))
+
+    # --- stage 3: enhancement, batched across items
+    def _enhance(self, states: list[ItemState]) -> None:
+        jobs = [(s, f) for s in states for f in s.faces]
+        if not jobs:
+            for s in states:
+                self.skipped(s, "face_enhancement", "no faces found")
+            return
+        import time
+
+        from oldphoto.provenance import StageRecord
+
+        t0 = time.perf_counter()
+        try:
+            net = self.models.get(self.role)
+            bs = max(1, self.options.face_batch)
+            for i in range(0, len(jobs), bs):
+                chunk = jobs[i:i + bs]
+                with torch.inference_mode():
+                    out = net(face_to_tensor([f.aligned for _, f in chunk]).to(self.options.device))
+                for (_, f), face in zip(chunk, tensor_to_faces(out)):
+                    f.enhanced = face
+            error = None
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        seconds = (time.perf_counter() - t0) / max(1, len(jobs))
+        ckpt = [c for c in [self.checkpoint(self.role)] if c is not None]
+        for s in states:
+            if not s.faces:
+                self.skipped(s, "face_enhancement", "no faces found")
+                continue
+            rec = StageRecord(name="face_enhancement", status="done", device=self.device,
+                              seconds=round(seconds * len(s.faces), 4), checkpoints=list(ckpt))
+            if error:
+                s.fail("face_enhancement", error)
+                rec.status, rec.error = "failed", s.error
+            s.provenance.stages.append(rec)
+
+    # --- stage 4: blending
+    def _blend(self, state: ItemState) -> None:
+        if not state.faces:
+            self.skipped(state, "blending", "no faces found")
+            return
+        with self.record(state, "blending", device="cpu"):
+            img8 = to_uint(state.restored, 8)
+            blended = state.restored
+            for f in state.faces:
+                F.blend_face(blended, img8, f.enhanced, f.tform, state.face_size)
+            state.restored = blended

@@ -1,0 +1,77 @@
+"""Stage "scratch_detection": the U-Net marks scratches; the mask comes back at the input's size.
+
+Preprocessing follows detection.py (ARCHITECTURE §6.3): 8-bit RGB, PIL bicubic to 16-multiples
+(`full_size_16`), PIL luma, (x − 0.5)/0.5, torch bilinear (no antialias) to the working size (short side 256,
+`detector_size`), sigmoid, threshold ≥ 0.4, legacy-nearest back to the 16-multiple size, and then (oldphoto's
+addition, the official mask stays at the rounded size) nearest to the input's own size. The network runs in
+tiles (`run_tiled`, `options.detector_tile`) so even a very elongated scan has a bounded working set; a normal
+photo is one tile at the working size.
+
+`--scratch off` skips the stage. `--scratch on` always uses the scratch path. `--scratch auto` uses it only
+when the mask covers at least `options.auto_scratch_min_coverage` of the pixels (default 0.1 %, see
+`AUTO_SCRATCH_MIN_COVERAGE`); the mask is saved whenever the detector ran.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from oldphoto.imageops.geometry import detector_size, full_size_16, run_tiled
+from oldphoto.imageops.io import to_uint
+from oldphoto.stages.base import SCRATCH_THRESHOLD, ItemState, Stage
+
+
+def nearest_indices(n_out: int, n_in: int) -> np.ndarray:
+    """Source indices of torch's legacy 'nearest' resize from n_in to n_out samples."""
+    scale = n_in / n_out
+    return np.minimum(np.floor(np.arange(n_out) * scale).astype(np.int64), n_in - 1)
+
+
+def detector_input(pixels: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(1×1×Hn×Wn grey tensor in [-1,1], the 16-multiple size (H′, W′)) for an H×W×3 float image."""
+    h, w = pixels.shape[:2]
+    h16, w16 = full_size_16(h, w)
+    rgb = Image.fromarray(to_uint(pixels, 8))
+    if (h16, w16) != (h, w):
+        rgb = rgb.resize((w16, h16), Image.BICUBIC)
+    grey = np.asarray(rgb.convert("L"), dtype=np.float32)
+    del rgb
+    x = torch.from_numpy((grey / 255.0 - 0.5) / 0.5)[None, None]
+    hn, wn = detector_size(h16, w16)
+    x = F.interpolate(x, size=(hn, wn), mode="bilinear", align_corners=False)
+    return x, (h16, w16)
+
+
+def mask_to_size(small: np.ndarray, rounded_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest from the working size to the 16-multiple size (as the official code), then to the input's size."""
+    rows = nearest_indices(rounded_hw[0], small.shape[0])
+    cols = nearest_indices(rounded_hw[1], small.shape[1])
+    rows = rows[nearest_indices(out_hw[0], rounded_hw[0])]
+    cols = cols[nearest_indices(out_hw[1], rounded_hw[1])]
+    return small[rows[:, None], cols[None, :]]
+
+
+class ScratchDetectionStage(Stage):
+    name = "scratch_detection"
+    role = "scratch_unet"
+
+    def process(self, state: ItemState) -> None:
+        opts = self.options
+        if opts.scratch == "off":
+            self.skipped(state, self.name, "--scratch off")
+            state.use_scratch = False
+            return
+        with self.record(state, self.name, roles=(self.role,)):
+            net = self.models.get(self.role)
+            pixels = state.decoded.pixels
+            x, rounded = detector_input(pixels)
+            logits = run_tiled(lambda t: net(t), x[0].numpy(), out_channels=1, tile=opts.detector_tile,
+                               overlap=32, halo=64, multiple=16, device=opts.device)
+            small = (1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))) >= SCRATCH_THRESHOLD
+            mask = mask_to_size(small, rounded, pixels.shape[:2])
+            state.mask = mask
+            coverage = float(mask.mean())
+            state.provenance.mask_coverage = round(coverage, 6)
+            state.use_scratch = opts.scratch == "on" or coverage >= opts.auto_scratch_min_coverage

@@ -1,0 +1,186 @@
+"""Stage 2: the latent mapping T (quality, scratch = partial nonlocal, hr = patch attention).
+
+Both VAEs are frozen. On synthetic pairs (x, y): ``z_x = E_A(x)``, ``z_y = E_B(y)``,
+``restored = G_B(T(z_x))``, ``target = G_B(z_y)`` (the reconstructed clean image), and
+
+    L = lambda1 * L1(T(z_x), z_y) + L_GAN(restored) + lambda2 * (FM_D(restored, target) + VGG(restored, target))
+
+with lambda1 = 60, lambda2 = 10 (method.md). The patch discriminator sees ``target`` as real, so it
+judges the mapping and not the VAE_B's reconstruction quality.
+
+Scratch and hr mappings get synthetic photos with structured defects and their masks; the defect pixels
+are set to white first, exactly as the official scratch-mode inference does. The quality mapping gets
+photos with unstructured degradations only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oldphoto.networks.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
+from oldphoto.networks.mapping import MappingConfig, MappingNet
+from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMappingNet
+from oldphoto.networks.mapping_patch_attention import PatchAttentionMappingConfig, PatchAttentionMappingNet
+
+from . import losses as L
+from .common import Trainer, TrainSettings, adam, count_parameters, set_requires_grad
+from .datasets import BatchSource, fill_holes_white
+
+KINDS = {  # mapping kind -> (registry network kind, role, config class, net class)
+    "quality": ("mapping", "mapping_quality", MappingConfig, MappingNet),
+    "scratch": ("mapping_nonlocal", "mapping_scratch", NonLocalMappingConfig, NonLocalMappingNet),
+    "hr": ("mapping_patch_attention", "mapping_hr", PatchAttentionMappingConfig, PatchAttentionMappingNet),
+}
+
+
+@dataclass
+class MappingStageConfig:
+    kind: str = "quality"
+    net: Any = field(default_factory=MappingConfig)
+    disc: PatchDiscriminatorConfig = field(default_factory=PatchDiscriminatorConfig)
+    lambda1: float = L.MAPPING_LAMBDA1
+    lambda2: float = L.MAPPING_LAMBDA2
+    gan_weight: float = 1.0
+    vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+
+    @classmethod
+    def preset(cls, name: str, kind: str = "quality", latent_channels: int | None = None) -> "MappingStageConfig":
+        if kind not in KINDS:
+            raise ValueError(f"unknown mapping kind {kind!r}: choose {', '.join(KINDS)}")
+        _, _, cfg_cls, _ = KINDS[kind]
+        if name == "official":
+            net = cfg_cls.official()
+            disc = PatchDiscriminatorConfig.official()
+            vgg = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+        elif name == "small":
+            lc = latent_channels or 32
+            if kind == "quality":
+                net = MappingConfig(latent_channels=lc, width=128, n_blocks=3)
+            elif kind == "scratch":
+                net = NonLocalMappingConfig(latent_channels=lc, width=128, n_res_nl=2, n_res_after=3)
+            else:
+                net = PatchAttentionMappingConfig(latent_channels=lc, width=128, n_res_before=1, n_res_between=1,
+                                                  n_res_after=1)
+            disc = PatchDiscriminatorConfig(ndf=16, n_layers=3, num_scales=2)
+            vgg = ("relu1_2", "relu2_2")
+        elif name == "tiny":
+            net = cfg_cls.tiny()
+            disc = PatchDiscriminatorConfig.tiny()
+            vgg = ()
+        else:
+            raise ValueError(f"unknown config {name!r}: choose tiny, small or official")
+        if latent_channels is not None and net.latent_channels != latent_channels:
+            net.latent_channels = latent_channels
+        return cls(kind=kind, net=net, disc=disc, vgg_layers=vgg)
+
+
+SETTINGS = {
+    "tiny": dict(steps=20, batch_size=2, crop=32),
+    "small": dict(steps=1000, batch_size=4, crop=64),
+    "official": dict(steps=200_000, batch_size=8, crop=256),
+}
+
+
+class MappingTrainer(Trainer):
+    def __init__(self, settings: TrainSettings, out_dir: str | Path, cfg: MappingStageConfig, data: BatchSource,
+                 vae_a: torch.nn.Module, vae_b: torch.nn.Module, vgg: torch.nn.Module | None = None, log=print,
+                 data_note: dict | None = None, vae_files: dict | None = None):
+        self.cfg, self.data = cfg, data
+        self.stage = f"mapping-{cfg.kind}"
+        self.vae_a, self.vae_b, self.vgg = vae_a, vae_b, vgg
+        self.data_note = data_note or {}
+        self.vae_files = vae_files or {}
+        super().__init__(settings, out_dir, log)
+
+    def build(self) -> None:
+        dev = self.device
+        for v in (self.vae_a, self.vae_b):
+            v.to(dev).eval()
+            set_requires_grad(v, False)
+        if self.vgg is not None:
+            self.vgg.to(dev)
+        lat = self.vae_a.cfg.channels
+        if self.vae_b.cfg.channels != lat or self.cfg.net.latent_channels != lat:
+            raise ValueError(f"latent widths differ: VAE_A {lat}, VAE_B {self.vae_b.cfg.channels}, "
+                             f"mapping {self.cfg.net.latent_channels}")
+        _, _, _, net_cls = KINDS[self.cfg.kind]
+        self.net = net_cls(self.cfg.net).to(dev)
+        self.disc = PatchDiscriminator(self.cfg.disc).to(dev)
+        self.modules.update(mapping=self.net, disc=self.disc)
+        self.optimizers.update(G=adam(self.net.parameters(), self.s), D=adam(self.disc.parameters(), self.s))
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        structured = self.cfg.kind != "quality"
+        b = self.data.pairs(self.s.batch_size, self.s.crop, self.data_rng, structured=structured)
+        b = {k: v.to(self.device) for k, v in b.items()}
+        if structured:
+            b["x"] = fill_holes_white(b["x"], b["mask"])
+        return b
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        z = self.vae_a.encode(x)
+        return self.net(z, mask) if self.cfg.kind != "quality" else self.net(z)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        c = self.cfg
+        b = self.batch()
+        mask = b["mask"] if c.kind != "quality" else None
+        with torch.no_grad(), self.autocast():
+            zx = self.vae_a.encode(b["x"])
+            zy = self.vae_b.encode(b["y"])
+            target = self.vae_b.decode(zy)
+        with self.autocast():
+            zt = self.net(zx, mask) if mask is not None else self.net(zx)
+            restored = self.vae_b.decode(zt)
+            latent = L.l1(zt.float(), zy.float())
+            set_requires_grad(self.disc, False)
+            fake_feats = self.disc(restored)
+            with torch.no_grad():
+                real_feats = self.disc(target)
+            g_gan = L.lsgan_g(fake_feats)
+            fm = L.feature_matching(real_feats, fake_feats)
+            vgg = L.perceptual(self.vgg, restored.float(), target.float()) if self.vgg is not None \
+                else torch.zeros((), device=self.device)
+            loss = c.lambda1 * latent + c.gan_weight * g_gan + c.lambda2 * (fm + vgg)
+        self.optimise(loss, "G")
+        set_requires_grad(self.disc, True)
+        with self.autocast():
+            d = L.lsgan_d(self.disc(target), self.disc(restored.detach()))
+        self.optimise(d, "D")
+        return {"latent_l1": latent.item(), "g_gan": g_gan.item(), "fm": fm.item(), "vgg": vgg.item(),
+                "d": d.item(), "loss_g": loss.item()}
+
+    @property
+    def role(self) -> str:
+        return KINDS[self.cfg.kind][1]
+
+    def export(self, weights_dir: str | Path, fp16: bool = True, metrics: dict | None = None) -> list[Path]:
+        from oldphoto.weights import save_weights
+
+        network = KINDS[self.cfg.kind][0]
+        prov = self.provenance(role=self.role, network_parameters=count_parameters(self.net), data=self.data_note,
+                               frozen_vaes=self.vae_files, vgg_perceptual=self.vgg is not None,
+                               objective="60*latent L1 + LSGAN + 10*(D feature matching + VGG16)",
+                               metrics=metrics or {})
+        p = Path(weights_dir) / f"{self.role}.safetensors"
+        save_weights(p, self.net.cpu(), network, self.cfg.net, provenance=prov, fp16=fp16)
+        self.net.to(self.device)
+        return [p]
+
+
+@torch.no_grad()
+def restoration_metrics(vae_a, net, vae_b, batch: dict[str, torch.Tensor], kind: str) -> dict[str, float]:
+    """PSNR (dB) of G_B(T(E_A(x))) against the clean y, and of the degraded input itself (the baseline)."""
+    net.eval()
+    x, y = batch["x"], batch["y"]
+    z = vae_a.encode(x)
+    out = vae_b.decode(net(z, batch["mask"]) if kind != "quality" else net(z))
+
+    def psnr(a, b):
+        mse = ((a - b) / 2).pow(2).mean().item()
+        return 10 * float(torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))
+
+    return {"psnr_restored": psnr(out, y), "psnr_input": psnr(x, y)}

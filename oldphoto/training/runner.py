@@ -1,0 +1,290 @@
+"""Wiring of one training stage end to end (data -> trainer -> loop -> held-out metrics -> export),
+shared by ``oldphoto train ...`` and ``oldphoto train all``; plus the model card written from the
+exported files' own metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .common import TrainSettings
+
+STAGES = ("scratch", "vae-a", "vae-b", "mapping", "face")
+CONFIGS = ("tiny", "small", "official")
+
+
+@dataclass
+class TrainOptions:
+    data: Path | None = None            # folder written by `oldphoto data fetch` (None: builtin photos)
+    out: Path = Path("runs")            # run folders (checkpoints, history, plots) go to out/<stage>
+    weights_dir: Path | None = None     # exported <role>.safetensors (None: out/weights)
+    config: str = "small"
+    steps: int | None = None
+    batch_size: int | None = None
+    crop: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = False
+    real: str | None = None             # real old photos (domain R) for VAE_A: folder, file or s3:// prefix
+    kind: str = "quality"               # mapping: quality | scratch | hr
+    vae_a: Path | None = None           # frozen VAEs for the mapping (default: weights_dir/vae_a... files)
+    vae_b: Path | None = None
+    vgg: bool = True                    # VGG16 perceptual loss where the stage uses one
+    threads: int | None = None
+    max_minutes: float | None = None
+    fp16: bool = True
+    progress: bool = True
+    checkpoint_every: int | None = None
+    eval_images: int = 12
+
+    @property
+    def weights(self) -> Path:
+        return Path(self.weights_dir) if self.weights_dir is not None else Path(self.out) / "weights"
+
+
+@dataclass
+class StageResult:
+    stage: str
+    files: list[Path]
+    metrics: dict[str, Any]
+    steps: int
+    seconds: float
+    run_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def settings_for(stage_module: Any, o: TrainOptions, stage_key: str) -> TrainSettings:
+    base = dict(stage_module.SETTINGS[o.config])
+    if o.steps is not None:
+        base["steps"] = o.steps
+    if o.batch_size is not None:
+        base["batch_size"] = o.batch_size
+    if o.crop is not None:
+        base["crop"] = o.crop
+    s = TrainSettings(**base, seed=o.seed, device=o.device, threads=o.threads, progress=o.progress,
+                      max_seconds=None if o.max_minutes is None else o.max_minutes * 60)
+    s.checkpoint_every = o.checkpoint_every or max(10, min(200, s.steps // 5 or 1))
+    s.log_every = max(1, min(10, s.steps // 50 or 1))
+    return s
+
+
+def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: int | None = None):
+    from . import datasets as D
+
+    split_note = "train split of " + str(o.data) if o.data else "builtin photos (scikit-image/sklearn/matplotlib; smoke runs only)"
+    clean = D.clean_photos(o.data, "train")
+    textures = D.load_textures(o.data, seed=o.seed)
+    note: dict[str, Any] = {"clean": split_note, "clean_photos": len(clean),
+                            "textures": "fetched textures" if o.data else "procedural textures"}
+    real = None
+    if need_real:
+        if o.real:
+            real = D.PhotoPool.from_uri(o.real)
+            note["real_old_photos"] = f"{len(real)} photos from {o.real}"
+            log(f"real old photos (domain R): {len(real)} images from {o.real}")
+        else:
+            solvay = D.find_solvay(o.data)
+            if solvay is not None:
+                real = D.PhotoPool.from_paths([solvay])
+                note["real_old_photos"] = f"{solvay.name} (real 1927 photo) + strongly degraded synthetic photos"
+                log(f"no --real given: domain R = the real 1927 Solvay photo ({solvay}) "
+                    "plus strongly degraded synthetic photos")
+            else:
+                note["real_old_photos"] = "strongly degraded synthetic photos only (no real photo available)"
+                log("no --real given and no real old photo in the data folder: domain R = strongly degraded "
+                    "synthetic photos only")
+    faces = None
+    if faces_size is not None:
+        cache = Path(o.out) / "face" / f"aligned_faces_{faces_size}.npz"
+        if cache.is_file():
+            z = np.load(cache)
+            imgs, n_photos = list(z["faces"]), int(z["n_photos"])
+        else:
+            log("detecting and aligning faces (dlib) in every available photo ...")
+            imgs, names = D.face_images(o.data, faces_size)
+            n_photos = len(names)
+            if imgs:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(cache, faces=np.stack(imgs), n_photos=n_photos)
+        if not imgs:
+            raise RuntimeError("no faces found to train the face enhancer on")
+        # augmentation: faces zoomed by 1.12 and cropped at a random window (shift/scale jitter) + h-flip
+        big = int(round(faces_size * 1.12))
+        from PIL import Image
+        zoomed = [np.asarray(Image.fromarray(f).resize((big, big), Image.Resampling.BICUBIC)) for f in imgs]
+        faces = D.PhotoPool(zoomed, max_short=big, scale_jitter=(0.92, 1.0))
+        note["faces"] = f"{len(imgs)} aligned faces (dlib HOG + 68 landmarks) from {n_photos} photos"
+        log(f"face training set: {len(imgs)} aligned faces from {n_photos} photos")
+    return D.BatchSource(clean, textures, real=real, faces=faces), note
+
+
+def _val_source(o: TrainOptions):
+    """Held-out photos for metrics: the val split when a data folder is given, else the builtin photos."""
+    from . import datasets as D
+
+    if o.data is not None:
+        pool = D.clean_photos(o.data, "val")
+        where = f"val split of {o.data}"
+    else:
+        pool = D.clean_photos(None)
+        where = "builtin photos"
+    return D.BatchSource(pool, D.load_textures(o.data, seed=o.seed + 1)), where
+
+
+def _vgg(o: TrainOptions, layers: tuple[str, ...], log: Callable):
+    if not o.vgg or not layers:
+        return None
+    from .vgg import find_vgg16_onnx, load_vgg16_onnx
+
+    path = find_vgg16_onnx(o.data)
+    log(f"VGG16 perceptual loss ({', '.join(layers)}) from {path} (training only, not shipped)")
+    return load_vgg16_onnx(path, layers)
+
+
+def _vae_file(o: TrainOptions, which: str, kind: str) -> Path:
+    if which == "a":
+        return Path(o.vae_a) if o.vae_a else o.weights / "vae_a.safetensors"
+    role = "vae_b_quality" if kind == "quality" else "vae_b_scratch"
+    return Path(o.vae_b) if o.vae_b else o.weights / f"{role}.safetensors"
+
+
+def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResult:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}: choose {', '.join(STAGES)}")
+    if o.config not in CONFIGS:
+        raise ValueError(f"unknown config {o.config!r}: choose {', '.join(CONFIGS)}")
+    if o.threads and o.device == "cpu":
+        torch.set_num_threads(o.threads)
+    t0 = time.monotonic()
+    run_name = stage if stage != "mapping" else f"mapping-{o.kind}"
+    run_dir = Path(o.out) / run_name
+    notes: list[str] = []
+    metrics: dict[str, Any] = {}
+
+    if stage == "scratch":
+        from . import scratch as M
+
+        cfg = M.ScratchStageConfig.preset(o.config)
+        data, note = _data(o, log)
+        tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
+        tr.run(resume=o.resume)
+        val, where = _val_source(o)
+        crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
+        grey, mask = M.eval_set(val, o.eval_images, crop)
+        metrics = {**M.evaluate(tr.net, grey, mask), "eval_set": f"{o.eval_images} synthetic {crop}px crops, {where}, seed 1234"}
+    elif stage in ("vae-a", "vae-b"):
+        from . import vae as M
+
+        cfg = M.VAEStageConfig.preset(o.config)
+        data, note = _data(o, log, need_real=stage == "vae-a")
+        tr = M.VAETrainer(settings_for(M, o, stage), run_dir, cfg, data, domain=stage[-1], log=log, data_note=note)
+        tr.run(resume=o.resume)
+        val, where = _val_source(o)
+        rng = np.random.default_rng(1234)
+        imgs = val.pairs(o.eval_images, 64, rng)["x"] if stage == "vae-a" else val.clean_crops(o.eval_images, 64, rng)
+        metrics = {**M.reconstruction_metrics(tr.vae, imgs),
+                   "eval_set": f"{o.eval_images} {'synthetic old' if stage == 'vae-a' else 'clean'} 64px crops, {where}"}
+    elif stage == "mapping":
+        from oldphoto.weights import load_weights
+
+        from . import mapping as M
+
+        fa, fb = _vae_file(o, "a", o.kind), _vae_file(o, "b", o.kind)
+        for f in (fa, fb):
+            if not f.is_file():
+                raise FileNotFoundError(f"the mapping needs the trained VAEs first: {f} is missing "
+                                        "(run `oldphoto train vae-a` and `oldphoto train vae-b`, or pass --vae-a/--vae-b)")
+        vae_a, ia = load_weights(fa, expect_network="vae")
+        vae_b, ib = load_weights(fb, expect_network="vae")
+        cfg = M.MappingStageConfig.preset(o.config, o.kind, latent_channels=vae_a.cfg.channels)
+        data, note = _data(o, log)
+        vgg = _vgg(o, cfg.vgg_layers, log)
+        if vgg is None and cfg.vgg_layers:
+            notes.append("trained without the VGG16 perceptual term (--no-vgg)")
+        tr = M.MappingTrainer(settings_for(M, o, stage), run_dir, cfg, data, vae_a, vae_b, vgg=vgg, log=log,
+                              data_note=note, vae_files={"vae_a": ia.file_sha256, "vae_b": ib.file_sha256})
+        tr.run(resume=o.resume)
+        val, where = _val_source(o)
+        b = val.pairs(o.eval_images, 64, np.random.default_rng(1234), structured=o.kind != "quality")
+        if o.kind != "quality":
+            from .datasets import fill_holes_white
+            b["x"] = fill_holes_white(b["x"], b["mask"])
+        metrics = {**M.restoration_metrics(vae_a, tr.net, vae_b, b, o.kind),
+                   "eval_set": f"{o.eval_images} synthetic 64px pairs, {where}"}
+    else:  # face
+        from . import face as M
+
+        cfg = M.FaceStageConfig.preset(o.config)
+        data, note = _data(o, log, faces_size=cfg.net.load_size)
+        vgg = _vgg(o, cfg.vgg_layers, log)
+        tr = M.FaceTrainer(settings_for(M, o, stage), run_dir, cfg, data, vgg=vgg, log=log, data_note=note)
+        tr.run(resume=o.resume)
+        b = data.face_pairs(min(8, o.eval_images), cfg.net.load_size, np.random.default_rng(1234))
+        metrics = {**M.face_metrics(tr.net, b),
+                   "eval_set": "training faces with fresh degradations (no held-out faces exist here)"}
+
+    files = tr.export(o.weights, fp16=o.fp16, metrics=_round(metrics))
+    (run_dir / "metrics.json").write_text(json.dumps(_round(metrics), indent=2))
+    log(f"[{run_name}] {tr.step} steps in {tr.elapsed:.0f} s; metrics {json.dumps(_round(metrics))}")
+    for f in files:
+        log(f"[{run_name}] wrote {f} ({f.stat().st_size / 1e6:.2f} MB)")
+    return StageResult(run_name, files, metrics, tr.step, time.monotonic() - t0, run_dir, notes)
+
+
+def _round(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+# ------------------------------------------------------------------------------------------ model card
+ROLE_ORDER = ("scratch_unet", "vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch",
+              "mapping_hr", "face_256", "face_512")
+
+
+def write_model_card(weights_dir: str | Path, path: str | Path | None = None, header: str = "") -> Path:
+    """MODEL_CARD.md from the metadata stored inside each ``<role>.safetensors`` (provenance, config,
+    metrics), so the card can never disagree with the files."""
+    from oldphoto.weights import read_info
+
+    wd = Path(weights_dir)
+    path = Path(path) if path else wd / "MODEL_CARD.md"
+    lines = ["# oldphoto shipped weights: model card", ""]
+    if header:
+        lines += [header.rstrip(), ""]
+    lines += ["| role | network | parameters | steps | wall time | file MB | sha256 (first 16) | held-out metrics |",
+              "|---|---|---|---|---|---|---|---|"]
+    details = []
+    for role in ROLE_ORDER:
+        f = wd / f"{role}.safetensors"
+        if not f.is_file():
+            lines.append(f"| {role} | — not shipped — | | | | | | |")
+            continue
+        info = read_info(f)
+        p = info.provenance
+        m = {k: v for k, v in p.get("metrics", {}).items() if k != "eval_set"}
+        mtxt = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+        lines.append(f"| {role} | {info.network} | {p.get('network_parameters', '?'):,} | {p.get('steps', '?')} | "
+                     f"{p.get('wall_seconds', 0) / 60:.1f} min | {f.stat().st_size / 1e6:.2f} | "
+                     f"{info.file_sha256[:16]} | {mtxt} |")
+        details.append(f"### {role}\n\n- network `{info.network}`, config `{json.dumps(info.config_dict, sort_keys=True)}`"
+                       f"\n- objective: {p.get('objective', '?')}"
+                       f"\n- data: {json.dumps(p.get('data', {}), sort_keys=True)}"
+                       f"\n- optimiser: Adam betas {p.get('adam_betas')}, lr {p.get('lr')} (linear decay to 0 over "
+                       f"the second half), batch {p.get('batch_size')}, crop {p.get('crop')} px, seed {p.get('seed')}"
+                       f"\n- hardware: {p.get('hardware', '?')} ({p.get('device', '?')}); wall time "
+                       f"{p.get('wall_seconds', '?')} s"
+                       f"\n- metrics eval set: {p.get('metrics', {}).get('eval_set', '—')}"
+                       f"\n- final training losses: {json.dumps(p.get('final_losses', {}), sort_keys=True)}\n")
+    lines += ["", "## Per-network details", ""] + details
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def options_dict(o: TrainOptions) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(o).items()}

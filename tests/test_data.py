@@ -1,0 +1,266 @@
+"""Data area: GIMP/Krita decoders on crafted bytes, splits, fetch manifest idempotence over a fake package cache."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from oldphoto.data.dataset import (DataNotFetchedError, PhotoDataset, builtin_photos, load_splits, make_splits,
+                                   split_photos, held_out_photos)
+from oldphoto.data.fetch import PackageReader, fetch, read_deb_members, sha256_file
+from oldphoto.data.sources import DebPackage, FetchPlan, PhotoSource, TextureSource
+from oldphoto.data.textures import (TextureBank, TextureFormatError, decode_gbr, decode_gih, decode_pat,
+                                    decode_texture_file, read_bundle_member)
+
+
+# ------------------------------------------------------------------------------------------ crafted files
+def gbr_bytes(pix: np.ndarray, name: str = "brush", version: int = 2, spacing: int = 25) -> bytes:
+    h, w = pix.shape[:2]
+    nbytes = 1 if pix.ndim == 2 else pix.shape[2]
+    name_b = name.encode() + b"\x00"
+    if version == 1:
+        header = struct.pack(">5I", 20 + len(name_b), 1, w, h, nbytes) + name_b
+    else:
+        header = struct.pack(">5I", 28 + len(name_b), version, w, h, nbytes) + b"GIMP" + struct.pack(">I", spacing) + name_b
+    return header + pix.astype(np.uint8).tobytes()
+
+
+def gih_bytes(cells: list[np.ndarray], name: str = "pipe") -> bytes:
+    head = f"{name}\n{len(cells)} ncells:{len(cells)} dim:1 rank0:{len(cells)} sel0:random\n".encode()
+    return head + b"".join(gbr_bytes(c, f"cell{i}") for i, c in enumerate(cells))
+
+
+def pat_bytes(pix: np.ndarray, name: str = "pattern") -> bytes:
+    h, w, c = pix.shape
+    name_b = name.encode() + b"\x00"
+    return struct.pack(">5I", 24 + len(name_b), 1, w, h, c) + b"GPAT" + name_b + pix.astype(np.uint8).tobytes()
+
+
+def test_decode_gbr_grey_and_rgba_and_v1():
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    b, end = decode_gbr(gbr_bytes(grey, "Scratch 01"))
+    assert b.name == "Scratch 01" and b.spacing == 25
+    np.testing.assert_array_equal(b.pixels, grey)
+    assert end == len(gbr_bytes(grey, "Scratch 01"))
+    rgba = rng.integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    b2, _ = decode_gbr(gbr_bytes(rgba))
+    np.testing.assert_array_equal(b2.pixels, rgba)
+    b1, _ = decode_gbr(gbr_bytes(grey, "old", version=1))
+    assert b1.name == "old"
+    np.testing.assert_array_equal(b1.pixels, grey)
+
+
+def test_decode_gbr_rejects_bad_input():
+    grey = np.zeros((4, 4), np.uint8)
+    good = gbr_bytes(grey)
+    with pytest.raises(TextureFormatError, match="truncated"):
+        decode_gbr(good[:-3])
+    with pytest.raises(TextureFormatError, match="magic"):
+        decode_gbr(good[:20] + b"XXXX" + good[24:])
+    with pytest.raises(TextureFormatError, match="depth"):
+        decode_gbr(good[:16] + struct.pack(">I", 3) + good[20:])
+    with pytest.raises(TextureFormatError):
+        decode_gbr(b"\x00\x01")
+
+
+def test_decode_gih_cells_in_order():
+    cells = [np.full((6, 5), v, np.uint8) for v in (10, 200, 77)]
+    name, brushes = decode_gih(gih_bytes(cells, "Grunge 01"))
+    assert name == "Grunge 01" and len(brushes) == 3
+    for c, b in zip(cells, brushes):
+        np.testing.assert_array_equal(b.pixels, c)
+    with pytest.raises(TextureFormatError):
+        decode_gih(gih_bytes(cells)[:-10])
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_decode_pat(channels):
+    pix = np.random.default_rng(channels).integers(0, 256, (4, 6, channels), dtype=np.uint8)
+    name, out = decode_pat(pat_bytes(pix, "paper"))
+    assert name == "paper"
+    np.testing.assert_array_equal(out, pix)
+
+
+def test_decode_pat_rejects_brush():
+    with pytest.raises(TextureFormatError, match="magic"):
+        decode_pat(gbr_bytes(np.zeros((2, 2), np.uint8), version=1))
+
+
+def test_texture_files_to_png_roundtrip_and_krita_bundle():
+    cells = [np.random.default_rng(i).integers(0, 256, (8, 9), dtype=np.uint8) for i in range(2)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("brushes/scratches.gih", gih_bytes(cells))
+        zf.writestr("mimetype", "application/x-krita-resourcebundle")
+    member = read_bundle_member(buf.getvalue(), "brushes/scratches.gih")
+    pngs = decode_texture_file("scratches.gih", member)
+    assert [s for s, _ in pngs] == ["_00", "_01"]
+    for (_, png), cell in zip(pngs, cells):
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), cell)
+    # deterministic PNG bytes (manifest idempotence depends on it)
+    assert decode_texture_file("scratches.gih", member) == pngs
+    rgb = np.random.default_rng(5).integers(0, 256, (3, 3, 3), dtype=np.uint8)
+    (_, png), = decode_texture_file("x.pat", pat_bytes(rgb))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), rgb)
+    with pytest.raises(TextureFormatError):
+        read_bundle_member(buf.getvalue(), "brushes/missing.gbr")
+    with pytest.raises(TextureFormatError, match="unknown"):
+        decode_texture_file("x.abr", b"...")
+
+
+# ------------------------------------------------------------------------------------------------ splits
+def test_splits_deterministic_disjoint_and_builtin_held_out():
+    ids = [f"pkg/photo{i:02d}" for i in range(40)] + [f"builtin/b{i}" for i in range(9)]
+    builtin = [i for i in ids if i.startswith("builtin/")]
+    s1 = make_splits(ids, always_test=builtin)
+    s2 = make_splits(list(reversed(ids)), always_test=list(reversed(builtin)))
+    assert s1 == s2
+    assert set(builtin) <= set(s1["test"])
+    assert len(s1["test"]) >= 8 and len(s1["val"]) == 4
+    parts = [set(s1[k]) for k in ("train", "val", "test")]
+    assert sum(map(len, parts)) == len(ids) and set().union(*parts) == set(ids)
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    # the salt decides, not the order: another salt gives another (still valid) split
+    s3 = make_splits(ids, always_test=builtin, salt="other")
+    assert s3["val"] != s1["val"] or s3["test"] != s1["test"]
+
+
+def test_builtin_photos_available_and_fallback_test_set(tmp_path):
+    recs = builtin_photos()
+    assert len(recs) >= 8
+    assert all(r.path.is_file() for r in recs)
+    got, source = held_out_photos(tmp_path / "nothing-here")
+    assert [r.id for r in got] == [r.id for r in recs] and "builtin" in source
+    ds = PhotoDataset(recs[:2], max_short_side=64)
+    img = ds[0]
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) == 64
+    with pytest.raises(DataNotFetchedError):
+        load_splits(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ fetch (fake)
+def _fake_tree(root: Path) -> dict[str, bytes]:
+    """A package file tree made of real files: two builtin photos, a GIMP pattern, a brush pipe, a bundle."""
+    recs = builtin_photos()
+    files = {
+        "usr/share/photos/a.png": recs[0].path.read_bytes(),
+        "usr/share/photos/b.jpg": next(r for r in recs if r.path.suffix == ".jpg").path.read_bytes(),
+        "usr/share/old/real.png": recs[1].path.read_bytes(),
+        "usr/share/patterns/paper.pat": pat_bytes(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)),
+        "usr/share/brushes/scratch.gih": gih_bytes([np.random.default_rng(i).integers(0, 256, (20, 20), dtype=np.uint8)
+                                                    for i in range(3)]),
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("brushes/crackles.gbr", gbr_bytes(np.full((24, 24), 200, np.uint8)))
+    files["usr/share/bundles/res.bundle"] = buf.getvalue()
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def _plan(pkg: DebPackage) -> FetchPlan:
+    return FetchPlan(
+        debs=(pkg,), pypi=(), extras={}, builtin=(),
+        photos=(PhotoSource(pkg.name, "fake", ("usr/share/photos/a.png", "usr/share/photos/b.jpg")),),
+        textures=(TextureSource(pkg.name, "paper", ("usr/share/patterns/paper.pat",), prefix="t_"),
+                  TextureSource(pkg.name, "scratch", ("usr/share/brushes/scratch.gih",), prefix="t_"),
+                  TextureSource(pkg.name, "scratch", ("brushes/crackles.gbr",), bundle="usr/share/bundles/res.bundle",
+                                prefix="k_")),
+        real=(pkg.name, "usr/share/old/real.png", "solvay_1927.png"))
+
+
+@pytest.fixture
+def fake_deb(tmp_path) -> tuple[Path, dict[str, bytes]]:
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb not installed")
+    tree = tmp_path / "pkgroot"
+    files = _fake_tree(tree)
+    (tree / "DEBIAN").mkdir()
+    (tree / "DEBIAN" / "control").write_text("Package: oldphoto-fake\nVersion: 1:1.0-1\nArchitecture: all\n"
+                                             "Maintainer: test <t@example.org>\nDescription: test\n")
+    deb = tmp_path / "fake.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True, capture_output=True)
+    return deb, files
+
+
+def test_read_deb_members(fake_deb):
+    deb, files = fake_deb
+    got = read_deb_members(deb, {"usr/share/photos/a.png", "usr/share/patterns/paper.pat", "no/such/file"})
+    assert got == {k: files[k] for k in ("usr/share/photos/a.png", "usr/share/patterns/paper.pat")}
+
+
+def test_fetch_offline_from_cache_is_idempotent(fake_deb, tmp_path):
+    deb, files = fake_deb
+    pkg = DebPackage("oldphoto-fake", "1:1.0-1", sha256_file(deb), deb.stat().st_size, "test")
+    data = tmp_path / "data"
+    (data / "cache" / "deb").mkdir(parents=True)
+    shutil.copy(deb, data / "cache" / "deb" / pkg.filename)
+    assert pkg.filename == "oldphoto-fake_1%3a1.0-1_all.deb"
+    logs: list[str] = []
+    r1 = fetch(data, _plan(pkg), offline=True, log=logs.append)
+    assert r1.ok, r1.errors
+    assert any("cached, sha256 ok" in line for line in logs)
+    m1 = (data / "manifest.json").read_bytes()
+    s1 = (data / "splits.json").read_bytes()
+    manifest = json.loads(m1)
+    assert manifest["packages"][0]["sha256"] == pkg.sha256
+    # every recorded file exists with its recorded sum; photos and the real photo are byte-exact copies
+    for rel, meta in manifest["files"].items():
+        assert sha256_file(data / rel) == meta["sha256"]
+    assert (data / "photos/fake/a.png").read_bytes() == files["usr/share/photos/a.png"]
+    assert (data / "real/solvay_1927.png").read_bytes() == files["usr/share/old/real.png"]
+    assert sorted(p.name for p in (data / "textures/scratch").iterdir()) == [
+        "k_crackles.png", "t_scratch_00.png", "t_scratch_01.png", "t_scratch_02.png"]
+    assert [p["id"] for p in manifest["photos"]] == ["fake/a", "fake/b"]
+    # second run: nothing written, identical manifest and splits
+    r2 = fetch(data, _plan(pkg), offline=True, log=lambda m: None)
+    assert r2.ok and r2.written == 0
+    assert (data / "manifest.json").read_bytes() == m1 and (data / "splits.json").read_bytes() == s1
+    # the data folder reads back: textures and split photos
+    bank = TextureBank.from_dir(data)
+    assert len(bank.papers) == 1 and len(bank.scratches) == 4
+    all_ids = sum((load_splits(data)[k] for k in ("train", "val", "test")), [])
+    assert sorted(all_ids) == ["fake/a", "fake/b"]
+    recs = sum((split_photos(data, k) for k in ("train", "val", "test")), [])
+    assert all(r.path.is_file() for r in recs)
+
+
+def test_fetch_refuses_a_tampered_cache_offline(fake_deb, tmp_path):
+    deb, _ = fake_deb
+    pkg = DebPackage("oldphoto-fake", "1.0", "0" * 64, 1, "test")
+    data = tmp_path / "data"
+    (data / "cache" / "deb").mkdir(parents=True)
+    shutil.copy(deb, data / "cache" / "deb" / pkg.filename)
+    r = fetch(data, _plan(pkg), offline=True, log=lambda m: None)
+    assert not r.ok and "downloads are off" in r.errors[0]
+    assert r.photos == []
+
+
+def test_fetch_from_extracted_folder(tmp_path):
+    tree = tmp_path / "tree"
+    files = _fake_tree(tree)
+    pkg = DebPackage("oldphoto-fake", "1.0", "unused", 0, "test")
+    r = fetch(tmp_path / "data", _plan(pkg), log=lambda m: None, package_paths={"oldphoto-fake": tree})
+    assert r.ok, r.errors
+    assert (tmp_path / "data/photos/fake/b.jpg").read_bytes() == files["usr/share/photos/b.jpg"]
+    assert PackageReader(tree).read({"usr/share/old/real.png"})["usr/share/old/real.png"] == files["usr/share/old/real.png"]
+
+
+def test_cli_fetch_offline_without_cache_fails_clearly(tmp_path):
+    from oldphoto.cli import app
+
+    res = CliRunner().invoke(app, ["data", "fetch", str(tmp_path / "d"), "--offline"])
+    assert res.exit_code == 1
+    assert "downloads are off" in res.output

@@ -1,0 +1,157 @@
+"""A corpus of hostile and awkward inputs, generated here, through `oldphoto restore` in one run.
+
+Unreadable files fail with a clear one-line error (summary and provenance) while the others go on; valid but
+unusual files (CMYK, palette, 16-bit, RGBA, grey, bilevel, float, rotated, tiny, elongated, GIF, misnamed) restore;
+inputs are never modified.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+from typer.testing import CliRunner
+
+from oldphoto.cli import app
+from oldphoto.models import make_random_weights
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny_weights_hostile")
+    make_random_weights(d, seed=1, tiny=True)
+    return d
+
+
+def _save(arr_or_im, fmt: str, **kw) -> bytes:
+    im = arr_or_im if isinstance(arr_or_im, Image.Image) else Image.fromarray(arr_or_im)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def bomb_png(side: int = 60000) -> bytes:
+    """A few hundred bytes whose header claims side×side pixels."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+            + _chunk(b"IEND", b""))
+
+
+def corpus() -> dict[str, tuple[bytes | None, str]]:
+    """file name -> (bytes, expectation): "ok", "ok:grey", "ok:16", or the substring of the expected error."""
+    rng = np.random.default_rng(0)
+    photo = np.asarray(Image.fromarray(skdata.astronaut()).resize((72, 64)))
+    good_jpg = _save(photo, "JPEG", quality=90)
+    good_png = _save(photo, "PNG")
+    c: dict[str, tuple[bytes | None, str]] = {}
+    c["empty.jpg"] = (b"", "empty file")
+    c["truncated.jpg"] = (good_jpg[: len(good_jpg) // 2], "truncated or corrupt")
+    c["truncated.png"] = (good_png[: int(len(good_png) * 0.6)], "truncated or corrupt")
+    c["random bytes.png"] = (rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(), "not a readable image")
+    c["notes.txt"] = (b"Box 12, folder 3: wedding portraits, 1923.\n" * 20, "not a readable image")
+    c["bomb.png"] = (bomb_png(), "too large")
+    c["huge.png"] = (_save(np.zeros((800, 800), np.uint8), "PNG"), "too large")   # over --max-megapixels 0.5
+    c["cmyk.jpg"] = (_save(Image.fromarray(photo).convert("CMYK"), "JPEG"), "ok")
+    pal = Image.fromarray(photo).convert("P", palette=Image.ADAPTIVE, colors=16)
+    c["palette transparent.png"] = (_save(pal, "PNG", transparency=0), "ok")
+    c["rgb16.png"] = (cv2.imencode(".png", (photo.astype(np.uint16) * 257)[..., ::-1])[1].tobytes(), "ok:16")
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)])
+    c["rgba.png"] = (_save(rgba, "PNG"), "ok")
+    c["grey.png"] = (_save(Image.fromarray(photo).convert("L"), "PNG"), "ok:grey")
+    c["bilevel.png"] = (_save(Image.fromarray(photo).convert("1"), "PNG"), "ok:grey")
+    c["float.tif"] = (_save(Image.fromarray(photo[..., 0].astype(np.float32)), "TIFF"), "ok:grey")
+    c["名前 with spaces ✓.jpg"] = (good_jpg, "ok")
+    c["tiny.png"] = (_save(photo[:1, :1], "PNG"), "ok")
+    c["elongated.png"] = (_save(np.tile(photo[:4], (1, 5, 1)), "PNG"), "ok")                     # 4×360
+    im = Image.fromarray(photo)
+    exif = im.getexif()
+    exif[0x0112] = 8
+    c["sideways.jpg"] = (_save(im, "JPEG", exif=exif.tobytes()), "ok:rotated")
+    exif[0x0112] = 99
+    c["bad orientation.jpg"] = (_save(im, "JPEG", exif=exif.tobytes()), "ok")
+    frames = [Image.fromarray(photo).convert("P"), Image.fromarray(photo[::-1]).convert("P")]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    c["animated.gif"] = (buf.getvalue(), "ok")
+    c["jpeg named.png"] = (good_jpg, "ok")
+    c["truncated.tif"] = (_save(photo, "TIFF")[:400], "truncated or corrupt")
+    return c
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_hostile_corpus(tmp_path, weights_dir):
+    src = tmp_path / "scans"
+    src.mkdir()
+    cases = corpus()
+    assert len(cases) >= 15
+    for name, (blob, _) in cases.items():
+        (src / name).write_bytes(blob)
+    (src / ".DS_Store").write_bytes(b"\x00\x01junk")                 # hidden: not an input
+    os.symlink(src / "gone.jpg", src / "broken link.jpg")            # dangling symlink
+    cases["broken link.jpg"] = (None, "file not found")
+    before = {p.name: sha(p) for p in src.iterdir() if p.is_file()}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in src.iterdir() if p.is_file()}
+    out = tmp_path / "out"
+
+    result = CliRunner().invoke(app, ["restore", str(src), "--out", str(out), "--weights", str(weights_dir),
+                                      "--scratch", "off", "--max-megapixels", "0.5", "--no-catalog"])
+    assert result.exit_code == 1, result.output
+
+    # inputs untouched, nothing added to the input folder
+    assert {p.name: sha(p) for p in src.iterdir() if p.is_file()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in src.iterdir() if p.is_file()} == mtimes
+    assert sorted(p.name for p in src.iterdir()) == sorted(list(cases) + [".DS_Store"])
+
+    failed_lines = {line.split(": ", 1)[0][len("FAILED "):]: line for line in result.stdout.splitlines()
+                    if line.startswith("FAILED ")}
+    folders = {json.loads(p.read_text())["input"]["uri"]: p.parent for p in out.glob("*/provenance.json")}
+    assert len(folders) == len(cases)                     # one folder per input, colliding stems included
+    assert sum(f.name.startswith("truncated-") for f in folders.values()) == 3
+    n_ok = 0
+    for name, (_, expect) in cases.items():
+        path = str(src / name)
+        item = folders[path]
+        prov = json.loads((item / "provenance.json").read_text())
+        if expect.startswith("ok"):
+            assert prov["status"] == "done", (name, prov["error"])
+            assert path not in failed_lines
+            restored = item / ("restored.tif" if name.endswith(".tif") else "restored.png")
+            im = Image.open(restored)
+            w, h = prov["input"]["width"], prov["input"]["height"]
+            assert im.size == (w, h), name
+            if expect == "ok:grey":
+                assert im.mode in ("L", "I;16"), (name, im.mode)
+            elif expect == "ok:16":
+                assert cv2.imread(str(restored), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+            else:
+                assert im.mode == "RGB", (name, im.mode)
+            if expect == "ok:rotated":
+                assert (w, h) == (64, 72)
+            assert (item / "review.png").is_file()
+            n_ok += 1
+        else:
+            assert prov["status"] == "failed", name
+            assert expect in prov["error"], (name, prov["error"])
+            assert "\n" not in prov["error"]
+            assert path in failed_lines and expect in failed_lines[path], (name, result.stdout)
+            assert sorted(p.name for p in item.iterdir()) == ["provenance.json"]
+    assert n_ok >= 12
+    assert not (out / ".DS_Store").exists()

@@ -1,0 +1,303 @@
+"""Unit tests of oldphoto.imageops: io, geometry/tiling, face geometry and blending, review sheet."""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms, ImageOps
+from skimage.transform import SimilarityTransform, warp
+
+from oldphoto.imageops import faces as F
+from oldphoto.imageops.geometry import (detector_size, full_size_4, full_size_16, pad_to_multiple, resize, run_tiled,
+                                        tile_spans)
+from oldphoto.imageops.io import ImageDecodeError, apply_orientation, decode_image, encode_image
+from oldphoto.imageops.review import review_sheet
+
+
+# ------------------------------------------------------------------------------------------- io
+def _png(arr, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pil_exif_transpose(orientation):
+    rng = np.random.default_rng(orientation)
+    arr = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "PNG", exif=exif.tobytes())
+    dec = decode_image(buf.getvalue())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).convert("RGB"))
+    assert dec.orientation == orientation
+    assert dec.pixels.shape == expected.shape
+    np.testing.assert_array_equal(np.rint(dec.pixels * 255).astype(np.uint8), expected)
+    # the re-encoded image is upright and says so
+    out = encode_image(dec.pixels, "PNG", exif=dec.exif)
+    back = Image.open(io.BytesIO(out))
+    assert back.getexif().get(0x0112, 1) == 1
+    assert back.size == (expected.shape[1], expected.shape[0])
+
+
+def test_apply_orientation_rotates_jpeg_exif_6():
+    arr = np.zeros((30, 50, 3), np.uint8)
+    arr[:5, :5] = 255                           # marker in the stored top-left corner
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6                            # stored rotated: viewer turns it 90° clockwise
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    dec = decode_image(buf.getvalue())
+    assert dec.pixels.shape[:2] == (50, 30)
+    assert dec.pixels[:5, -5:].mean() > 0.9     # clockwise: top-left goes to top-right
+    assert dec.pixels[-5:, :5].mean() < 0.1
+
+
+@pytest.mark.parametrize("fmt,channels", [("PNG", 1), ("PNG", 3), ("TIFF", 1), ("TIFF", 3)])
+def test_16bit_round_trip(fmt, channels):
+    rng = np.random.default_rng(3)
+    shape = (21, 33) if channels == 1 else (21, 33, 3)
+    arr = rng.integers(0, 65536, shape, dtype=np.uint16)
+    if channels == 3:
+        import tifffile
+
+        if fmt == "PNG":
+            data = cv2.imencode(".png", arr[..., ::-1])[1].tobytes()
+        else:
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, arr, photometric="rgb")
+            data = buf.getvalue()
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, fmt)
+        data = buf.getvalue()
+    dec = decode_image(data)
+    assert dec.bit_depth == 16 and dec.grey == (channels == 1)
+    first = dec.pixels[..., 0] if channels == 1 else dec.pixels
+    np.testing.assert_array_equal(np.rint(first * 65535).astype(np.uint16), arr)
+    out = encode_image(dec.pixels, fmt, grey=dec.grey, bit_depth=16)
+    dec2 = decode_image(out)
+    assert dec2.bit_depth == 16 and dec2.grey == dec.grey and dec2.format == fmt
+    np.testing.assert_array_equal(np.rint(dec2.pixels * 65535), np.rint(dec.pixels * 65535))
+
+
+def test_icc_and_exif_pass_through_png_and_tiff():
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    arr = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x010F] = "ScanCo"                      # Make
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", icc_profile=icc, exif=exif.tobytes())
+    dec = decode_image(buf.getvalue())
+    assert dec.icc_profile == icc
+    for depth in (8, 16):
+        out = Image.open(io.BytesIO(encode_image(dec.pixels, "PNG", bit_depth=depth, icc_profile=dec.icc_profile,
+                                                 exif=dec.exif)))
+        assert out.info.get("icc_profile") == icc, depth
+        assert out.getexif().get(0x010F) == "ScanCo", depth
+    # TIFF: the file's descriptive tags (not its structural IFD) and the profile and resolution go along
+    buf = io.BytesIO()
+    im.save(buf, "TIFF", icc_profile=icc, tiffinfo={271: "ScanCo", 315: "Studio Mueller"}, dpi=(600, 600))
+    dec = decode_image(buf.getvalue())
+    assert dec.tiff_tags == {271: "ScanCo", 315: "Studio Mueller"} and dec.exif is None and dec.dpi == (600, 600)
+    for depth in (8, 16):
+        data = encode_image(dec.pixels, "TIFF", bit_depth=depth, icc_profile=dec.icc_profile,
+                            tiff_tags=dec.tiff_tags, dpi=dec.dpi)
+        out = Image.open(io.BytesIO(data))
+        assert out.info.get("icc_profile") == icc, depth
+        assert out.tag_v2.get(271) == "ScanCo", depth
+        assert decode_image(data).bit_depth == depth and decode_image(data).dpi == (600, 600)
+
+
+def test_modes_are_converted_sensibly():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:4, ..., 3] = 255                       # top half opaque red, bottom transparent
+    dec = decode_image(_png(rgba))
+    assert not dec.grey and dec.mode == "RGBA"
+    np.testing.assert_allclose(dec.pixels[0, 0], [1, 0, 0])
+    np.testing.assert_allclose(dec.pixels[-1, 0], [1, 1, 1])   # composited on white
+    grey = decode_image(_png(np.full((5, 7), 100, np.uint8)))
+    assert grey.grey and grey.pixels.shape == (5, 7, 3) and grey.bit_depth == 8
+    pal = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
+    buf = io.BytesIO()
+    pal.save(buf, "PNG")
+    assert decode_image(buf.getvalue()).pixels.shape == (8, 8, 3)
+    cmyk = Image.new("CMYK", (6, 4), (0, 255, 255, 0))
+    buf = io.BytesIO()
+    cmyk.save(buf, "JPEG")
+    dec = decode_image(buf.getvalue())
+    assert dec.mode == "CMYK" and dec.pixels[..., 0].mean() > 0.8 and dec.pixels[..., 1].mean() < 0.2
+
+
+def test_decode_errors_are_one_line():
+    with pytest.raises(ImageDecodeError, match="empty"):
+        decode_image(b"")
+    with pytest.raises(ImageDecodeError, match="not a readable image"):
+        decode_image(b"hello, this is text\n" * 10)
+    good = _png(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(good, max_pixels=1000)
+    with pytest.raises(ImageDecodeError) as e:
+        decode_image(good[: len(good) // 2])
+    assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------- geometry
+def test_official_size_rules_round_half_to_even():
+    assert full_size_16(1000, 696) == (992, 704)     # 62.5 -> 62, 43.5 -> 44
+    assert full_size_4(6, 10) == (8, 8)
+    assert detector_size(480, 640) == (256, 336)     # 341.33 -> round(21.33)*16
+    assert detector_size(640, 480) == (336, 256)
+    assert pad_to_multiple(np.zeros((5, 9, 3)), 4).shape == (8, 12, 3)
+    assert pad_to_multiple(np.zeros((2, 2)), 16).shape == (16, 16)
+
+
+def test_resize_float_keeps_precision_and_dtype():
+    a = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    b = resize(np.stack([a, a, a], 2), (24, 32), "bicubic")
+    assert b.dtype == np.float32 and b.shape == (24, 32, 3)
+    assert np.abs(b[..., 0] - a[::2, ::2]).max() < 0.02
+
+
+def test_tile_weights_sum_to_one_and_respect_tile_size():
+    for n, tile in ((1008, 256), (4000, 512), (160, 128), (64, 64), (6000, 512)):
+        spans = tile_spans(n, tile, overlap=32, halo=16, multiple=16)
+        total = np.zeros(n)
+        for s in spans:
+            assert s.stop - s.start <= tile and s.start % 16 == 0 and s.stop % 16 == 0
+            total[s.start:s.stop] += s.weights(32)
+        np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="too small"):
+        tile_spans(96, 64, overlap=32, halo=16, multiple=16)
+
+
+class _ConvNet(torch.nn.Module):
+    """Convolutions only (incl. stride-2 down and transposed up): no image-wide statistics."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 4, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 3, 3, padding=1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_tiled_equals_untiled_on_conv_only_net():
+    net = _ConvNet().eval()
+    img = np.random.default_rng(1).standard_normal((3, 160, 224)).astype(np.float32)
+    with torch.inference_mode():
+        whole = net(torch.from_numpy(img)[None])[0].numpy()
+    tiled = run_tiled(net, img, out_channels=3, tile=96, overlap=16, halo=16, multiple=4)
+    assert np.abs(tiled - whole).max() < 1e-5
+    # without halo the tile borders show: the comparison above is not vacuous
+    seams = run_tiled(net, img, out_channels=3, tile=64, overlap=0, halo=0, multiple=4)
+    assert np.abs(seams - whole).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------- faces
+def test_template_points_match_official_values():
+    np.testing.assert_allclose(F.template_points(256), [[89.0, 108.5], [167.0, 108.5], [128.0, 147.5],
+                                                        [104.6, 195.86], [151.4, 195.86]], atol=1e-4)
+    np.testing.assert_allclose(F.template_points(512), [[178.0, 217.0], [334.0, 217.0], [256.0, 295.0],
+                                                        [209.2, 391.72], [302.8, 391.72]], atol=1e-4)
+    assert F.template_points(256).dtype == np.float32
+    assert abs(float(F.template_points(256)[3, 0]) - 104.59999847) < 1e-6
+
+
+def test_five_points_truncate_eye_centres():
+    lm = np.zeros((68, 2))
+    lm[36], lm[39] = (10, 20), (13, 23)          # mean 11.5, 21.5 -> 11, 21
+    lm[42], lm[45] = (30, 20), (35, 21)          # mean 32.5, 20.5 -> 32, 20
+    lm[30], lm[48], lm[54] = (22, 30), (15, 40), (29, 41)
+    np.testing.assert_array_equal(F.five_points(lm), [[11, 21], [32, 20], [22, 30], [15, 40], [29, 41]])
+
+
+def test_alignment_maps_landmarks_onto_template():
+    size = 256
+    truth = SimilarityTransform(scale=0.6, rotation=np.deg2rad(12), translation=(140, 90))
+    landmarks = truth(F.template_points(size).astype(np.float64))
+    tform = F.alignment_transform(landmarks, size)
+    np.testing.assert_allclose(tform.params, truth.params, atol=1e-6)
+    img = np.zeros((400, 500, 3), np.uint8)
+    for x, y in landmarks:
+        cv2.circle(img, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
+    aligned = F.align_face(img, tform, size)
+    assert aligned.shape == (size, size, 3) and aligned.dtype == np.uint8
+    for tx, ty in F.template_points(size):
+        assert aligned[int(round(ty)), int(round(tx))].min() > 200
+
+
+def test_histogram_matching_follows_reference_distribution():
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ref = rng.integers(100, 140, (64, 64, 3), dtype=np.uint8)
+    out = F.match_histograms(src, ref)
+    assert out.min() >= 100 and out.max() < 140
+    for c in range(3):                            # monotone mapping
+        order = np.argsort(src[..., c].ravel(), kind="stable")
+        assert np.all(np.diff(out[..., c].ravel()[order].astype(int)) >= 0)
+        assert abs(float(out[..., c].mean()) - float(ref[..., c].mean())) < 1.5
+    np.testing.assert_array_equal(F.match_histograms(ref, ref), ref)
+
+
+def _blend_full_frame(blended, source, face, tform, size):
+    """§9.4 literally, on the whole frame (the reference for the ROI implementation)."""
+    h, w = blended.shape[:2]
+    aligned = warp(source, tform, output_shape=(size, size, 3), order=1, preserve_range=True)
+    fwd = warp(np.ones_like(source), tform, output_shape=(size, size, 3), order=0, preserve_range=True)
+    matched = F.match_histograms(face, aligned.astype(np.uint8))
+    warped = warp(matched, tform.inverse, output_shape=(h, w, 3), order=3, preserve_range=True)
+    bmask = warp(fwd.astype(np.float64), tform.inverse, output_shape=(h, w, 3), order=0, preserve_range=True)
+    m = cv2.erode((bmask * 255).astype(np.float32), np.ones((9, 9), np.uint8), iterations=3)
+    mb = cv2.GaussianBlur(m, (25, 25), 0) / 255.0
+    return np.clip((warped / 255.0) * mb + blended * (1 - mb), 0, 1)
+
+
+@pytest.mark.parametrize("translation", [(60, 40), (-20, 150)])   # inside, and hanging off the left edge
+def test_blend_face_roi_equals_full_frame(translation):
+    rng = np.random.default_rng(2)
+    size = 64
+    source = rng.integers(0, 256, (220, 260, 3), dtype=np.uint8)
+    base = source.astype(np.float32) / 255.0
+    face = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    tform = SimilarityTransform(scale=1.5, rotation=0.2, translation=translation)
+    ours = F.blend_face(base.copy(), source, face, tform, size)
+    ref = _blend_full_frame(base.copy(), source, face, tform, size)
+    assert np.abs(ours - ref).max() < 1e-5
+    changed = np.abs(ours - base).max(axis=2) > 1e-6
+    assert changed.any()
+    y0, y1, x0, x1 = F.face_region(tform, size, *base.shape[:2])
+    outside = changed.copy()
+    outside[y0:y1, x0:x1] = False
+    assert not outside.any()
+
+
+def test_landmarks_model_found_without_pkg_resources():
+    import os
+
+    path = F.landmarks_model_path()
+    assert os.path.basename(path) == "shape_predictor_68_face_landmarks.dat" and os.path.getsize(path) > 1e6
+
+
+def test_review_sheet_has_three_panels_with_mask():
+    a = np.random.default_rng(0).random((100, 150, 3)).astype(np.float32)
+    mask = np.zeros((100, 150), bool)
+    mask[40:60] = True
+    sheet = review_sheet(a, a, mask, height=100)
+    two = review_sheet(a, a, None, height=100)
+    assert sheet.dtype == np.uint8 and sheet.shape[0] == two.shape[0]
+    assert sheet.shape[1] > two.shape[1] + 140

@@ -1,0 +1,278 @@
+"""The whole restoration pipeline and `oldphoto restore`, with tiny random weights (real networks, random values).
+
+With random weights the restored pixels and the detector's mask are arbitrary, so these tests check what the
+pipeline guarantees: files, sizes, modes, bit depths, face detection/alignment/blending plumbing, provenance and
+checksums. The scratch on/off/auto semantics are checked with a detector stub that marks the drawn scratches
+(`DrawnScratchDetector`), used only for that plumbing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+from skimage import data as skdata
+from typer.testing import CliRunner
+
+from oldphoto import __version__
+from oldphoto.cli import app
+from oldphoto.models import ModelSet, make_random_weights
+from oldphoto.pipeline import (ItemState, ModelSource, Restorer, RestoreOptions, build_stages, build_stages_from_source,
+                               check_models)
+from oldphoto.provenance import ItemProvenance
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny_weights")
+    make_random_weights(d, seed=0, tiny=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def models(weights_dir) -> ModelSet:
+    return ModelSet.from_weights_dir(weights_dir)
+
+
+def astronaut(size: int = 320) -> np.ndarray:
+    return np.asarray(Image.fromarray(skdata.astronaut()).resize((size, size), Image.BICUBIC))
+
+
+def grace_hopper() -> np.ndarray:
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB").resize((256, 300), Image.BICUBIC))
+
+
+def draw_scratches(img: np.ndarray, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Near-white lines (old-photo scratches) over an image whose own pixels are kept below 0.8."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = (img.astype(np.float32) * 0.8).astype(np.uint8)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    h, w = mask.shape
+    for _ in range(4):
+        p0 = (int(rng.integers(0, w)), 0)
+        p1 = (int(rng.integers(0, w)), h - 1)
+        cv2.line(mask, p0, p1, 1, thickness=2)
+    out[mask.astype(bool)] = 250
+    return out, mask.astype(bool)
+
+
+def jpeg(arr: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=92, **kw)
+    return buf.getvalue()
+
+
+class DrawnScratchDetector(torch.nn.Module):
+    """Plumbing stub for the scratch U-Net: logits > 0 where the grey input is near white (the drawn lines)."""
+
+    def forward(self, grey: torch.Tensor) -> torch.Tensor:
+        return (grey - 0.8) * 40.0
+
+
+class StubDetectorModels(ModelSet):
+    def get(self, role):
+        return DrawnScratchDetector() if role == "scratch_unet" else super().get(role)
+
+
+# ------------------------------------------------------------------------------------------- CLI end to end
+def test_restore_command_end_to_end(tmp_path, weights_dir, models):
+    src = tmp_path / "in put"
+    (src / "ältere Fotos").mkdir(parents=True)
+    scratched, _ = draw_scratches(astronaut())
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    (src / "astronaut.jpg").write_bytes(jpeg(scratched, icc_profile=icc))
+    grey16 = (np.asarray(Image.fromarray(grace_hopper()).convert("L"), dtype=np.uint16) * 257)[:150, :200]
+    Image.fromarray(grey16).save(src / "ältere Fotos" / "grace hopper.tif")
+    Image.fromarray(grace_hopper()[::3, ::3]).save(src / "ältere Fotos" / "astronaut.png")  # same stem, elsewhere
+    before = {p: sha(p) for p in src.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+
+    result = CliRunner().invoke(app, ["restore", str(src), "--out", str(out), "--weights", str(weights_dir),
+                                      "--scratch", "on"])
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 restored" in " ".join(result.output.split())
+    assert {p: sha(p) for p in src.rglob("*") if p.is_file()} == before           # inputs untouched
+
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 3 and "grace hopper" in folders
+    assert sum(f.startswith("astronaut-") for f in folders) == 2                  # collision: both kept
+
+    # the scanned astronaut: every file, right sizes, ICC kept, faces found and enhanced
+    jpg_dir = next(out / f for f in folders
+                   if (out / f / "provenance.json").exists()
+                   and json.loads((out / f / "provenance.json").read_text())["input"]["format"] == "JPEG")
+    prov = ItemProvenance.from_json((jpg_dir / "provenance.json").read_text())
+    restored = Image.open(jpg_dir / "restored.png")
+    assert restored.size == (320, 320) and restored.mode == "RGB"
+    assert restored.info.get("icc_profile") == icc
+    mask = Image.open(jpg_dir / "mask.png")
+    assert mask.size == (320, 320) and set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert prov.mask_coverage == pytest.approx(float((np.asarray(mask) > 0).mean()), abs=1e-6)
+    assert len(prov.faces) >= 1                                                   # dlib finds her face
+    face = prov.faces[0]
+    l, t, r, b = face.box
+    assert 60 < l < r < 260 and 0 <= t < b < 220 and len(face.landmarks) == 5
+    for k in range(1, len(prov.faces) + 1):
+        for when in ("before", "after"):
+            f = Image.open(jpg_dir / "faces" / f"face_{k:02d}_{when}.png")
+            assert f.size == (256, 256)
+    review = Image.open(jpg_dir / "review.png")
+    assert review.width > 2.5 * review.height * 0.8                               # three panels side by side
+
+    # provenance: input, outputs with checksums, checkpoints, parameters, version, stage timings
+    assert prov.status == "done" and prov.error is None and prov.oldphoto_version == __version__
+    assert prov.input.sha256 == before[src / "astronaut.jpg"]
+    assert (prov.input.width, prov.input.height, prov.input.format) == (320, 320, "JPEG")
+    assert prov.parameters["scratch"] == "on" and prov.parameters["hr"] is False
+    assert prov.parameters["global_path"] == "scratch"
+    for o in prov.outputs:
+        assert Path(o.uri).is_file() and sha(Path(o.uri)) == o.sha256, o.uri
+    kinds = [o.kind for o in prov.outputs]
+    assert kinds.count("restored") == 1 and "mask" in kinds and "review" in kinds and "face_after" in kinds
+    names = {c.name: c.sha256 for c in prov.checkpoints()}
+    for role in ("scratch_unet", "vae_a", "mapping_scratch", "vae_b_scratch", "face_256"):
+        assert names[models.checkpoint(role).name] == models.checkpoint(role).sha256 == sha(models.path(role))
+    assert "dlib_shape_predictor_68" in names
+    stages = {s.name: s for s in prov.stages}
+    assert set(stages) == {"load", "scratch_detection", "global_restoration", "face_detection",
+                           "face_enhancement", "blending", "write"}
+    assert all(s.status == "done" and s.seconds >= 0 for s in stages.values())
+    assert stages["global_restoration"].seconds > 0
+
+    # 16-bit grey TIFF stays a 16-bit grey TIFF of the same size
+    tif = out / "grace hopper" / "restored.tif"
+    back = Image.open(tif)
+    assert back.size == (200, 150) and back.mode.startswith("I;16")
+    assert np.asarray(back).max() > 255                                            # really uses 16 bits
+
+    # the catalog has the run and its items
+    from oldphoto.catalog import Catalog
+
+    cat = Catalog(f"sqlite:///{out / 'catalog.sqlite'}")
+    assert len(cat.items()) == 3
+
+
+def test_restore_without_weights_says_what_is_missing(tmp_path):
+    img = tmp_path / "a.png"
+    Image.fromarray(astronaut(64)).save(img)
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["restore", str(img), "--out", str(tmp_path / "o"), "--weights", str(empty)])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    for role in ("vae_a", "mapping_quality", "scratch_unet", "face_256"):
+        assert role in text
+    assert "How to get them" in text
+    assert not (tmp_path / "o" / "a").exists()
+
+
+# ------------------------------------------------------------------------------------------- scratch semantics
+def _restorer(weights_dir, **kw) -> Restorer:
+    return Restorer(StubDetectorModels.from_weights_dir(weights_dir), RestoreOptions(faces=False, **kw))
+
+
+@pytest.mark.parametrize("mode", ["off", "on", "auto"])
+def test_scratch_modes_with_controllable_detector(weights_dir, mode):
+    img = np.asarray(Image.fromarray(skdata.astronaut()).resize((320, 256), Image.BICUBIC))  # = working size
+    scratched, drawn = draw_scratches(img)
+    clean = (img.astype(np.float32) * 0.8).astype(np.uint8)
+    r = _restorer(weights_dir, scratch=mode)
+    st = r.run("scratched.png", _png(scratched))
+    assert not st.failed, st.error
+    stages = {s.name: s.status for s in st.provenance.stages}
+    if mode == "off":
+        assert st.mask is None and "mask.png" not in st.files and stages["scratch_detection"] == "skipped"
+        assert st.provenance.parameters["global_path"] == "quality"
+        return
+    assert stages["scratch_detection"] == "done"
+    assert st.mask.shape == drawn.shape
+    iou = (st.mask & drawn).sum() / (st.mask | drawn).sum()
+    assert iou > 0.9
+    assert st.provenance.mask_coverage == pytest.approx(st.mask.mean(), abs=1e-6)
+    assert st.provenance.parameters["global_path"] == "scratch"
+    ckpts = {c.name for s in st.provenance.stages if s.name == "global_restoration" for c in s.checkpoints}
+    assert any("mapping_scratch" in c for c in ckpts) and not any("mapping_quality" in c for c in ckpts)
+    if mode == "auto":                                                        # a clean photo: quality path
+        st2 = r.run("clean.png", _png(clean))
+        assert st2.provenance.mask_coverage < RestoreOptions().auto_scratch_min_coverage
+        assert "mask.png" in st2.files and st2.provenance.parameters["global_path"] == "quality"
+
+
+def test_hr_scratch_uses_patch_attention_and_512_faces(weights_dir):
+    scratched, _ = draw_scratches(np.asarray(Image.fromarray(astronaut(256)).resize((256, 256))))
+    r = Restorer(StubDetectorModels.from_weights_dir(weights_dir), RestoreOptions(scratch="on", hr=True))
+    st = r.run("hr.jpg", jpeg(scratched))
+    assert not st.failed, st.error
+    assert st.provenance.parameters["global_path"] == "scratch_hr"
+    ckpts = {c.name for c in st.provenance.checkpoints()}
+    assert any("mapping_hr" in c for c in ckpts)
+    assert st.restored.shape == (256, 256, 3)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- API
+def test_stages_are_picklable_and_batch_faces(weights_dir, models):
+    opts = RestoreOptions(scratch="off")
+    stages = build_stages(models, opts)
+    again = pickle.loads(pickle.dumps(stages))
+    from_source = pickle.loads(pickle.dumps(build_stages_from_source(ModelSource(weights_dir=str(weights_dir)), opts)))
+    check_models(models, opts)
+    items = [("astro.jpg", jpeg(astronaut())), ("grace.jpg", jpeg(grace_hopper()))]
+    states = [ItemState.new(u, d, opts) for u, d in items]
+    for stage in from_source:                          # the Ray way: each stage over a batch
+        states = stage.batch(states)
+    assert all(not s.failed for s in states), [s.error for s in states]
+    assert [len(s.faces) >= 1 for s in states] == [True, True]
+    assert all("restored.png" in s.files and "provenance.json" in s.files for s in states)
+    assert len(again) == 5 and again[2].models is not None
+
+
+def test_exif_rotated_scan_comes_out_upright(models):
+    img = astronaut(128)[:, :96]                                   # 128 high, 96 wide as seen by the viewer
+    stored = np.rot90(img, k=1)                                    # stored sideways, EXIF 6 turns it back
+    im = Image.fromarray(np.ascontiguousarray(stored))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    st = Restorer(models, RestoreOptions(scratch="off", faces=False)).run("rot.jpg", jpeg(np.asarray(im),
+                                                                                       exif=exif.tobytes()))
+    assert not st.failed, st.error
+    out = Image.open(io.BytesIO(st.files["restored.png"]))
+    assert out.size == (96, 128)
+    assert out.getexif().get(0x0112, 1) == 1
+    assert st.provenance.input.width == 96 and st.provenance.input.height == 128
+
+
+def test_global_stage_batches_same_size_items_like_single_ones(models):
+    from oldphoto.stages import DecodeStage, GlobalRestorationStage
+
+    opts = RestoreOptions(scratch="off", faces=False)
+    imgs = [astronaut(64), grace_hopper()[:64, :64], astronaut(64)[::-1].copy()]
+    decode, stage = DecodeStage(models, opts), GlobalRestorationStage(models, opts)
+    batched = stage.batch([decode(ItemState.new(f"{i}.png", _png(a), opts)) for i, a in enumerate(imgs)])
+    for i, a in enumerate(imgs):
+        single = stage(decode(ItemState.new(f"{i}.png", _png(a), opts)))
+        assert not batched[i].failed and batched[i].restored.shape == (64, 64, 3)
+        assert np.abs(batched[i].restored - single.restored).max() < 1e-4
+        assert [r.name for r in batched[i].provenance.stages] == ["load", "global_restoration"]

@@ -1,0 +1,137 @@
+"""Quality figures against known cases, NIQE mechanics, the classical baseline, and `oldphoto bench quality`."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from oldphoto.quality import (NIQEParams, _block_features, classical_restore, f1, imresize_half, niqe, psnr,
+                              roc_auc, ssim)
+
+
+def test_psnr_ssim_known_cases():
+    rng = np.random.default_rng(0)
+    a = rng.random((32, 32, 3)).astype(np.float32)
+    assert psnr(a, a) == math.inf
+    assert ssim(a, a) == pytest.approx(1.0)
+    zeros = np.zeros((16, 16, 3))
+    assert psnr(zeros, zeros + 0.1) == pytest.approx(20.0, abs=1e-9)  # MSE 0.01 -> 20 dB
+    noisy = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    noisier = np.clip(a + rng.normal(0, 0.3, a.shape), 0, 1)
+    assert psnr(a, noisy) > psnr(a, noisier)
+    assert 0 < ssim(a, noisier) < ssim(a, noisy) < 1
+    with pytest.raises(ValueError):
+        psnr(a, a[:8])
+
+
+def test_roc_auc_and_f1_known_cases():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    assert roc_auc(y * 0.9 + 0.05, y) == 1.0
+    assert roc_auc(1 - y, y) == 0.0
+    assert roc_auc(np.full(6, 0.3), y) == 0.5  # all tied
+    # hand-computed: positives {0.8, 0.4}, negatives {0.5, 0.1}: pairs won 3 of 4
+    assert roc_auc([0.8, 0.4, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx(0.75)
+    rng = np.random.default_rng(1)
+    labels = rng.random(20000) < 0.3
+    assert abs(roc_auc(rng.random(20000), labels) - 0.5) < 0.02
+    with pytest.raises(ValueError):
+        roc_auc([0.1, 0.2], [1, 1])
+    assert f1([1, 1, 0, 0], [1, 0, 1, 0]) == pytest.approx(0.5)
+    assert f1([1, 0, 1], [1, 0, 1]) == 1.0
+    assert f1([0, 0], [0, 0]) == 1.0 and f1([0, 0], [1, 0]) == 0.0
+
+
+def test_roc_auc_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(2)
+    y = rng.random(500) < 0.2
+    s = np.round(rng.random(500) + y * 0.3, 2)  # with ties
+    assert roc_auc(s, y) == pytest.approx(metrics.roc_auc_score(y, s), abs=1e-12)
+
+
+def test_matlab_half_resize_properties():
+    const = np.full((20, 30), 0.37)
+    np.testing.assert_allclose(imresize_half(const), 0.37, atol=1e-12)
+    ramp = np.tile(np.arange(40, dtype=np.float64), (8, 1))
+    out = imresize_half(ramp)
+    assert out.shape == (4, 20)
+    # an interior output sample sits between input samples 2k and 2k+1
+    np.testing.assert_allclose(out[:, 5:15], np.tile(np.arange(5, 15) * 2 + 0.5, (4, 1)), atol=1e-9)
+
+
+def _params_fitted_to(img: np.ndarray) -> NIQEParams:
+    """A 'pristine model' made from a 96×96 image's own block features (so its NIQE is 0)."""
+    from scipy.ndimage import convolve
+
+    g = np.exp(-0.5 * (np.arange(7) - 3) ** 2 / (7 / 6) ** 2)
+    win = np.outer(g, g) / np.outer(g, g).sum()
+    y = np.round(16 + 65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2])
+    feats = []
+    for scale in (1, 2):
+        mu = convolve(y, win, mode="nearest")
+        sd = np.sqrt(np.abs(convolve(y * y, win, mode="nearest") - mu * mu))
+        feats += _block_features(((y - mu) / (sd + 1))[:96 // scale, :96 // scale])
+        y = imresize_half(y / 255.0) * 255.0
+    return NIQEParams(np.array(feats), np.eye(36), win)
+
+
+def test_niqe_zero_for_its_own_model_and_grows_with_noise():
+    from oldphoto.data.dataset import builtin_photos, center_crop, load_rgb
+
+    rec = next(r for r in builtin_photos() if r.id == "builtin/chelsea")
+    img = center_crop(load_rgb(rec.path), 96).astype(np.float64) / 255.0
+    params = _params_fitted_to(img)
+    assert niqe(img, params) == pytest.approx(0.0, abs=1e-6)
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 0.15, img.shape), 0, 1)
+    assert niqe(noisy, params) > 0.5
+    with pytest.raises(ValueError, match="at least"):
+        niqe(img[:50, :50], params)
+
+
+def test_classical_baseline_inpaints_a_scratch():
+    x = np.linspace(0.2, 0.8, 64, dtype=np.float32)
+    clean = np.repeat(np.tile(x, (64, 1))[..., None], 3, axis=2)
+    dirty = clean.copy()
+    mask = np.zeros((64, 64), bool)
+    mask[:, 30:32] = True
+    dirty[mask] = 1.0
+    fixed = classical_restore(dirty, mask)
+    assert psnr(clean, fixed) > psnr(clean, dirty) + 10
+    assert fixed.dtype == np.float32 and fixed.shape == clean.shape
+
+
+def test_bench_quality_on_tiny_inputs_without_weights(tmp_path):
+    from oldphoto.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "quality", "--out", str(tmp_path), "--size", "96", "--max-photos", "2"])
+    assert res.exit_code == 0, res.output
+    assert "OpenCV NLM" in res.output and "NIQE: unavailable" in res.output
+    fig = json.loads((tmp_path / "quality.json").read_text())
+    assert fig["n_photos"] == 2 and fig["working_size"] == 96
+    assert "builtin" in fig["held_out_photos"]
+    assert set(fig["methods"]) == {"degraded", "baseline"}
+    assert "synthetic" in fig["baseline_mask"]
+    assert fig["methods"]["degraded"]["psnr"] < 60
+    assert (tmp_path / "quality_grid.png").stat().st_size > 1000
+    # fixed seed -> identical figures on a second run
+    res2 = CliRunner().invoke(app, ["bench", "quality", "--out", str(tmp_path / "b"), "--size", "96",
+                                    "--max-photos", "2"])
+    fig2 = json.loads((tmp_path / "b" / "quality.json").read_text())
+    assert fig2["methods"] == fig["methods"], res2.output
+
+
+def test_bench_quality_with_random_tiny_weights(tmp_path):
+    from oldphoto.models import make_random_weights
+    from oldphoto.quality import run_quality_bench
+
+    make_random_weights(tmp_path / "w", seed=0, tiny=True)
+    res = run_quality_bench(tmp_path / "w", None, seed=0, size=96, max_photos=1)
+    f = res.figures
+    assert "ours" in f["methods"] and f["ours_unavailable"] is None
+    assert "detected" in f["baseline_mask"]
+    det = f["scratch_detector"]
+    assert ("auc" in det and 0.0 <= det["auc"] <= 1.0) or "unavailable" in det
+    assert res.grid.ndim == 3 and res.grid.dtype == np.uint8

@@ -1,0 +1,90 @@
+"""oldphoto.storage against a real moto S3 server (server mode on 127.0.0.1) and local folders."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+
+import pytest
+
+from oldphoto.storage import StorageError, is_remote, normalize, open_storage
+from services import FAKE_AWS, make_bucket, moto_s3  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def bucket(moto_s3):  # noqa: F811
+    make_bucket(moto_s3, "archive")
+    return "s3://archive"
+
+
+def test_s3_roundtrip_listing_and_layout(bucket):
+    st = open_storage(f"{bucket}/night1/")
+    assert st.protocol == "s3"
+    files = {"b/2.TIF": b"two", "a.jpg": b"one", "notes.txt": b"x", ".hidden/3.png": b"h"}
+    for rel, data in files.items():
+        st.write_bytes(f"{bucket}/night1/{rel}", data)
+
+    imgs = st.list_images(f"{bucket}/night1/", suffixes=(".jpg", ".tif"))
+    assert imgs == [f"{bucket}/night1/a.jpg", f"{bucket}/night1/b/2.TIF"]
+    assert st.read_bytes(imgs[1]) == b"two"
+    assert st.relative(f"{bucket}/night1/", imgs[1]) == "b/2.TIF"
+    assert st.exists(imgs[0]) and not st.exists(f"{bucket}/night1/zzz.jpg")
+    assert st.size(imgs[0]) == 3
+    assert st.sha256(imgs[0]) == hashlib.sha256(b"one").hexdigest()
+
+    # a file written after the first listing is seen by the next one (no stale listing cache)
+    st.write_bytes(f"{bucket}/night1/c.jpg", b"three")
+    assert f"{bucket}/night1/c.jpg" in st.list_images(f"{bucket}/night1", suffixes=(".jpg",))
+
+    # outputs: relpath -> bytes under out/NAME/
+    written = st.write_files(f"{bucket}/out/a", {"restored.png": b"R", "faces/face_01_after.png": b"F"})
+    assert written["faces/face_01_after.png"] == f"{bucket}/out/a/faces/face_01_after.png"
+    assert st.read_bytes(written["faces/face_01_after.png"]) == b"F"
+
+
+def test_s3_missing_things_are_clear_errors(bucket):
+    st = open_storage(bucket)
+    with pytest.raises(StorageError, match="not found"):
+        st.read_bytes(f"{bucket}/nope/missing.jpg")
+    with pytest.raises(StorageError, match="input location not found"):
+        st.list_images("s3://no-such-bucket-here/x/")
+
+
+def test_storage_pickles_without_credentials(bucket, caplog):
+    st = open_storage(bucket)
+    blob = pickle.dumps(st)
+    for secret in (FAKE_AWS["AWS_SECRET_ACCESS_KEY"], FAKE_AWS["AWS_ACCESS_KEY_ID"]):
+        assert secret.encode() not in blob
+    with caplog.at_level(logging.DEBUG):
+        st2 = pickle.loads(blob)
+        st2.write_bytes(f"{bucket}/p/x.png", b"data")
+        assert st2.read_bytes(f"{bucket}/p/x.png") == b"data"
+    assert FAKE_AWS["AWS_SECRET_ACCESS_KEY"] not in caplog.text
+
+
+def test_pyarrow_filesystem_reads_s3(bucket):
+    st = open_storage(bucket)
+    st.write_bytes(f"{bucket}/arrow/k.bin", b"arrow-bytes")
+    pafs = st.pyarrow_filesystem()
+    with pafs.open_input_stream(st.arrow_path(f"{bucket}/arrow/k.bin")) as f:
+        assert f.read() == b"arrow-bytes"
+
+
+def test_local_paths_and_file_uris(tmp_path):
+    src = tmp_path / "scans"
+    (src / "sub").mkdir(parents=True)
+    (src / "x.png").write_bytes(b"1")
+    (src / "sub" / "y.JPG").write_bytes(b"2")
+    (src / "readme.md").write_bytes(b"3")
+    for root in (str(src), f"file://{src}"):
+        st = open_storage(root)
+        assert st.protocol == "file" and not is_remote(root)
+        imgs = st.list_images(root, suffixes=(".png", ".jpg"))
+        assert imgs == [str(src / "sub" / "y.JPG"), str(src / "x.png")]
+        assert st.relative(root, imgs[0]) == "sub/y.JPG"
+    st = open_storage(f"file://{tmp_path}/out")
+    st.write_files(f"file://{tmp_path}/out/x", {"mask.png": b"m"})
+    assert (tmp_path / "out" / "x" / "mask.png").read_bytes() == b"m"
+    assert not list((tmp_path / "out" / "x").glob("*.part-*"))
+    assert normalize(f"file://{src}") == str(src) and normalize("s3a://b/k") == "s3://b/k"
+    assert st.list_images(str(src / "x.png")) == [str(src / "x.png")]

@@ -1,0 +1,246 @@
+"""Training code: one real step of every trainer on tiny configs, exact resume, export through the
+weights format, the CLI, and the data plumbing (builtin photos + procedural textures, no fetch needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from oldphoto.training import datasets as D
+from oldphoto.training.common import TrainSettings, lr_multiplier
+
+
+@pytest.fixture(scope="module")
+def source() -> D.BatchSource:
+    clean = D.clean_photos(None, max_short=160)           # builtin photos, small for speed
+    return D.BatchSource(clean, D.load_textures(None, seed=0), real=D.PhotoPool([clean.images[0]]),
+                         faces=D.PhotoPool(clean.images[:3], max_short=64))
+
+
+def settings(**kw) -> TrainSettings:
+    base = dict(steps=3, batch_size=2, crop=32, progress=False, checkpoint_every=1000, log_every=1, threads=1)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> float:
+    """Fraction of floating-point parameters tensors that changed."""
+    after = module.state_dict()
+    keys = [k for k, v in before.items() if v.is_floating_point() and "running" not in k and "weight_u" not in k
+            and "weight_v" not in k]
+    return sum(not torch.equal(before[k], after[k]) for k in keys) / len(keys)
+
+
+def tiny_vgg() -> torch.nn.Module:
+    from oldphoto.training.vgg import VGG16Features
+
+    torch.manual_seed(0)
+    return VGG16Features(("relu1_2",))
+
+
+# ------------------------------------------------------------------------------------------- data
+def test_synthetic_pairs_are_well_formed(source):
+    b = source.pairs(3, 32, np.random.default_rng(0))
+    assert b["x"].shape == b["y"].shape == (3, 3, 32, 32) and b["mask"].shape == (3, 1, 32, 32)
+    for k in ("x", "y"):
+        assert b[k].min() >= -1 and b[k].max() <= 1
+    assert set(torch.unique(b["mask"]).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(b["x"], b["y"])                          # degraded differs from clean
+    again = source.pairs(3, 32, np.random.default_rng(0))
+    assert all(torch.equal(b[k], again[k]) for k in b)             # deterministic for a seed
+    q = source.pairs(4, 32, np.random.default_rng(1), structured=False)
+    assert q["mask"].sum() == 0                                     # no local defects for the quality mapping
+
+
+def test_fill_holes_white_and_grey():
+    x = torch.full((1, 3, 2, 2), -0.5)
+    m = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    out = D.fill_holes_white(x, m)
+    assert out[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0] and out[0, :, 1, 1].tolist() == [-0.5] * 3
+    rgb = torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1)
+    assert D.to_grey(rgb).item() == pytest.approx(0.299 - 0.587)
+
+
+def test_real_domain_mixes_real_and_strong_synthetic(source):
+    r = source.real_old(4, 32, np.random.default_rng(0))
+    assert r.shape == (4, 3, 32, 32)
+    assert r.min() >= -1 and r.max() <= 1
+
+
+def test_lr_multiplier_linear_decay():
+    assert lr_multiplier(0.0, 0.5) == 1.0 and lr_multiplier(0.5, 0.5) == 1.0
+    assert lr_multiplier(0.75, 0.5) == pytest.approx(0.5) and lr_multiplier(1.0, 0.5) == 0.0
+
+
+# ------------------------------------------------------------------------------------------- one step each
+def test_scratch_step(tmp_path, source):
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+
+    tr = ScratchTrainer(settings(steps=1), tmp_path, ScratchStageConfig.preset("tiny"), source)
+    before = snapshot(tr.net)
+    losses = tr.run()
+    assert all(np.isfinite(v) for v in losses.values()) and losses["loss"] > 0
+    assert changed(before, tr.net) > 0.9
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "history.jsonl").is_file()
+    assert (tmp_path / "loss_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("domain", ["a", "b"])
+def test_vae_step(tmp_path, source, domain):
+    from oldphoto.training.vae import VAEStageConfig, VAETrainer
+
+    tr = VAETrainer(settings(steps=1), tmp_path, VAEStageConfig.preset("tiny"), source, domain=domain)
+    nets = [tr.vae, tr.disc] + ([tr.latent_disc] if domain == "a" else [])
+    before = [snapshot(n) for n in nets]
+    losses = tr.run()
+    assert all(np.isfinite(v) for v in losses.values())
+    assert {"kl", "l1", "g_gan", "d"} <= set(losses) and (("g_latent" in losses) == (domain == "a"))
+    for b, n in zip(before, nets):
+        assert changed(b, n) > 0.9
+
+
+@pytest.mark.parametrize("kind", ["quality", "scratch", "hr"])
+def test_mapping_step_keeps_vaes_frozen(tmp_path, source, kind):
+    from oldphoto.networks.vae import VAE, VAEConfig
+    from oldphoto.training.mapping import MappingStageConfig, MappingTrainer
+
+    torch.manual_seed(0)
+    va, vb = VAE(VAEConfig.tiny()), VAE(VAEConfig.tiny())
+    frozen = [snapshot(va), snapshot(vb)]
+    cfg = MappingStageConfig.preset("tiny", kind, latent_channels=VAEConfig.tiny().channels)
+    crop = 64 if kind == "hr" else 32
+    tr = MappingTrainer(settings(steps=1, crop=crop), tmp_path, cfg, source, va, vb, vgg=tiny_vgg())
+    before = snapshot(tr.net)
+    losses = tr.run()
+    assert all(np.isfinite(v) for v in losses.values()) and losses["vgg"] > 0 and losses["fm"] > 0
+    assert changed(before, tr.net) > 0.9
+    for snap, v in zip(frozen, (va, vb)):
+        assert changed(snap, v) == 0.0
+
+
+def test_face_step(tmp_path, source):
+    from oldphoto.training.face import FaceStageConfig, FaceTrainer
+
+    cfg = FaceStageConfig.preset("tiny", load_size=64)
+    tr = FaceTrainer(settings(steps=1, batch_size=2), tmp_path, cfg, source, vgg=tiny_vgg())
+    before, before_d = snapshot(tr.net), snapshot(tr.disc)
+    losses = tr.run()
+    assert all(np.isfinite(v) for v in losses.values()) and losses["vgg"] > 0
+    assert changed(before, tr.net) > 0.9 and changed(before_d, tr.disc) > 0.9
+
+
+# ------------------------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("stage", ["scratch", "vae-a"])
+def test_resume_gives_the_same_next_step(tmp_path, source, stage):
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+    from oldphoto.training.vae import VAEStageConfig, VAETrainer
+
+    def make(out):
+        if stage == "scratch":
+            return ScratchTrainer(settings(steps=3), out, ScratchStageConfig.preset("tiny"), source)
+        return VAETrainer(settings(steps=3), out, VAEStageConfig.preset("tiny"), source, domain="a")
+
+    straight = make(tmp_path / "a")
+    straight.run()                                   # 3 steps uninterrupted
+
+    first = make(tmp_path / "b")
+    first.run(steps=2)                               # 2 steps, checkpoint, "crash"
+    del first
+    resumed = make(tmp_path / "b")                   # a fresh process would start here
+    assert resumed.step == 0
+    resumed.run(resume=True)                         # loads step 2, does step 3
+    assert resumed.step == 3
+    for name in straight.modules:
+        a, b = straight.modules[name].state_dict(), resumed.modules[name].state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+    assert [h["loss_g" if stage != "scratch" else "loss"] for h in straight.history] == \
+        [h["loss_g" if stage != "scratch" else "loss"] for h in resumed.history]
+
+
+def test_resume_refuses_other_stage(tmp_path, source):
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+    from oldphoto.training.vae import VAEStageConfig, VAETrainer
+
+    ScratchTrainer(settings(steps=1), tmp_path, ScratchStageConfig.preset("tiny"), source).run()
+    tr = VAETrainer(settings(steps=1), tmp_path, VAEStageConfig.preset("tiny"), source, domain="b")
+    with pytest.raises(ValueError, match="scratch"):
+        tr.load_checkpoint()
+
+
+# ------------------------------------------------------------------------------------------- export
+def test_exports_load_through_weights_format(tmp_path, source):
+    from oldphoto.networks.vae import VAE, VAEConfig
+    from oldphoto.training.face import FaceStageConfig, FaceTrainer
+    from oldphoto.training.mapping import MappingStageConfig, MappingTrainer
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+    from oldphoto.training.vae import VAEStageConfig, VAETrainer
+    from oldphoto.weights import load_weights, read_info
+
+    wd = tmp_path / "weights"
+    s = settings(steps=1)
+    sc = ScratchTrainer(s, tmp_path / "s", ScratchStageConfig.preset("tiny"), source)
+    sc.run()
+    va = VAETrainer(s, tmp_path / "va", VAEStageConfig.preset("tiny"), source, domain="a")
+    va.run()
+    vb = VAETrainer(s, tmp_path / "vb", VAEStageConfig.preset("tiny"), source, domain="b")
+    vb.run()
+    mp = MappingTrainer(s, tmp_path / "m", MappingStageConfig.preset("tiny", "scratch", 16), source,
+                        VAE(VAEConfig.tiny()), VAE(VAEConfig.tiny()))
+    mp.run()
+    fc = FaceTrainer(s, tmp_path / "f", FaceStageConfig.preset("tiny", 64), source)
+    fc.run()
+    files = {}
+    for tr, kw in ((sc, {}), (va, {}), (vb, {}), (mp, {}), (fc, {})):
+        for p in tr.export(wd, fp16=True, metrics={"example": 1.0}, **kw):
+            files[p.stem] = (p, tr)
+    assert set(files) == {"scratch_unet", "vae_a", "vae_b_quality", "vae_b_scratch", "mapping_scratch", "face_256"}
+    nets = {"scratch_unet": "net", "vae_a": "vae", "vae_b_quality": "vae", "vae_b_scratch": "vae",
+            "mapping_scratch": "net", "face_256": "net"}
+    kinds = {"scratch_unet": "scratch_unet", "vae_a": "vae", "vae_b_quality": "vae", "vae_b_scratch": "vae",
+             "mapping_scratch": "mapping_nonlocal", "face_256": "spade_face"}
+    for role, (p, tr) in files.items():
+        module, info = load_weights(p, expect_network=kinds[role])
+        assert info.dtype == "float16" and info.provenance["role"] == role
+        assert info.provenance["steps"] == 1 and info.provenance["metrics"] == {"example": 1.0}
+        ours = getattr(tr, nets[role]).eval().state_dict()
+        for k, v in module.state_dict().items():
+            if v.is_floating_point():
+                torch.testing.assert_close(v, ours[k].float().half().float(), atol=0, rtol=0)
+        assert read_info(p).network == kinds[role]
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_trains_exports_and_writes_card(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from oldphoto.cli import app
+
+    monkeypatch.setenv("COLUMNS", "200")
+    out, wd = tmp_path / "runs", tmp_path / "w"
+    r = CliRunner().invoke(app, ["train", "scratch", "--config", "tiny", "--steps", "2", "--crop", "32",
+                                 "--out", str(out), "--weights-dir", str(wd), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert (wd / "scratch_unet.safetensors").is_file()
+    metrics = json.loads((out / "scratch" / "metrics.json").read_text())
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+    # resume continues from the checkpoint up to the new step count
+    r = CliRunner().invoke(app, ["train", "scratch", "--config", "tiny", "--steps", "3", "--crop", "32", "--resume",
+                                 "--out", str(out), "--weights-dir", str(wd), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "resumed" in r.output and "at step 2" in r.output
+    r = CliRunner().invoke(app, ["train", "card", "--weights-dir", str(wd)])
+    assert r.exit_code == 0, r.output
+    card = (wd / "MODEL_CARD.md").read_text()
+    assert "scratch_unet" in card and "roc_auc" in card and "not shipped" in card   # the others are missing
+    # the mapping refuses clearly when the VAEs it needs are missing
+    r = CliRunner().invoke(app, ["train", "mapping", "--config", "tiny", "--steps", "1", "--out", str(out),
+                                 "--weights-dir", str(wd)])
+    assert r.exit_code == 1 and "vae_a.safetensors" in r.output
