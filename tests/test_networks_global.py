@@ -255,15 +255,18 @@ def test_chunked_attention_equals_direct(keep_kind, chunk):
                 assert bool(((chunked[bi] >= lo) & (chunked[bi] <= hi)).all())
 
 
-def test_chunked_attention_gradients_match_direct():
-    theta, phi, val, keep = _attn_inputs(3, 1, 37, 6, "random")
+@pytest.mark.parametrize("keep_kind", ["random", "mostly_defect", "none_valid"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_attention_gradients_match_direct(keep_kind, temperature):
+    theta, phi, val, keep = (t.double() for t in _attn_inputs(3, 2, 37, 6, keep_kind))
+    weights = torch.randn(2, 37, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     grads = []
-    for fn in (lambda *a: masked_attention_direct(*a), lambda *a: masked_attention(*a, chunk=5)):
+    for fn in (masked_attention_direct, lambda *a: masked_attention(*a, chunk=5)):
         ts = [t.clone().requires_grad_(True) for t in (theta, phi, val)]
-        (fn(*ts, keep) ** 2).sum().backward()
+        (fn(*ts, keep, temperature) * weights).sum().backward()
         grads.append([t.grad for t in ts])
     for gd, gc in zip(*grads):
-        assert _maxdiff(gd, gc) < 1e-4
+        assert _maxdiff(gd, gc) < 1e-10
 
 
 @pytest.fixture(scope="module")

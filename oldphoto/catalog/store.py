@@ -355,7 +355,7 @@ class Catalog:
                 # one migrator at a time: SQLite's BEGIN IMMEDIATE, PostgreSQL's transaction advisory lock;
                 # a second caller then finds the schema current and does nothing
                 if self.dialect == "postgresql":
-                    pass  # TMP
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242170001)")
                 getattr(command, direction)(self._alembic_config(conn), revision)
                 conn.commit()
         except OperationalError as e:
