@@ -3,7 +3,6 @@ worker, deployments triggered with `prefect deployment run`, scans in (moto) S3,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -68,23 +67,15 @@ def _latest_summary(catalog_url: str) -> dict:
 
 
 def _artifact_markdown(server) -> str:
-    import asyncio
+    """The newest run-summary artefact, read from the Prefect server's REST API."""
+    import urllib.request
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    async def go() -> str:
-        os.environ["PREFECT_API_URL"] = server.api_url
-        async with get_client() as client:
-            arts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["restore-archive-summary"])),
-                sort="CREATED_DESC", limit=1)
-            return arts[0].data if arts else ""
-
-    from services import patched_env
-
-    with patched_env({"PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(server.home)}):
-        return asyncio.run(go())
+    body = {"artifacts": {"key": {"any_": ["restore-archive-summary"]}}, "sort": "CREATED_DESC", "limit": 1}
+    req = urllib.request.Request(f"{server.api_url}/artifacts/filter", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        arts = json.loads(r.read())
+    return arts[0]["data"] if arts else ""
 
 
 def test_nightly_archive_workflow(stack, moto_s3):  # noqa: F811
