@@ -155,7 +155,7 @@ def _restore(source: str | None, destination: str, catalog_url_: str | None, scr
              ray_config: dict[str, Any] | None) -> dict[str, Any]:
     import json
 
-    from oldphoto.pipeline import RestoreOptions
+    from oldphoto.pipeline import RestoreOptions, check_models
 
     logger = get_run_logger()
     catalog = catalog_url(catalog_url_)
@@ -164,6 +164,8 @@ def _restore(source: str | None, destination: str, catalog_url_: str | None, scr
         config.ray_address = ray_address
     stage_source = StageSource(WeightsSource.parse(weights or os.environ.get("OLDPHOTO_WEIGHTS")),
                                RestoreOptions(scratch=scratch, faces=faces, hr=hr))
+    # missing weights stop the run here, with what is missing and how to get it (not once per item)
+    check_models(stage_source.weights.load("cpu"), stage_source.restore_options())
     params, fp = run_parameters(stage_source)
     items = plan_items(source, limit, reprocess_failed, catalog)
     run_params = {**params, "source": source, "destination": destination, "weights": stage_source.weights.spec(),

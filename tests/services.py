@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -80,7 +82,7 @@ def local_ray() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -194,7 +196,9 @@ class RayHead:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = tmp / "ray-head.log"
-        self.tmp = tmp
+        # its own temp dir: `ray start` records its address in TEMP/ray_current_cluster, and a plain
+        # ray.init() elsewhere on this machine must not find (and join) this test cluster
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rayhead-", dir="/tmp"))
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> None:
@@ -202,7 +206,7 @@ class RayHead:
                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "ray"), "start", "--head", f"--port={self.port}", "--num-cpus=2",
-             "--include-dashboard=false", "--disable-usage-stats", "--block"],
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}", "--block"],
             env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -214,5 +218,6 @@ class RayHead:
         raise RuntimeError(f"ray head not up after {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace=30)
+        if self.proc is not None:       # the whole session is in this process group: a short grace is enough
+            stop_process(self.proc, grace=6)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -105,7 +105,7 @@ def test_s3_pipeline_matches_sequential_restorer(moto_s3, local_ray, source, wei
         assert store.read_bytes(f"s3://scans/night/{name}") == data
 
 
-def test_actor_crashes_lose_no_item(local_ray, source, tmp_path):  # noqa: F811
+def test_actor_crashes_lose_no_item(local_ray, weights, tmp_path):  # noqa: F811
     """A global-restoration actor dies (os._exit) once on one item and on every attempt of another:
     Ray restarts it, the first item and the items queued behind the crash finish, the poison item fails
     with the reason. Every input ends done or failed-with-reason."""
@@ -113,6 +113,10 @@ def test_actor_crashes_lose_no_item(local_ray, source, tmp_path):  # noqa: F811
     src.mkdir()
     for name, data in small_scans(6, seed=1).items():
         (src / name).write_bytes(data)
+    from oldphoto.pipeline import RestoreOptions
+
+    source = StageSource(WeightsSource.parse(weights), RestoreOptions(faces=False))   # two pools: quicker
+    assert source.pools() == ["scratch", "global"]
     marker = tmp_path / "crashed-once"
     cfg = DistributedConfig(fault_injection=f"exit-once:scan_02:{marker};exit-always:scan_04", fault_pool="global",
                             max_item_retries=1, global_=PoolConfig(max_tasks_in_flight=3))

@@ -178,11 +178,11 @@ def _fake_keras_vgg16_onnx(path, seed=0):
 def test_vgg16_conversion_matches_onnx_reference(tmp_path):
     from onnx.reference import ReferenceEvaluator
 
-    from oldphoto.training.vgg import CAFFE_MEAN_BGR, load_vgg16_onnx
+    from oldphoto.training.vgg import CAFFE_MEAN_BGR, FEATURE_SCALE, load_vgg16_onnx
 
     path = tmp_path / "vgg.onnx"
     model, weights = _fake_keras_vgg16_onnx(path)
-    net = load_vgg16_onnx(path, layers=("relu1_2", "relu2_2"))
+    net = load_vgg16_onnx(path, layers=("relu1_2", "relu2_2"), scale=1.0)
     assert len(net.convs()) == 4   # blocks past relu2_2 are not built
     rgb = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.float32)
     bgr_caffe = rgb[..., ::-1] - np.array(CAFFE_MEAN_BGR, np.float32)   # Keras "caffe" preprocessing
@@ -191,6 +191,9 @@ def test_vgg16_conversion_matches_onnx_reference(tmp_path):
     for r, o in zip(ref, ours):
         np.testing.assert_allclose(o.detach().numpy(), r, rtol=1e-4, atol=1e-3 * float(np.abs(r).max()))
     assert not any(p.requires_grad for p in net.parameters())
+    scaled = load_vgg16_onnx(path, layers=("relu1_2",))(torch.zeros(1, 3, 16, 16))[0]
+    np.testing.assert_allclose(scaled.detach().numpy(), net(torch.zeros(1, 3, 16, 16))[0].detach().numpy()
+                               * FEATURE_SCALE, rtol=1e-6)
 
 
 def test_vgg16_loader_rejects_other_networks(tmp_path):

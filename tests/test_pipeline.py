@@ -215,7 +215,7 @@ def test_scratch_modes_with_controllable_detector(weights_dir, mode):
         assert "mask.png" in st2.files and st2.provenance.parameters["global_path"] == "quality"
 
 
-def test_hr_scratch_uses_patch_attention_and_512_faces(weights_dir):
+def test_hr_scratch_uses_patch_attention_and_512_face_size(weights_dir):
     scratched, _ = draw_scratches(np.asarray(Image.fromarray(astronaut(256)).resize((256, 256))))
     r = Restorer(StubDetectorModels.from_weights_dir(weights_dir), RestoreOptions(scratch="on", hr=True))
     st = r.run("hr.jpg", jpeg(scratched))
@@ -224,6 +224,14 @@ def test_hr_scratch_uses_patch_attention_and_512_faces(weights_dir):
     ckpts = {c.name for c in st.provenance.checkpoints()}
     assert any("mapping_hr" in c for c in ckpts)
     assert st.restored.shape == (256, 256, 3)
+    assert st.face_size == 512                          # faces would be aligned to the 512 template
+    from oldphoto.stages.restore_global import dilate_mask, hole_fill
+
+    dot = np.zeros((20, 20), bool)
+    dot[10, 10] = True
+    assert dilate_mask(dot).sum() == 49 and dilate_mask(dot)[7:14, 7:14].all()      # 3 × 3×3 = one 7×7
+    filled = hole_fill(np.zeros((20, 20, 3), np.float32), dot)
+    assert filled[10, 10].tolist() == [1.0, 1.0, 1.0] and filled.sum() == 3.0
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -155,7 +155,7 @@ def restore(
         models = load_models(weights, official, device)
         check_models(models, options)
     except MissingWeightsError as e:
-        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
 
     paths = collect_inputs(inputs, exclude=out)

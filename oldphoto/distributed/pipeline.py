@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig, WeightsSource
-from oldphoto.provenance import InputRecord, ItemProvenance, StageRecord
-from oldphoto.storage import Storage, open_storage
+from oldphoto.provenance import ItemProvenance, StageRecord
+from oldphoto.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,8 @@ def ensure_ray(config: DistributedConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=config.local_num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": a new embedded session, never some other Ray that happens to run on this machine
+        ray.init(address="local", num_cpus=config.local_num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSource, config: DistributedConfig,
@@ -400,10 +401,19 @@ def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSour
                 yield res
     for it in items:
         if it.uri not in seen:
-            msg = ("worker crashed: a stage actor died every time it processed this item "
-                   f"({2 * (config.max_item_retries + 1)} attempts; out of memory, or a crash in native code)")
-            prov = ItemProvenance(input=InputRecord(uri=it.uri, name=it.name), status="failed", error=msg)
-            yield ItemResult(it.uri, it.name, "failed", error=msg, provenance=prov)
+            yield _lost(it, source, destination, 2 * (config.max_item_retries + 1))
+
+
+def _lost(item: WorkItem, source: StageSource, destination: str, attempts: int) -> ItemResult:
+    """The failed result of an item that never came out of the pipeline (its actor died on every attempt)."""
+    from oldphoto.stages.base import now_iso
+
+    store = open_storage(destination)
+    state = _new_state(source, item.uri, item.name, None, store.join(destination, *item.name.split("/")))
+    state.fail("worker crashed", f"a stage actor died every time it processed this item ({attempts} attempts: "
+                                 "out of memory, or a crash in native code)")
+    state.provenance.finished = now_iso()
+    return ItemResult(item.uri, item.name, "failed", error=state.error, provenance=state.provenance)
 
 
 def _stream(items, destination, source, config, skip_if) -> Iterator[ItemResult]:
@@ -429,8 +439,7 @@ def run_pipeline(items: Sequence[WorkItem], destination: str, source: StageSourc
 
 
 def work_items(source_uri: str, limit: int | None = None, only: Iterable[str] | None = None) -> list[WorkItem]:
-    """The images below `source_uri` (sorted), named like `oldphoto restore` names them: the path below the
-    source without its extension, '/' kept (so DEST/NAME/... mirrors the source tree)."""
+    """The images below `source_uri` (recursively, sorted), named like `oldphoto restore` names them."""
     from oldphoto.storage import IMAGE_SUFFIXES
 
     store = open_storage(source_uri)
@@ -440,13 +449,25 @@ def work_items(source_uri: str, limit: int | None = None, only: Iterable[str] | 
         uris = [u for u in uris if u in wanted]
     if limit is not None and limit > 0:
         uris = uris[:limit]
-    return [WorkItem(u, output_name(store, source_uri, u)) for u in uris]
+    return [WorkItem(u, n) for u, n in zip(uris, assign_names(uris))]
 
 
-def output_name(store: Storage, root: str, uri: str) -> str:
-    rel = store.relative(root, uri)
-    stem, _ = os.path.splitext(rel)
-    return stem
+def _stem(uri: str) -> str:
+    base = uri.rstrip("/").rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base[1:] else base
+    stem = stem.strip().replace("\\", "_").replace("\x00", "")
+    return stem if stem not in ("", ".", "..") else "item"
+
+
+def assign_names(uris: Sequence[str]) -> list[str]:
+    """NAME of DEST/NAME/... per input, as `oldphoto restore` names them: the file's stem, or
+    stem-<8 hex of sha1(full path or URI)> when stems collide (case-insensitively) within the run."""
+    stems = [_stem(u) for u in uris]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
+    return [s if counts[s.casefold()] == 1 else
+            f"{s}-{hashlib.sha1(u.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}" for u, s in zip(uris, stems)]
 
 
 def describe_error(exc: BaseException) -> str:

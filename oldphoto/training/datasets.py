@@ -304,9 +304,15 @@ def face_images(data_dir: str | Path | None, size: int, max_side: int = 1600) ->
             if p.suffix.lower() in IMAGE_SUFFIXES and "cache" not in p.parts and "textures" not in p.parts \
                     and "real" not in p.parts and p.resolve() not in seen:
                 paths.append(p)
-    sources, names = [], []
+    import hashlib
+
+    sources, names, seen_bytes = [], [], set()
     for p in paths:
         try:
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            if digest in seen_bytes:          # the fetched folder holds copies of the builtin photos
+                continue
+            seen_bytes.add(digest)
             sources.append(odata.load_rgb(p, max_side))
             names.append(p.name)
         except Exception:

@@ -49,7 +49,10 @@ class VAEStageConfig:
             # rms ~0.7 leaves the decoder unable to learn more than a blur (measured: 12.5 dB after 400 steps)
             return cls(VAEConfig(channels=32, n_res_enc=2, n_res_dec=2),
                        PatchDiscriminatorConfig(ndf=16, n_layers=3, num_scales=2),
-                       LatentDiscriminatorConfig(32, 32, 2), noise_std=0.1)
+                       LatentDiscriminatorConfig(32, 32, 2), noise_std=0.1,
+                       # our domain R is nearly all grey (the 1927 photo + STRONG synthetic); at weight 1
+                       # D_RX made the encoder drop colour altogether within 400 steps (measured)
+                       latent_weight=0.1)
         if name == "tiny":
             return cls(VAEConfig.tiny(), PatchDiscriminatorConfig.tiny(),
                        LatentDiscriminatorConfig(VAEConfig.tiny().channels, 8, 1))

