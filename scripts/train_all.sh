@@ -19,12 +19,12 @@ OP=${OLDPHOTO:-oldphoto}
 
 COMMON=(--data "$DATA" --config small --out "$OUT" --weights-dir "$W" --threads 1 --seed 0)
 
-# 1. scratch detector (most important) and VAE_A can run side by side
+# 1. scratch detector (most important), VAE_A and VAE_B are independent and can run side by side
 nice -n 10 "$OP" train scratch "${COMMON[@]}" --steps 3000 --max-minutes 18 &
-nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 1500 --max-minutes 15 &   # domain R: Solvay 1927 + STRONG synthetic
 wait
-# 2. VAE_B (written as vae_b_quality and vae_b_scratch) and the face enhancer
-nice -n 10 "$OP" train vae-b   "${COMMON[@]}" --steps 2000 --max-minutes 12 &
+nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 2000 --max-minutes 16 &   # domain R: Solvay 1927 + STRONG synthetic
+nice -n 10 "$OP" train vae-b   "${COMMON[@]}" --steps 2500 --max-minutes 16 &   # -> vae_b_quality + vae_b_scratch
+# 2. the face enhancer (independent of the rest)
 nice -n 10 "$OP" train face    "${COMMON[@]}" --steps 1500 --max-minutes 12 &
 wait
 # 3. the mappings, on the frozen VAEs just trained

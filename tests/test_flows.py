@@ -49,8 +49,8 @@ def stack(tmp_path_factory, moto_s3, prefect_server):  # noqa: F811
 
 
 def _run(server, deployment: str, params: dict) -> str:
-    r = server.run("deployment", "run", deployment, "--params", json.dumps(params), "--watch",
-                   "--watch-timeout", "600", timeout=660)
+    args = [a for k, v in params.items() for a in ("-p", f"{k}={v}")]      # as a user types it
+    r = server.run("deployment", "run", deployment, *args, "--watch", "--watch-timeout", "600", timeout=660)
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "Completed" in out, out[-4000:] + _worker_log(server)
     return out
@@ -78,8 +78,20 @@ def _artifact_markdown(server) -> str:
     return arts[0]["data"] if arts else ""
 
 
+def _get(server, path: str):
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server.api_url}{path}", timeout=30) as r:
+        return json.loads(r.read())
+
+
 def test_nightly_archive_workflow(stack, moto_s3):  # noqa: F811
     server, catalog_url = stack
+    # the nightly deployment is scheduled by cron on the process pool, as prefect.yaml says
+    nightly = _get(server, "/deployments/name/restore-archive/nightly")
+    assert nightly["work_pool_name"] == "oldphoto-process"
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["30 1 * * *"]
+    assert nightly["parameters"]["source"] == "s3://oldphoto-scans/incoming/"
     make_bucket(moto_s3, "night-scans")
     make_bucket(moto_s3, "restored")
     src = open_storage(SRC)

@@ -3,9 +3,12 @@
     items ─▶ fetch+decode (tasks) ─▶ scratch pool ─▶ global pool ─▶ face pool ─▶ encode+write (tasks) ─▶ driver
                                      (actors, GPU)   (actors, GPU)  (actors, GPU)
 
-Every box runs the stage objects built by `oldphoto.pipeline.build_stages(models, options)` (no second copy
-of any stage logic). Each model pool is a `map_batches` over an `ActorPoolStrategy` with its own `num_gpus`;
-an actor loads its models once, when it starts. Items travel between boxes as pickled `ItemState`s.
+Every box runs the stage objects of `oldphoto.pipeline.build_stages_from_source(ModelSource, options)`, the
+classes `oldphoto restore` runs in sequence (no second copy of any stage logic): DecodeStage in the fetch tasks,
+ScratchDetectionStage / GlobalRestorationStage / FaceStage (detect + align + enhance + blend) in one actor pool
+each, EncodeStage in the write tasks. Each pool is a `map_batches` over an `ActorPoolStrategy` with its own
+`num_gpus` (fractions share a GPU); an actor loads its networks once, when it starts. Items travel between
+boxes as pickled `ItemState`s.
 
 Backpressure: a Ray Data object-store budget (`DataContext.execution_options.resource_limits`) and
 `max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). Bad input is the stages' business: they set
@@ -23,7 +26,6 @@ import logging
 import os
 import pickle
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -444,12 +446,13 @@ def work_items(source_uri: str, limit: int | None = None, only: Iterable[str] | 
 
     store = open_storage(source_uri)
     uris = store.list_images(source_uri, suffixes=IMAGE_SUFFIXES)
+    items = [WorkItem(u, n) for u, n in zip(uris, assign_names(uris))]   # names from the whole listing
     if only is not None:
         wanted = set(only)
-        uris = [u for u in uris if u in wanted]
+        items = [it for it in items if it.uri in wanted]
     if limit is not None and limit > 0:
-        uris = uris[:limit]
-    return [WorkItem(u, n) for u, n in zip(uris, assign_names(uris))]
+        items = items[:limit]
+    return items
 
 
 def _stem(uri: str) -> str:
@@ -468,7 +471,3 @@ def assign_names(uris: Sequence[str]) -> list[str]:
         counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
     return [s if counts[s.casefold()] == 1 else
             f"{s}-{hashlib.sha1(u.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}" for u, s in zip(uris, stems)]
-
-
-def describe_error(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
