@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: install
-	$(BIN)/oldphoto restore $(SOURCE) --out $(DEST)
+	$(BIN)/oldphoto archive $(SOURCE) $(DEST)
 
 test: install
 	$(BIN)/python -m pytest -q -ra --durations=15
