@@ -223,6 +223,7 @@ def save_weights(
     os.close(fd)
     try:
         _write_safetensors(tmp, tensors, metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; weights files are shared (and shipped in the package)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

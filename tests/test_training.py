@@ -3,7 +3,6 @@ weights format, the CLI, and the data plumbing (builtin photos + procedural text
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

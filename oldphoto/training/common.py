@@ -13,7 +13,7 @@ import os
 import platform
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,16 +308,3 @@ def plot_history(history: list[dict[str, float]], path: str | Path, title: str =
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
-
-
-def to_device_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-@dataclass
-class ExportRecord:
-    role: str
-    path: Path
-    network: str
-    parameters: int
-    extra: dict[str, Any] = field(default_factory=dict)
