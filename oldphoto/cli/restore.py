@@ -8,7 +8,6 @@ Exit code: 0 when every input was restored, 1 when any failed, 2 when the run co
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -45,25 +44,6 @@ def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path
             seen.add(key)
             unique.append(p)
     return unique
-
-
-def _safe_stem(p: Path) -> str:
-    stem = p.stem if p.suffix else p.name
-    stem = stem.strip().replace("/", "_").replace("\\", "_").replace("\x00", "")
-    return stem if stem not in ("", ".", "..") else "item"
-
-
-def assign_names(paths: list[Path]) -> list[str]:
-    """One output folder name per input: its stem, or stem-<8 hex of its absolute path> when stems collide
-    (deterministic, so re-running replaces the same item's outputs)."""
-    stems = [_safe_stem(p) for p in paths]
-    counts = Counter(s.casefold() for s in stems)
-    names = []
-    for p, s in zip(paths, stems):
-        if counts[s.casefold()] > 1:
-            s = f"{s}-{hashlib.sha1(str(p.absolute()).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
-        names.append(s)
-    return names
 
 
 def _read(path: Path) -> tuple[bytes | None, str | None]:
@@ -133,7 +113,7 @@ def restore(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from oldphoto.pipeline import ItemState, Restorer, RestoreOptions, check_models
+    from oldphoto.pipeline import ItemState, Restorer, RestoreOptions, check_models, output_names
 
     console = Console(stderr=True)
     if scratch not in SCRATCH_CHOICES:
@@ -162,7 +142,7 @@ def restore(
     if not paths:
         console.print("[bold red]error:[/bold red] no input files found")
         raise typer.Exit(2)
-    names = assign_names(paths)
+    names = output_names([str(p.absolute()) for p in paths])
     out.mkdir(parents=True, exist_ok=True)
 
     cat, run_id = (None, None)

@@ -455,19 +455,8 @@ def work_items(source_uri: str, limit: int | None = None, only: Iterable[str] | 
     return items
 
 
-def _stem(uri: str) -> str:
-    base = uri.rstrip("/").rsplit("/", 1)[-1]
-    stem = base.rsplit(".", 1)[0] if "." in base[1:] else base
-    stem = stem.strip().replace("\\", "_").replace("\x00", "")
-    return stem if stem not in ("", ".", "..") else "item"
-
-
 def assign_names(uris: Sequence[str]) -> list[str]:
-    """NAME of DEST/NAME/... per input, as `oldphoto restore` names them: the file's stem, or
-    stem-<8 hex of sha1(full path or URI)> when stems collide (case-insensitively) within the run."""
-    stems = [_stem(u) for u in uris]
-    counts: dict[str, int] = {}
-    for s in stems:
-        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
-    return [s if counts[s.casefold()] == 1 else
-            f"{s}-{hashlib.sha1(u.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}" for u, s in zip(uris, stems)]
+    """NAME of DEST/NAME/... per input: the same rule as `oldphoto restore` (`oldphoto.pipeline.output_names`)."""
+    from oldphoto.pipeline import output_names
+
+    return output_names(uris)
