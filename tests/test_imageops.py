@@ -301,3 +301,65 @@ def test_review_sheet_has_three_panels_with_mask():
     two = review_sheet(a, a, None, height=100)
     assert sheet.dtype == np.uint8 and sheet.shape[0] == two.shape[0]
     assert sheet.shape[1] > two.shape[1] + 140
+
+
+# ------------------------------------------------------------------------------------------- tone transfer
+def _textured_grey(h=64, w=80, seed=0):
+    rng = np.random.default_rng(seed)
+    g = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 1.5)
+    return (g - g.min()) / (g.max() - g.min()) * 0.6 + 0.2
+
+
+def test_tone_transfer_restores_lost_colour_and_contrast():
+    from oldphoto.imageops.tone import guided_tone_transfer
+
+    g = _textured_grey()
+    reference = np.stack([0.9 * g + 0.08, 0.8 * g + 0.05, 0.6 * g + 0.02], axis=2)    # sepia-tinted scan
+    restored = np.repeat((0.4 * g + 0.45)[..., None], 3, axis=2)                        # colour + contrast lost
+    before = reference.copy(), restored.copy()
+    out = guided_tone_transfer(restored, reference)
+    assert out.shape == reference.shape and out.dtype == np.float32
+    err_before = np.abs(restored - reference).mean()
+    err_after = np.abs(out - reference).mean()
+    assert err_after < 0.02 < err_before
+    # per-channel means follow the reference (the tint is back)
+    assert np.allclose(out.mean(axis=(0, 1)), reference.mean(axis=(0, 1)), atol=0.01)
+    assert np.array_equal(before[0], reference) and np.array_equal(before[1], restored)    # pure function
+
+
+def test_tone_transfer_ignores_scratched_pixels():
+    from oldphoto.imageops.tone import guided_tone_transfer
+
+    g = _textured_grey(seed=1)
+    clean = np.repeat(g[..., None], 3, axis=2)
+    scan = clean.copy()
+    scratch = np.zeros(g.shape, bool)
+    scratch[:, 38:41] = True
+    scan[scratch] = 1.0                                        # a white scratch in the scan
+    restored = clean * 0.5 + 0.3                               # network: scratch inpainted, tone off
+    masked = guided_tone_transfer(restored, scan, valid=~scratch)
+    unmasked = guided_tone_transfer(restored, scan)
+    err_masked = np.abs(masked[scratch] - clean[scratch]).mean()
+    err_unmasked = np.abs(unmasked[scratch] - clean[scratch]).mean()
+    assert err_masked < 0.03
+    assert err_unmasked > 2 * err_masked                       # without the mask the scratch bleeds back
+
+
+def test_tone_transfer_wide_holes_use_global_fit_and_edge_cases():
+    from oldphoto.imageops.tone import guided_tone_transfer
+
+    g = _textured_grey(seed=2)
+    scan = np.repeat((0.5 * g + 0.25)[..., None], 3, axis=2)
+    restored = np.repeat(g[..., None], 3, axis=2)
+    valid = np.ones(g.shape, bool)
+    valid[:, 20:60] = False                                    # 40 px hole, far wider than the Gaussian window
+    out = guided_tone_transfer(restored, scan, valid=valid, sigma=2.0)
+    assert np.isfinite(out).all()
+    # inside the hole the global linear fit (scan = 0.5 g + 0.25) is applied to the guide
+    assert np.abs(out[:, 30:50] - scan[:, 30:50]).mean() < 0.02
+    # nothing valid: unchanged; grey (2-D) images work; shape mismatch is an error
+    assert np.array_equal(guided_tone_transfer(restored, scan, valid=np.zeros(g.shape, bool)), restored)
+    grey = guided_tone_transfer(g, 0.5 * g + 0.25)
+    assert grey.shape == g.shape and np.abs(grey - (0.5 * g + 0.25)).mean() < 0.02
+    with pytest.raises(ValueError):
+        guided_tone_transfer(restored, scan[:10])

@@ -105,6 +105,10 @@ def restore(
     no_catalog: bool = typer.Option(False, "--no-catalog", help="Do not record the run in a catalog."),
     colour: bool = typer.Option(False, "--colour", help="Write grey scans as RGB (default: grey stays grey)."),
     faces: bool = typer.Option(True, "--faces/--no-faces", help="Enhance faces (stages 2-4)."),
+    tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match",
+                                    help="Keep the scan's local tone and colour after global restoration (a guided "
+                                         "filter, not in the official method); --no-tone-match gives exactly the "
+                                         "official stage-1 output."),
     tile: int = typer.Option(512, "--tile", help="Largest tile side for the restoration networks (memory bound)."),
     max_megapixels: float = typer.Option(200.0, "--max-megapixels", help="Refuse larger images (bomb guard)."),
 ) -> None:
@@ -128,7 +132,7 @@ def restore(
                           "(this torch build or machine has none); use --device cpu")
             raise typer.Exit(2)
     options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
-                             max_pixels=int(max_megapixels * 1_000_000))
+                             tone_match=tone_match, max_pixels=int(max_megapixels * 1_000_000))
     from oldphoto.models import MissingWeightsError
 
     try:

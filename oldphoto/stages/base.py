@@ -47,6 +47,8 @@ class RestoreOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_batch: int = 8                   # faces per enhancement forward pass
     review: bool = True
+    tone_match: bool = True               # keep the scan's local tone/colour after global restoration
+                                          # (oldphoto.imageops.tone; False = the official stage-1 output)
 
     def __post_init__(self) -> None:
         if self.scratch not in ("auto", "on", "off"):

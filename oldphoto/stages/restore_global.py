@@ -15,6 +15,13 @@ keeps the non-local mapping's O((HW)²) attention per tile.
 
 Postprocessing: the decoder output is min-max stretched over the whole image (one min and max across all
 channels, §8.3), computed after the tiles are stitched and the padding is cropped.
+
+Tone fidelity (`options.tone_match`, default on; **not in the official method**): after the stretch, the
+scan's local tone and colour are transferred onto the restored image by a guided filter that uses the restored
+image as the guide and ignores the scratched pixels (`oldphoto.imageops.tone.guided_tone_transfer`, sigma and
+eps recorded in provenance ``parameters["tone_transfer"]``). It compensates our small instance-normalised VAEs
+losing each region's mean colour. `tone_match=False` (`--no-tone-match`) gives exactly the official stage-1
+semantics (decoder output, min-max stretch, nothing else).
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import numpy as np
 import torch
 
 from oldphoto.imageops.geometry import pad_to_multiple, run_tiled
+from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
 from oldphoto.stages.base import ItemState, Stage
 
 HR_DILATION_KERNEL = 3
@@ -58,6 +66,12 @@ class GlobalRestorationStage(Stage):
             return "vae_a", self.options.scratch_mapping_role, "vae_b_scratch"
         return "vae_a", "mapping_quality", "vae_b_quality"
 
+    def _mask_used(self, state: ItemState, use_scratch: bool) -> np.ndarray | None:
+        """The defect mask the networks saw (dilated in HR mode), None on the quality path."""
+        if not use_scratch:
+            return None
+        return dilate_mask(state.mask) if self.options.hr else np.asarray(state.mask, bool)
+
     def _prepare(self, state: ItemState) -> tuple[bool, int, np.ndarray]:
         """(use_scratch, multiple, 4×H′×W′ network input: image in [-1,1] + mask, padded)."""
         use_scratch = bool(state.use_scratch and state.mask is not None)
@@ -65,7 +79,7 @@ class GlobalRestorationStage(Stage):
         h, w = pixels.shape[:2]
         multiple = 16 if use_scratch else 4
         if use_scratch:
-            mask = dilate_mask(state.mask) if self.options.hr else state.mask
+            mask = self._mask_used(state, True)
             x = hole_fill(pixels, mask)
         else:
             mask = np.zeros((h, w), bool)
@@ -89,7 +103,15 @@ class GlobalRestorationStage(Stage):
 
     def _finish(self, state: ItemState, y: np.ndarray, use_scratch: bool) -> None:
         h, w = state.decoded.pixels.shape[:2]
-        state.restored = np.ascontiguousarray(minmax_stretch(y[:, :h, :w]).transpose(1, 2, 0))
+        restored = np.ascontiguousarray(minmax_stretch(y[:, :h, :w]).transpose(1, 2, 0))
+        if self.options.tone_match:
+            mask = self._mask_used(state, use_scratch)
+            restored = guided_tone_transfer(restored, state.decoded.pixels, None if mask is None else ~mask,
+                                            sigma=DEFAULT_SIGMA, eps=DEFAULT_EPS)
+            state.provenance.parameters["tone_transfer"] = {
+                "method": "guided filter (guide: restored grey; source: scan; scratched pixels excluded)",
+                "sigma": DEFAULT_SIGMA, "eps": DEFAULT_EPS}
+        state.restored = restored
         state.provenance.parameters["global_path"] = (
             ("scratch_hr" if self.options.hr else "scratch") if use_scratch else "quality")
 

@@ -1,0 +1,108 @@
+"""Tone/colour fidelity after global restoration: a guided transfer of the scan's local tonality.
+
+This step is **not part of the official method** (ARCHITECTURE §8 ends with the min-max stretch). It exists
+because oldphoto's own CPU-trained VAEs use instance normalisation everywhere (as the official architecture)
+and are small and briefly trained: their output keeps the photo's structure but loses each region's mean
+colour and brightness. The fix keeps the network's *structure* and the scan's *tonality*:
+
+    guide g = grey level of the restored image (mean of its channels)
+    for every channel c of the reference (the decoded scan), in every Gaussian window (std `sigma` px):
+        fit  reference_c ≈ a · g + b   by weighted least squares over the *valid* (unscratched) pixels,
+        with the ridge term `eps` on a (flat guide → a ≈ 0, b = the local mean of the scan)
+    out_c = smooth(a) · g + smooth(b)       (the coefficients averaged over the windows, He et al.'s
+                                             guided filter with Gaussian instead of box windows)
+
+Scratched pixels are excluded from the fit (weight 0), so the tone of a scratch is never copied back: inside a
+scratch the coefficients come from the surrounding paper and are applied to the network's inpainted guide.
+Where a window holds no valid pixel at all (a scratch much wider than `sigma`), a single global fit over all
+valid pixels is used. With nothing valid the restored image is returned unchanged.
+
+Side effect worth knowing (measured, see oldphoto/weights/MODEL_CARD.md): a guided filter is also an
+edge-preserving smoother of the reference, so part of the gain over the raw network output is classical
+denoising of the scan.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+DEFAULT_SIGMA = 2.0      # pixels (the networks run at the scan's own resolution, no resizing)
+DEFAULT_EPS = 1e-3       # ridge on the slope a, in (intensity in [0, 1])²
+_MIN_WEIGHT = 1e-3       # windows with less valid weight than this use the global fit
+
+
+def gaussian_mean(img: np.ndarray, sigma: float, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Gaussian local mean (normalised convolution): (mean, total weight per pixel).
+
+    `img` H×W or H×W×C; `weight` H×W in [0, 1] (None: all ones). Borders are reflected. Where the total
+    weight is 0 the mean is 0.
+    """
+    if sigma <= 0:
+        raise ValueError("sigma must be > 0")
+    img = np.asarray(img, np.float32)
+    h, w = img.shape[:2]
+    wt = np.ones((h, w), np.float32) if weight is None else np.asarray(weight, np.float32)
+    if wt.shape != (h, w):
+        raise ValueError(f"weight shape {wt.shape} does not match image {img.shape[:2]}")
+    k = 2 * int(np.ceil(3 * sigma)) + 1
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(a, (k, k), sigma, borderType=cv2.BORDER_REFLECT)
+
+    den = blur(wt)
+    num = blur(img * (wt[..., None] if img.ndim == 3 else wt))
+    safe = np.where(den > 1e-8, den, 1.0)
+    mean = num / (safe[..., None] if img.ndim == 3 else safe)
+    mean[den <= 1e-8] = 0.0
+    return mean.astype(np.float32), den.astype(np.float32)
+
+
+def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None,
+                         sigma: float = DEFAULT_SIGMA, eps: float = DEFAULT_EPS) -> np.ndarray:
+    """The restored image with the reference's local tone and colour (see the module docstring).
+
+    `restored`, `reference`: H×W×C (or H×W) float in [0, 1], same shape; `valid`: H×W bool, True where the
+    reference may be trusted (False on scratches), None = everywhere. Returns float32 in [0, 1], same shape.
+    Pure function: the inputs are not modified.
+    """
+    restored = np.asarray(restored, np.float32)
+    reference = np.asarray(reference, np.float32)
+    if restored.shape != reference.shape:
+        raise ValueError(f"restored {restored.shape} and reference {reference.shape} differ in shape")
+    if restored.ndim not in (2, 3):
+        raise ValueError("images must be H×W or H×W×C")
+    if eps <= 0:
+        raise ValueError("eps must be > 0")
+    h, w = restored.shape[:2]
+    v = np.ones((h, w), bool) if valid is None else np.asarray(valid, bool)
+    if v.shape != (h, w):
+        raise ValueError(f"valid mask shape {v.shape} does not match image {(h, w)}")
+    if not v.any():
+        return restored.copy()
+    wt = v.astype(np.float32)
+    guide = restored.mean(axis=2) if restored.ndim == 3 else restored
+    ref = reference if reference.ndim == 3 else reference[..., None]
+
+    mg, den = gaussian_mean(guide, sigma, wt)
+    mgg, _ = gaussian_mean(guide * guide, sigma, wt)
+    mp, _ = gaussian_mean(ref, sigma, wt)
+    mgp, _ = gaussian_mean(ref * guide[..., None], sigma, wt)
+    var = np.maximum(mgg - mg * mg, 0.0)
+    a = (mgp - mg[..., None] * mp) / (var[..., None] + eps)
+    b = mp - a * mg[..., None]
+
+    empty = den < _MIN_WEIGHT
+    if empty.any():           # global fit over every valid pixel
+        gv, rv = guide[v], ref[v]
+        g_mean, g_var = float(gv.mean()), float(gv.var())
+        for c in range(ref.shape[2]):
+            r_mean = float(rv[:, c].mean())
+            cov = float(((gv - g_mean) * (rv[:, c] - r_mean)).mean())
+            a_c = cov / (g_var + eps)
+            a[..., c][empty] = a_c
+            b[..., c][empty] = r_mean - a_c * g_mean
+
+    a_s, _ = gaussian_mean(a, sigma)
+    b_s, _ = gaussian_mean(b, sigma)
+    out = np.clip(a_s * guide[..., None] + b_s, 0.0, 1.0).astype(np.float32)
+    return out if restored.ndim == 3 else out[..., 0]
