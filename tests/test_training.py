@@ -243,3 +243,29 @@ def test_cli_trains_exports_and_writes_card(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["train", "mapping", "--config", "tiny", "--steps", "1", "--out", str(out),
                                  "--weights-dir", str(wd)])
     assert r.exit_code == 1 and "vae_a.safetensors" in r.output
+
+
+def test_model_card_includes_the_measured_bench_section(tmp_path):
+    from typer.testing import CliRunner
+
+    from oldphoto.cli import app
+    from oldphoto.training.runner import BENCH_NAME, write_model_card
+
+    wd = tmp_path / "w"
+    wd.mkdir()
+    card = write_model_card(wd).read_text()
+    assert "Measured end-to-end quality" not in card                 # no bench result: no section
+    bench = {"seed": 0, "n_photos": 3, "working_size": 64, "held_out_photos": "builtin",
+             "baseline_mask": "the synthetic mask",
+             "methods": {"degraded": {"psnr": 17.2154, "ssim": 0.4758}, "baseline": {"psnr": 17.8260, "ssim": 0.5624},
+                         "ours": {"psnr": 18.3471, "ssim": 0.5771}},
+             "scratch_detector": {"auc": 0.92083, "f1": 0.5611, "threshold": 0.4},
+             "niqe": {"photo": "solvay_1927.png", "input": 2.776, "baseline": 5.014, "ours": 8.646},
+             "card_note": "Tone matching is on."}
+    (wd / BENCH_NAME).write_text(json.dumps(bench))
+    card = write_model_card(wd).read_text()
+    assert "## Measured end-to-end quality" in card
+    assert "| 17.22 | 0.476 |" in card and "| 17.83 | 0.562 |" in card and "| 18.35 | 0.577 |" in card
+    assert "ROC AUC 0.921" in card and "ours 8.65" in card and "Tone matching is on." in card
+    r = CliRunner().invoke(app, ["train", "card", "--weights-dir", str(wd), "--bench", str(tmp_path / "none.json")])
+    assert r.exit_code == 2 and "no bench result" in r.output

@@ -137,11 +137,18 @@ def all_stages(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: 
 
 @train_app.command("card")
 def card(weights_dir: Path = typer.Option(..., "--weights-dir"),
-         header: Optional[Path] = typer.Option(None, "--header", help="Markdown file put at the top.")) -> None:
-    """Rewrite MODEL_CARD.md from the metadata stored in the weights files."""
+         header: Optional[Path] = typer.Option(None, "--header", help="Markdown file put at the top."),
+         bench: Optional[Path] = typer.Option(None, "--bench", help="`oldphoto bench quality` JSON for the "
+                                              "'Measured end-to-end quality' section (default: "
+                                              "WEIGHTS_DIR/quality_bench.json when present).")) -> None:
+    """Rewrite MODEL_CARD.md from the metadata stored in the weights files (and the bench result beside them)."""
     from oldphoto.training.runner import write_model_card
 
-    typer.echo(write_model_card(weights_dir, header=header.read_text() if header else ""))
+    try:
+        typer.echo(write_model_card(weights_dir, header=header.read_text() if header else "", bench=bench))
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

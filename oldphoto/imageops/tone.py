@@ -47,7 +47,7 @@ def gaussian_mean(img: np.ndarray, sigma: float, weight: np.ndarray | None = Non
     k = 2 * int(np.ceil(3 * sigma)) + 1
 
     def blur(a: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(a, (k, k), sigma, borderType=cv2.BORDER_REFLECT)
+        return cv2.GaussianBlur(a, (k, k), sigma, borderType=cv2.BORDER_REFLECT).reshape(a.shape)  # keeps H×W×1
 
     den = blur(wt)
     num = blur(img * (wt[..., None] if img.ndim == 3 else wt))

@@ -247,16 +247,60 @@ ROLE_ORDER = ("scratch_unet", "vae_a", "vae_b_quality", "vae_b_scratch", "mappin
               "mapping_hr", "face_256", "face_512")
 
 
-def write_model_card(weights_dir: str | Path, path: str | Path | None = None, header: str = "") -> Path:
+BENCH_NAME = "quality_bench.json"   # `oldphoto bench quality` result kept beside the weights it measured
+
+
+def _fmt(v: Any, digits: int) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and v is not None else "—"
+
+
+def bench_section(bench: dict[str, Any]) -> list[str]:
+    """The "Measured end-to-end quality" section, rendered from an `oldphoto bench quality` JSON."""
+    m = bench.get("methods", {})
+    rows = [("degraded input", "degraded"), ("OpenCV NLM + Telea inpaint (classical baseline)", "baseline"),
+            ("ours: `Restorer` with these weights (default options)", "ours")]
+    lines = ["## Measured end-to-end quality", "",
+             f"`oldphoto bench quality --weights <these> --data DATA` (seed {bench.get('seed', '?')}): "
+             f"{bench.get('n_photos', '?')} photos ({bench.get('held_out_photos', '?')}), "
+             f"{bench.get('working_size', '?')}×{bench.get('working_size', '?')}, one fixed synthetic degradation "
+             f"each; baseline inpainting mask: {bench.get('baseline_mask', '?')}.", "",
+             "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
+    for label, key in rows:
+        if key in m:
+            lines.append(f"| {label} | {_fmt(m[key].get('psnr'), 2)} | {_fmt(m[key].get('ssim'), 3)} |")
+        elif key == "ours":
+            lines.append(f"| {label} | — ({bench.get('ours_unavailable') or 'not measured'}) | — |")
+    det = bench.get("scratch_detector") or {}
+    if det:
+        lines += ["", f"Scratch detector on the same photos: ROC AUC {_fmt(det.get('auc'), 3)}, "
+                      f"F1@{det.get('threshold', 0.4)} {_fmt(det.get('f1'), 3)}."]
+    nq = bench.get("niqe") or {}
+    if nq.get("input") is not None:
+        lines += ["", f"NIQE (lower is better) on the real old photo {nq.get('photo', '')}: input "
+                      f"{_fmt(nq.get('input'), 2)}, baseline {_fmt(nq.get('baseline'), 2)}, "
+                      f"ours {_fmt(nq.get('ours'), 2)}."]
+    if bench.get("card_note"):
+        lines += ["", str(bench["card_note"]).rstrip()]
+    return lines + [""]
+
+
+def write_model_card(weights_dir: str | Path, path: str | Path | None = None, header: str = "",
+                     bench: str | Path | None = None) -> Path:
     """MODEL_CARD.md from the metadata stored inside each ``<role>.safetensors`` (provenance, config,
-    metrics), so the card can never disagree with the files."""
+    metrics), so the card can never disagree with the files; plus the "Measured end-to-end quality" section
+    from `bench` (an `oldphoto bench quality` JSON; default ``weights_dir/quality_bench.json`` when present)."""
     from oldphoto.weights import read_info
 
     wd = Path(weights_dir)
     path = Path(path) if path else wd / "MODEL_CARD.md"
+    bench_path = Path(bench) if bench else wd / BENCH_NAME
+    if bench is not None and not bench_path.is_file():
+        raise FileNotFoundError(f"no bench result at {bench_path}")
     lines = ["# oldphoto shipped weights: model card", ""]
     if header:
         lines += [header.rstrip(), ""]
+    if bench_path.is_file():
+        lines += bench_section(json.loads(bench_path.read_text()))
     lines += ["| role | network | parameters | steps | wall time | file MB | sha256 (first 16) | held-out metrics |",
               "|---|---|---|---|---|---|---|---|"]
     details = []
