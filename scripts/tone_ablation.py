@@ -9,7 +9,7 @@ the clean photos:
 - self-guided:   `guided_tone_transfer(scan, scan, ~mask)`, i.e. no network at all: the scan filtered by itself
                  (a classical edge-preserving smoother), at the default eps and at eps 1e-2.
 
-Usage: python scripts/tone_ablation.py --weights oldphoto/weights --data /work/data [--split test|val]
+Usage: python scripts/tone_ablation.py --weights oldphoto/weights --data /work/data [--split test|val] [--scratch off]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scratch", default="auto", help="auto (as the bench) | off (quality path only) | on")
     a = ap.parse_args()
 
     import torch
@@ -41,7 +42,7 @@ def main() -> None:
     recs = held_out_photos(a.data)[0] if a.split == "test" else split_photos(a.data, a.split)
     textures = TextureBank.from_dir(a.data)
     restorer = Restorer(ModelSet.from_weights_dir(a.weights),
-                        RestoreOptions(scratch="auto", faces=False, review=False, tone_match=False))
+                        RestoreOptions(scratch=a.scratch, faces=False, review=False, tone_match=False))
     methods = {
         "degraded input": lambda r, x, v: x,
         "raw network (tone_match off)": lambda r, x, v: r,
@@ -62,7 +63,7 @@ def main() -> None:
             scores[k].append((psnr(d.clean, out), ssim(d.clean, out)))
     result = {k: {"psnr": round(float(np.mean([p for p, _ in v])), 2),
                   "ssim": round(float(np.mean([s for _, s in v])), 3)} for k, v in scores.items()}
-    print(json.dumps({"split": a.split, "n_photos": len(recs), "weights": a.weights, "results": result}, indent=1))
+    print(json.dumps({"split": a.split, "scratch": a.scratch, "n_photos": len(recs), "weights": a.weights, "results": result}, indent=1))
 
 
 if __name__ == "__main__":

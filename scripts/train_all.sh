@@ -32,5 +32,18 @@ nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind quality --steps 1500 --max-
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind scratch --steps 1500 --max-minutes 14 &
 wait
 
+# 4. continuation (second session): the same runs resumed from their checkpoints with a larger budget.
+#    --max-minutes counts the training time of all sessions together; progress = max(steps, time) fraction,
+#    so the learning rate goes back to its full value until half the new budget, then decays to 0 again.
+nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --resume --steps 6000 --max-minutes 36 &
+nice -n 10 "$OP" train vae-b   "${COMMON[@]}" --resume --steps 6000 --max-minutes 36 &
+wait
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind quality --resume --steps 8000 --max-minutes 32 &
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind scratch --resume --steps 8000 --max-minutes 32 &
+wait
+
+# 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json
+"$OP" bench quality --weights "$W" --data "$DATA" --out "$OUT/bench"
+cp "$OUT/bench/quality.json" "$W/quality_bench.json"
 "$OP" train card --weights-dir "$W" --header scripts/model_card_header.md
 echo "weights and model card in $W (copy them to oldphoto/weights/ to ship)"
