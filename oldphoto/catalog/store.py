@@ -348,18 +348,26 @@ class Catalog:
     def _migrate(self, direction: str, revision: str) -> None:
         from alembic import command
 
-        try:
-            with self.engine.connect() as conn:
-                conn.execution_options(oldphoto_write=True)
-                conn.begin()
-                # one migrator at a time: SQLite's BEGIN IMMEDIATE, PostgreSQL's transaction advisory lock;
-                # a second caller then finds the schema current and does nothing
-                if self.dialect == "postgresql":
-                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242170001)")
-                getattr(command, direction)(self._alembic_config(conn), revision)
-                conn.commit()
-        except OperationalError as e:
-            raise CatalogError(f"cannot {direction} the catalog {self!r}: {e.orig}") from None
+        attempts = 8
+        for attempt in range(attempts):
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(oldphoto_write=True)
+                    conn.begin()
+                    # one migrator at a time: SQLite's BEGIN IMMEDIATE, PostgreSQL's transaction advisory lock;
+                    # a second caller then finds the schema current and does nothing
+                    if self.dialect == "postgresql":
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242170001)")
+                    getattr(command, direction)(self._alembic_config(conn), revision)
+                    conn.commit()
+                return
+            except OperationalError as e:
+                # SQLite can refuse at once (e.g. while another connection switches a new file to WAL):
+                # back off and try again, like every other write
+                if attempt + 1 < attempts and _retryable(e):
+                    time.sleep(0.05 * (2 ** attempt) * (0.5 + random.random()))
+                    continue
+                raise CatalogError(f"cannot {direction} the catalog {self!r}: {e.orig}") from None
 
     def _check(self) -> None:
         if self._checked:
