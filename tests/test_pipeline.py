@@ -303,3 +303,22 @@ def test_tone_match_option_is_recorded_and_keeps_the_scan_tonality(models):
     assert np.abs(outs[True] - outs[False]).mean() > 1e-3
     # random tiny networks: the raw output is arbitrary, the tone-matched one follows the scan
     assert psnr(scan, outs[True]) > psnr(scan, outs[False]) + 3
+
+
+def test_review_sheet_of_a_grey_scan_shows_the_grey_result(models, tmp_path):
+    grey = Image.fromarray(astronaut(96)).convert("L")
+    buf = io.BytesIO()
+    grey.save(buf, format="PNG")
+    # tone transfer off: it would carry the scan's greyness onto the network output by itself
+    state = Restorer(models, RestoreOptions(scratch="off", faces=False, tone_match=False)).run("grey.png",
+                                                                                              buf.getvalue())
+    assert not state.failed, state.error
+    restored = Image.open(io.BytesIO(state.files["restored.png"]))
+    assert restored.mode == "L"
+    sheet = np.asarray(Image.open(io.BytesIO(state.files["review.png"])).convert("RGB")).astype(int)
+    # input | restored, both grey: no pixel of the sheet has colour (the tiny random networks output colour)
+    assert np.abs(sheet[..., 0] - sheet[..., 1]).max() <= 1 and np.abs(sheet[..., 1] - sheet[..., 2]).max() <= 1
+    colour = Restorer(models, RestoreOptions(scratch="off", faces=False, colour=True, tone_match=False)).run(
+        "grey.png", buf.getvalue())
+    sheet_c = np.asarray(Image.open(io.BytesIO(colour.files["review.png"])).convert("RGB")).astype(int)
+    assert np.abs(sheet_c[..., 0] - sheet_c[..., 2]).max() > 1      # with --colour the sheet shows colour

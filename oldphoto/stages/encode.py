@@ -18,7 +18,7 @@ import posixpath
 import numpy as np
 from PIL import Image
 
-from oldphoto.imageops.io import encode_image
+from oldphoto.imageops.io import encode_image, to_grey
 from oldphoto.imageops.review import review_sheet
 from oldphoto.provenance import ArtefactRecord
 from oldphoto.stages.base import ItemState, Stage, now_iso, sha256_bytes
@@ -73,7 +73,9 @@ class EncodeStage(Stage):
                     self._add(state, f"faces/face_{f.index:02d}_after.png", "face_after", _png(f.enhanced),
                               face=f.index)
             if self.options.review:
-                sheet = review_sheet(dec.pixels, state.restored, state.mask)
+                # the sheet shows what was written: a grey scan's result in grey
+                shown = np.repeat(to_grey(state.restored)[..., None], 3, axis=2) if grey else state.restored
+                sheet = review_sheet(dec.pixels, shown, state.mask)
                 self._add(state, "review.png", "review", _png(sheet))
 
     def finish(self, state: ItemState) -> None:
