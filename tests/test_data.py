@@ -6,6 +6,7 @@ import json
 import shutil
 import struct
 import subprocess
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from typer.testing import CliRunner
 from oldphoto.data.dataset import (DataNotFetchedError, PhotoDataset, builtin_photos, load_splits, make_splits,
                                    split_photos, held_out_photos)
 from oldphoto.data.fetch import PackageReader, fetch, read_deb_members, sha256_file
-from oldphoto.data.sources import DebPackage, FetchPlan, PhotoSource, TextureSource
+from oldphoto.data.sources import (NPM_PACKAGES, DebPackage, FaceSource, FetchPlan, NpmPackage, PhotoSource,
+                                   TextureSource)
 from oldphoto.data.textures import (TextureBank, TextureFormatError, decode_gbr, decode_gih, decode_pat,
                                     decode_texture_file, read_bundle_member)
 
@@ -172,7 +174,7 @@ def _fake_tree(root: Path) -> dict[str, bytes]:
 
 def _plan(pkg: DebPackage) -> FetchPlan:
     return FetchPlan(
-        debs=(pkg,), pypi=(), extras={}, builtin=(),
+        debs=(pkg,), pypi=(), npm=(), faces=(), extras={}, builtin=(),
         photos=(PhotoSource(pkg.name, "fake", ("usr/share/photos/a.png", "usr/share/photos/b.jpg")),),
         textures=(TextureSource(pkg.name, "paper", ("usr/share/patterns/paper.pat",), prefix="t_"),
                   TextureSource(pkg.name, "scratch", ("usr/share/brushes/scratch.gih",), prefix="t_"),
@@ -264,3 +266,151 @@ def test_cli_fetch_offline_without_cache_fails_clearly(tmp_path):
     res = CliRunner().invoke(app, ["data", "fetch", str(tmp_path / "d"), "--offline"])
     assert res.exit_code == 1
     assert "downloads are off" in res.output
+
+
+# ------------------------------------------------------------------------------------ npm face photos (fake)
+def test_npm_package_names():
+    pkg = NPM_PACKAGES[0]
+    assert pkg.url == "https://registry.npmjs.org/@vladmandic/face-api/-/face-api-1.7.15.tgz"
+    assert pkg.filename == "vladmandic-face-api-1.7.15.tgz" and pkg.spec == "@vladmandic/face-api@1.7.15"
+    assert FetchPlan().faces[0].members == tuple(f"package/demo/sample{i}.jpg" for i in range(1, 7))
+
+
+def _jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def fake_npm(tmp_path) -> tuple[NpmPackage, dict[str, bytes]]:
+    """A tarball laid out like the npm registry's (file:// URL), with demo/sample1-3.jpg, a symlink and a
+    '..' member that must never be followed or written."""
+    files = {f"package/demo/sample{i}.jpg": _jpeg(i) for i in range(1, 4)}
+    files["package/package.json"] = b'{"name": "@fake/face-api", "version": "1.0.0"}'
+    files["package/../../evil.jpg"] = _jpeg(9)
+    reg = tmp_path / "registry"
+    tgz = reg / "@fake" / "face-api" / "-" / "face-api-1.0.0.tgz"
+    tgz.parent.mkdir(parents=True)
+    with tarfile.open(tgz, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("package/demo/sample4.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    pkg = NpmPackage("@fake/face-api", "1.0.0", sha256_file(tgz), tgz.stat().st_size, "MIT", registry=reg.as_uri())
+    return pkg, files
+
+
+def _face_plan(npm: NpmPackage, deb: DebPackage, members: tuple[str, ...] | None = None) -> FetchPlan:
+    plan = _plan(deb)
+    plan.npm = (npm,)
+    plan.faces = (FaceSource(npm.name, "face-api",
+                             members or tuple(f"package/demo/sample{i}.jpg" for i in range(1, 4)), licence="MIT"),)
+    return plan
+
+
+def test_fetch_npm_face_photos_kept_out_of_splits_and_idempotent(fake_npm, tmp_path):
+    npm, files = fake_npm
+    tree = tmp_path / "tree"
+    _fake_tree(tree)
+    deb = DebPackage("oldphoto-fake", "1.0", "unused", 0, "test")
+    # reference: the same data without the npm source
+    ref = fetch(tmp_path / "ref", _plan(deb), log=lambda m: None, package_paths={"oldphoto-fake": tree})
+    assert ref.ok, ref.errors
+    data = tmp_path / "data"
+    logs: list[str] = []
+    r1 = fetch(data, _face_plan(npm, deb), log=logs.append, package_paths={"oldphoto-fake": tree})
+    assert r1.ok, r1.errors
+    assert any("downloading" in line and npm.url in line for line in logs)
+    assert sha256_file(data / "cache" / "npm" / "fake-face-api-1.0.0.tgz") == npm.sha256
+    assert sorted(p.name for p in (data / "faces" / "face-api").iterdir()) == [f"sample{i}.jpg" for i in (1, 2, 3)]
+    manifest = json.loads((data / "manifest.json").read_text())
+    for i in range(1, 4):
+        rel, member = f"faces/face-api/sample{i}.jpg", f"package/demo/sample{i}.jpg"
+        assert (data / rel).read_bytes() == files[member]
+        assert manifest["files"][rel] == {"sha256": sha256_file(data / rel), "size": len(files[member]),
+                                          "package": "@fake/face-api", "member": member, "kind": "face_photo"}
+    assert [f["path"] for f in manifest["face_photos"]] == [f"faces/face-api/sample{i}.jpg" for i in range(1, 4)]
+    assert {"type": "npm", "name": "@fake/face-api", "version": "1.0.0", "licence": "MIT",
+            "file": "fake-face-api-1.0.0.tgz", "sha256": npm.sha256, "size": npm.size} in manifest["packages"]
+    # nothing outside DIR, no face photo in the clean-photo splits: splits and photo list as without npm
+    assert not (tmp_path / "evil.jpg").exists() and not (data.parent / "evil.jpg").exists()
+    assert (data / "splits.json").read_bytes() == (tmp_path / "ref" / "splits.json").read_bytes()
+    assert manifest["photos"] == json.loads((tmp_path / "ref" / "manifest.json").read_text())["photos"]
+    # second run, offline: the cache is reused, nothing is written
+    m1 = (data / "manifest.json").read_bytes()
+    logs.clear()
+    r2 = fetch(data, _face_plan(npm, deb), offline=True, log=logs.append, package_paths={"oldphoto-fake": tree})
+    assert r2.ok and r2.written == 0, r2.errors
+    assert any("@fake/face-api@1.0.0: cached, sha256 ok" in line for line in logs)
+    assert (data / "manifest.json").read_bytes() == m1
+
+
+def test_fetch_npm_refuses_sha256_mismatch_and_unsafe_members(fake_npm, tmp_path):
+    npm, _ = fake_npm
+    tree = tmp_path / "tree"
+    _fake_tree(tree)
+    deb = DebPackage("oldphoto-fake", "1.0", "unused", 0, "test")
+    bad = NpmPackage(npm.name, npm.version, "0" * 64, npm.size, "MIT", registry=npm.registry)
+    r = fetch(tmp_path / "d1", _face_plan(bad, deb), log=lambda m: None, package_paths={"oldphoto-fake": tree})
+    assert not r.ok and any("differs from the pinned" in e for e in r.errors)
+    assert not (tmp_path / "d1" / "cache" / "npm" / bad.filename).exists()   # the bad download is deleted
+    assert not (tmp_path / "d1" / "faces").exists()
+    # offline with an empty cache: a clear refusal, no download
+    r = fetch(tmp_path / "d2", _face_plan(npm, deb), offline=True, log=lambda m: None,
+              package_paths={"oldphoto-fake": tree})
+    assert any("@fake/face-api@1.0.0 is not in" in e and "downloads are off" in e for e in r.errors)
+    # '..' members, absolute paths and symlinks are never read or written
+    r = fetch(tmp_path / "d3", _face_plan(npm, deb, ("package/../../evil.jpg", "/etc/passwd",
+                                                     "package/demo/sample4.jpg", "package/demo/sample1.jpg")),
+              log=lambda m: None, package_paths={"oldphoto-fake": tree})
+    assert sum("unsafe member" in e for e in r.errors) == 2
+    assert any("package/demo/sample4.jpg missing" in e for e in r.errors)
+    assert sorted(p.name for p in (tmp_path / "d3" / "faces" / "face-api").iterdir()) == ["sample1.jpg"]
+    assert not (tmp_path / "evil.jpg").exists()
+
+
+def test_face_sources_use_faces_folder_and_key_follows_the_photos(tmp_path):
+    from oldphoto.training.datasets import face_source_photos, face_sources_key
+
+    data = tmp_path / "data"
+    for rel, seed in (("faces/face-api/sample1.jpg", 1), ("photos/g/a.jpg", 2), ("real/solvay_1927.png", 3),
+                      ("cache/npm/x.jpg", 4), ("textures/paper/t.png", 5)):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(_jpeg(seed))
+    src = face_source_photos(data)
+    names = [n for _, n, _ in src]
+    assert "faces/face-api/sample1.jpg" in names and "photos/g/a.jpg" in names
+    assert not any(n.startswith(("real/", "cache/", "textures/")) for n in names)
+    k1 = face_sources_key(src, 256)
+    assert face_sources_key(face_source_photos(data), 256) == k1 != face_sources_key(src, 512)
+    (data / "faces/face-api/sample2.jpg").write_bytes(_jpeg(6))
+    assert face_sources_key(face_source_photos(data), 256) != k1
+
+
+def test_face_sources_leave_out_the_test_split_and_builtin_photos(tmp_path):
+    """The quality bench runs the face stage on the test photos: the face trainer must never see them."""
+    import json
+
+    from oldphoto.training.datasets import face_source_photos
+
+    data = tmp_path / "data"
+    files = {"photos/g/train.jpg": 1, "photos/g/test.jpg": 2, "photos/g/copy_of_test.jpg": 2,
+             "faces/face-api/sample1.jpg": 3}
+    for rel, seed in files.items():
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(_jpeg(seed))
+    builtin = builtin_photos()[0].path
+    (data / "photos/builtin").mkdir(parents=True)
+    (data / "photos/builtin" / builtin.name).write_bytes(builtin.read_bytes())
+    (data / "manifest.json").write_text(json.dumps({"photos": [
+        {"id": "g/train", "path": "photos/g/train.jpg"}, {"id": "g/test", "path": "photos/g/test.jpg"}]}))
+    (data / "splits.json").write_text(json.dumps({"train": ["g/train"], "val": [], "test": ["g/test"]}))
+    names = [n for _, n, _ in face_source_photos(data)]
+    assert sorted(names) == ["faces/face-api/sample1.jpg", "photos/g/train.jpg"]
+    # without a data folder (smoke runs) the builtin photos are the only source
+    smoke = [n for _, n, _ in face_source_photos(None)]
+    assert smoke and all(n.startswith("builtin/") for n in smoke)

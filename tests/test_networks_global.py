@@ -514,3 +514,43 @@ def test_config_validation():
         PatchAttentionMappingNet(PatchAttentionMappingConfig.tiny())(
             torch.randn(1, 16, 8, 8), torch.full((1, 1, 32, 32), 255.0)
         )
+
+
+# --------------------------------------------------------------------------------------------
+# norm option: "instance" (official) vs "none" (oldphoto's small presets)
+
+
+@pytest.mark.parametrize("make", [
+    lambda norm: VAE(VAEConfig(channels=8, n_res_enc=1, n_res_dec=1, norm=norm)),
+    lambda norm: MappingNet(MappingConfig(latent_channels=8, width=16, n_blocks=1, norm=norm)),
+    lambda norm: NonLocalMappingNet(NonLocalMappingConfig(latent_channels=8, width=16, n_res_nl=1, n_res_after=1,
+                                                          norm=norm)),
+    lambda norm: PatchAttentionMappingNet(PatchAttentionMappingConfig(latent_channels=8, width=16, n_res_before=1,
+                                                                      n_res_between=1, n_res_after=1, norm=norm)),
+])
+def test_norm_choice_keeps_the_state_dict_layout(make):
+    a, b = make("instance"), make("none")
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    b.load_state_dict(a.state_dict(), strict=True)
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in b.modules())
+    assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in a.modules()) > 0
+
+
+def test_instance_norm_vae_cannot_see_a_global_brightness_shift_but_norm_none_can():
+    """Why the small presets use norm "none": an instance-normalised VAE maps x and x + c to the same output
+    (reflection padding, so no border cue), whatever its weights; without the norm the shift reaches the output."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 1.2 - 0.8
+    for norm, same in (("instance", True), ("none", False)):
+        torch.manual_seed(1)
+        vae = VAE(VAEConfig(channels=8, n_res_enc=1, n_res_dec=1, norm=norm)).eval()
+        with torch.no_grad():
+            y0, y1 = vae(x), vae(x + 0.3)
+        assert torch.allclose(y0, y1, atol=1e-4) is same, norm
+
+
+def test_unknown_norm_is_refused():
+    for cfg in (lambda: VAEConfig(norm="batch"), lambda: MappingConfig(norm="layer"),
+                lambda: NonLocalMappingConfig(norm=""), lambda: PatchAttentionMappingConfig(norm="group")):
+        with pytest.raises(ValueError, match="norm must be one of"):
+            cfg()

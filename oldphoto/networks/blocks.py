@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "NORMS",
+    "norm_layer",
     "ResnetBlock",
     "conv_norm_act",
     "resnet_blocks",
@@ -23,9 +25,31 @@ __all__ = [
 ]
 
 
+NORMS = ("instance", "none")
+
+
 def instance_norm(channels: int) -> nn.InstanceNorm2d:
     """InstanceNorm2d without affine parameters or running statistics (no state-dict entries)."""
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False, eps=1e-5)
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """The normalisation after a conv: ``"instance"`` (official) or ``"none"`` (identity).
+
+    Neither has state-dict entries, so the choice never changes a checkpoint's layout. Instance norm
+    removes each feature map's mean and scale, so a network built from it cannot carry an image's global
+    brightness or colour cast from its input to its output; ``"none"`` keeps them (oldphoto's small presets).
+    """
+    if kind == "instance":
+        return instance_norm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def check_norm(kind: str, owner: str) -> None:
+    if kind not in NORMS:
+        raise ValueError(f"{owner}.norm must be one of {NORMS}, got {kind!r}")
 
 
 class ResnetBlock(nn.Module):
@@ -34,29 +58,29 @@ class ResnetBlock(nn.Module):
     Reflection padding, conv biases kept (they are in the checkpoints), no activation after the sum.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, norm: str = "instance") -> None:
         super().__init__()
         self.dim = dim
         self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-            instance_norm(dim),
+            norm_layer(norm, dim),
             nn.ReLU(inplace=True),
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-            instance_norm(dim),
+            norm_layer(norm, dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)
 
 
-def resnet_blocks(n: int, dim: int) -> list[nn.Module]:
+def resnet_blocks(n: int, dim: int, norm: str = "instance") -> list[nn.Module]:
     """``n`` residual blocks of width ``dim`` (a list, to be spliced into a Sequential)."""
-    return [ResnetBlock(dim) for _ in range(n)]
+    return [ResnetBlock(dim, norm) for _ in range(n)]
 
 
-def conv_norm_act(c_in: int, c_out: int, *, norm_act: bool = True) -> list[nn.Module]:
+def conv_norm_act(c_in: int, c_out: int, *, norm_act: bool = True, norm: str = "instance") -> list[nn.Module]:
     """3x3 conv with zero padding 1 and bias, optionally followed by InstanceNorm and ReLU.
 
     Returns a list of 3 modules (or 1 when ``norm_act`` is False) so Sequential indices line up
@@ -64,7 +88,7 @@ def conv_norm_act(c_in: int, c_out: int, *, norm_act: bool = True) -> list[nn.Mo
     """
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=True)]
     if norm_act:
-        layers += [instance_norm(c_out), nn.ReLU(inplace=True)]
+        layers += [norm_layer(norm, c_out), nn.ReLU(inplace=True)]
     return layers
 
 
@@ -77,27 +101,27 @@ def mapping_channels(latent_channels: int, width: int) -> tuple[int, int, int, i
     return (min(2 * c, width), min(4 * c, width), min(8 * c, width), width)
 
 
-def mapping_head(latent_channels: int, width: int) -> list[nn.Module]:
+def mapping_head(latent_channels: int, width: int, norm: str = "instance") -> list[nn.Module]:
     """Four conv-IN-ReLU triples latent -> width (12 modules, official indices 0..11)."""
     ch = mapping_channels(latent_channels, width)
     layers: list[nn.Module] = []
     c_prev = latent_channels
     for c in ch:
-        layers += conv_norm_act(c_prev, c)
+        layers += conv_norm_act(c_prev, c, norm=norm)
         c_prev = c
     return layers
 
 
-def mapping_tail(latent_channels: int, width: int) -> list[nn.Module]:
+def mapping_tail(latent_channels: int, width: int, norm: str = "instance") -> list[nn.Module]:
     """Three conv-IN-ReLU triples and a final plain conv back to the latent (10 modules).
 
     Official: 512->512, 512->256, 256->128, then 128->64 without norm or activation.
     """
     c1, c2, c3, c4 = mapping_channels(latent_channels, width)
     return (
-        conv_norm_act(c4, c3)
-        + conv_norm_act(c3, c2)
-        + conv_norm_act(c2, c1)
+        conv_norm_act(c4, c3, norm=norm)
+        + conv_norm_act(c3, c2, norm=norm)
+        + conv_norm_act(c2, c1, norm=norm)
         + conv_norm_act(c1, latent_channels, norm_act=False)
     )
 

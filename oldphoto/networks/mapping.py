@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import mapping_head, mapping_tail, resnet_blocks
+from .blocks import check_norm, mapping_head, mapping_tail, resnet_blocks
 
 __all__ = ["MappingConfig", "MappingNet"]
 
@@ -22,6 +22,7 @@ class MappingConfig:
     latent_channels: int = 64
     width: int = 512
     n_blocks: int = 6
+    norm: str = "instance"  # "instance" (official) or "none" (no state-dict change)
 
     @classmethod
     def official(cls) -> "MappingConfig":
@@ -32,6 +33,7 @@ class MappingConfig:
         return cls(latent_channels=16, width=32, n_blocks=1)
 
     def __post_init__(self) -> None:
+        check_norm(self.norm, "MappingConfig")
         if self.latent_channels < 1 or self.width < 1:
             raise ValueError("MappingConfig: latent_channels and width must be >= 1")
         if self.n_blocks < 0:
@@ -44,9 +46,9 @@ class MappingNet(nn.Module):
         cfg = cfg or MappingConfig()
         self.cfg = cfg
         self.model = nn.Sequential(
-            *mapping_head(cfg.latent_channels, cfg.width),
-            *resnet_blocks(cfg.n_blocks, cfg.width),
-            *mapping_tail(cfg.latent_channels, cfg.width),
+            *mapping_head(cfg.latent_channels, cfg.width, cfg.norm),
+            *resnet_blocks(cfg.n_blocks, cfg.width, cfg.norm),
+            *mapping_tail(cfg.latent_channels, cfg.width, cfg.norm),
         )
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

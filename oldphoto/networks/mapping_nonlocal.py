@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import check_mask, mapping_head, mapping_tail, mask_keep, resnet_blocks
+from .blocks import check_mask, check_norm, mapping_head, mapping_tail, mask_keep, resnet_blocks
 
 __all__ = [
     "NonLocalMappingConfig",
@@ -47,6 +47,7 @@ class NonLocalMappingConfig:
     attention: str = "chunked"  # "chunked" (O(chunk*HW) memory) or "direct" (literal O(HW^2) formula)
     query_chunk: int | None = None  # query rows per chunk; None = derived from chunk_budget
     chunk_budget: int = 1 << 22  # max elements of one (chunk x HW) similarity block when query_chunk is None
+    norm: str = "instance"  # "instance" (official) or "none" (no state-dict change)
 
     @classmethod
     def official(cls) -> "NonLocalMappingConfig":
@@ -57,6 +58,7 @@ class NonLocalMappingConfig:
         return cls(latent_channels=16, width=32, n_res_nl=1, n_res_after=1)
 
     def __post_init__(self) -> None:
+        check_norm(self.norm, "NonLocalMappingConfig")
         if self.latent_channels < 1 or self.width < 1:
             raise ValueError("NonLocalMappingConfig: latent_channels and width must be >= 1")
         if self.n_res_nl < 0 or self.n_res_after < 0:
@@ -199,6 +201,7 @@ class MaskedNonLocalBlock(nn.Module):
         attention: str = "chunked",
         query_chunk: int | None = None,
         chunk_budget: int = 1 << 22,
+        norm: str = "instance",
     ) -> None:
         super().__init__()
         # registration order = official state-dict order: g, W, theta, phi, res_block
@@ -206,7 +209,7 @@ class MaskedNonLocalBlock(nn.Module):
         self.W = nn.Conv2d(channels, channels, kernel_size=1)
         self.theta = nn.Conv2d(channels, channels, kernel_size=1)
         self.phi = nn.Conv2d(channels, channels, kernel_size=1)
-        self.res_block = nn.Sequential(*resnet_blocks(n_res, channels))
+        self.res_block = nn.Sequential(*resnet_blocks(n_res, channels, norm))
         self.temperature = temperature
         self.attention = attention
         self.query_chunk = query_chunk
@@ -244,7 +247,7 @@ class NonLocalMappingNet(nn.Module):
         super().__init__()
         cfg = cfg or NonLocalMappingConfig()
         self.cfg = cfg
-        self.before_NL = nn.Sequential(*mapping_head(cfg.latent_channels, cfg.width))
+        self.before_NL = nn.Sequential(*mapping_head(cfg.latent_channels, cfg.width, cfg.norm))
         self.NL = MaskedNonLocalBlock(
             cfg.width,
             n_res=cfg.n_res_nl,
@@ -252,10 +255,11 @@ class NonLocalMappingNet(nn.Module):
             attention=cfg.attention,
             query_chunk=cfg.query_chunk,
             chunk_budget=cfg.chunk_budget,
+            norm=cfg.norm,
         )
         self.after_NL = nn.Sequential(
-            *resnet_blocks(cfg.n_res_after, cfg.width),
-            *mapping_tail(cfg.latent_channels, cfg.width),
+            *resnet_blocks(cfg.n_res_after, cfg.width, cfg.norm),
+            *mapping_tail(cfg.latent_channels, cfg.width, cfg.norm),
         )
 
     @property

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import check_mask, mapping_head, mapping_tail, mask_hit, resnet_blocks
+from .blocks import check_mask, check_norm, mapping_head, mapping_tail, mask_hit, resnet_blocks
 
 __all__ = [
     "PatchAttentionMappingConfig",
@@ -48,6 +48,7 @@ class PatchAttentionMappingConfig:
     n_res_scale: int = 1  # residual blocks inside each attention scale
     hole_threshold: float = 0.6  # a patch is a hole when its mask coverage is > this
     query_chunk: int = 4096  # hole patches matched per block (bounds the similarity memory)
+    norm: str = "instance"  # "instance" (official) or "none" (no state-dict change)
 
     @classmethod
     def official(cls) -> "PatchAttentionMappingConfig":
@@ -58,6 +59,7 @@ class PatchAttentionMappingConfig:
         return cls(latent_channels=16, width=32, n_res_before=1, n_res_between=1, n_res_after=1)
 
     def __post_init__(self) -> None:
+        check_norm(self.norm, "PatchAttentionMappingConfig")
         self.patch_sizes = tuple(int(p) for p in self.patch_sizes)
         if self.latent_channels < 1 or self.width < 1:
             raise ValueError("PatchAttentionMappingConfig: latent_channels and width must be >= 1")
@@ -79,6 +81,7 @@ class PatchAttention(nn.Module):
         n_res: int = 1,
         hole_threshold: float = 0.6,
         query_chunk: int = 4096,
+        norm: str = "instance",
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -86,7 +89,7 @@ class PatchAttention(nn.Module):
         self.query_chunk = query_chunk
         # registration order = official state-dict order: F_Combine, res_block
         self.F_Combine = nn.Conv2d(2 * channels + 1, channels, kernel_size=3, stride=1, padding=1, bias=True)
-        self.res_block = nn.Sequential(*resnet_blocks(n_res, channels))
+        self.res_block = nn.Sequential(*resnet_blocks(n_res, channels, norm))
 
     def hole_patches(self, m: torch.Tensor) -> torch.Tensor:
         """Boolean (L,) selection of hole patches from batch element 0 of the binary mask m (B,1,h,w)."""
@@ -143,21 +146,21 @@ class PatchAttentionMappingNet(nn.Module):
         cfg = cfg or PatchAttentionMappingConfig()
         self.cfg = cfg
         self.before_NL = nn.Sequential(
-            *mapping_head(cfg.latent_channels, cfg.width),
-            *resnet_blocks(cfg.n_res_before, cfg.width),
+            *mapping_head(cfg.latent_channels, cfg.width, cfg.norm),
+            *resnet_blocks(cfg.n_res_before, cfg.width, cfg.norm),
         )
         # official names: NL_scale_1, res_block_1, NL_scale_2, res_block_2, NL_scale_3
         for i, ps in enumerate(cfg.patch_sizes, start=1):
             setattr(
                 self,
                 f"NL_scale_{i}",
-                PatchAttention(cfg.width, ps, cfg.n_res_scale, cfg.hole_threshold, cfg.query_chunk),
+                PatchAttention(cfg.width, ps, cfg.n_res_scale, cfg.hole_threshold, cfg.query_chunk, cfg.norm),
             )
             if i < len(cfg.patch_sizes):
-                setattr(self, f"res_block_{i}", nn.Sequential(*resnet_blocks(cfg.n_res_between, cfg.width)))
+                setattr(self, f"res_block_{i}", nn.Sequential(*resnet_blocks(cfg.n_res_between, cfg.width, cfg.norm)))
         self.after_NL = nn.Sequential(
-            *resnet_blocks(cfg.n_res_after, cfg.width),
-            *mapping_tail(cfg.latent_channels, cfg.width),
+            *resnet_blocks(cfg.n_res_after, cfg.width, cfg.norm),
+            *mapping_tail(cfg.latent_channels, cfg.width, cfg.norm),
         )
 
     def scales(self) -> list[PatchAttention]:

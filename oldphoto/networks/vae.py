@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import instance_norm, resnet_blocks
+from .blocks import check_norm, norm_layer, resnet_blocks
 
 __all__ = ["VAEConfig", "VAE"]
 
@@ -32,6 +32,7 @@ class VAEConfig:
     in_channels: int = 3
     out_channels: int = 3
     n_down: int = 2  # stride-2 stages; the latent is 1/2**n_down of the image size
+    norm: str = "instance"  # "instance" (official) or "none" (keeps global tone; no state-dict change)
 
     @classmethod
     def official(cls) -> "VAEConfig":
@@ -42,6 +43,7 @@ class VAEConfig:
         return cls(channels=16, n_res_enc=1, n_res_dec=1)
 
     def __post_init__(self) -> None:
+        check_norm(self.norm, "VAEConfig")
         for name in ("channels", "in_channels", "out_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"VAEConfig.{name} must be >= 1")
@@ -65,19 +67,19 @@ class VAE(nn.Module):
         enc: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(cfg.in_channels, c, kernel_size=7, padding=0),
-            instance_norm(c),
+            norm_layer(cfg.norm, c),
             nn.ReLU(inplace=True),
         ]
         for _ in range(cfg.n_down):
-            enc += [nn.Conv2d(c, c, kernel_size=4, stride=2, padding=1), instance_norm(c), nn.ReLU(inplace=True)]
-        enc += resnet_blocks(cfg.n_res_enc, c)
+            enc += [nn.Conv2d(c, c, kernel_size=4, stride=2, padding=1), norm_layer(cfg.norm, c), nn.ReLU(inplace=True)]
+        enc += resnet_blocks(cfg.n_res_enc, c, cfg.norm)
         self.encoder = nn.Sequential(*enc)
 
-        dec: list[nn.Module] = resnet_blocks(cfg.n_res_dec, c)
+        dec: list[nn.Module] = resnet_blocks(cfg.n_res_dec, c, cfg.norm)
         for _ in range(cfg.n_down):
             dec += [
                 nn.ConvTranspose2d(c, c, kernel_size=4, stride=2, padding=1, output_padding=0),
-                instance_norm(c),
+                norm_layer(cfg.norm, c),
                 nn.ReLU(inplace=True),
             ]
         dec += [nn.ReflectionPad2d(3), nn.Conv2d(c, cfg.out_channels, kernel_size=7, padding=0), nn.Tanh()]

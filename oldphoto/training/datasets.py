@@ -290,31 +290,85 @@ def aligned_faces(images: list[np.ndarray], size: int, progress: Callable | None
     return out
 
 
-def face_images(data_dir: str | Path | None, size: int, max_side: int = 1600) -> tuple[list[np.ndarray], list[str]]:
-    """Aligned training faces from every photo we have: the builtin portraits (astronaut, Grace Hopper),
-    the fetched clean photos of all splits, and any group photos (e.g. npm ``@vladmandic/face-api``
-    samples) under the data folder; never the real old photo. No face data set is obtainable here, so
-    this is a few dozen faces at most; the face trainer augments heavily."""
-    from oldphoto.data import dataset as odata
+FACE_SKIP_DIRS = {"cache", "textures", "real", "extras"}
 
-    paths: list[Path] = [r.path for r in odata.builtin_photos()]
-    if data_dir is not None and Path(data_dir).is_dir():
-        seen = {p.resolve() for p in paths}
-        for p in sorted(Path(data_dir).rglob("*")):
-            if p.suffix.lower() in IMAGE_SUFFIXES and "cache" not in p.parts and "textures" not in p.parts \
-                    and "real" not in p.parts and p.resolve() not in seen:
-                paths.append(p)
+
+def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str]]:
+    """The photos the face trainer reads, as (path, name, sha256), duplicates (same bytes) dropped.
+
+    With a data folder: the clean photos of the *train and val* splits (``DIR/photos/**``), the
+    face-enhancer-only group photos ``DIR/faces/**/*.jpg|png`` (npm ``@vladmandic/face-api`` demo samples,
+    written by ``oldphoto data fetch``), and any other image under DIR, except ``cache/``, ``textures/``,
+    ``extras/`` and ``real/`` (the real old photo is never trained on). The *test* split photos (which
+    include every builtin photo: astronaut, Grace Hopper, ...) are left out by content, so
+    ``oldphoto bench quality`` never sees a face the enhancer was trained on.
+
+    Without a data folder (smoke runs only): the builtin photos.
+
+    ``name`` is the path relative to DIR (``builtin/<file>`` for builtin photos)."""
     import hashlib
 
-    sources, names, seen_bytes = [], [], set()
-    for p in paths:
+    from oldphoto.data import dataset as odata
+
+    def sha(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    cands: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+    if data_dir is not None and Path(data_dir).is_dir():
+        root = Path(data_dir)
         try:
-            digest = hashlib.sha256(p.read_bytes()).hexdigest()
-            if digest in seen_bytes:          # the fetched folder holds copies of the builtin photos
-                continue
-            seen_bytes.add(digest)
-            sources.append(odata.load_rgb(p, max_side))
-            names.append(p.name)
+            held_out = [r.path for r in odata.split_photos(root, "test")]
+        except odata.DataNotFetchedError:
+            held_out = []
+        held_out += [r.path for r in odata.builtin_photos()]
+        seen = {sha(p) for p in held_out if p.is_file()}     # never train on a test photo
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root)
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (set(rel.parts[:-1]) & FACE_SKIP_DIRS):
+                cands.append((p, rel.as_posix()))
+    else:
+        cands = [(r.path, f"builtin/{r.path.name}") for r in odata.builtin_photos()]
+    out = []
+    for p, name in cands:
+        try:
+            digest = sha(p)
+        except OSError:
+            continue
+        if digest in seen:          # a held-out photo, or a copy of one already taken
+            continue
+        seen.add(digest)
+        out.append((p, name, digest))
+    return out
+
+
+def face_sources_key(sources: list[tuple[Path, str, str]], size: int, max_side: int = 1600) -> str:
+    """A short hash of the source photos' bytes (and the face size/decode size): it names the aligned-face
+    cache, so a cache built from another set of photos is never reused."""
+    import hashlib
+
+    h = hashlib.sha256(f"faces-v1:{size}:{max_side}".encode())
+    for digest in sorted(d for _, _, d in sources):
+        h.update(digest.encode())
+    return h.hexdigest()[:16]
+
+
+def face_images(data_dir: str | Path | None, size: int, max_side: int = 1600,
+                sources: list[tuple[Path, str, str]] | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Aligned training faces (dlib) from the photos of ``face_source_photos(data_dir)``: the builtin
+    portraits (astronaut, Grace Hopper), the fetched clean photos of all splits, and the group photos under
+    ``DIR/faces/`` (npm ``@vladmandic/face-api`` samples, about 20 faces); never the real old photo. No face
+    data set is obtainable here, so this is a few dozen faces at most; the face trainer augments heavily.
+    Returns the faces and the names of the photos that could be decoded."""
+    from oldphoto.data import dataset as odata
+
+    if sources is None:
+        sources = face_source_photos(data_dir)
+    images, names = [], []
+    for p, name, _ in sources:
+        try:
+            images.append(odata.load_rgb(p, max_side))
+            names.append(name)
         except Exception:
             continue
-    return aligned_faces(sources, size), names
+    return aligned_faces(images, size), names

@@ -57,13 +57,15 @@ class MappingStageConfig:
             vgg = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
         elif name == "small":
             lc = latent_channels or 32
+            # norm "none": the small VAEs keep the photo's tone in their latent (no instance norm), and an
+            # instance-normalised mapping would strip it again at its first layer
             if kind == "quality":
-                net = MappingConfig(latent_channels=lc, width=128, n_blocks=3)
+                net = MappingConfig(latent_channels=lc, width=128, n_blocks=3, norm="none")
             elif kind == "scratch":
-                net = NonLocalMappingConfig(latent_channels=lc, width=128, n_res_nl=2, n_res_after=3)
+                net = NonLocalMappingConfig(latent_channels=lc, width=128, n_res_nl=2, n_res_after=3, norm="none")
             else:
                 net = PatchAttentionMappingConfig(latent_channels=lc, width=128, n_res_before=1, n_res_between=1,
-                                                  n_res_after=1)
+                                                  n_res_after=1, norm="none")
             disc = PatchDiscriminatorConfig(ndf=16, n_layers=3, num_scales=2)
             vgg = ("relu1_2", "relu2_2")
         elif name == "tiny":

@@ -102,17 +102,23 @@ def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: i
                     "synthetic photos only")
     faces = None
     if faces_size is not None:
-        cache = Path(o.out) / "face" / f"aligned_faces_{faces_size}.npz"
-        if cache.is_file():
-            z = np.load(cache)
+        # the cache is named after a hash of the source photos' bytes: another set of photos (e.g. after
+        # `oldphoto data fetch` added DIR/faces/) gets a new cache instead of a stale one
+        sources = D.face_source_photos(o.data)
+        key = D.face_sources_key(sources, faces_size)
+        cache = Path(o.out) / "face" / f"aligned_faces_{faces_size}_{key}.npz"
+        z = np.load(cache) if cache.is_file() else None
+        if z is not None and "key" in z.files and str(z["key"]) == key:
             imgs, n_photos = list(z["faces"]), int(z["n_photos"])
+            log(f"aligned faces from cache {cache}")
         else:
-            log("detecting and aligning faces (dlib) in every available photo ...")
-            imgs, names = D.face_images(o.data, faces_size)
+            log(f"detecting and aligning faces (dlib) in {len(sources)} photos ...")
+            imgs, names = D.face_images(o.data, faces_size, sources=sources)
             n_photos = len(names)
             if imgs:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(cache, faces=np.stack(imgs), n_photos=n_photos)
+                np.savez_compressed(cache, faces=np.stack(imgs), n_photos=n_photos, key=key,
+                                    photos=np.array(names))
         if not imgs:
             raise RuntimeError("no faces found to train the face enhancer on")
         # augmentation: faces zoomed by 1.12 and cropped at a random window (shift/scale jitter) + h-flip

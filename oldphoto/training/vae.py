@@ -47,7 +47,10 @@ class VAEStageConfig:
         if name == "small":
             # sigma 0.1: with the few thousand CPU steps we can afford, unit-variance noise on a latent of
             # rms ~0.7 leaves the decoder unable to learn more than a blur (measured: 12.5 dB after 400 steps)
-            return cls(VAEConfig(channels=32, n_res_enc=2, n_res_dec=2),
+            # norm "none": instance norm removes every feature map's mean and scale, so an IN autoencoder
+            # cannot return the photo's brightness and colour cast; measured on val crops after 400 CPU
+            # steps: 21.4 dB reconstruction without it against 13.0 dB with it
+            return cls(VAEConfig(channels=32, n_res_enc=2, n_res_dec=2, norm="none"),
                        PatchDiscriminatorConfig(ndf=16, n_layers=3, num_scales=2),
                        LatentDiscriminatorConfig(32, 32, 2), noise_std=0.1,
                        # our domain R is nearly all grey (the 1927 photo + STRONG synthetic); at weight 1
