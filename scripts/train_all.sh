@@ -19,27 +19,21 @@ OP=${OLDPHOTO:-oldphoto}
 
 COMMON=(--data "$DATA" --config small --out "$OUT" --weights-dir "$W" --threads 1 --seed 0)
 
-# 1. scratch detector (most important), VAE_A and VAE_B are independent and can run side by side
-nice -n 10 "$OP" train scratch "${COMMON[@]}" --steps 3000 --max-minutes 18 &
-wait
-nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 2000 --max-minutes 16 &   # domain R: Solvay 1927 + STRONG synthetic
-nice -n 10 "$OP" train vae-b   "${COMMON[@]}" --steps 2500 --max-minutes 16 &   # -> vae_b_quality + vae_b_scratch
-# 2. the face enhancer (independent of the rest)
-nice -n 10 "$OP" train face    "${COMMON[@]}" --steps 1500 --max-minutes 12 &
-wait
-# 3. the mappings, on the frozen VAEs just trained
-nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind quality --steps 1500 --max-minutes 14 &
-nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind scratch --steps 1500 --max-minutes 14 &
-wait
+# 1. scratch detector (first run; unchanged since)
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --steps 3000 --max-minutes 18
 
-# 4. continuation (second session): the same runs resumed from their checkpoints with a larger budget.
-#    --max-minutes counts the training time of all sessions together; progress = max(steps, time) fraction,
-#    so the learning rate goes back to its full value until half the new budget, then decays to 0 again.
-nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --resume --steps 6000 --max-minutes 36 &
-nice -n 10 "$OP" train vae-b   "${COMMON[@]}" --resume --steps 6000 --max-minutes 36 &
+# 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
+nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic
+nice -n 10 "$OP" train vae-b   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # -> vae_b_quality + vae_b_scratch
 wait
-nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind quality --resume --steps 8000 --max-minutes 32 &
-nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind scratch --resume --steps 8000 --max-minutes 32 &
+# 3. the two stage-1 mappings, on the frozen VAEs just trained
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind quality --steps 20000 --max-minutes 30 &
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind scratch --steps 20000 --max-minutes 30 &
+wait
+# 4. the high-resolution scratch mapping (patch attention) and the face enhancer (train/val photos + the
+#    npm face-api group photos; never a test-split photo)
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind hr --steps 20000 --max-minutes 25 &
+nice -n 10 "$OP" train face    "${COMMON[@]}" --steps 3000 --max-minutes 25 &
 wait
 
 # 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json

@@ -269,3 +269,31 @@ def test_model_card_includes_the_measured_bench_section(tmp_path):
     assert "ROC AUC 0.921" in card and "ours 8.65" in card and "Tone matching is on." in card
     r = CliRunner().invoke(app, ["train", "card", "--weights-dir", str(wd), "--bench", str(tmp_path / "none.json")])
     assert r.exit_code == 2 and "no bench result" in r.output
+
+
+def test_face_hr_trains_the_face_512_role_at_twice_the_size(tmp_path):
+    from oldphoto.training.face import FaceStageConfig
+    from oldphoto.training.runner import TrainOptions, train_stage
+    from oldphoto.weights import load_weights, read_info
+
+    assert FaceStageConfig.preset("small", hr=True).net.load_size == 2 * FaceStageConfig.preset("small").net.load_size
+    assert FaceStageConfig.preset("official", hr=True).net.load_size == 512
+    o = TrainOptions(out=tmp_path / "runs", weights_dir=tmp_path / "w", config="tiny", steps=1, hr=True,
+                     threads=1, progress=False)
+    # pre-seed the aligned-face cache the trainer keys on its source photos (dlib on every builtin photo
+    # takes minutes on a busy 2-core machine; detection itself is tested in test_imageops)
+    from oldphoto.data.dataset import builtin_photos, load_rgb
+
+    size = FaceStageConfig.preset("tiny", hr=True).net.load_size
+    key = D.face_sources_key(D.face_source_photos(None), size)
+    faces = np.stack([np.ascontiguousarray(load_rgb(r.path, 256)[:size, :size]) for r in builtin_photos()[:2]])
+    (o.out / "face").mkdir(parents=True)
+    np.savez_compressed(o.out / "face" / f"aligned_faces_{size}_{key}.npz", faces=faces, n_photos=2, key=key)
+    logs: list[str] = []
+    res = train_stage("face", o, log=logs.append)
+    assert any("aligned faces from cache" in m for m in logs)
+    assert [f.name for f in res.files] == ["face_512.safetensors"] and res.run_dir.name == "face-hr"
+    info = read_info(res.files[0])
+    assert info.provenance["role"] == "face_512" and info.provenance["load_size"] == 128
+    net, _ = load_weights(res.files[0], expect_network="spade_face")
+    assert net.cfg.load_size == 128

@@ -4,7 +4,7 @@
     oldphoto train vae-a    --data DATA [--real DIR_OR_S3_PREFIX]
     oldphoto train vae-b    --data DATA
     oldphoto train mapping  --data DATA --kind quality|scratch|hr
-    oldphoto train face     --data DATA
+    oldphoto train face     --data DATA [--hr]
     oldphoto train all      --data DATA          (every stage in order, then MODEL_CARD.md)
     oldphoto train card     --weights-dir DIR    (rewrite MODEL_CARD.md from the files' metadata)
 """
@@ -109,10 +109,13 @@ def face(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Option
          config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
          seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
          threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt, fp16: bool = Fp16Opt,
-         vgg: bool = VggOpt) -> None:
+         vgg: bool = VggOpt,
+         hr: bool = typer.Option(False, "--hr", help="Train the HR-mode face network (role face_512, used by "
+                                 "`restore --hr`) at twice the face size (official 512, small 256).")) -> None:
     """SPADE face enhancer on aligned faces (LSGAN + feature matching + VGG16 perceptual)."""
     _run("face", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
-         seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16, vgg=vgg)
+         seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16, vgg=vgg,
+         hr=hr)
 
 
 @train_app.command("all")
@@ -120,16 +123,18 @@ def all_stages(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: 
                config: str = ConfigOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
                threads: Optional[int] = ThreadsOpt, fp16: bool = Fp16Opt, vgg: bool = VggOpt,
                real: Optional[str] = typer.Option(None, "--real")) -> None:
-    """Every stage in order (scratch, VAE_A, VAE_B, mappings, face) at the config's steps, then MODEL_CARD.md."""
+    """Every stage in order (scratch, VAE_A, VAE_B, the three mappings, both face networks) at the config's
+    steps, then MODEL_CARD.md."""
     from oldphoto.training.runner import train_stage, write_model_card
 
     o = _options(data=data, out=out, weights_dir=weights_dir, config=config, seed=seed, device=device,
                  resume=resume, threads=threads, fp16=fp16, vgg=vgg, real=real)
     plan = [("scratch", None), ("vae-a", None), ("vae-b", None), ("mapping", "quality"), ("mapping", "scratch"),
-            ("face", None)]
+            ("mapping", "hr"), ("face", None), ("face", "hr")]
     for stage, kind in plan:
-        if kind:
+        if stage == "mapping":
             o.kind = kind
+        o.hr = stage == "face" and kind == "hr"
         typer.echo(f"== {stage}{' ' + kind if kind else ''} ==")
         train_stage(stage, o, log=typer.echo)
     typer.echo(f"model card: {write_model_card(o.weights)}")

@@ -355,10 +355,10 @@ def face_sources_key(sources: list[tuple[Path, str, str]], size: int, max_side: 
 
 def face_images(data_dir: str | Path | None, size: int, max_side: int = 1600,
                 sources: list[tuple[Path, str, str]] | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """Aligned training faces (dlib) from the photos of ``face_source_photos(data_dir)``: the builtin
-    portraits (astronaut, Grace Hopper), the fetched clean photos of all splits, and the group photos under
-    ``DIR/faces/`` (npm ``@vladmandic/face-api`` samples, about 20 faces); never the real old photo. No face
-    data set is obtainable here, so this is a few dozen faces at most; the face trainer augments heavily.
+    """Aligned faces (dlib) from ``sources`` (default ``face_source_photos(data_dir)``: the fetched train/val
+    photos and the group photos under ``DIR/faces/`` (npm ``@vladmandic/face-api`` samples, about 20 faces);
+    never a test-split photo nor the real old photo). No face data set is obtainable here, so this is a few
+    dozen faces at most; the face trainer augments heavily.
     Returns the faces and the names of the photos that could be decoded."""
     from oldphoto.data import dataset as odata
 

@@ -34,6 +34,7 @@ class TrainOptions:
     resume: bool = False
     real: str | None = None             # real old photos (domain R) for VAE_A: folder, file or s3:// prefix
     kind: str = "quality"               # mapping: quality | scratch | hr
+    hr: bool = False                    # face: the HR-mode network (role face_512, twice the face size)
     vae_a: Path | None = None           # frozen VAEs for the mapping (default: weights_dir/vae_a... files)
     vae_b: Path | None = None
     vgg: bool = True                    # VGG16 perceptual loss where the stage uses one
@@ -121,14 +122,40 @@ def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: i
                                     photos=np.array(names))
         if not imgs:
             raise RuntimeError("no faces found to train the face enhancer on")
-        # augmentation: faces zoomed by 1.12 and cropped at a random window (shift/scale jitter) + h-flip
-        big = int(round(faces_size * 1.12))
-        from PIL import Image
-        zoomed = [np.asarray(Image.fromarray(f).resize((big, big), Image.Resampling.BICUBIC)) for f in imgs]
-        faces = D.PhotoPool(zoomed, max_short=big, scale_jitter=(0.92, 1.0))
+        faces = face_pool(imgs, faces_size)
         note["faces"] = f"{len(imgs)} aligned faces (dlib HOG + 68 landmarks) from {n_photos} photos"
         log(f"face training set: {len(imgs)} aligned faces from {n_photos} photos")
     return D.BatchSource(clean, textures, real=real, faces=faces), note
+
+
+def face_pool(faces: list[np.ndarray], size: int):
+    """Aligned faces as a crop pool with the face trainer's augmentation: each face zoomed by 1.12 and cropped
+    at a random window (shift/scale jitter) + h-flip."""
+    from PIL import Image
+
+    from . import datasets as D
+
+    big = int(round(size * 1.12))
+    zoomed = [np.asarray(Image.fromarray(f).resize((big, big), Image.Resampling.BICUBIC)) for f in faces]
+    return D.PhotoPool(zoomed, max_short=big, scale_jitter=(0.92, 1.0))
+
+
+def held_out_faces(o: TrainOptions, size: int):
+    """Faces the face trainer never sees, for its metrics: the dlib faces of the test split's photos (with a
+    data folder) as a BatchSource, and a description; (None, reason) when there are none."""
+    from oldphoto.data import dataset as odata
+
+    from . import datasets as D
+
+    if o.data is None:
+        return None, "no data folder: the builtin photos are the training faces, nothing is held out"
+    recs = odata.split_photos(o.data, "test")
+    faces, _ = D.face_images(None, size, sources=[(r.path, r.id, "") for r in recs])
+    if not faces:
+        return None, "no face in the test split"
+    pool = face_pool(faces, size)
+    return (D.BatchSource(pool, D.load_textures(o.data, seed=o.seed + 1), faces=pool),
+            f"{len(faces)} faces of the test split (never trained on) with fixed synthetic degradations")
 
 
 def _val_source(o: TrainOptions):
@@ -169,7 +196,7 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     if o.threads and o.device == "cpu":
         torch.set_num_threads(o.threads)
     t0 = time.monotonic()
-    run_name = stage if stage != "mapping" else f"mapping-{o.kind}"
+    run_name = {"mapping": f"mapping-{o.kind}", "face": "face-hr" if o.hr else "face"}.get(stage, stage)
     run_dir = Path(o.out) / run_name
     notes: list[str] = []
     metrics: dict[str, Any] = {}
@@ -227,16 +254,19 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     else:  # face
         from . import face as M
 
-        cfg = M.FaceStageConfig.preset(o.config)
+        cfg = M.FaceStageConfig.preset(o.config, hr=o.hr)
         data, note = _data(o, log, faces_size=cfg.net.load_size)
         vgg = _vgg(o, cfg.vgg_layers, log)
         tr = M.FaceTrainer(settings_for(M, o, stage), run_dir, cfg, data, vgg=vgg, log=log, data_note=note)
         tr.run(resume=o.resume)
-        b = data.face_pairs(min(8, o.eval_images), cfg.net.load_size, np.random.default_rng(1234))
-        metrics = {**M.face_metrics(tr.net, b),
-                   "eval_set": "training faces with fresh degradations (no held-out faces exist here)"}
+        val, where = held_out_faces(o, cfg.net.load_size)
+        if val is None:
+            val, where = data, f"training faces with fresh degradations ({where})"
+        b = val.face_pairs(min(8, o.eval_images), cfg.net.load_size, np.random.default_rng(1234))
+        metrics = {**M.face_metrics(tr.net, b), "eval_set": where}
 
-    files = tr.export(o.weights, fp16=o.fp16, metrics=_round(metrics))
+    export_kw = {"role": "face_512" if o.hr else "face_256"} if stage == "face" else {}
+    files = tr.export(o.weights, fp16=o.fp16, metrics=_round(metrics), **export_kw)
     (run_dir / "metrics.json").write_text(json.dumps(_round(metrics), indent=2))
     log(f"[{run_name}] {tr.step} steps in {tr.elapsed:.0f} s; metrics {json.dumps(_round(metrics))}")
     for f in files:
