@@ -124,6 +124,31 @@ def test_mapping_step_keeps_vaes_frozen(tmp_path, source, kind):
         assert changed(snap, v) == 0.0
 
 
+def test_hr_mapping_training_redraws_crops_without_an_intact_patch(tmp_path, source):
+    from oldphoto.networks.vae import VAE, VAEConfig
+    from oldphoto.training.mapping import MappingStageConfig, MappingTrainer
+
+    cfg = MappingStageConfig.preset("tiny", "hr", latent_channels=VAEConfig.tiny().channels)
+    tr = MappingTrainer(settings(steps=1, crop=64), tmp_path, cfg, source, VAE(VAEConfig.tiny()),
+                        VAE(VAEConfig.tiny()), vgg=None)
+    full, clean = torch.ones(1, 64, 64), torch.zeros(1, 64, 64)
+    corner = clean.clone()
+    corner[:, 32:, 32:] = 1.0     # one quarter scratched: intact patches remain at every scale
+    assert not tr._has_intact_patch(full)
+    assert tr._has_intact_patch(clean) and tr._has_intact_patch(corner)
+    b = tr.batch()
+    assert all(tr._has_intact_patch(m) for m in b["mask"])
+    # each crop goes through the patch attention with its own mask: the same as one at a time
+    z = torch.randn(2, VAEConfig.tiny().channels, 16, 16)
+    masks = torch.stack([corner, torch.flip(corner, dims=[1, 2])])
+    tr.net.eval()
+    with torch.no_grad():
+        both = tr._map(z, masks)
+        one = torch.cat([tr.net(z[i:i + 1], masks[i:i + 1]) for i in range(2)])
+        first_mask_only = tr.net(z, masks)
+    assert torch.allclose(both, one) and not torch.allclose(both, first_mask_only)
+
+
 def test_face_step(tmp_path, source):
     from oldphoto.training.face import FaceStageConfig, FaceTrainer
 

@@ -19,8 +19,9 @@ channels, §8.3), computed after the tiles are stitched and the padding is cropp
 Tone fidelity (`options.tone_match`, default on; **not in the official method**): after the stretch, the
 scan's local tone and colour are transferred onto the restored image by a guided filter that uses the restored
 image as the guide and ignores the scratched pixels (`oldphoto.imageops.tone.guided_tone_transfer`, sigma and
-eps recorded in provenance ``parameters["tone_transfer"]``). It compensates our small instance-normalised VAEs
-losing each region's mean colour. `tone_match=False` (`--no-tone-match`) gives exactly the official stage-1
+eps recorded in provenance ``parameters["tone_transfer"]``). It keeps the scan's tonality where a small network
+is less faithful to it (and compensates instance-normalised VAEs, which cannot carry a region's mean colour at
+all). `tone_match=False` (`--no-tone-match`) gives exactly the official stage-1
 semantics (decoder output, min-max stretch, nothing else).
 """
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from oldphoto.networks.blocks import mask_hit
 from oldphoto.networks.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMappingNet
@@ -28,6 +29,8 @@ from oldphoto.networks.mapping_patch_attention import PatchAttentionMappingConfi
 from . import losses as L
 from .common import Trainer, TrainSettings, adam, count_parameters, set_requires_grad
 from .datasets import BatchSource, fill_holes_white
+
+MAX_REDRAWS = 20  # HR mapping: attempts at a batch whose every crop keeps an intact latent patch
 
 KINDS = {  # mapping kind -> (registry network kind, role, config class, net class)
     "quality": ("mapping", "mapping_quality", MappingConfig, MappingNet),
@@ -116,11 +119,31 @@ class MappingTrainer(Trainer):
 
     def batch(self) -> dict[str, torch.Tensor]:
         structured = self.cfg.kind != "quality"
-        b = self.data.pairs(self.s.batch_size, self.s.crop, self.data_rng, structured=structured)
+        for _ in range(MAX_REDRAWS):
+            b = self.data.pairs(self.s.batch_size, self.s.crop, self.data_rng, structured=structured)
+            if self.cfg.kind != "hr" or all(self._has_intact_patch(m) for m in b["mask"]):
+                break
         b = {k: v.to(self.device) for k, v in b.items()}
         if structured:
             b["x"] = fill_holes_white(b["x"], b["mask"])
         return b
+
+    def _has_intact_patch(self, mask: torch.Tensor) -> bool:
+        """HR mapping: a crop where, at some scale, every latent patch is a hole has nothing to copy from (the
+        network refuses it); such crops are drawn again."""
+        scale = self.vae_a.cfg.scale
+        m = mask[None].float()
+        hit = mask_hit(m, (m.shape[-2] // scale, m.shape[-1] // scale))
+        return all(bool((~s.hole_patches(hit)).any()) for s in self.net.scales())
+
+    def _map(self, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            return self.net(z)
+        if self.cfg.kind == "hr":
+            # the patch-attention mapping takes its hole patches from the first mask of a batch (official
+            # inference); in training every crop has its own mask, so each goes through on its own
+            return torch.cat([self.net(z[i:i + 1], mask[i:i + 1]) for i in range(z.shape[0])])
+        return self.net(z, mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         z = self.vae_a.encode(x)
@@ -135,7 +158,7 @@ class MappingTrainer(Trainer):
             zy = self.vae_b.encode(b["y"])
             target = self.vae_b.decode(zy)
         with self.autocast():
-            zt = self.net(zx, mask) if mask is not None else self.net(zx)
+            zt = self._map(zx, mask)
             restored = self.vae_b.decode(zt)
             latent = L.l1(zt.float(), zy.float())
             set_requires_grad(self.disc, False)
