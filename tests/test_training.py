@@ -135,6 +135,9 @@ def test_hr_mapping_training_redraws_crops_without_an_intact_patch(tmp_path, sou
     corner = clean.clone()
     corner[:, 32:, 32:] = 1.0     # one quarter scratched: intact patches remain at every scale
     assert not tr._has_intact_patch(full)
+    from oldphoto.networks.mapping_patch_attention import AllPatchesMaskedError
+    with pytest.raises(AllPatchesMaskedError):     # what the check spares the training loop
+        tr.net(torch.randn(1, VAEConfig.tiny().channels, 16, 16), full[None])
     assert tr._has_intact_patch(clean) and tr._has_intact_patch(corner)
     b = tr.batch()
     assert all(tr._has_intact_patch(m) for m in b["mask"])

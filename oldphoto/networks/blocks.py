@@ -40,16 +40,14 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     removes each feature map's mean and scale, so a network built from it cannot carry an image's global
     brightness or colour cast from its input to its output; ``"none"`` keeps them (oldphoto's small presets).
     """
-    if kind == "instance":
-        return instance_norm(channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    check_norm(kind)
+    return instance_norm(channels) if kind == "instance" else nn.Identity()
 
 
-def check_norm(kind: str, owner: str) -> None:
+def check_norm(kind: str, owner: str = "") -> None:
+    """ValueError unless ``kind`` is one of ``NORMS`` (``owner``: the config class, for the message)."""
     if kind not in NORMS:
-        raise ValueError(f"{owner}.norm must be one of {NORMS}, got {kind!r}")
+        raise ValueError(f"{owner + '.' if owner else ''}norm must be one of {NORMS}, got {kind!r}")
 
 
 class ResnetBlock(nn.Module):

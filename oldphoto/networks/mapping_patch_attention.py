@@ -166,6 +166,13 @@ class PatchAttentionMappingNet(nn.Module):
     def scales(self) -> list[PatchAttention]:
         return [getattr(self, f"NL_scale_{i}") for i in range(1, len(self.cfg.patch_sizes) + 1)]
 
+    def fillable(self, mask: torch.Tensor, latent_size: tuple[int, int]) -> bool:
+        """Whether ``forward`` can restore a latent of ``latent_size`` under ``mask`` (N|1, 1, H, W; as in
+        forward, batch element 0 selects the holes): False when, at some scale, every patch is a hole, which
+        forward refuses with ``AllPatchesMaskedError``."""
+        hit = mask_hit(mask.float(), latent_size)
+        return all(bool((~s.hole_patches(hit)).any()) for s in self.scales())
+
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Official ``inference_forward``. mask: (N|1, 1, H, W), 1 = defect; None means no defects.
 

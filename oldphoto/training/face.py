@@ -36,8 +36,13 @@ class FaceStageConfig:
     def preset(cls, name: str, load_size: int | None = None, hr: bool = False) -> "FaceStageConfig":
         """``hr``: the HR-mode face network (role ``face_512``), at twice the preset's face size (official
         512, small 256, tiny 128) unless ``load_size`` is given."""
+        cfg = cls._preset(name, load_size)
         if hr and load_size is None:
-            load_size = 2 * {"official": 256, "small": 128, "tiny": 64}.get(name, 0) or None
+            cfg = cls._preset(name, 2 * cfg.net.load_size)
+        return cfg
+
+    @classmethod
+    def _preset(cls, name: str, load_size: int | None) -> "FaceStageConfig":
         if name == "official":
             return cls(SPADEFaceConfig.official(load_size or 256), PatchDiscriminatorConfig.official(),
                        vgg_layers=("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"))

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from oldphoto.networks.blocks import mask_hit
 from oldphoto.networks.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMappingNet
@@ -132,9 +131,7 @@ class MappingTrainer(Trainer):
         """HR mapping: a crop where, at some scale, every latent patch is a hole has nothing to copy from (the
         network refuses it); such crops are drawn again."""
         scale = self.vae_a.cfg.scale
-        m = mask[None].float()
-        hit = mask_hit(m, (m.shape[-2] // scale, m.shape[-1] // scale))
-        return all(bool((~s.hole_patches(hit)).any()) for s in self.net.scales())
+        return self.net.fillable(mask[None], (mask.shape[-2] // scale, mask.shape[-1] // scale))
 
     def _map(self, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if mask is None:
