@@ -64,6 +64,10 @@ class FaceRecord:
     box: list[int]                   # [left, top, right, bottom] in input pixels
     score: float | None = None
     landmarks: list[list[float]] = field(default_factory=list)   # the 5 alignment points [[x, y], ...]
+    detected_on: str | None = None   # "restored" (stage-1 output) | "input" (the scan only)
+    applied: bool | None = None      # True: the enhanced face was blended in; False: the original face stayed
+    reason: str | None = None        # why it was (not) applied
+    agreement_db: float | None = None  # low-frequency PSNR, scan face vs enhanced face (imageops.faces)
 
 
 @dataclass

@@ -38,7 +38,8 @@ def make_prov(i: int, status: str = "done", sha: str | None = None, fail_stage: 
         input=inp, status=status, error=f"boom in {fail_stage} of {i}" if status == "failed" else None,
         parameters={"scratch": "auto", "hr": False}, oldphoto_version="0.1.0",
         started="2026-11-21T22:00:00+00:00", finished="2026-11-21T22:00:02+00:00", stages=stages, outputs=outputs,
-        faces=[FaceRecord(k, [10 * k, 20, 10 * k + 50, 90], 0.9, [[1.0 * k, 2.0]] * 5) for k in range(1, faces + 1)]
+        faces=[FaceRecord(k, [10 * k, 20, 10 * k + 50, 90], 0.9, [[1.0 * k, 2.0]] * 5, detected_on="restored",
+                          applied=k % 2 == 1, reason=f"face {k}", agreement_db=20.0 + k) for k in range(1, faces + 1)]
         if status == "done" else [],
         mask_coverage=0.0125 if status == "done" else None)
 

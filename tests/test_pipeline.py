@@ -322,3 +322,58 @@ def test_review_sheet_of_a_grey_scan_shows_the_grey_result(models, tmp_path):
         "grey.png", buf.getvalue())
     sheet_c = np.asarray(Image.open(io.BytesIO(colour.files["review.png"])).convert("RGB")).astype(int)
     assert np.abs(sheet_c[..., 0] - sheet_c[..., 2]).max() > 1      # with --colour the sheet shows colour
+
+
+# ------------------------------------------------------------------------------------------- faces: do no harm
+class IdentityFace(torch.nn.Module):
+    """A face 'enhancer' that returns its input: it always agrees with the scan."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class GreenFace(torch.nn.Module):
+    """A face 'enhancer' that paints a green blotch over the left half of the face (a harmful network)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        s = x.shape[-1]
+        y[:, 0, :, : s // 2] = -1.0
+        y[:, 1, :, : s // 2] = 1.0
+        y[:, 2, :, : s // 2] = -1.0
+        return y
+
+
+def _face_models(weights_dir, net):
+    class FaceModels(ModelSet):
+        def get(self, role):
+            return net if role.startswith("face_") else super().get(role)
+    return FaceModels.from_weights_dir(weights_dir)
+
+
+@pytest.mark.parametrize("net, applied", [(IdentityFace(), True), (GreenFace(), False)])
+def test_enhanced_face_replaces_the_original_only_when_it_agrees(weights_dir, net, applied):
+    r = Restorer(_face_models(weights_dir, net), RestoreOptions(scratch="off"))
+    st = r.run("grace.jpg", jpeg(grace_hopper()))
+    assert not st.failed, st.error
+    assert st.provenance.faces, "dlib finds her face"
+    f = st.provenance.faces[0]
+    assert f.applied is applied and f.agreement_db is not None and f.detected_on in ("restored", "input")
+    assert ("kept the original" in f.reason) is (not applied)
+    assert (f.agreement_db >= RestoreOptions().face_min_agreement) is applied
+    # a rejected face leaves the stage-1 output untouched; an applied one changes it
+    r_off = Restorer(_face_models(weights_dir, net), RestoreOptions(scratch="off", faces=False))
+    base = r_off.run("grace.jpg", jpeg(grace_hopper())).restored
+    changed = bool(np.abs(st.restored - base).max() > 1e-3)
+    assert changed is applied
+    saved = json.loads(st.files["provenance.json"])
+    assert saved["faces"][0]["applied"] is applied and saved["faces"][0]["reason"] == f.reason
+
+
+def test_face_strength_zero_keeps_the_face_and_is_validated(weights_dir):
+    r = Restorer(_face_models(weights_dir, IdentityFace()),
+                 RestoreOptions(scratch="off", face_strength=0.0))
+    st = r.run("grace.jpg", jpeg(grace_hopper()))
+    assert st.provenance.faces and st.provenance.faces[0].applied is False
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        RestoreOptions(face_strength=1.5)

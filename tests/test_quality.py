@@ -103,6 +103,21 @@ def test_classical_baseline_inpaints_a_scratch():
     assert fixed.dtype == np.float32 and fixed.shape == clean.shape
 
 
+def test_baseline_finds_its_own_mask_with_a_top_hat():
+    from oldphoto.quality import tophat_mask
+
+    x = np.linspace(0.2, 0.8, 96, dtype=np.float32)
+    clean = np.repeat(np.tile(x, (96, 1))[..., None], 3, axis=2)
+    dirty = clean.copy()
+    dirty[:, 40:42] = 1.0          # a thin white scratch
+    dirty[60:61, :] *= 0.3         # a thin dark crack
+    m = tophat_mask(dirty)
+    assert m[:, 40:42].mean() > 0.9 and m[60, :].mean() > 0.9
+    assert not tophat_mask(clean).any()          # a smooth gradient has no defect
+    fixed = classical_restore(dirty)             # no mask given: its own
+    assert psnr(clean, fixed) > psnr(clean, dirty) + 10
+
+
 def test_bench_quality_on_tiny_inputs_without_weights(tmp_path):
     from oldphoto.cli import app
 
@@ -113,7 +128,7 @@ def test_bench_quality_on_tiny_inputs_without_weights(tmp_path):
     assert fig["n_photos"] == 2 and fig["working_size"] == 96
     assert "builtin" in fig["held_out_photos"]
     assert set(fig["methods"]) == {"degraded", "baseline"}
-    assert "synthetic" in fig["baseline_mask"]
+    assert "top-hat" in fig["baseline_mask"]      # the baseline finds its own mask, never the truth or ours
     assert fig["methods"]["degraded"]["psnr"] < 60
     assert (tmp_path / "quality_grid.png").stat().st_size > 1000
     # fixed seed -> identical figures on a second run
@@ -131,7 +146,11 @@ def test_bench_quality_with_random_tiny_weights(tmp_path):
     res = run_quality_bench(tmp_path / "w", None, seed=0, size=96, max_photos=1)
     f = res.figures
     assert "ours" in f["methods"] and f["ours_unavailable"] is None
-    assert "detected" in f["baseline_mask"]
+    assert "top-hat" in f["baseline_mask"]
     det = f["scratch_detector"]
     assert ("auc" in det and 0.0 <= det["auc"] <= 1.0) or "unavailable" in det
+    assert 0.0 <= det["fp_rate_no_defects"] <= 1.0
+    # the auto decision is measured on the scratched photo and on its twin without structured defects
+    assert det["auto_decision"]["n"] == 2 and {d["defects"] for d in f["auto_decisions"]} == {True, False}
+    assert set(f["per_photo"][0]["image"]) == {"degraded", "baseline", "ours"}
     assert res.grid.ndim == 3 and res.grid.dtype == np.uint8

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, CheckConstraint, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer,
                         MetaData, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -209,7 +209,9 @@ class Mask(Base):
 
 
 class Face(Base):
-    """A detected face: box [left, top, right, bottom] in input pixels, score, 5 landmarks."""
+    """A detected face: box [left, top, right, bottom] in input pixels, score, 5 landmarks; where it was found
+    ("restored" stage-1 output or "input" scan) and whether the enhanced face was applied, why, and its
+    low-frequency agreement with the scan (dB)."""
 
     __tablename__ = "faces"
     __table_args__ = (UniqueConstraint("result_id", "face_index"),)
@@ -222,6 +224,10 @@ class Face(Base):
     bottom: Mapped[int] = mapped_column(Integer)
     score: Mapped[float | None] = mapped_column(Float)
     landmarks: Mapped[list[list[float]]] = mapped_column(JSON)
+    detected_on: Mapped[str | None] = mapped_column(String(16))
+    applied: Mapped[bool | None] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    agreement_db: Mapped[float | None] = mapped_column(Float)
 
 
 class Event(Base):

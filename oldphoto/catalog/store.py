@@ -576,7 +576,9 @@ class Catalog:
                 box = list(f.box) + [0] * (4 - len(f.box))
                 faces.append(dict(result_id=rid, face_index=f.index, left=int(box[0]), top=int(box[1]),
                                   right=int(box[2]), bottom=int(box[3]), score=f.score,
-                                  landmarks=[list(map(float, pt)) for pt in f.landmarks]))
+                                  landmarks=[list(map(float, pt)) for pt in f.landmarks],
+                                  detected_on=f.detected_on, applied=f.applied, reason=f.reason,
+                                  agreement_db=f.agreement_db))
             for e in events_for(p, run_id, now):
                 e["result_id"] = rid
                 e["agent_version"] = e["agent_version"] or version

@@ -58,10 +58,14 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
             crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
             threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
-            fp16: bool = Fp16Opt) -> None:
-    """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches."""
+            fp16: bool = Fp16Opt,
+            init: Optional[Path] = typer.Option(None, "--init", help="Start from these trained weights (e.g. "
+                                                "oldphoto/weights/scratch_unet.safetensors) instead of random; "
+                                                "ignored when --resume finds a checkpoint.")) -> None:
+    """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
     _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
-         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16)
+         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
+         init=init)
 
 
 @train_app.command("vae-a")

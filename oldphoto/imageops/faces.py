@@ -14,6 +14,16 @@ from the `face-recognition-models` package). Everything else follows the officia
 
 Warp-back and blending are computed on the face's bounding box plus a margin instead of the whole frame: the
 result is identical (outside the box the mask is 0) and a 24 MP scan does not need full-frame float copies.
+
+Do no harm (oldphoto's additions, not in the official code):
+- `merge_faces`: faces are searched on the stage-1 output and on the scan and the two lists are merged (a face
+  restoration has blurred is still found on the scan); detection runs at full size up to `FACE_DETECT_MAX_SIDE`
+  (the official code always runs at full size; above the cap a downscaled copy bounds the cost).
+- `face_agreement`: the low-frequency PSNR between the scan's own face and the enhanced face as it would be
+  pasted (histogram-matched), both area-averaged to `AGREEMENT_SIZE`² over the face's centre. An enhanced face
+  replaces the original only when they agree (`stages.base.FACE_MIN_AGREEMENT_DB`): a face network that changes the
+  shading, the colour or the identity's coarse shape is caught; one that only adds fine detail passes.
+- `blend_face(..., strength)`: the feathered blend mask scaled by a strength in [0, 1].
 """
 from __future__ import annotations
 
@@ -33,7 +43,9 @@ ERODE_KERNEL = 9
 ERODE_ITERATIONS = 3
 BLUR_KERNEL = 25
 BLEND_MARGIN = BLUR_KERNEL // 2 + 8     # blur radius + bicubic support + slack
-FACE_DETECT_MAX_SIDE = 2048             # larger images are detected on a downscaled copy (landmarks at full size)
+FACE_DETECT_MAX_SIDE = 4096             # larger images are detected on a downscaled copy (landmarks at full size)
+FACE_MERGE_IOU = 0.3                    # a scan face overlapping a stage-1 face this much is the same face
+AGREEMENT_SIZE = 16                     # low-frequency comparison grid (16×16 over the face's centre)
 
 
 # ------------------------------------------------------------------------------------------- dlib
@@ -92,6 +104,26 @@ def detect_faces(image: np.ndarray, max_side: int = FACE_DETECT_MAX_SIDE) -> lis
     return faces
 
 
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (left, top, right, bottom) boxes."""
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def merge_faces(primary: list[DetectedFace], secondary: list[DetectedFace],
+                iou: float = FACE_MERGE_IOU) -> list[tuple[DetectedFace, str]]:
+    """Every `primary` face ("restored"), then each `secondary` face ("input") that overlaps none of them by
+    `iou` or more: [(face, where it was found)], in that order."""
+    out = [(f, "restored") for f in primary]
+    for f in secondary:
+        if all(box_iou(f.box, p.box) < iou for p in primary):
+            out.append((f, "input"))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- geometry
 def five_points(lm68: np.ndarray) -> np.ndarray:
     """§9.1: eye centres (int-truncated means of 36/39 and 42/45), nose tip 30, mouth corners 48 and 54."""
@@ -131,6 +163,29 @@ def align_face(image: np.ndarray, tform: SimilarityTransform, size: int) -> np.n
     f = warp(crop, t, output_shape=(size, size, 3), order=1, mode="constant", cval=0, clip=True,
              preserve_range=False)
     return np.rint(np.clip(f, 0, 1) * 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- agreement
+def low_frequency(face: np.ndarray, size: int = AGREEMENT_SIZE) -> np.ndarray:
+    """The centre of an aligned S×S face (the middle 3/4: eyes, nose, mouth, cheeks; no background corners)
+    area-averaged to size×size, float in [0, 1]."""
+    s = face.shape[0]
+    m = s // 8
+    centre = np.asarray(face[m:s - m, m:s - m], dtype=np.float32) / 255.0
+    return cv2.resize(centre, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def face_agreement(original: np.ndarray, candidate: np.ndarray, size: int = AGREEMENT_SIZE,
+                   grey: bool = False) -> float:
+    """Low-frequency PSNR (dB) between two aligned S×S×3 uint8 faces: how well `candidate` keeps the shading,
+    colour and coarse shape of `original` (noise, grain and fine detail average out at this scale). `grey`:
+    compare luma only (a grey scan is written grey, so the network's colour never reaches the output)."""
+    a, b = low_frequency(original, size), low_frequency(candidate, size)
+    if grey:
+        luma = np.array([0.299, 0.587, 0.114], np.float32)
+        a, b = a @ luma, b @ luma
+    mse = float(np.mean((a - b) ** 2))
+    return 99.0 if mse <= 1e-10 else float(10.0 * np.log10(1.0 / mse))
 
 
 # ------------------------------------------------------------------------------------------- blending
@@ -174,10 +229,13 @@ def face_region(tform: SimilarityTransform, size: int, height: int, width: int,
 
 
 def blend_face(blended: np.ndarray, source_uint8: np.ndarray, restored_face: np.ndarray,
-               tform: SimilarityTransform, size: int) -> np.ndarray:
+               tform: SimilarityTransform, size: int, strength: float = 1.0) -> np.ndarray:
     """§9.4 for one face, in place on `blended` (H×W×3 float in [0,1], the accumulator) and returned.
 
-    `source_uint8` is the stage-1 image the face was aligned from; `restored_face` the enhanced S×S×3 uint8."""
+    `source_uint8` is the stage-1 image the face was aligned from; `restored_face` the enhanced S×S×3 uint8;
+    `strength` in [0, 1] scales the blend mask (1 = the official blend, 0 = the face is left as it was)."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"face blend strength must be in [0, 1], not {strength}")
     h, w = blended.shape[:2]
     y0, y1, x0, x1 = face_region(tform, size, h, w)
     if y1 <= y0 or x1 <= x0:
@@ -193,7 +251,7 @@ def blend_face(blended: np.ndarray, source_uint8: np.ndarray, restored_face: np.
     bmask = warp(fwd_mask.astype(np.float64), inv, output_shape=(rh, rw, 3), order=0, preserve_range=True)
     m = (bmask * 255.0).astype(np.float32)
     m = cv2.erode(m, np.ones((ERODE_KERNEL, ERODE_KERNEL), np.uint8), iterations=ERODE_ITERATIONS)
-    mb = cv2.GaussianBlur(m, (BLUR_KERNEL, BLUR_KERNEL), 0) / 255.0
+    mb = cv2.GaussianBlur(m, (BLUR_KERNEL, BLUR_KERNEL), 0) / 255.0 * np.float32(strength)
     roi = blended[y0:y1, x0:x1]
     out = (warped.astype(np.float32) / 255.0) * mb + roi * (1.0 - mb)
     blended[y0:y1, x0:x1] = np.clip(out, 0.0, 1.0)

@@ -28,6 +28,9 @@ from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, Stag
 # punch white holes into a photo without scratches, so the quality path is used.
 AUTO_SCRATCH_MIN_COVERAGE = 0.001
 SCRATCH_THRESHOLD = 0.4
+# An enhanced face is applied only when its low-frequency PSNR against the scan's own face
+# (imageops.faces.face_agreement) reaches this (dB); chosen on val (MODEL_CARD.md).
+FACE_MIN_AGREEMENT_DB = 26.0
 
 
 @dataclass
@@ -46,6 +49,9 @@ class RestoreOptions:
     auto_scratch_min_coverage: float = AUTO_SCRATCH_MIN_COVERAGE
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_batch: int = 8                   # faces per enhancement forward pass
+    face_strength: float = 1.0            # blend strength of an enhanced face, 0..1
+    face_min_agreement: float = FACE_MIN_AGREEMENT_DB   # dB; an enhanced face that agrees less with the
+                                          # scan's face at low frequency is not applied (do no harm)
     review: bool = True
     tone_match: bool = True               # keep the scan's local tone/colour after global restoration
                                           # (oldphoto.imageops.tone; False = the official stage-1 output)
@@ -53,6 +59,8 @@ class RestoreOptions:
     def __post_init__(self) -> None:
         if self.scratch not in ("auto", "on", "off"):
             raise ValueError(f"scratch must be 'auto', 'on' or 'off', not {self.scratch!r}")
+        if not 0.0 <= self.face_strength <= 1.0:
+            raise ValueError(f"face strength must be between 0 and 1, not {self.face_strength}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,7 +92,8 @@ class FaceResult:
     points5: np.ndarray
     score: float | None
     tform: Any                            # skimage SimilarityTransform (aligned -> image coordinates)
-    aligned: np.ndarray                   # S×S×3 uint8 (before)
+    aligned: np.ndarray                   # S×S×3 uint8 (before), from the stage-1 output
+    detected_on: str = "restored"         # "restored" | "input" (found on the scan only)
     enhanced: np.ndarray | None = None    # S×S×3 uint8 (after)
 
 
@@ -102,7 +111,6 @@ class ItemState:
     restored: np.ndarray | None = None    # H×W×3 float32 [0,1]
     faces: list[FaceResult] = field(default_factory=list)
     face_size: int = 0
-    faces_detected_on: str | None = None  # "restored" | "input"
     files: dict[str, bytes] = field(default_factory=dict)
     out_dir: str | None = None            # where the files will go (for the URIs recorded in provenance)
     error: str | None = None

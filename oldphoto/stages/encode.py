@@ -68,7 +68,7 @@ class EncodeStage(Stage):
                           coverage=state.provenance.mask_coverage, used=bool(state.use_scratch))
             for f in state.faces:
                 self._add(state, f"faces/face_{f.index:02d}_before.png", "face_before", _png(f.aligned), face=f.index,
-                          detected_on=state.faces_detected_on)
+                          detected_on=f.detected_on)
                 if f.enhanced is not None:
                     self._add(state, f"faces/face_{f.index:02d}_after.png", "face_after", _png(f.enhanced),
                               face=f.index)

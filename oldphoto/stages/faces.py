@@ -1,11 +1,19 @@
 """Stages 2–4 as one stage object: face detection + alignment, batched enhancement, blending (ARCHITECTURE §7.7, §9).
 
 Provenance gets three stage records ("face_detection", "face_enhancement", "blending") and one FaceRecord per
-face (box, score, the 5 alignment points). Faces are searched on the stage-1 output (as the official code);
-when none is found there, on the decoded input, which has the same geometry (recorded as `detected_on` in the
-face artefacts' `extra`). Alignment, enhancement and blending always use the stage-1 output. The aligned face size S is the face network's `load_size` (256, or
-512 with --hr, for the official generators). `batch(states)` enhances the faces of several items in shared
-forward passes of `options.face_batch` faces.
+face (box, score, the 5 alignment points, where it was found, whether the enhanced face was applied and why).
+
+Do no harm:
+- Faces are searched on the stage-1 output (as the official code) *and* on the scan, which has the same
+  geometry, and the two lists are merged (`imageops.faces.merge_faces`): a face that restoration blurred is
+  still found (`detected_on` "input"). Alignment, enhancement and blending use the stage-1 output.
+- Before an enhanced face is blended in, it is compared with the scan's own face at low frequency
+  (`imageops.faces.face_agreement`, after the histogram matching the blend does); below
+  `options.face_min_agreement` dB the original face stays and the record says why.
+- `options.face_strength` (0..1) scales the blend.
+
+The aligned face size S is the face network's `load_size` (256, or 512 with --hr, for the official generators).
+`batch(states)` enhances the faces of several items in shared forward passes of `options.face_batch` faces.
 """
 from __future__ import annotations
 
@@ -93,21 +101,22 @@ class FaceStage(Stage):
             img8 = to_uint(state.restored, 8)
             state.faces = []
             found = F.detect_faces(img8)
-            state.faces_detected_on = "restored"
-            if not found and state.decoded is not None:
-                # same geometry: a face the stage-1 output hides (e.g. weak weights) is still found on the scan
-                found = F.detect_faces(to_uint(state.decoded.pixels, 8))
-                state.faces_detected_on = "input"
-            for k, det in enumerate(found, start=1):
+            if state.decoded is not None:
+                # same geometry: a face restoration blurred is still found on the scan
+                found = F.merge_faces(found, F.detect_faces(to_uint(state.decoded.pixels, 8)))
+            else:
+                found = F.merge_faces(found, [])
+            for k, (det, where) in enumerate(found, start=1):
                 try:
                     tform = F.alignment_transform(det.points5, size)
                 except ValueError:
                     continue
                 state.faces.append(FaceResult(index=k, box=det.box, points5=det.points5, score=det.score,
-                                              tform=tform, aligned=F.align_face(img8, tform, size)))
+                                              tform=tform, aligned=F.align_face(img8, tform, size),
+                                              detected_on=where))
                 state.provenance.faces.append(FaceRecord(
                     index=k, box=[int(v) for v in det.box], score=det.score,
-                    landmarks=[[float(x), float(y)] for x, y in det.points5]))
+                    landmarks=[[float(x), float(y)] for x, y in det.points5], detected_on=where))
 
     # --- stage 3: enhancement, batched across items
     def _enhance(self, states: list[ItemState]) -> None:
@@ -153,7 +162,25 @@ class FaceStage(Stage):
             return
         with self.record(state, "blending", device="cpu"):
             img8 = to_uint(state.restored, 8)
+            scan8 = to_uint(state.decoded.pixels, 8) if state.decoded is not None else img8
+            records = {r.index: r for r in state.provenance.faces}
             blended = state.restored
+            opts = self.options
+            grey = state.decoded is not None and state.decoded.grey and not opts.colour   # written grey
             for f in state.faces:
-                F.blend_face(blended, img8, f.enhanced, f.tform, state.face_size)
+                rec = records[f.index]
+                original = F.align_face(scan8, f.tform, state.face_size)
+                agreement = F.face_agreement(original, F.match_histograms(f.enhanced, f.aligned), grey=grey)
+                rec.agreement_db = round(agreement, 2)
+                if agreement < opts.face_min_agreement:
+                    rec.applied = False
+                    rec.reason = (f"kept the original: the enhanced face disagrees with the scan at low frequency "
+                                  f"({agreement:.1f} dB < {opts.face_min_agreement:g} dB)")
+                elif opts.face_strength <= 0:
+                    rec.applied, rec.reason = False, "face strength 0"
+                else:
+                    F.blend_face(blended, img8, f.enhanced, f.tform, state.face_size, strength=opts.face_strength)
+                    rec.applied = True
+                    rec.reason = (f"agrees with the scan at low frequency ({agreement:.1f} dB >= "
+                                  f"{opts.face_min_agreement:g} dB); strength {opts.face_strength:g}")
             state.restored = blended

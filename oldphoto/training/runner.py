@@ -44,6 +44,7 @@ class TrainOptions:
     progress: bool = True
     checkpoint_every: int | None = None
     eval_images: int = 12
+    init: Path | None = None            # warm start: trained weights to begin from (scratch detector)
 
     @property
     def weights(self) -> Path:
@@ -76,11 +77,12 @@ def settings_for(stage_module: Any, o: TrainOptions, stage_key: str) -> TrainSet
     return s
 
 
-def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: int | None = None):
+def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: int | None = None,
+          max_short: int = 512):
     from . import datasets as D
 
     split_note = "train split of " + str(o.data) if o.data else "builtin photos (scikit-image/sklearn/matplotlib; smoke runs only)"
-    clean = D.clean_photos(o.data, "train")
+    clean = D.clean_photos(o.data, "train", max_short=max_short)
     textures = D.load_textures(o.data, seed=o.seed)
     note: dict[str, Any] = {"clean": split_note, "clean_photos": len(clean),
                             "textures": "fetched textures" if o.data else "procedural textures"}
@@ -205,13 +207,22 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
         from . import scratch as M
 
         cfg = M.ScratchStageConfig.preset(o.config)
-        data, note = _data(o, log)
+        # the detector sees photos at a short side of 256 (detector_size): train at about that scale
+        data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
+        note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates)
         tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
+        if o.init and not (o.resume and tr.checkpoint_path.is_file()):
+            tr.warm_start(o.init)
+            note["warm_start"] = str(o.init)
+            log(f"[scratch] warm start from {o.init}")
         tr.run(resume=o.resume)
         val, where = _val_source(o)
         crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
-        grey, mask = M.eval_set(val, o.eval_images, crop)
-        metrics = {**M.evaluate(tr.net, grey, mask), "eval_set": f"{o.eval_images} synthetic {crop}px crops, {where}, seed 1234"}
+        n_eval = 2 * o.eval_images
+        grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5)
+        metrics = {**M.evaluate(tr.net, grey, mask),
+                   "eval_set": f"{n_eval} synthetic {crop}px crops (half textured crops without local defects), "
+                               f"{where}, seed 1234"}
     elif stage in ("vae-a", "vae-b"):
         from . import vae as M
 
