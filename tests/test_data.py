@@ -180,7 +180,7 @@ def _plan(pkg: DebPackage) -> FetchPlan:
                   TextureSource(pkg.name, "scratch", ("usr/share/brushes/scratch.gih",), prefix="t_"),
                   TextureSource(pkg.name, "scratch", ("brushes/crackles.gbr",), bundle="usr/share/bundles/res.bundle",
                                 prefix="k_")),
-        real=(pkg.name, "usr/share/old/real.png", "solvay_1927.png"))
+        real=((pkg.name, "usr/share/old/real.png", "solvay_1927.png"),))
 
 
 @pytest.fixture
