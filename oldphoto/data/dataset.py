@@ -4,18 +4,31 @@ Layout written by `oldphoto data fetch DIR` (see fetch.py)::
 
     DIR/manifest.json          packages (name, version, sha256) and every extracted file (sha256, origin)
     DIR/splits.json            {"train": [ids], "val": [ids], "test": [ids]}  (photo ids)
-    DIR/photos/<group>/<file>  clean photographs, bytes exactly as in their package
-    DIR/real/solvay_1927.png   the real old photograph (1927, grey)
+    DIR/photos/<group>/<file>  clean photographs, bytes exactly as in their package (355: 284 train,
+                               31 val, 40 test, as fetched on 2026-12-01)
+    DIR/real/                  the real-photo review set, never trained on (`real_old_photos`):
+                               solvay_1927.png (1927 group photo, grey, 29 faces) and 8 genuine old
+                               photographs of deb gramps (1897 expedition group, 19th-century portraits,
+                               children, an engraving); manifest files of kind "real_old_photo"
     DIR/textures/paper/*.png   paper/canvas/crackle backgrounds
     DIR/textures/scratch/*.png scratch/dust stamps (grey, 255 = defect), decoded from GIMP/Krita brushes
     DIR/extras/                niqe_pris_params.npz (NIQE), vgg16_keras_bgr.onnx (training-time perceptual loss)
-    DIR/faces/<group>/<file>   group photos for the face enhancer only (npm @vladmandic/face-api samples);
-                               listed in the manifest ("face_photos", files of kind "face_photo"), never in the splits
+    DIR/faces/<group>/<file>   photos with faces for the face enhancer only (85: npm @vladmandic/face-api and
+                               tracking group photos, dlib's example group photos and 55 aligned crops,
+                               kphotoalbum snapshots with people); listed in the manifest ("face_photos", each
+                               with "split": "train" or "test", files of kind "face_photo"), never in the splits.
+                               Face split: "test" when hash_fraction(<path under DIR>, FACE_SPLIT_SALT) < 0.2
+                               (67 train, 18 test); test face photos are never given to the face trainer
+                               (`held_out_face_photos`)
     DIR/cache/deb, cache/pypi, cache/npm   the downloaded packages (fetch works offline from here)
 
-Splits are deterministic: every builtin photo is always in test (so the CI/fallback test set is never
-trained on), plus `N_TEST_EXTRA` package photos and `N_VAL` validation photos chosen by the sha256 of
-``SPLIT_SALT:<id>`` (stable whatever the order or number of other photos).
+Splits are deterministic. The 66 photos of data v1 (``sources.V1_PHOTO_IDS``; the shipped weights were
+trained on their train split) keep exactly their v1 assignment: every builtin photo is in test (so the
+CI/fallback test set is never trained on), plus `N_TEST_EXTRA` package photos and `N_VAL` validation
+photos, the first by the sha256 of ``SPLIT_SALT:<id>`` among the v1 photos (12 test, 4 val, 50 train).
+Every photo added later goes by the sha256 of ``SPLIT_SALT_V2:<id>`` read as a fraction in [0, 1):
+below 0.10 test, below 0.20 val, else train (about 10 % / 10 % / 80 %; a photo's split depends on its
+id only, whatever other photos exist).
 """
 from __future__ import annotations
 

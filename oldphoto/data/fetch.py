@@ -6,8 +6,12 @@
   offline from its cache (``offline=True`` forbids downloads).
 - .deb files are read in pure Python (ar archive + data.tar.{xz,gz,bz2}); ``dpkg-deb`` is the fallback
   for other compressions. A package may also be given as an already-extracted folder (tests do this).
-- Face photos (``FetchPlan.faces``) go to ``DIR/faces/<group>/`` with manifest entries of kind "face_photo";
-  they are for the face enhancer only and never enter the clean-photo splits.
+- Photo sources list exact members or a `Select` rule; rule members may be entries of Qt ``.rcc`` resource
+  files (``oldphoto.data.rcc``, recorded as ``<file.rcc>!<entry>``). Images below a source's `min_side`
+  and near-duplicates (256-bit difference hash within DHASH_NEAR bits of an earlier photo) are skipped.
+- Face photos (``FetchPlan.faces``) go to ``DIR/faces/<group>/`` with manifest entries of kind "face_photo"
+  and a face split ("train"/"test", ``dataset.face_split``); they are for the face enhancer only and never
+  enter the clean-photo splits. The real-photo review set goes to ``DIR/real/`` (kind "real_old_photo").
 - Outputs are written only when their bytes change; manifest.json and splits.json contain no time stamps,
   so re-running rewrites identical files.
 """

