@@ -206,11 +206,14 @@ def _safe_member(member: str) -> bool:
 
 def _unique_name(member: str, used: set[str]) -> str:
     """A safe file name for a member (its own name, odd characters replaced); when that name is taken in
-    the group, the parent folder's name goes in front."""
+    the group, the parent folder's name goes in front (then a number, if need be)."""
     path = PurePosixPath(member.rsplit("!", 1)[-1])
     name = re.sub(r"[^A-Za-z0-9._-]", "_", path.name).lstrip("._-") or "image"
     if name in used:
         name = re.sub(r"[^A-Za-z0-9._-]", "_", path.parent.name).lstrip("._-") + "_" + name
+    stem, suffix, n = PurePosixPath(name).stem, PurePosixPath(name).suffix, 2
+    while name in used:
+        name, n = f"{stem}_{n}{suffix}", n + 1
     return name
 
 
