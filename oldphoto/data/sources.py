@@ -199,7 +199,7 @@ NPM_PACKAGES: tuple[NpmPackage, ...] = (
                "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", 12677476, "MIT"),
     # examples/assets/faces.jpg: a group photo (face enhancer only)
     NpmPackage("tracking", "1.1.3",
-               "cac8569e3f1e6158a3b1162fe2212a33c671c17f67729ad6a7fa2e35faaa52fb", 10538104, "BSD-3-Clause"),
+               "cac8569e3f1e6158a3b1162fe2212a33c671c17f67729ad6a7fa2e35faaa52fb", 10538104, "BSD"),
 )
 
 # (package filename -> member -> output name under extras/)
