@@ -8,6 +8,7 @@ import struct
 import subprocess
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from oldphoto.data.dataset import (DataNotFetchedError, PhotoDataset, builtin_photos, load_splits, make_splits,
+from oldphoto.data.dataset import (DataNotFetchedError, PhotoDataset, builtin_photos, face_split,
+                                   held_out_face_photos, load_splits, make_splits, real_old_photo, real_old_photos,
                                    split_photos, held_out_photos)
 from oldphoto.data.fetch import PackageReader, fetch, read_deb_members, sha256_file
-from oldphoto.data.sources import (NPM_PACKAGES, DebPackage, FaceSource, FetchPlan, NpmPackage, PhotoSource,
-                                   TextureSource)
+from oldphoto.data.rcc import RccFormatError, read_rcc
+from oldphoto.data.sources import (NPM_PACKAGES, V1_PHOTO_IDS, DebPackage, FaceSource, FetchPlan, NpmPackage,
+                                   PhotoSource, Select, TextureSource)
 from oldphoto.data.textures import (TextureBank, TextureFormatError, decode_gbr, decode_gih, decode_pat,
                                     decode_texture_file, read_bundle_member)
 
@@ -180,7 +183,7 @@ def _plan(pkg: DebPackage) -> FetchPlan:
                   TextureSource(pkg.name, "scratch", ("usr/share/brushes/scratch.gih",), prefix="t_"),
                   TextureSource(pkg.name, "scratch", ("brushes/crackles.gbr",), bundle="usr/share/bundles/res.bundle",
                                 prefix="k_")),
-        real=(pkg.name, "usr/share/old/real.png", "solvay_1927.png"))
+        real=((pkg.name, "usr/share/old/real.png", "solvay_1927.png"),))
 
 
 @pytest.fixture
@@ -414,3 +417,212 @@ def test_face_sources_leave_out_the_test_split_and_builtin_photos(tmp_path):
     # without a data folder (smoke runs) the builtin photos are the only source
     smoke = [n for _, n, _ in face_source_photos(None)]
     assert smoke and all(n.startswith("builtin/") for n in smoke)
+
+
+# ------------------------------------------------------------------------------------------ Qt .rcc reader
+def rcc_bytes(files: dict[str, bytes], compressed: tuple[str, ...] = (), version: int = 2,
+              names_override: dict[str, str] | None = None, first_child_override: int | None = None) -> bytes:
+    """A Qt binary resource file laid out as `rcc -binary` writes it: header, data, names, tree (the
+    children of a directory are consecutive nodes, breadth first)."""
+    root: dict = {}
+    for path in files:
+        d = root
+        *dirs, leaf = path.split("/")
+        for p in dirs:
+            d = d.setdefault(p, {})
+        d[leaf] = path
+    nodes: list[list] = [["", root, 0, 0]]          # name, dict (dir) or path (file), count, first
+    i = 0
+    while i < len(nodes):
+        if isinstance(nodes[i][1], dict):
+            children = sorted(nodes[i][1].items())
+            nodes[i][2:] = [len(children), len(nodes)]
+            nodes += [[n, v, 0, 0] for n, v in children]
+        i += 1
+    data, names, name_off, data_off = b"", b"", {}, {}
+    for path, payload in files.items():
+        data_off[path] = len(data)
+        if path in compressed:
+            payload = struct.pack(">I", len(payload)) + zlib.compress(payload)
+        data += struct.pack(">I", len(payload)) + payload
+    for name, *_ in nodes:
+        name = (names_override or {}).get(name, name)
+        if name not in name_off:
+            name_off[name] = len(names)
+            names += struct.pack(">HI", len(name), 0) + name.encode("utf-16-be")
+    tree = b""
+    for k, (name, v, count, first) in enumerate(nodes):
+        off = name_off[(names_override or {}).get(name, name)]
+        if isinstance(v, dict):
+            if k == 1 and first_child_override is not None:
+                first = first_child_override
+            tree += struct.pack(">IHII", off, 2, count, first)
+        else:
+            tree += struct.pack(">IHHHI", off, 1 if v in compressed else 0, 0, 0, data_off[v])
+        if version >= 2:
+            tree += struct.pack(">Q", 0)
+    head = 20 + (4 if version >= 3 else 0)
+    hdr = b"qres" + struct.pack(">4I", version, head + len(data) + len(names), head, head + len(data))
+    if version >= 3:
+        hdr += struct.pack(">I", 0)
+    return hdr + data + names + tree
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_read_rcc_plain_and_zlib_entries(version):
+    files = {"gcompris/a/one.webp": b"first file", "gcompris/a/b/two.jpg": b"x" * 300, "top.qml": b"qml"}
+    blob = rcc_bytes(files, compressed=("gcompris/a/b/two.jpg",), version=version)
+    assert read_rcc(blob) == dict(sorted(files.items()))
+    assert read_rcc(blob, want=lambda p: p.endswith(".jpg")) == {"gcompris/a/b/two.jpg": b"x" * 300}
+
+
+def test_read_rcc_rejects_hostile_files():
+    good = {"d/a.jpg": b"abc"}
+    with pytest.raises(RccFormatError, match="magic"):
+        read_rcc(b"QRES" + rcc_bytes(good)[4:])
+    with pytest.raises(RccFormatError, match="truncated"):
+        read_rcc(rcc_bytes(good)[:30])
+    with pytest.raises(RccFormatError, match="unsafe"):            # a '..' name: no path traversal
+        read_rcc(rcc_bytes({"d/a.jpg": b"abc"}, names_override={"d": ".."}))
+    with pytest.raises(RccFormatError, match="unsafe"):
+        read_rcc(rcc_bytes({"d/a.jpg": b"abc"}, names_override={"a.jpg": "x/y.jpg"}))
+    with pytest.raises(RccFormatError, match="cycle"):             # a directory that contains itself
+        read_rcc(rcc_bytes(good, first_child_override=1))
+    bomb = {"d/a.jpg": b"\0" * 100_000}
+    with pytest.raises(RccFormatError, match="exceeds"):           # bounded decompressed size
+        read_rcc(rcc_bytes(bomb, compressed=("d/a.jpg",)), max_file_bytes=10_000)
+    lie = bytearray(rcc_bytes({"d/a.jpg": b"\0" * 1000}, compressed=("d/a.jpg",)))
+    lie[24:28] = struct.pack(">I", 10)                             # says 10 bytes, inflates to 1000
+    with pytest.raises(RccFormatError, match="header says 10"):
+        read_rcc(bytes(lie))
+
+
+# ------------------------------------------------------------------------------- v2 splits: v1 kept exactly
+V1_TEST = ["builtin/astronaut", "builtin/camera", "builtin/chelsea", "builtin/china", "builtin/coffee",
+           "builtin/flower", "builtin/grace_hopper", "builtin/motorcycle_left", "builtin/rocket", "opencv/aloeL",
+           "plasma/ColorfulCups", "plasma/Kite"]
+V1_VAL = ["lomiri/Picture_0B_by_freespace", "lomiri/friends_by_Aitzol_Berasategi", "mate/Aqua", "plasma/BytheWater"]
+
+
+def test_v1_photos_keep_their_split_and_new_photos_split_by_hash():
+    """The shipped weights were trained on the v1 train split: its test photos must stay held out."""
+    v1 = list(V1_PHOTO_IDS)
+    builtin = [i for i in v1 if i.startswith("builtin/")]
+    assert len(v1) == 66
+    only_v1 = make_splits(v1, always_test=builtin, v1_ids=V1_PHOTO_IDS)
+    assert only_v1["test"] == V1_TEST and only_v1["val"] == V1_VAL
+    assert only_v1 == make_splits(v1, always_test=builtin)           # the v1 rule, as fetched in v1
+    new = [f"pkg{i % 7}/photo{i:04d}" for i in range(2000)]
+    both = make_splits(v1 + new, always_test=builtin, v1_ids=V1_PHOTO_IDS)
+    for k in ("train", "val", "test"):
+        assert [i for i in both[k] if i in V1_PHOTO_IDS] == only_v1[k]
+    frac = {k: sum(i in both[k] for i in new) / len(new) for k in ("train", "val", "test")}
+    assert 0.08 < frac["test"] < 0.12 and 0.08 < frac["val"] < 0.12
+    # a new photo's split depends on its id only, not on which other photos exist
+    fewer = make_splits(v1 + new[:50], always_test=builtin, v1_ids=V1_PHOTO_IDS)
+    assert all((i in fewer[k]) == (i in both[k]) for i in new[:50] for k in ("train", "val", "test"))
+
+
+# ------------------------------------------------------------------- new sources: rules, real set, face split
+def _img(seed: int, size: tuple[int, int] = (320, 280), fmt: str = "JPEG", quality: int = 90) -> bytes:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def _v2_tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "usr/share/bg/Nature/lake.jpg": _img(1),
+        "usr/share/bg/Nature/lake_copy.jpg": _img(1, quality=60),       # near-duplicate: skipped
+        "usr/share/bg/Indoors/room1.jpg": _img(2),                       # excluded by the rule (a render)
+        "usr/share/bg/Outdoors/lake.jpg": _img(3),                       # same file name: gets a prefix
+        "usr/share/bg/tiny.jpg": _img(4, (200, 300)),                    # short side < 256: skipped
+        "usr/share/bg/notes.txt": b"not a photo",
+        "usr/share/res/game.rcc": rcc_bytes({"act/erase/resource/fox.webp": _img(5, fmt="WEBP"),
+                                             "act/erase/resource/icon.svg": b"<svg/>",
+                                             "act/other/skip.webp": _img(6, fmt="WEBP")},
+                                            compressed=("act/erase/resource/fox.webp",)),
+        "usr/share/doc/old/1900_group.jpg": _img(7),
+        "usr/share/doc/old/portrait.png": _img(8, fmt="PNG"),
+    }
+    files.update({f"usr/share/doc/faces/people/p{i:02d}.jpg": _img(100 + i, (64, 64)) for i in range(20)})
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def _v2_plan(pkg: DebPackage) -> FetchPlan:
+    plan = _plan(pkg)
+    plan.photos = (PhotoSource(pkg.name, "fake", ("usr/share/photos/a.png",)),
+                   PhotoSource(pkg.name, "bg", select=Select("usr/share/bg/", (".jpg",), exclude=("/room1.jpg",)),
+                               min_side=256, dedupe=True),
+                   PhotoSource(pkg.name, "game", select=Select("act/erase/", (".webp",),
+                                                               rcc=("usr/share/res/game.rcc",)), min_side=256))
+    plan.real = ((pkg.name, "usr/share/old/real.png", "solvay_1927.png"),
+                 (pkg.name, "usr/share/doc/old/portrait.png", "portrait.png"),
+                 (pkg.name, "usr/share/doc/old/1900_group.jpg", "1900_group.jpg"))
+    plan.faces = (FaceSource(pkg.name, "people", select=Select("usr/share/doc/faces/", (".jpg",))),)
+    return plan
+
+
+def test_fetch_rule_sources_real_set_and_face_split(tmp_path):
+    from oldphoto.training.datasets import face_source_photos
+
+    tree = tmp_path / "tree"
+    _fake_tree(tree)
+    files = _v2_tree(tree)
+    pkg = DebPackage("oldphoto-fake", "1.0", "unused", 0, "test")
+    data = tmp_path / "data"
+    r = fetch(data, _v2_plan(pkg), log=lambda m: None, package_paths={pkg.name: tree})
+    assert r.ok, r.errors
+    manifest = json.loads((data / "manifest.json").read_text())
+    # rule: folder + suffix + exclusions, short side >= 256, near-duplicates dropped, names made unique
+    assert sorted(p["id"] for p in manifest["photos"]) == ["bg/Outdoors_lake", "bg/lake", "fake/a", "game/fox"]
+    assert (data / "photos/bg/lake.jpg").read_bytes() == files["usr/share/bg/Nature/lake.jpg"]
+    assert manifest["files"]["photos/game/fox.webp"]["member"] == "usr/share/res/game.rcc!act/erase/resource/fox.webp"
+    with Image.open(data / "photos/game/fox.webp") as im:
+        assert im.size == (320, 280)
+    # the real-photo review set: Solvay first, then the others sorted; kind real_old_photo; never trained on
+    assert real_old_photos(data) == [data / "real/solvay_1927.png", data / "real/1900_group.jpg",
+                                     data / "real/portrait.png"]
+    assert real_old_photo(data) == data / "real/solvay_1927.png"
+    assert {manifest["files"][f"real/{n}"]["kind"] for n in ("solvay_1927.png", "1900_group.jpg", "portrait.png")} \
+        == {"real_old_photo"}
+    all_split_ids = sum(json.loads((data / "splits.json").read_text()).values(), [])
+    assert not any("real" in i or "portrait" in i for i in all_split_ids)
+    # face photos: a split per photo by the hash of its path; "test" ones are never face training sources
+    faces = manifest["face_photos"]
+    assert len(faces) == 20 and all(f["split"] == face_split(f["path"]) for f in faces)
+    test_faces = sorted(data / f["path"] for f in faces if f["split"] == "test")
+    assert 0 < len(test_faces) < 20 and held_out_face_photos(data) == test_faces
+    names = {n for _, n, _ in face_source_photos(data)}
+    train_faces = {f["path"] for f in faces if f["split"] == "train"}
+    assert train_faces <= names
+    assert not names & {p.relative_to(data).as_posix() for p in test_faces}
+    assert not any(n.startswith("real/") for n in names)
+    # the face photos the shipped weights were trained on (npm face-api samples) stay in face-train
+    assert all(face_split(f"faces/face-api/sample{i}.jpg") == "train" for i in range(1, 7))
+    # second run: identical outputs
+    m1 = (data / "manifest.json").read_bytes()
+    r2 = fetch(data, _v2_plan(pkg), log=lambda m: None, package_paths={pkg.name: tree})
+    assert r2.ok and r2.written == 0 and (data / "manifest.json").read_bytes() == m1
+
+
+def test_domain_r_never_trains_on_the_review_set(tmp_path):
+    from oldphoto.training.runner import TrainOptions, _data
+
+    tree = tmp_path / "tree"
+    _fake_tree(tree)
+    _v2_tree(tree)
+    pkg = DebPackage("oldphoto-fake", "1.0", "unused", 0, "test")
+    data = tmp_path / "data"
+    assert fetch(data, _v2_plan(pkg), log=lambda m: None, package_paths={pkg.name: tree}).ok
+    source, note = _data(TrainOptions(data=data), log=lambda m: None, need_real=True)
+    assert source.real is None and "synthetic" in note["real_old_photos"]
+    for uri in (data / "real", data / "real" / "portrait.png", data):
+        with pytest.raises(ValueError, match="review set"):
+            _data(TrainOptions(data=data, real=str(uri)), log=lambda m: None, need_real=True)

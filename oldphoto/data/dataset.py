@@ -4,24 +4,38 @@ Layout written by `oldphoto data fetch DIR` (see fetch.py)::
 
     DIR/manifest.json          packages (name, version, sha256) and every extracted file (sha256, origin)
     DIR/splits.json            {"train": [ids], "val": [ids], "test": [ids]}  (photo ids)
-    DIR/photos/<group>/<file>  clean photographs, bytes exactly as in their package
-    DIR/real/solvay_1927.png   the real old photograph (1927, grey)
+    DIR/photos/<group>/<file>  clean photographs, bytes exactly as in their package (355: 284 train,
+                               31 val, 40 test, as fetched on 2026-12-01)
+    DIR/real/                  the real-photo review set, never trained on (`real_old_photos`):
+                               solvay_1927.png (1927 group photo, grey, 29 faces) and 8 genuine old
+                               photographs of deb gramps (1897 expedition group, 19th-century portraits,
+                               children, an engraving); manifest files of kind "real_old_photo"
     DIR/textures/paper/*.png   paper/canvas/crackle backgrounds
     DIR/textures/scratch/*.png scratch/dust stamps (grey, 255 = defect), decoded from GIMP/Krita brushes
     DIR/extras/                niqe_pris_params.npz (NIQE), vgg16_keras_bgr.onnx (training-time perceptual loss)
-    DIR/faces/<group>/<file>   group photos for the face enhancer only (npm @vladmandic/face-api samples);
-                               listed in the manifest ("face_photos", files of kind "face_photo"), never in the splits
+    DIR/faces/<group>/<file>   photos with faces for the face enhancer only (85: npm @vladmandic/face-api and
+                               tracking group photos, dlib's example group photos and 55 aligned crops,
+                               kphotoalbum snapshots with people); listed in the manifest ("face_photos", each
+                               with "split": "train" or "test", files of kind "face_photo"), never in the splits.
+                               Face split: "test" when hash_fraction(<path under DIR>, FACE_SPLIT_SALT) < 0.2
+                               (67 train, 18 test); test face photos are never given to the face trainer
+                               (`held_out_face_photos`)
     DIR/cache/deb, cache/pypi, cache/npm   the downloaded packages (fetch works offline from here)
 
-Splits are deterministic: every builtin photo is always in test (so the CI/fallback test set is never
-trained on), plus `N_TEST_EXTRA` package photos and `N_VAL` validation photos chosen by the sha256 of
-``SPLIT_SALT:<id>`` (stable whatever the order or number of other photos).
+Splits are deterministic. The 66 photos of data v1 (``sources.V1_PHOTO_IDS``; the shipped weights were
+trained on their train split) keep exactly their v1 assignment: every builtin photo is in test (so the
+CI/fallback test set is never trained on), plus `N_TEST_EXTRA` package photos and `N_VAL` validation
+photos, the first by the sha256 of ``SPLIT_SALT:<id>`` among the v1 photos (12 test, 4 val, 50 train).
+Every photo added later goes by the sha256 of ``SPLIT_SALT_V2:<id>`` read as a fraction in [0, 1):
+below 0.10 test, below 0.20 val, else train (about 10 % / 10 % / 80 %; a photo's split depends on its
+id only, whatever other photos exist).
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +43,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from oldphoto.data.sources import BUILTIN_PHOTOS, N_TEST_EXTRA, N_VAL, SPLIT_SALT, BuiltinPhoto
+from oldphoto.data.sources import (BUILTIN_PHOTOS, FACE_SPLIT_SALT, FACE_TEST_FRACTION, N_TEST_EXTRA, N_VAL,
+                                   SPLIT_SALT, SPLIT_SALT_V2, TEST_FRACTION, VAL_FRACTION, BuiltinPhoto)
 
 SPLITS = ("train", "val", "test")
 
@@ -51,17 +66,36 @@ def _rank(photo_id: str, salt: str = SPLIT_SALT) -> str:
     return hashlib.sha256(f"{salt}:{photo_id}".encode()).hexdigest()
 
 
+def hash_fraction(key: str, salt: str) -> float:
+    """A number in [0, 1) fixed by ``salt:key`` (sha256): independent of any other id."""
+    return int(_rank(key, salt)[:16], 16) / float(1 << 64)
+
+
 def make_splits(photo_ids: list[str], always_test: list[str] | tuple[str, ...] = (),
                 n_test_extra: int = N_TEST_EXTRA, n_val: int = N_VAL,
-                salt: str = SPLIT_SALT) -> dict[str, list[str]]:
-    """Deterministic train/val/test split of photo ids (each list sorted)."""
+                salt: str = SPLIT_SALT, v1_ids: Collection[str] | None = None) -> dict[str, list[str]]:
+    """Deterministic train/val/test split of photo ids (each list sorted).
+
+    The ids in `v1_ids` (all ids when None) are split by the v1 rule among themselves: `always_test`, then
+    `n_test_extra` test and `n_val` val photos by rank. Every other id goes by `hash_fraction(id)`:
+    below TEST_FRACTION test, below TEST_FRACTION + VAL_FRACTION val, else train (always_test wins)."""
     ids = sorted(set(photo_ids))
-    forced = sorted(set(always_test) & set(ids))
-    rest = sorted((i for i in ids if i not in forced), key=lambda i: _rank(i, salt))
+    old = set(ids) if v1_ids is None else set(ids) & set(v1_ids)
+    forced = sorted(set(always_test) & old)
+    rest = sorted((i for i in old if i not in forced), key=lambda i: _rank(i, salt))
     test = forced + rest[:n_test_extra]
     val = rest[n_test_extra:n_test_extra + n_val]
     train = rest[n_test_extra + n_val:]
+    for i in sorted(set(ids) - old):
+        f = hash_fraction(i, SPLIT_SALT_V2)
+        (test if f < TEST_FRACTION or i in always_test else val if f < TEST_FRACTION + VAL_FRACTION
+         else train).append(i)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def face_split(rel_path: str) -> str:
+    """"test" (about FACE_TEST_FRACTION of the face photos, by the hash of their path under DIR) or "train"."""
+    return "test" if hash_fraction(rel_path, FACE_SPLIT_SALT) < FACE_TEST_FRACTION else "train"
 
 
 # ------------------------------------------------------------------------------------------- manifest
@@ -95,8 +129,34 @@ def split_photos(data_dir: str | Path, split: str) -> list[PhotoRecord]:
 
 
 def real_old_photo(data_dir: str | Path) -> Path | None:
+    """The 1927 Solvay group photo (``DIR/real/solvay_1927.png``), if fetched."""
     p = Path(data_dir) / "real" / "solvay_1927.png"
     return p if p.is_file() else None
+
+
+REAL_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def real_old_photos(data_dir: str | Path) -> list[Path]:
+    """The real-photo review set under ``DIR/real/``: the Solvay photo first, then the others (the gramps
+    photographs) sorted by name. Never trained on."""
+    d = Path(data_dir) / "real"
+    if not d.is_dir():
+        return []
+    rest = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in REAL_SUFFIXES
+                  and p.name != "solvay_1927.png")
+    solvay = real_old_photo(data_dir)
+    return ([solvay] if solvay is not None else []) + rest
+
+
+def held_out_face_photos(data_dir: str | Path) -> list[Path]:
+    """The face photos whose manifest split is "test" (never given to the face trainer), sorted by path."""
+    root = Path(data_dir)
+    try:
+        faces = load_manifest(root).get("face_photos", [])
+    except DataNotFetchedError:
+        return []
+    return sorted(root / f["path"] for f in faces if f.get("split") == "test" and (root / f["path"]).is_file())
 
 
 def niqe_params_path(data_dir: str | Path | None) -> Path | None:

