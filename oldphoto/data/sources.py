@@ -116,6 +116,7 @@ class FaceSource:
     licence: str = ""
     note: str = ""
     select: Select | None = None
+    by_person: bool = False   # one person per folder (member's parent): the whole folder goes to one split
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ FACE_SOURCES: tuple[FaceSource, ...] = (
         "2007_007763.jpg", "2008_001009.jpg", "2008_001322.jpg", "2008_002079.jpg", "2008_002470.jpg",
         "2008_002506.jpg", "2008_004176.jpg", "2008_007676.jpg", "2009_004587.jpg", "bald_guys.jpg"))),
     # 55 aligned 150 px face crops of 5 people (examples/johns/<name>/*.jpg)
-    FaceSource("libdlib19.1", "dlib-johns", select=Select(_DLIB + "johns/", (".jpg",))),
+    FaceSource("libdlib19.1", "dlib-johns", select=Select(_DLIB + "johns/", (".jpg",)), by_person=True),
     # the demo snapshots with people (the others are clean photos; qt-logo.jpg skipped)
     FaceSource("kphotoalbum", "kphotoalbum", tuple(_KPA + n + ".jpg" for n in (
         "anne_helene", "bar55", "bar55_2", "cold_water", "grand_canyon_1", "grand_canyon_2", "jesper",
@@ -400,6 +401,7 @@ VAL_FRACTION = 0.10
 # face photos: "test" (never trained on; face metrics) or "train", by the hash of their path under DIR
 FACE_SPLIT_SALT = "oldphoto-face-split-v1"
 FACE_TEST_FRACTION = 0.20
+FACE_VAL_FRACTION = 0.15     # face photos held out of training for choosing the face settings
 
 
 @dataclass

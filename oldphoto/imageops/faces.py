@@ -44,6 +44,7 @@ ERODE_ITERATIONS = 3
 BLUR_KERNEL = 25
 BLEND_MARGIN = BLUR_KERNEL // 2 + 8     # blur radius + bicubic support + slack
 FACE_DETECT_MAX_SIDE = 4096             # larger images are detected on a downscaled copy (landmarks at full size)
+FACE_UPSAMPLE_MAX_MP = 4.0              # images up to this many megapixels are searched once upsampled ×2 too
 FACE_MERGE_IOU = 0.3                    # a scan face overlapping a stage-1 face this much is the same face
 AGREEMENT_SIZE = 16                     # low-frequency comparison grid (16×16 over the face's centre)
 
@@ -78,9 +79,14 @@ class DetectedFace:
     points5: np.ndarray = field(default_factory=lambda: np.zeros((5, 2)))
 
 
-def detect_faces(image: np.ndarray, max_side: int = FACE_DETECT_MAX_SIDE) -> list[DetectedFace]:
-    """dlib HOG faces (upsample 0) with 68 landmarks on an H×W×3 uint8 RGB image, in detector order.
-    Images larger than `max_side` are searched on a downscaled copy; landmarks are always at full size."""
+def detect_faces(image: np.ndarray, max_side: int = FACE_DETECT_MAX_SIDE,
+                 upsample_max_mp: float = FACE_UPSAMPLE_MAX_MP) -> list[DetectedFace]:
+    """dlib HOG faces with 68 landmarks on an H×W×3 uint8 RGB image, in detector order.
+
+    Images up to `upsample_max_mp` megapixels are searched upsampled once (dlib's upsample 1: faces down to about
+    40 px, as in group photos), larger ones at full size (upsample 0, faces from about 80 px), and images larger
+    than `max_side` on a downscaled copy: the search never costs more than about 16 megapixels of HOG.
+    Landmarks are always found at full size."""
     import dlib
 
     detector, predictor = _dlib_models()
@@ -92,7 +98,8 @@ def detect_faces(image: np.ndarray, max_side: int = FACE_DETECT_MAX_SIDE) -> lis
         scale = max_side / max(h, w)
         search = np.ascontiguousarray(cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                  interpolation=cv2.INTER_AREA))
-    rects, scores, _ = detector.run(search, 0, 0.0)
+    upsample = 1 if h * w <= upsample_max_mp * 1e6 else 0
+    rects, scores, _ = detector.run(search, upsample, 0.0)
     faces = []
     for r, s in zip(rects, scores):
         rect = r if scale == 1.0 else dlib.rectangle(int(r.left() / scale), int(r.top() / scale),

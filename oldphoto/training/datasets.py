@@ -325,7 +325,7 @@ def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str
         except odata.DataNotFetchedError:
             held_out = []
         held_out += [r.path for r in odata.builtin_photos()]
-        held_out += odata.held_out_face_photos(root)          # face photos of the face test split
+        held_out += odata.held_out_face_photos(root) + odata.held_out_face_photos(root, "val")  # face test/val
         seen = {sha(p) for p in held_out if p.is_file()}     # never train on a test photo
         for p in sorted(root.rglob("*")):
             rel = p.relative_to(root)

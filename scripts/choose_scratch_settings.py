@@ -1,0 +1,82 @@
+"""Choose the scratch detector's pixel threshold and the `--scratch auto` coverage rule on the *val* split.
+
+    python scripts/choose_scratch_settings.py --weights oldphoto/weights --data DATA [--split val] [--seeds 3]
+
+Each val photo (short side 256, centre crop, as `oldphoto bench quality`) is degraded with each seed twice: with
+the default synthesis (local defects: scratches, dust, holes; the mask is the truth) and with the same synthesis
+without local defects (a photo with no structured defect: every detected pixel is a false positive). For every
+threshold the script prints the false-positive pixel rate on the photos without defects, F1 and recall on the
+scratched ones, and the coverage rule (minimum share of detected pixels) that best separates the two kinds,
+with its accuracy. The rule chosen: the lowest threshold whose false-positive rate is at most half the 0.5 %
+budget, with the coverage cut of best accuracy (ties: the lower cut). Never run this on the test split to choose.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--fp-budget", type=float, default=0.0025)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+
+    from oldphoto.data import dataset as odata
+    from oldphoto.data.textures import TextureBank
+    from oldphoto.models import ModelSet
+    from oldphoto.quality import _detector_probs, f1
+    from oldphoto.synthesis import DEFAULT, synthesize, with_overrides
+
+    models = ModelSet.from_weights_dir(a.weights)
+    textures = TextureBank.from_dir(a.data)
+    no_defects = with_overrides(DEFAULT, defects_prob=0.0)
+    recs = odata.split_photos(a.data, a.split)
+    scratched, clean_probs = [], []
+    for i, rec in enumerate(recs):
+        img = odata.center_crop(odata.resize_short_side(odata.load_rgb(rec.path, max_short_side=4 * a.size), a.size),
+                                a.size)
+        for s in range(a.seeds):
+            rng_seed = [1000 + s, i]
+            d = synthesize(img, np.random.default_rng(rng_seed), textures)
+            u = synthesize(img, np.random.default_rng(rng_seed), textures, config=no_defects)
+            if d.mask.any():
+                scratched.append((_detector_probs(models, d.degraded), d.mask > 0.5))
+            clean_probs.append(_detector_probs(models, u.degraded))
+    print(f"{len(recs)} {a.split} photos x {a.seeds} seeds: {len(scratched)} scratched, {len(clean_probs)} without "
+          "local defects")
+    rows = []
+    cuts = [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02]
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        fp = float(np.mean([(p >= t).mean() for p in clean_probs]))
+        f1s = float(np.mean([f1(p >= t, m) for p, m in scratched]))
+        rec_ = float(np.mean([((p >= t) & m).sum() / max(1, m.sum()) for p, m in scratched]))
+        cov_s = np.array([(p >= t).mean() for p, _ in scratched])
+        cov_c = np.array([(p >= t).mean() for p in clean_probs])
+        best = max(((float(np.mean(np.r_[cov_s >= c, cov_c < c])), -c) for c in cuts))
+        rows.append({"threshold": t, "fp_rate": fp, "f1": f1s, "recall": rec_, "auto_min_coverage": -best[1],
+                     "auto_accuracy": best[0],
+                     "coverage_scratched_median": float(np.median(cov_s)),
+                     "coverage_clean_p90": float(np.quantile(cov_c, 0.9))})
+        r = rows[-1]
+        print(f"t={t:.1f}  FP {fp:.3%}  F1 {f1s:.3f}  recall {rec_:.3f}  auto: coverage >= {r['auto_min_coverage']:.2%}"
+              f" -> {r['auto_accuracy']:.1%}  (scratched median {r['coverage_scratched_median']:.2%}, clean p90 "
+              f"{r['coverage_clean_p90']:.2%})")
+    ok = [r for r in rows if r["fp_rate"] <= a.fp_budget] or [min(rows, key=lambda r: r["fp_rate"])]
+    chosen = ok[0]
+    print(f"chosen: threshold {chosen['threshold']}, auto min coverage {chosen['auto_min_coverage']:.2%}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"split": a.split, "seeds": a.seeds, "photos": len(recs), "rows": rows, "chosen": chosen}, f,
+                      indent=1)
+
+
+if __name__ == "__main__":
+    main()
