@@ -318,6 +318,43 @@ def _face_boxes(clean: np.ndarray) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def _face_entries(clean: np.ndarray, degraded: np.ndarray, base: np.ndarray) -> list[dict[str, Any]]:
+    return [{"box": list(b), "degraded": _scores(clean, degraded, b), "baseline": _scores(clean, base, b)}
+            for b in _face_boxes(clean)]
+
+
+def _score_ours_faces(entries: list[dict[str, Any]], clean: np.ndarray, ours: np.ndarray, st: Any) -> None:
+    """Our scores on each ground-truth face box, with the pipeline's decision for the face it found there."""
+    from oldphoto.imageops.faces import box_iou
+
+    for fe in entries:
+        fe["ours"] = _scores(clean, ours, tuple(fe["box"]))
+        match = max(st.provenance.faces, key=lambda f: box_iou(tuple(fe["box"]), tuple(f.box)), default=None)
+        if match is not None and box_iou(tuple(fe["box"]), tuple(match.box)) >= 0.3:
+            fe["pipeline"] = {"applied": match.applied, "agreement_db": match.agreement_db,
+                              "detected_on": match.detected_on}
+
+
+def _face_crops(photo: np.ndarray, size: int, max_faces: int = 4) -> list[np.ndarray]:
+    """size×size crops centred on the faces dlib finds in a photo, the face about 40 % of the crop's side."""
+    from oldphoto.imageops.faces import detect_faces
+
+    out = []
+    h, w = photo.shape[:2]
+    for f in detect_faces(photo)[:max_faces]:
+        l, t, r, b = f.box
+        side = min(int(2.5 * max(r - l, b - t)), h, w)       # a square window, shifted to fit the photo
+        cx, cy = (l + r) // 2, (t + b) // 2
+        x0 = min(max(0, cx - side // 2), w - side)
+        y0 = min(max(0, cy - side // 2), h - side)
+        crop = photo[y0:y0 + side, x0:x0 + side]
+        if min(crop.shape[:2]) < 64:
+            continue
+        out.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size
+                              else cv2.INTER_CUBIC))
+    return out
+
+
 def _restore(restorer: Any, img: np.ndarray, name: str, size: int | None = None) -> tuple[np.ndarray | None, Any]:
     st = restorer.run(f"bench/{name}.png", _png_bytes(img), name=name)
     if st.failed or st.restored is None:
@@ -408,12 +445,10 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
         d = synthesize(clean, np.random.default_rng([seed, i]), textures)
         u = synthesize(clean, np.random.default_rng([seed, i]), textures, config=no_defects)
         base = classical_restore(d.degraded)
-        faces = _face_boxes(d.clean)
         entry: dict[str, Any] = {"id": rec.id, "ops": d.ops, "mask_coverage": float(d.mask.mean()),
                                  "image": {"degraded": _scores(d.clean, d.degraded),
                                            "baseline": _scores(d.clean, base)},
-                                 "faces": [{"box": list(b), "degraded": _scores(d.clean, d.degraded, b),
-                                            "baseline": _scores(d.clean, base, b)} for b in faces]}
+                                 "faces": _face_entries(d.clean, d.degraded, base)}
         det_mask = None
         if has_detector:
             prob = _detector_probs(models, d.degraded)
@@ -432,9 +467,7 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
                 entry["image"]["ours"] = {"error": st.error or "no output"}
             else:
                 entry["image"]["ours"] = _scores(d.clean, ours)
-                for fe in entry["faces"]:
-                    fe["ours"] = _scores(d.clean, ours, tuple(fe["box"]))
-                entry["faces_applied"] = [bool(f.applied) for f in st.provenance.faces]
+                _score_ours_faces(entry["faces"], d.clean, ours, st)
                 if opts.scratch == "auto":
                     decisions.append({"id": rec.id, "defects": True, "scratch_path": bool(st.use_scratch),
                                       "coverage": st.provenance.mask_coverage})
@@ -446,8 +479,23 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
         grid_rows.append([d.clean, d.degraded, base, ours, d.mask,
                           det_mask.astype(np.float32) if det_mask is not None else None])
 
+    # held-out face photos (never trained on): a face-centred crop per face, degraded and restored the same way
+    face_photo_entries = []
+    face_photos = odata.held_out_face_photos(data, split) if data is not None else []
+    for j, path in enumerate(face_photos):
+        for k, crop in enumerate(_face_crops(odata.load_rgb(path, max_short_side=1024), size)):
+            say(f"face photo {path.name} #{k + 1}")
+            d = synthesize(crop, np.random.default_rng([seed, 10_000 + j, k]), textures)
+            base = classical_restore(d.degraded)
+            fe = {"id": f"{path.name}#{k + 1}", "faces": _face_entries(d.clean, d.degraded, base)}
+            if restorer is not None and fe["faces"]:
+                ours, st = _restore(restorer, d.degraded, f"face_{path.stem}_{k + 1}", size)
+                if ours is not None:
+                    _score_ours_faces(fe["faces"], d.clean, ours, st)
+            face_photo_entries.append(fe)
+
     methods = {k: v for k in ("degraded", "baseline", "ours") if (v := _summary(per_photo, k))}
-    face_rows = [{"image": f} for p in per_photo for f in p["faces"]]
+    face_rows = [{"image": f} for p in per_photo + face_photo_entries for f in p["faces"]]
     face_methods = {k: v for k in ("degraded", "baseline", "ours") if (v := _summary(face_rows, k))}
     worse = [f for f in face_rows if "ours" in f["image"] and
              (f["image"]["ours"]["psnr"] < f["image"]["degraded"]["psnr"]
@@ -514,7 +562,7 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
         "options": opts.to_dict() if opts is not None else None,
         "ours_unavailable": ours_note, "methods": methods, "faces": face_methods,
         "scratch_detector": detector, "auto_decisions": decisions, "niqe": niqe_fig,
-        "real_photos": [p.name for p in reals], "per_photo": per_photo,
+        "real_photos": [p.name for p in reals], "per_photo": per_photo, "face_photos": face_photo_entries,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     labels = ["clean", "degraded", "baseline", "ours", "true mask", "detected mask"]

@@ -33,6 +33,8 @@ ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads.")
 MinutesOpt = typer.Option(None, "--max-minutes", help="Stop (checkpoint + export) after this much training time.")
 VggOpt = typer.Option(True, "--vgg/--no-vgg", help="Use the VGG16 perceptual loss (needs the fetched ONNX).")
 Fp16Opt = typer.Option(True, "--fp16/--fp32", help="Storage precision of the exported weights.")
+InitOpt = typer.Option(None, "--init", help="Start from these trained weights (e.g. the shipped "
+                       "oldphoto/weights/<role>.safetensors) instead of random; ignored when --resume finds a checkpoint.")
 
 
 def _options(**kw):
@@ -58,10 +60,7 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
             crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
             threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
-            fp16: bool = Fp16Opt,
-            init: Optional[Path] = typer.Option(None, "--init", help="Start from these trained weights (e.g. "
-                                                "oldphoto/weights/scratch_unet.safetensors) instead of random; "
-                                                "ignored when --resume finds a checkpoint.")) -> None:
+            fp16: bool = Fp16Opt, init: Optional[Path] = InitOpt) -> None:
     """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
     _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
@@ -115,11 +114,12 @@ def face(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Option
          threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt, fp16: bool = Fp16Opt,
          vgg: bool = VggOpt,
          hr: bool = typer.Option(False, "--hr", help="Train the HR-mode face network (role face_512, used by "
-                                 "`restore --hr`) at twice the face size (official 512, small 256).")) -> None:
+                                 "`restore --hr`) at twice the face size (official 512, small 256)."),
+         init: Optional[Path] = InitOpt) -> None:
     """SPADE face enhancer on aligned faces (LSGAN + feature matching + VGG16 perceptual)."""
     _run("face", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16, vgg=vgg,
-         hr=hr)
+         hr=hr, init=init)
 
 
 @train_app.command("all")

@@ -128,6 +128,16 @@ class Trainer:
         """Write the shipped ``<role>.safetensors`` file(s); returns their paths."""
         raise NotImplementedError
 
+    def warm_start(self, path: str | Path) -> None:
+        """Start the trained network (``self.net``) from weights in our format (e.g. the shipped file) instead of
+        a random initialisation; the file must hold the same network with the same config."""
+        from oldphoto.weights import load_weights
+
+        net, info = load_weights(path)
+        if type(net) is not type(self.net) or info.config != self.net.cfg:
+            raise ValueError(f"{path} holds a {info.network} with config {info.config}, not this run's network")
+        self.net.load_state_dict(net.state_dict())
+
     # -- helpers for train_step ---------------------------------------------------------------
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp)

@@ -44,7 +44,7 @@ class TrainOptions:
     progress: bool = True
     checkpoint_every: int | None = None
     eval_images: int = 12
-    init: Path | None = None            # warm start: trained weights to begin from (scratch detector)
+    init: Path | None = None            # warm start: trained weights to begin from (scratch detector, faces)
 
     @property
     def weights(self) -> Path:
@@ -148,13 +148,15 @@ def held_out_faces(o: TrainOptions, size: int):
 
     if o.data is None:
         return None, "no data folder: the builtin photos are the training faces, nothing is held out"
-    recs = odata.split_photos(o.data, "test")
-    faces, _ = D.face_images(None, size, sources=[(r.path, r.id, "") for r in recs])
+    sources = [(r.path, r.id, "") for r in odata.split_photos(o.data, "test")]
+    sources += [(p, p.name, "") for p in odata.held_out_face_photos(o.data)]
+    faces, _ = D.face_images(None, size, sources=sources)
     if not faces:
-        return None, "no face in the test split"
+        return None, "no face in the test split nor in the face-test photos"
     pool = face_pool(faces, size)
     return (D.BatchSource(pool, D.load_textures(o.data, seed=o.seed + 1), faces=pool),
-            f"{len(faces)} faces of the test split (never trained on) with fixed synthetic degradations")
+            f"{len(faces)} faces of the test split and the face-test photos (never trained on) with fixed "
+            "synthetic degradations")
 
 
 def _val_source(o: TrainOptions):
@@ -208,10 +210,7 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
         data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
         note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates)
         tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
-        if o.init and not (o.resume and tr.checkpoint_path.is_file()):
-            tr.warm_start(o.init)
-            note["warm_start"] = str(o.init)
-            log(f"[scratch] warm start from {o.init}")
+        _warm_start(tr, o, note, log)
         tr.run(resume=o.resume)
         val, where = _val_source(o)
         crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
@@ -266,6 +265,7 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
         data, note = _data(o, log, faces_size=cfg.net.load_size)
         vgg = _vgg(o, cfg.vgg_layers, log)
         tr = M.FaceTrainer(settings_for(M, o, stage), run_dir, cfg, data, vgg=vgg, log=log, data_note=note)
+        _warm_start(tr, o, note, log)
         tr.run(resume=o.resume)
         val, where = held_out_faces(o, cfg.net.load_size)
         if val is None:
@@ -280,6 +280,14 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     for f in files:
         log(f"[{run_name}] wrote {f} ({f.stat().st_size / 1e6:.2f} MB)")
     return StageResult(run_name, files, metrics, tr.step, time.monotonic() - t0, run_dir, notes)
+
+
+def _warm_start(tr: Any, o: TrainOptions, note: dict[str, Any], log: Callable) -> None:
+    """`--init FILE`: begin from trained weights, unless `--resume` continues a checkpoint of this run."""
+    if o.init and not (o.resume and tr.checkpoint_path.is_file()):
+        tr.warm_start(o.init)
+        note["warm_start"] = str(o.init)
+        log(f"[{tr.stage}] warm start from {o.init}")
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:

@@ -79,13 +79,6 @@ class ScratchTrainer(Trainer):
                            self.cfg.texture_candidates)
         return b["x"].to(self.device), b["mask"].to(self.device)
 
-    def warm_start(self, path: str | Path) -> None:
-        """Start from trained weights (e.g. the shipped file) instead of a random initialisation."""
-        from oldphoto.weights import load_weights
-
-        net, _ = load_weights(path, expect_network="scratch_unet")
-        self.net.load_state_dict(net.state_dict())
-
     def train_step(self, step: int) -> dict[str, float]:
         grey, mask = self.batch()
         with self.autocast():
