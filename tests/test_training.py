@@ -91,6 +91,35 @@ def test_scratch_step(tmp_path, source):
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000
 
 
+def test_detector_batches_hold_hard_negatives(source):
+    from oldphoto.training.scratch import detector_batch, texture_energy
+
+    rng = np.random.default_rng(0)
+    neg = detector_batch(source, 6, 32, rng, negative_prob=1.0, texture_candidates=3)
+    assert neg["negative"].all() and neg["mask"].sum() == 0 and neg["x"].shape == (6, 1, 32, 32)
+    pos = detector_batch(source, 6, 32, np.random.default_rng(1), negative_prob=0.0)
+    assert not pos["negative"].any() and pos["mask"].sum() > 0
+    flat = np.full((32, 32, 3), 128, np.uint8)
+    stripes = flat.copy()
+    stripes[:, ::2] = 30
+    assert texture_energy(stripes) > texture_energy(flat) == 0.0
+
+
+def test_warm_start_begins_from_the_given_weights(tmp_path, source):
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+
+    a = ScratchTrainer(settings(steps=1), tmp_path / "a", ScratchStageConfig.preset("tiny"), source)
+    a.run()
+    files = a.export(tmp_path / "w", fp16=False)
+    b = ScratchTrainer(settings(steps=1, seed=5), tmp_path / "b", ScratchStageConfig.preset("tiny"), source)
+    assert any(not torch.equal(v, b.net.state_dict()[k]) for k, v in a.net.state_dict().items())
+    b.warm_start(files[0])
+    assert all(torch.equal(v, b.net.state_dict()[k]) for k, v in a.net.state_dict().items())
+    small = ScratchTrainer(settings(steps=1), tmp_path / "c", ScratchStageConfig.preset("small"), source)
+    with pytest.raises(ValueError, match="not this run's network"):
+        small.warm_start(files[0])
+
+
 @pytest.mark.parametrize("domain", ["a", "b"])
 def test_vae_step(tmp_path, source, domain):
     from oldphoto.training.vae import VAEStageConfig, VAETrainer

@@ -280,7 +280,11 @@ def aligned_faces(images: list[np.ndarray], size: int, progress: Callable | None
 
     out = []
     for img in images:
-        for face in F.detect_faces(img):
+        # upsample 0: faces of about 80 px and more; smaller ones would be blurry targets once aligned to `size`
+        for face in F.detect_faces(img, upsample_max_mp=0):
+            l, t, r, b = face.box
+            if max(r - l, b - t) < size // 2:
+                continue
             try:
                 t = F.alignment_transform(face.points5, size)
             except ValueError:
