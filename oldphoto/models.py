@@ -350,6 +350,19 @@ class ModelSet:
 
         return read_info(path).config
 
+    def operating_point(self, role: str) -> dict[str, Any]:
+        """Settings a weights file recommends for its network (e.g. the scratch detector's "threshold" and
+        "auto_min_coverage", chosen on val), from the file header; {} for official checkpoints or none stored."""
+        _check_role(role)
+        if self.source != "weights":
+            return {}
+        path = self.path(role)
+        if not path.is_file():
+            raise self._missing_error([role])
+        from oldphoto.weights import read_info
+
+        return dict(read_info(path).provenance.get("operating_point") or {})
+
     def fingerprint(self, roles: Iterable[str] | None = None) -> str:
         """A stable hex digest over the sha256 of the checkpoints of ``roles`` (default: all available).
 

@@ -32,7 +32,6 @@ from scipy.stats import rankdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 WORKING_SIZE = 256          # test photos: short side resized to 256, centre 256×256 crop
-DETECTOR_THRESHOLD = 0.4    # official scratch threshold
 
 
 # --------------------------------------------------------------------------------------- full reference
@@ -195,8 +194,9 @@ def niqe(img: np.ndarray, params: NIQEParams, block: int = 96) -> float:
 
 
 # --------------------------------------------------------------------------------------- baseline
-TOPHAT_KERNEL = 9           # structuring element (px): wider than a scratch, narrower than most content
-TOPHAT_THRESHOLD = 0.12     # top-hat response (of 1) above which a pixel is a defect (chosen on val)
+TOPHAT_KERNEL = 7           # structuring element (px): wider than a scratch, narrower than most content
+TOPHAT_THRESHOLD = 0.25     # top-hat response (of 1) above which a pixel is a defect (both chosen on val:
+                            # scripts/choose_baseline_mask.py, 18.44 dB vs 16.63 at kernel 9, 0.12)
 
 
 def tophat_mask(img: np.ndarray, kernel: int = TOPHAT_KERNEL, threshold: float = TOPHAT_THRESHOLD) -> np.ndarray:
@@ -388,7 +388,7 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
     denoising + Telea inpainting of its own morphological top-hat mask, never our detector's: what a user could
     run instead); ours (`Restorer` with the weights, default options plus `options`). Per photo and on average:
     the whole image and, separately, every face dlib finds on the clean image (box grown by 20 %). Scratch
-    detector: ROC AUC/F1 against the synthetic masks (threshold 0.4), false-positive pixel rate on the photos
+    detector: ROC AUC/F1 against the synthetic masks (at the detector's operating point), false-positive pixel rate on the photos
     without structured defects, and the accuracy of the `auto` decision on both kinds. Real photos: NIQE on
     the 1927 photo, and a review grid (input / ours / mask) of every real old photo in the data folder (never
     trained on).
@@ -412,13 +412,14 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
         textures = TextureBank.from_dir(data)
     no_defects = with_overrides(DEFAULT, defects_prob=0.0)
 
+    from oldphoto.pipeline import Restorer, RestoreOptions
+
     models = None
     ours_note = None
     restorer = None
     opts = None
     if weights is not None:
         from oldphoto.models import ModelSet
-        from oldphoto.pipeline import Restorer, RestoreOptions
 
         models = ModelSet.from_weights_dir(weights)
         need = ["vae_a", "mapping_quality", "vae_b_quality"]
@@ -432,6 +433,10 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
     else:
         ours_note = "no --weights given"
     has_detector = models is not None and models.has("scratch_unet")
+    if has_detector:
+        from oldphoto.stages.scratch import ScratchDetectionStage
+
+        threshold = ScratchDetectionStage(models, opts or RestoreOptions()).operating_point()[0]
 
     per_photo = []
     grid_rows = []
@@ -452,11 +457,11 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
         det_mask = None
         if has_detector:
             prob = _detector_probs(models, d.degraded)
-            det_mask = prob >= DETECTOR_THRESHOLD
+            det_mask = prob >= threshold
             if d.mask.any() and not d.mask.all():
                 all_scores.append(prob.ravel())
                 all_labels.append(d.mask.ravel() > 0.5)
-            fp = _detector_probs(models, u.degraded) >= DETECTOR_THRESHOLD
+            fp = _detector_probs(models, u.degraded) >= threshold
             fp_pixels += int(fp.sum())
             fp_total += fp.size
             entry["fp_rate_no_defects"] = float(fp.mean())
@@ -507,7 +512,7 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
     if has_detector and all_scores:
         s = np.concatenate(all_scores)
         y = np.concatenate(all_labels)
-        detector = {"auc": roc_auc(s, y), "f1": f1(s >= DETECTOR_THRESHOLD, y), "threshold": DETECTOR_THRESHOLD,
+        detector = {"auc": roc_auc(s, y), "f1": f1(s >= threshold, y), "threshold": threshold,
                     "pixels": int(y.size), "positive_fraction": float(y.mean()),
                     "fp_rate_no_defects": fp_pixels / max(1, fp_total)}
     else:

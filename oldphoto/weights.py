@@ -232,6 +232,14 @@ def save_weights(
     return file_sha256(path)
 
 
+def set_operating_point(path: str | os.PathLike[str], point: Mapping[str, Any]) -> str:
+    """Store the settings chosen for a trained network (e.g. the detector's threshold, chosen on val) in its file's
+    provenance as "operating_point"; same tensors, same storage precision. Returns the new file sha256."""
+    module, info = load_weights(path)
+    prov = {**info.provenance, "operating_point": dict(point)}
+    return save_weights(path, module, info.network, info.config, provenance=prov, fp16=info.dtype == "float16")
+
+
 def _write_safetensors(path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """safetensors.torch.save, with the JSON header re-serialised with sorted keys: the library keeps
     metadata in a hash map, so its header order (and hence the file's sha256) varies between runs."""

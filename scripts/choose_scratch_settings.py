@@ -8,7 +8,8 @@ without local defects (a photo with no structured defect: every detected pixel i
 threshold the script prints the false-positive pixel rate on the photos without defects, F1 and recall on the
 scratched ones, and the coverage rule (minimum share of detected pixels) that best separates the two kinds,
 with its accuracy. The rule chosen: the lowest threshold whose false-positive rate is at most half the 0.5 %
-budget, with the coverage cut of best accuracy (ties: the lower cut). Never run this on the test split to choose.
+budget, with the coverage cut of best accuracy (ties: the lower cut). `--write` stores it in the detector file
+("operating_point" in its metadata), which the pipeline then uses. Never run this on the test split to choose.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--fp-budget", type=float, default=0.0025)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--write", action="store_true", help="store the chosen operating point in the detector file")
     a = ap.parse_args()
 
     from oldphoto.data import dataset as odata
@@ -76,6 +78,16 @@ def main() -> None:
         with open(a.json, "w") as f:
             json.dump({"split": a.split, "seeds": a.seeds, "photos": len(recs), "rows": rows, "chosen": chosen}, f,
                       indent=1)
+    if a.write:
+        from oldphoto.weights import set_operating_point
+
+        path = models.path("scratch_unet")
+        set_operating_point(path, {
+            "threshold": chosen["threshold"], "auto_min_coverage": chosen["auto_min_coverage"],
+            "chosen_on": f"{a.split} split, {len(recs)} photos x {a.seeds} seeds (scripts/choose_scratch_settings.py)",
+            "val_fp_rate": round(chosen["fp_rate"], 5), "val_auto_accuracy": round(chosen["auto_accuracy"], 4),
+            "val_f1": round(chosen["f1"], 4)})
+        print(f"wrote the operating point into {path}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from oldphoto.cli import app
 from oldphoto.models import ModelSet, make_random_weights
 from oldphoto.pipeline import (ItemState, ModelSource, Restorer, RestoreOptions, build_stages, build_stages_from_source,
                                check_models)
+from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE
 from oldphoto.provenance import ItemProvenance
 
 pytestmark = pytest.mark.timeout(600)
@@ -211,7 +212,8 @@ def test_scratch_modes_with_controllable_detector(weights_dir, mode):
     assert any("mapping_scratch" in c for c in ckpts) and not any("mapping_quality" in c for c in ckpts)
     if mode == "auto":                                                        # a clean photo: quality path
         st2 = r.run("clean.png", _png(clean))
-        assert st2.provenance.mask_coverage < RestoreOptions().auto_scratch_min_coverage
+        assert st2.provenance.mask_coverage < AUTO_SCRATCH_MIN_COVERAGE        # no operating point in random weights
+        assert st2.provenance.parameters["auto_scratch_min_coverage_used"] == AUTO_SCRATCH_MIN_COVERAGE
         assert "mask.png" in st2.files and st2.provenance.parameters["global_path"] == "quality"
 
 
@@ -377,3 +379,24 @@ def test_face_strength_zero_keeps_the_face_and_is_validated(weights_dir):
     assert st.provenance.faces and st.provenance.faces[0].applied is False
     with pytest.raises(ValueError, match="between 0 and 1"):
         RestoreOptions(face_strength=1.5)
+
+
+def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_dir):
+    import shutil
+
+    from oldphoto.weights import read_info, set_operating_point
+
+    w = tmp_path / "w"
+    shutil.copytree(weights_dir, w)
+    before = read_info(w / "scratch_unet.safetensors")
+    set_operating_point(w / "scratch_unet.safetensors", {"threshold": 0.9, "auto_min_coverage": 0.5})
+    after = read_info(w / "scratch_unet.safetensors")
+    assert after.payload_sha256 == before.payload_sha256 and after.dtype == before.dtype   # same tensors
+    img = np.asarray(Image.fromarray(skdata.astronaut()).resize((320, 256), Image.BICUBIC))
+    scratched, _ = draw_scratches(img)
+    st = _restorer(w, scratch="auto").run("s.png", _png(scratched))
+    p = st.provenance.parameters
+    assert p["scratch_threshold_used"] == 0.9 and p["auto_scratch_min_coverage_used"] == 0.5
+    assert p["global_path"] == "quality"              # 4 drawn lines cover far less than half the photo
+    st = _restorer(w, scratch="auto", auto_scratch_min_coverage=0.001).run("s.png", _png(scratched))  # override
+    assert st.provenance.parameters["global_path"] == "scratch"

@@ -23,9 +23,12 @@ from oldphoto import __version__
 from oldphoto.imageops.io import DEFAULT_MAX_PIXELS, DecodedImage
 from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, StageRecord
 
-# `--scratch auto` uses the scratch path only when the detector marks at least this fraction of the pixels
-# (0.1 %: one 2-pixel-wide scratch across a 2000-pixel photo). Below it, isolated false positives would only
-# punch white holes into a photo without scratches, so the quality path is used.
+# The detector's operating point: the pixel threshold on its sigmoid, and the share of detected pixels from which
+# `--scratch auto` takes the scratch path (below it, isolated false positives would only punch holes into a photo
+# without scratches, so the quality path is used). These defaults (the official threshold 0.4; 0.1 %: one
+# 2-pixel-wide scratch across a 2000-pixel photo) apply to official checkpoints; our weights carry their own,
+# chosen on val (`scripts/choose_scratch_settings.py`) and stored in the detector file's metadata
+# ("operating_point"); RestoreOptions can override both.
 AUTO_SCRATCH_MIN_COVERAGE = 0.001
 SCRATCH_THRESHOLD = 0.4
 # An enhanced face is applied only when its low-frequency PSNR against the scan's own face
@@ -46,7 +49,8 @@ class RestoreOptions:
     tile_overlap: int = 32                # blend band between tiles
     tile_halo: int = 32                   # discarded context around each tile
     detector_tile: int = 1024             # detector tiles (at its working size; normal photos are one tile)
-    auto_scratch_min_coverage: float = AUTO_SCRATCH_MIN_COVERAGE
+    scratch_threshold: float | None = None          # None: the detector's own operating point (see above)
+    auto_scratch_min_coverage: float | None = None  # None: the detector's own operating point
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_batch: int = 8                   # faces per enhancement forward pass
     face_strength: float = 1.0            # blend strength of an enhanced face, 0..1

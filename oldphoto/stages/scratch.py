@@ -8,8 +8,9 @@ tiles (`run_tiled`, `options.detector_tile`) so even a very elongated scan has a
 photo is one tile at the working size.
 
 `--scratch off` skips the stage. `--scratch on` always uses the scratch path. `--scratch auto` uses it only
-when the mask covers at least `options.auto_scratch_min_coverage` of the pixels (default 0.1 %, see
-`AUTO_SCRATCH_MIN_COVERAGE`); the mask is saved whenever the detector ran.
+when the mask covers at least the auto coverage of the pixels; the mask is saved whenever the detector ran. The
+pixel threshold and the auto coverage are the detector's operating point (`operating_point`: the weights file's
+own, chosen on val, else the official 0.4 and 0.1 %; options override), recorded in provenance parameters.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from PIL import Image
 
 from oldphoto.imageops.geometry import detector_size, full_size_16, run_tiled
 from oldphoto.imageops.io import to_uint
-from oldphoto.stages.base import SCRATCH_THRESHOLD, ItemState, Stage
+from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, SCRATCH_THRESHOLD, ItemState, Stage
 
 
 def nearest_indices(n_out: int, n_in: int) -> np.ndarray:
@@ -57,6 +58,14 @@ class ScratchDetectionStage(Stage):
     name = "scratch_detection"
     role = "scratch_unet"
 
+    def operating_point(self) -> tuple[float, float]:
+        """(pixel threshold, auto minimum coverage): options, else the weights' own, else the official defaults."""
+        own = self.models.operating_point(self.role) if hasattr(self.models, "operating_point") else {}
+        t = self.options.scratch_threshold
+        c = self.options.auto_scratch_min_coverage
+        return (float(t if t is not None else own.get("threshold", SCRATCH_THRESHOLD)),
+                float(c if c is not None else own.get("auto_min_coverage", AUTO_SCRATCH_MIN_COVERAGE)))
+
     def process(self, state: ItemState) -> None:
         opts = self.options
         if opts.scratch == "off":
@@ -69,9 +78,12 @@ class ScratchDetectionStage(Stage):
             x, rounded = detector_input(pixels)
             logits = run_tiled(lambda t: net(t), x[0].numpy(), out_channels=1, tile=opts.detector_tile,
                                overlap=32, halo=64, multiple=16, device=opts.device)
-            small = (1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))) >= SCRATCH_THRESHOLD
+            threshold, min_coverage = self.operating_point()
+            small = (1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))) >= threshold
             mask = mask_to_size(small, rounded, pixels.shape[:2])
             state.mask = mask
             coverage = float(mask.mean())
             state.provenance.mask_coverage = round(coverage, 6)
-            state.use_scratch = opts.scratch == "on" or coverage >= opts.auto_scratch_min_coverage
+            state.provenance.parameters.update(scratch_threshold_used=threshold,
+                                               auto_scratch_min_coverage_used=min_coverage)
+            state.use_scratch = opts.scratch == "on" or coverage >= min_coverage
