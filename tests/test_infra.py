@@ -183,6 +183,6 @@ def test_prefect_yaml_entrypoints_import(prefect_yaml):
     assert {"restore-archive/nightly", "restore-archive/on-demand", "reprocess-failed/on-demand"} <= seen
     nightly = next(d for d in deps if d["name"] == "nightly")
     assert nightly["schedules"][0]["cron"] and nightly["schedules"][0]["active"]
-    wanted = {"source", "destination", "catalog_url", "scratch", "limit", "reprocess_failed", "ray_address", "weights"}
+    wanted = {"source", "destination", "catalog", "scratch", "tone_match", "tile", "colour", "options", "limit", "reprocess_failed", "ray_address", "weights"}
     flow = importlib.import_module("flows.restore_archive").restore_archive
     assert wanted <= set(inspect.signature(flow.fn).parameters)

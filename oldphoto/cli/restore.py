@@ -161,7 +161,7 @@ def restore(
     console.print(f"[bold]{done} of {len(todo)} restored[/bold] in {elapsed:.1f} s into {out}"
                   + (f"; {len(already)} already done (skipped)" if already else "")
                   + (f"; {len(listing.skipped)} not inputs (hidden or not images, skipped)" if listing.skipped else "")
-                  + (f"; catalog run {run_id}" if run_id else ""), highlight=False)
+                  + (f"; catalog run {run_id}" if run_id else ""), highlight=False, soft_wrap=True)
     if stage_seconds:
         console.print("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds.items() if v),
                       highlight=False)

@@ -269,10 +269,37 @@ def ensure_ray(config: DistributedConfig) -> None:
         return
     address = config.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        use_cluster_token()
         ray.init(address=address, log_to_driver=False)
     else:
         # "local": a new embedded session, never some other Ray that happens to run on this machine
         ray.init(address="local", num_cpus=config.local_num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def ray_token_available() -> bool:
+    """A Ray auth token is at hand: $RAY_AUTH_TOKEN, the file $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def use_cluster_token() -> None:
+    """Before connecting to an existing cluster by address: Ray (2.59+) turns token authentication on by
+    default on `ray start --head`, but a driver given an explicit address never sends the token unless
+    RAY_AUTH_MODE=token, and fails with InvalidAuthToken. So, when RAY_AUTH_MODE is not set and a token is
+    at hand, use it (a head started with RAY_AUTH_MODE=disabled ignores it)."""
+    if "RAY_AUTH_MODE" not in os.environ and ray_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:      # Ray caches its config at import: refresh it, as Ray itself does when it turns token mode on
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception as e:  # noqa: BLE001 - then only the environment (read by a fresh import) says so
+            log.debug("could not refresh Ray's config: %s", e)
 
 
 def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSource, config: DistributedConfig,
