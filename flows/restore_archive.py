@@ -90,6 +90,7 @@ def plan_run(source: str | None, destination: str | None, limit: int | None, rep
     fingerprint (or, reprocess_failed, the catalog's failed items, written where their last run wrote)."""
     logger = get_run_logger()
     cat = _catalog(catalog)
+    cat.upgrade()
     if reprocess_failed:
         failed = cat.failed_items()
         if source:
@@ -121,9 +122,7 @@ def plan_run(source: str | None, destination: str | None, limit: int | None, rep
 
 @task(name="open-run", **RETRIES)
 def open_run(catalog: str | None, parameters: dict[str, Any], fingerprint: str, flow_run_id: str | None) -> str:
-    cat = _catalog(catalog)
-    cat.upgrade()
-    return cat.start_run(parameters, flow_run_id=flow_run_id, fingerprint=fingerprint)
+    return _catalog(catalog).start_run(parameters, flow_run_id=flow_run_id, fingerprint=fingerprint)
 
 
 @task(name="close-run", **RETRIES)

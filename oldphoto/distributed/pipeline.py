@@ -349,6 +349,9 @@ def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSour
     if not items:
         return
     ensure_ray(config)
+    import ray
+
+    config = config.fitted(ray.cluster_resources())       # GPUs for the model pools where the cluster has them
     seen: set[str] = set()
     for res in _stream(items, destination, source, config):
         if res.uri not in seen:
