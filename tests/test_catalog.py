@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from lxml import etree
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_data import CK_MAP, CK_VAE, make_prov, writer  # noqa: E402
@@ -430,8 +431,10 @@ def test_cli_commands(url, tmp_path):
     from oldphoto.cli import app
 
     cli = CliRunner()
-    r = cli.invoke(app, ["catalog", "status", "--url", url])
+    r = cli.invoke(app, ["catalog", "status", "--catalog", url])
     assert r.exit_code == 1 and "oldphoto catalog init" in r.output
+    if url.startswith("sqlite"):               # looking at a catalog that is not there creates no empty one
+        assert "nothing was created" in r.output and not Path(make_url(url).database).exists()
     r = cli.invoke(app, ["catalog", "init", "--url", url])
     assert r.exit_code == 0 and "Created catalog" in r.output and "0002" in r.output
     r = cli.invoke(app, ["catalog", "upgrade", "--url", url])

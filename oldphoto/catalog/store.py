@@ -329,8 +329,16 @@ class Catalog:
 
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
+    def _missing_sqlite_file(self) -> bool:
+        """A SQLite catalog whose file does not exist yet (reading it must not create an empty one)."""
+        db = make_url(self.url).database if self.dialect == "sqlite" else None
+        return bool(db) and db != ":memory:" and not db.startswith("file:") and not Path(db).expanduser().exists()
+
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
+
+        if self._missing_sqlite_file():
+            return None
 
         try:
             with self.engine.connect() as conn:
@@ -382,6 +390,9 @@ class Catalog:
         if self._checked:
             return
         current, head = self.current_revision(), self.head_revision()
+        if current is None and self._missing_sqlite_file():
+            raise CatalogError(f"no catalog at {make_url(self.url).database} (nothing was created): check "
+                               "--catalog / $OLDPHOTO_CATALOG, or create one with `oldphoto catalog init`")
         if current != head:
             how = "oldphoto catalog init" if current is None else "oldphoto catalog upgrade"
             raise CatalogError(f"the catalog {self!r} is at schema revision {current or 'none'}, this oldphoto "
