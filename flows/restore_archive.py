@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -27,8 +27,8 @@ from prefect.states import Completed, Failed
 
 from oldphoto.distributed import DistributedConfig, StageSource, WeightsSource, ensure_ray
 from oldphoto.distributed.pipeline import ItemResult, iter_pipeline, run_parameters
-from oldphoto.lifecycle import (Heartbeat, Recorder, SkippedInput, WorkItem, list_inputs, plan_items,
-                                with_catalog_retry)
+from oldphoto.lifecycle import (Heartbeat, Recorder, SkippedInput, WorkItem, claim_items, list_inputs,
+                                plan_items, with_catalog_retry)
 from oldphoto.progress import ItemProgress
 from oldphoto.storage import open_storage
 
@@ -81,6 +81,7 @@ class Plan:
     already_done: list[WorkItem]
     not_inputs: list[SkippedInput]
     destination: str
+    busy: list[WorkItem] = field(default_factory=list)       # held by another run at work
 
 
 @task(name="plan-items", **RETRIES)
@@ -123,6 +124,15 @@ def plan_run(source: str | None, destination: str | None, limit: int | None, rep
 @task(name="open-run", **RETRIES)
 def open_run(catalog: str | None, parameters: dict[str, Any], fingerprint: str, flow_run_id: str | None) -> str:
     return _catalog(catalog).start_run(parameters, flow_run_id=flow_run_id, fingerprint=fingerprint)
+
+
+@task(name="claim-items", **RETRIES)
+def claim_run_items(catalog: str | None, run_id: str, items: list[WorkItem]) -> tuple[list[WorkItem], list[WorkItem]]:
+    """Lease the items to this run in the catalog: two runs at once never compute an item twice."""
+    mine, busy = claim_items(items, _catalog(catalog), run_id)
+    if busy:
+        get_run_logger().info("%d item(s) are being restored by another run: skipped", len(busy))
+    return mine, busy
 
 
 @task(name="close-run", **RETRIES)
@@ -168,6 +178,7 @@ def _brief(res: ItemResult) -> dict[str, Any]:
 def summarise(results: list[dict[str, Any]], plan: Plan, run_id: str) -> tuple[dict[str, Any], str]:
     destination = plan.destination
     skipped = ([{"uri": it.uri, "reason": "already done with these weights and options"} for it in plan.already_done]
+               + [{"uri": it.uri, "reason": "being restored by another run"} for it in plan.busy]
                + [{"uri": s.uri, "reason": s.reason} for s in plan.not_inputs])
     counts = {s: sum(r["status"] == s for r in results) for s in ("done", "failed")}
     counts["skipped"] = len(skipped)
@@ -177,8 +188,8 @@ def summarise(results: list[dict[str, Any]], plan: Plan, run_id: str) -> tuple[d
     lines = [f"# Restore run `{run_id}`", "", f"Destination: `{destination}`", "",
              "| done | failed | skipped | total |", "|---:|---:|---:|---:|",
              f"| {counts['done']} | {counts['failed']} | {counts['skipped']} | {counts['total']} |", "",
-             f"Skipped: {len(plan.already_done)} already done, {len(plan.not_inputs)} not inputs (hidden files, "
-             "not images).", ""]
+             f"Skipped: {len(plan.already_done)} already done, {len(plan.busy)} being restored by another run, "
+             f"{len(plan.not_inputs)} not inputs (hidden files, not images).", ""]
     if failures:
         lines += ["## Failures", "", "| item | reason |", "|---|---|"]
         lines += [f"| `{f['name']}` | {str(f['error']).replace('|', '/')} |" for f in failures] + [""]
@@ -229,6 +240,7 @@ def _restore(source: str | None, destination: str | None, catalog: str | None, o
                   "weights": stage_source.weights.spec(), "reprocess_failed": reprocess_failed, "limit": limit}
     run_id = open_run(catalog, run_params, fp, str(flow_run.id) if flow_run.id else None)
     stage_source.run_id = run_id
+    plan.todo, plan.busy = claim_run_items(catalog, run_id, plan.todo)
     with Heartbeat(_catalog(catalog), run_id):
         results = (restore_on_ray(plan.todo, plan.destination, stage_source, config, catalog, run_id)
                    if plan.todo else [])

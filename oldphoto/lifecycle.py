@@ -211,6 +211,15 @@ def plan_items(items: Sequence[WorkItem], catalog: Any, fingerprint: str) -> tup
     return todo, skipped
 
 
+def claim_items(items: Sequence[WorkItem], catalog: Any, run_id: str | None) -> tuple[list[WorkItem], list[WorkItem]]:
+    """(this run's, held by another run): the items leased to this run in the catalog (`Catalog.claim`), so
+    that two runs at once compute each item once. No catalog: every item is this run's."""
+    if catalog is None or not items:
+        return list(items), []
+    mine = with_catalog_retry(lambda: catalog.claim([(it.uri, it.name) for it in items], run_id))
+    return [it for it in items if it.uri in mine], [it for it in items if it.uri not in mine]
+
+
 def _same_bytes(uri: str, sha256: str | None, size: int | None) -> bool:
     try:
         store = open_storage(uri)
@@ -374,4 +383,4 @@ class Heartbeat:
 
 
 __all__ = ["WorkItem", "SkippedInput", "Listing", "list_inputs", "output_names", "safe_part", "item_base",
-           "run_fingerprint", "plan_items", "read_input", "start_item", "write_item", "Recorder", "Heartbeat", "with_catalog_retry", "MAX_PART_BYTES"]
+           "run_fingerprint", "plan_items", "claim_items", "read_input", "start_item", "write_item", "Recorder", "Heartbeat", "with_catalog_retry", "MAX_PART_BYTES"]

@@ -286,3 +286,25 @@ def test_postgres_outage_delays_recording_and_loses_nothing(tmp_path, weights):
         run = cat.runs()[0]
         assert (run.state, run.n_done) == ("finished", len(names))
         _agree(cat, src, out, names)
+
+
+# ----------------------------------------------------------------------------------------- two runs at once
+def test_two_runs_at_once_compute_each_item_once(tmp_path, weights):
+    src, out = tmp_path / "scans", tmp_path / "out"
+    names = [f"s{i:02d}" for i in range(6)]
+    _tree(src, {f"{n}.png": _png(side=64, seed=i) for i, n in enumerate(names)})
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    Catalog(url).upgrade()
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(_restore_cmd(src, out, weights, url), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    cat = Catalog(url)
+    runs = cat.runs()
+    assert len(runs) == 2 and all(r.state == "finished" for r in runs)
+    assert sum(r.n_done for r in runs) == len(names)                     # each item computed once
+    assert all(r.n_done + r.n_skipped == len(names) for r in runs)
+    assert cat.status_counts()["done"] == len(names) and _no_part_files(out) == []
+    _agree(cat, src, out, names)                                         # provenance names the catalog's run

@@ -492,6 +492,10 @@ class Catalog:
                 finished=utcnow(), n_items=sum(counts.values()) + skipped, n_done=counts.get("done", 0),
                 n_failed=counts.get("failed", 0), n_skipped=counts.get("skipped", 0) + skipped,
                 state="finished", reason=reason))
+            # a lease this run still holds (its item never got recorded) ends here, with the reason
+            conn.execute(update(items_t).where(items_t.c.last_run_id == run_id, items_t.c.status == "running")
+                         .values(status="failed", last_error="its run ended before the item was recorded",
+                                 updated=utcnow()))
 
         self._write(go)
         return self.run(run_id)
@@ -535,6 +539,41 @@ class Catalog:
             inp = x.input if isinstance(x, ItemProvenance) else x
             provs.append(ItemProvenance(input=inp, status="running", run_id=run_id, started=now))
         return self.record_many(provs, run_id)
+
+    def claim(self, items: Sequence[tuple[str, str]], run_id: str) -> set[str]:
+        """Lease items to `run_id` (their status becomes "running", `last_run_id` this run) so that concurrent
+        runs compute each item once; `items`: (source URI, name) pairs. An item is not claimed while another
+        open run holds it, nor when another run with the same fingerprint finished it after this run started
+        (the plan of this run could not see that). Returns the source URIs this run holds. A lease ends when the
+        item is recorded, or when its run is closed as aborted (`close_dead_runs`)."""
+        fp, _ = self._run(run_id)
+        cid = self._ensure_collection()
+        started = self._read(lambda c: c.execute(select(runs_t.c.started).where(runs_t.c.id == run_id)).scalar_one())
+        mine: set[str] = set()
+        ordered = sorted(dict(items).items())
+        for chunk in _chunks(ordered, BATCH):
+            def go(conn: Connection, chunk: Sequence[tuple[str, str]] = chunk) -> set[str]:
+                if self.dialect == "postgresql":        # one claimer at a time: each sees the others' leases
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242170002)")
+                now = utcnow()
+                conn.execute(self._insert(items_t).on_conflict_do_nothing(
+                    index_elements=["collection_id", "source_uri"]),
+                    [dict(collection_id=cid, source_uri=u, name=n, status="pending", attempts=0, version=1,
+                          created=now, updated=now) for u, n in chunk])
+                uris = [u for u, _ in chunk]
+                other_open = select(runs_t.c.id).where(runs_t.c.state == "running", runs_t.c.id != run_id)
+                same_fp = select(runs_t.c.id).where(runs_t.c.fingerprint == fp, runs_t.c.id != run_id)
+                conn.execute(update(items_t).where(
+                    items_t.c.collection_id == cid, items_t.c.source_uri.in_(uris),
+                    ~((items_t.c.status == "running") & items_t.c.last_run_id.in_(other_open)),
+                    ~((items_t.c.status == "done") & items_t.c.last_run_id.in_(same_fp)
+                      & (items_t.c.updated >= started)))
+                    .values(status="running", last_run_id=run_id, updated=now))
+                return set(conn.execute(select(items_t.c.source_uri).where(
+                    items_t.c.collection_id == cid, items_t.c.source_uri.in_(uris), items_t.c.status == "running",
+                    items_t.c.last_run_id == run_id)).scalars())
+            mine |= self._write(go)
+        return mine
 
     def add_items(self, inputs: Iterable[InputRecord | str]) -> int:
         """Register items as pending (what a night's run has to do); existing items are left as they are.

@@ -74,8 +74,8 @@ def restore(
     from rich.table import Table
 
     from oldphoto.progress import ItemProgress
-    from oldphoto.lifecycle import (Heartbeat, Recorder, list_inputs, plan_items, start_item, with_catalog_retry,
-                                    write_item)
+    from oldphoto.lifecycle import (Heartbeat, Recorder, claim_items, list_inputs, plan_items, start_item,
+                                    with_catalog_retry, write_item)
     from oldphoto.pipeline import Restorer, RestoreOptions, check_models
 
     console = Console(stderr=True)
@@ -119,6 +119,7 @@ def restore(
             console.print(f"[bold red]error:[/bold red] cannot open the catalog: {e}", highlight=False)
             raise typer.Exit(2)
     todo, already = plan_items(listing.items, cat, fp)
+    todo, busy = claim_items(todo, cat, run_id)          # not what another run at work holds
     record = Recorder(cat, run_id, warn=lambda m: console.print(f"[yellow]{m}[/yellow]", highlight=False))
 
     restorer = Restorer(models, options)
@@ -148,7 +149,7 @@ def restore(
                 failures.append((item.uri, state.error or "failed"))
             state.files.clear()
             progress.advance(failed=state.failed, name=item.name)
-    n_skipped = len(already) + len(listing.skipped)
+    n_skipped = len(already) + len(busy) + len(listing.skipped)
     if cat is not None:
         try:
             with_catalog_retry(lambda: cat.finish_run(run_id, skipped=n_skipped,
@@ -160,6 +161,7 @@ def restore(
     done = len(todo) - len(failures)
     console.print(f"[bold]{done} of {len(todo)} restored[/bold] in {elapsed:.1f} s into {out}"
                   + (f"; {len(already)} already done (skipped)" if already else "")
+                  + (f"; {len(busy)} being restored by another run (skipped)" if busy else "")
                   + (f"; {len(listing.skipped)} not inputs (hidden or not images, skipped)" if listing.skipped else "")
                   + (f"; catalog run {run_id}" if run_id else ""), highlight=False, soft_wrap=True)
     if stage_seconds:
