@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oldphoto.stages.base import run_stage
 from oldphoto.stages import (DecodeStage, EncodeStage, FaceStage, GlobalRestorationStage, ItemState, ModelSource,
                              RestoreOptions, ScratchDetectionStage, Stage)
 
@@ -49,5 +50,5 @@ class Restorer:
     def process(self, state: ItemState) -> ItemState:
         """Run every stage on a prepared state (a state that already failed only gets its provenance.json)."""
         for stage in self.stages:
-            state = stage(state)
+            state = run_stage(stage, state)
         return state

@@ -149,8 +149,10 @@ def _fail_state(state, role: str, message: str):
 
 
 def _run_stage(stage, state, role: str):
+    from oldphoto.stages.base import run_stage
+
     try:
-        return stage(state)
+        return run_stage(stage, state)
     except Exception as exc:  # a stage must not raise; if one does, it is this item's error, not the run's
         log.warning("stage %s raised on %s: %s", role, state.uri, exc)
         return _fail_state(state, role, f"{type(exc).__name__}: {exc}")
