@@ -308,3 +308,47 @@ def test_two_runs_at_once_compute_each_item_once(tmp_path, weights):
     assert all(r.n_done + r.n_skipped == len(names) for r in runs)
     assert cat.status_counts()["done"] == len(names) and _no_part_files(out) == []
     _agree(cat, src, out, names)                                         # provenance names the catalog's run
+
+
+# ---------------------------------------------------------------------------------- S3 down for a while
+def test_s3_down_mid_run_is_retried(tmp_path, weights):
+    from moto.server import ThreadedMotoServer
+
+    from services import FAKE_AWS, free_port, patched_env
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    names = [f"s{i:02d}" for i in range(6)]
+    try:
+        env = {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        with patched_env(env):
+            import boto3
+
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket="scans")
+            for i, n in enumerate(names):
+                s3.put_object(Bucket="scans", Key=f"night/{n}.png", Body=_png(side=64, seed=i))
+        out = tmp_path / "out"
+        url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+        penv = {**os.environ, **env, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "OMP_NUM_THREADS": "1"}
+        cmd = _restore_cmd(tmp_path, out, weights, url)
+        cmd[cmd.index(str(tmp_path))] = "s3://scans/night/"
+        proc = subprocess.Popen(cmd, env=penv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(out.glob("*/provenance.json")):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        server.stop()                         # the S3 endpoint goes away (connections refused) ...
+        time.sleep(8)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()                        # ... and comes back with the same buckets
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, output
+    cat = Catalog(url)
+    assert cat.status_counts()["done"] == len(names)
+    for n in names:
+        assert json.loads((out / n / "provenance.json").read_text())["status"] == "done"

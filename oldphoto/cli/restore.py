@@ -49,7 +49,8 @@ def _open_catalog(url: str, options, models, extra: dict):
 
 # ------------------------------------------------------------------------------------------- command
 def restore(
-    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of scans (searched recursively)."),
+    inputs: list[str] = typer.Argument(..., help="Image files and/or folders of scans (searched recursively), or "
+                                                 "s3://bucket/prefix/."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one sub-folder per input."),
     scratch: str = typer.Option("auto", "--scratch",
                                 help="auto: detect scratches and repair them when found; on: always; off: never."),
