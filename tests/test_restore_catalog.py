@@ -79,5 +79,8 @@ def test_catalog_provenance_matches_provenance_json(tmp_path: Path):
     # the PREMIS record carries the same checkpoints as the provenance
     premis = cat.premis_xml(grace.input.uri)
     assert "<premis:originalName>grace.jpg</premis:originalName>" in premis
+    # the tone transfer (on by default) changes pixels: its own event, with its parameters
+    tone = [e for e in events if e["event_type"] == "modification"]
+    assert len(tone) == 1 and "tone transfer" in tone[0]["detail"] and "sigma" in tone[0]["outcome_detail"]
     for ck in grace.checkpoints():
         assert ck.sha256 in premis

@@ -6,6 +6,7 @@ Event types follow the Library of Congress PREMIS eventType vocabulary:
   load (decode + checks)      -> "validation"
   scratch_detection           -> "creation"          (a defect mask is created)
   global_restoration          -> "creation"          (a restored derivative is created; the original is untouched)
+  tone transfer (in global)   -> "modification"      (with its parameters, when tone matching was on)
   face_detection              -> "metadata extraction" (face boxes and landmarks)
   face_enhancement, blending  -> "creation"
   write                       -> "information package creation" (outputs + provenance.json stored)
@@ -114,6 +115,14 @@ def events_for(prov: ItemProvenance, run_id: str, fallback_time: datetime) -> li
             note = f"{len(prov.faces)} face(s)"
         add(EVENT_TYPES.get(s.name, "creation"), detail, t, OUTCOMES.get(s.status, s.status), note,
             [{"name": c.name, "file": c.file, "sha256": c.sha256} for c in s.checkpoints], outs)
+        tone = prov.parameters.get("tone_transfer") if s.name == "global_restoration" else None
+        if tone and s.status == "done":
+            # the tone transfer changes pixels too: its own event, with its parameters (it is the last step of
+            # the global restoration stage, so it ends when that stage ends)
+            params = ", ".join(f"{k}={v}" for k, v in sorted(tone.items())) if isinstance(tone, dict) else str(tone)
+            add("modification", f"tone transfer: the scan's local tone and colour carried onto the restored image "
+                f"by a guided filter, scratched pixels excluded (not in the official method; {params})", t,
+                "success", params, [], outs)
     if prov.status == "failed" and not any(s.status == "failed" for s in prov.stages):
         add("validation", "item processing", parse_time(prov.finished) or t, "failure", prov.error, [], [])
     return events
