@@ -265,7 +265,7 @@ def _options(scratch: str, hr: bool, faces: bool, colour: bool, tone_match: bool
 
 
 @flow(name="restore-archive", log_prints=True)
-def restore_archive(source: str | None = None, destination: str = "restored", catalog: str | None = None,
+def restore_archive(source: str | None = None, destination: str | None = None, catalog: str | None = None,
                     scratch: str = "auto", hr: bool = False, faces: bool = True, colour: bool = False,
                     tone_match: bool = True, tile: int = 512, options: dict[str, Any] | None = None,
                     limit: int | None = None, reprocess_failed: bool = False, ray_address: str | None = None,
