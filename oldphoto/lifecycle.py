@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from oldphoto.storage import IMAGE_SUFFIXES, Storage, StorageError, normalize, open_storage
+from oldphoto.storage import IMAGE_SUFFIXES, StorageError, normalize, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,8 @@ def list_inputs(roots: Sequence[str], exclude: str | None = None) -> Listing:
                 pairs = [(uri_root, os.path.basename(uri_root))]
         else:
             base = uri_root.rstrip("/")
-            try:
-                if store.fs.isfile(store._path(base)):
-                    pairs = [(base, base.rsplit("/", 1)[-1])]
-                else:
-                    pairs = [(u, store.relative(base, u)) for u in _find_remote(store, base)]
-            except FileNotFoundError:
-                raise StorageError(f"input location not found: {root}") from None
+            pairs = [(u, store.relative(base, u) if u != base else base.rsplit("/", 1)[-1])
+                     for u in store.find(base)]
         is_file_root = len(pairs) == 1 and pairs[0][0] == uri_root.rstrip("/")
         for uri, rel in pairs:
             if uri in seen:
@@ -126,13 +121,6 @@ def list_inputs(roots: Sequence[str], exclude: str | None = None) -> Listing:
     names = output_names([rel for _, rel in found], [uri for uri, _ in found])
     listing.items = [WorkItem(uri, name) for (uri, _), name in zip(found, names)]
     return listing
-
-
-def _find_remote(store: Storage, base: str) -> list[str]:
-    paths = store.fs.find(store._path(base))
-    if not paths and not store.fs.exists(store._path(base)):
-        raise FileNotFoundError(base)
-    return sorted(store.uri(p) for p in paths)
 
 
 # ------------------------------------------------------------------------------------------------- naming

@@ -13,7 +13,7 @@ import hashlib
 import os
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import fsspec
 
@@ -76,22 +76,19 @@ class Storage:
             return os.path.join(base, *parts)
         return posixpath.join(base, *parts)
 
-    def list_images(self, root: str, suffixes: Iterable[str] | None = None) -> list[str]:
-        """Every file under `root` (recursively), sorted; `suffixes` filters by extension (case-insensitive).
-        A root that is a single file gives that file. Hidden files (a path part starting with '.') are left out."""
+    def find(self, root: str) -> list[str]:
+        """Every file below `root` (recursively), as sorted URIs; a root that is a file gives that file. Which
+        of them are inputs is `oldphoto.lifecycle.list_inputs`'s business."""
         fs, path = self.fs, self._path(root)
         try:
             if fs.isfile(path):
                 return [self.uri(path)]
-            found = sorted(fs.find(path))
+            found = fs.find(path)
+            if not found and not fs.exists(path):
+                raise FileNotFoundError(path)
         except FileNotFoundError:
             raise StorageError(f"input location not found: {root}") from None
-        base = path.rstrip("/")
-        found = [p for p in found if not any(part.startswith(".") for part in p[len(base):].split("/") if part)]
-        if suffixes is not None:
-            sfx = tuple(s.lower() for s in suffixes)
-            found = [p for p in found if p.lower().endswith(sfx)]
-        return [self.uri(p) for p in found]
+        return sorted(self.uri(p) for p in found)
 
     def relative(self, root: str, uri: str) -> str:
         """`uri`'s path below `root` with '/' separators ('a/b.jpg'); the file name if `root` is the file."""

@@ -101,11 +101,12 @@ def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
             import boto3
 
             s3 = boto3.client("s3")
-            s3.create_bucket(Bucket="scans")
+            s3.create_bucket(Bucket="lifecycle-listing")     # moto's state is per process: names of our own
             for key in ("night/box1/a.png", "night/box1/../evil.png", "night/.hidden.png", "night/x.txt"):
-                s3.put_object(Bucket="scans", Key=key, Body=b"x")
-            listing = list_inputs(["s3://scans/night/"])
-            assert [(it.uri, it.name) for it in listing.items] == [("s3://scans/night/box1/a.png", "box1/a")]
+                s3.put_object(Bucket="lifecycle-listing", Key=key, Body=b"x")
+            listing = list_inputs(["s3://lifecycle-listing/night/"])
+            assert [(it.uri, it.name) for it in listing.items] == [("s3://lifecycle-listing/night/box1/a.png",
+                                                                    "box1/a")]
             assert {s.uri.rsplit("night/", 1)[1]: s.reason.split(" ")[0] for s in listing.skipped} == {
                 "box1/../evil.png": "unsafe", ".hidden.png": "hidden", "x.txt": "not"}
     finally:
@@ -326,15 +327,15 @@ def test_s3_down_mid_run_is_retried(tmp_path, weights):
             import boto3
 
             s3 = boto3.client("s3")
-            s3.create_bucket(Bucket="scans")
+            s3.create_bucket(Bucket="lifecycle-s3down")
             for i, n in enumerate(names):
-                s3.put_object(Bucket="scans", Key=f"night/{n}.png", Body=_png(side=64, seed=i))
+                s3.put_object(Bucket="lifecycle-s3down", Key=f"night/{n}.png", Body=_png(side=64, seed=i))
         out = tmp_path / "out"
         url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
         penv = {**os.environ, **env, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                 "OMP_NUM_THREADS": "1"}
         cmd = _restore_cmd(tmp_path, out, weights, url)
-        cmd[cmd.index(str(tmp_path))] = "s3://scans/night/"
+        cmd[cmd.index(str(tmp_path))] = "s3://lifecycle-s3down/night/"
         proc = subprocess.Popen(cmd, env=penv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 300
         while time.time() < deadline and not list(out.glob("*/provenance.json")):
