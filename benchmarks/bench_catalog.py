@@ -1,8 +1,10 @@
 """Catalog write/read throughput: record 10,000 items' results (7 stages, 2 checkpoints, 5 artefacts, a mask,
 a face, 8 PREMIS events each) and print seconds per 1,000 items.
 
-Baseline measured in the same run: recording items one by one (`record()`, one transaction per item), which is
-what a naive caller would do; the batched `record_many()` is what the CLI, Ray and Prefect paths use.
+Baseline measured in the same run: recording items one by one (`record()`, one transaction per item). That is
+what runs do (`oldphoto.lifecycle.Recorder`: each item recorded as soon as its files are written, so a crash loses
+no record); its cost per item is what to compare with the seconds an item takes to restore. The batched
+`record_many()` is for imports and re-recording.
 
     .venv/bin/python benchmarks/bench_catalog.py                  # temporary SQLite file
     .venv/bin/python benchmarks/bench_catalog.py --items 10000 --url postgresql+psycopg://user@host/db

@@ -1,122 +1,168 @@
 """Prefect flows for the nightly archive run: list a night's scans, restore them on Ray, record them in the catalog.
 
     restore-archive     source -> destination: every image below `source` not already done with these weights
-                        and parameters (same input sha256 + fingerprint = skipped); `reprocess_failed=True`
-                        retries only the items the catalog lists as failed.
-    reprocess-failed    the catalog's failed items again (after their files were replaced or a fix deployed).
+                        and options (decided on the driver from the catalog: same source URI, same input bytes,
+                        same fingerprint = skipped); `reprocess_failed=True` retries only the failed items.
+    reprocess-failed    the catalog's failed items again, written where their last run wrote.
 
-Deployments (prefect.yaml): `restore-archive/nightly` (cron) and `restore-archive/on-demand`, on a process
-work pool. Outputs go to DEST/NAME/... exactly as `oldphoto restore` writes them (restored image, mask, faces,
-review sheet, provenance.json). Each run ends with a summary artefact: counts, failures with their reasons,
-and where the review sheets are.
+The item lifecycle (listing, names, fingerprint, writes, per-item recording) is `oldphoto.lifecycle`, the one
+`oldphoto restore` runs. Outputs go to DEST/<path below SOURCE without extension>/... (restored image, mask,
+faces, review sheet, provenance.json). The catalog URL comes from $OLDPHOTO_CATALOG or a Prefect Secret block
+(`catalog=secret:NAME`), never from a parameter with a password. Each run ends with a summary artefact and
+DEST/_runs/RUN_ID/summary.json (best effort): counts, failures with their reasons, skipped files, review sheets;
+its final state is Completed (with a message naming the failures, if any) or Failed when every item failed.
 """
 from __future__ import annotations
 
+import json
 import os
-import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
 
-from oldphoto.distributed import DistributedConfig, StageSource, WeightsSource, WorkItem, ensure_ray, work_items
-from oldphoto.distributed.pipeline import DoneInCatalog, ItemResult, iter_pipeline, run_parameters
-from oldphoto.provenance import ItemProvenance
+from oldphoto.distributed import DistributedConfig, StageSource, WeightsSource, ensure_ray
+from oldphoto.distributed.pipeline import ItemResult, iter_pipeline, run_parameters
+from oldphoto.lifecycle import (Heartbeat, Recorder, SkippedInput, WorkItem, claim_items, list_inputs,
+                                plan_items, with_catalog_retry)
+from oldphoto.progress import ItemProgress
 from oldphoto.storage import open_storage
 
 RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
-RECORD_EVERY = 25          # results per catalog transaction while the pipeline streams
 SUMMARY_KEY = "restore-archive-summary"
+SECRET_PREFIX = "secret:"
 
 
-def catalog_url(url: str | None) -> str:
-    """The catalog URL (default: $OLDPHOTO_CATALOG, else a SQLite file in the working directory), with a
-    SQLite path made absolute so Ray workers in other directories open the same file."""
-    from oldphoto.catalog import default_url
+def catalog_url(spec: str | None) -> str:
+    """The catalog URL from the flow's `catalog` parameter: None = $OLDPHOTO_CATALOG; "secret:NAME" = the
+    URL held by the Prefect Secret block NAME; else a URL *without* a password (a password in a flow parameter
+    would be stored in Prefect's database and shown in its UI: refused). A relative SQLite path is made
+    absolute so Ray workers in other directories open the same file."""
+    from sqlalchemy.engine import make_url
 
-    url = url or default_url()
+    if spec is None or spec == "":
+        url = os.environ.get("OLDPHOTO_CATALOG")
+        if not url:
+            raise ValueError("no catalog: set OLDPHOTO_CATALOG on the worker (or pass catalog=secret:BLOCK, the "
+                             "name of a Prefect Secret block holding the URL)")
+    elif spec.startswith(SECRET_PREFIX):
+        from prefect.blocks.system import Secret
+
+        url = str(Secret.load(spec[len(SECRET_PREFIX):]).get())
+    else:
+        try:
+            has_password = make_url(spec).password is not None
+        except Exception:
+            raise ValueError("the catalog parameter is not a database URL") from None
+        if has_password:
+            raise ValueError("the catalog URL given as a flow parameter carries a password; flow parameters are "
+                             "stored in plain text by Prefect: put the URL in $OLDPHOTO_CATALOG on the worker or "
+                             "in a Prefect Secret block (catalog=secret:BLOCK)")
+        url = spec
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
         if url.startswith(prefix) and not url[len(prefix):].startswith(("/", ":memory:")) and url[len(prefix):]:
             return prefix + os.path.abspath(url[len(prefix):])
     return url
 
 
-@task(name="plan-items", **RETRIES)
-def plan_items(source: str | None, limit: int | None, reprocess_failed: bool, catalog: str) -> list[WorkItem]:
-    """The items of this run: the images below `source`, or (reprocess_failed) the catalog's failed items."""
-    logger = get_run_logger()
-    if reprocess_failed:
-        from oldphoto.catalog import Catalog
+def _catalog(spec: str | None):
+    from oldphoto.catalog import Catalog
 
-        failed = Catalog(catalog).failed_items()
+    return Catalog(catalog_url(spec))
+
+
+@dataclass
+class Plan:
+    todo: list[WorkItem]
+    already_done: list[WorkItem]
+    not_inputs: list[SkippedInput]
+    destination: str
+    busy: list[WorkItem] = field(default_factory=list)       # held by another run at work
+
+
+@task(name="plan-items", **RETRIES)
+def plan_run(source: str | None, destination: str | None, limit: int | None, reprocess_failed: bool,
+             catalog: str | None, fingerprint: str) -> Plan:
+    """The items of this run, decided here on the driver: the images below `source` not already done with this
+    fingerprint (or, reprocess_failed, the catalog's failed items, written where their last run wrote)."""
+    logger = get_run_logger()
+    cat = _catalog(catalog)
+    cat.upgrade()
+    if reprocess_failed:
+        failed = cat.failed_items()
         if source:
-            listed = {it.uri: it for it in work_items(source)}
+            listed = {it.uri: it for it in list_inputs([source]).items}
             items = [listed[f.source_uri] for f in failed if f.source_uri in listed]
         else:
             items = [WorkItem(f.source_uri, f.name) for f in failed]
+        if destination is None:
+            dests = {(cat.run(f.last_run_id).parameters or {}).get("destination") for f in failed if f.last_run_id}
+            dests.discard(None)
+            if len(dests) != 1:
+                raise ValueError(f"the failed items were written to {len(dests)} destinations "
+                                 f"({', '.join(sorted(map(str, dests))) or 'none recorded'}): pass `destination`")
+            destination = dests.pop()
         items = items[:limit] if limit else items
-        logger.info("reprocessing %d failed item(s)", len(items))
-        return items
+        logger.info("reprocessing %d failed item(s) into %s", len(items), destination)
+        return Plan(items, [], [], destination)
     if not source:
         raise ValueError("restore-archive needs `source` (s3://bucket/prefix/, file:///path or a folder)")
-    items = work_items(source, limit=limit)
-    logger.info("%d image(s) below %s", len(items), source)
-    return items
+    if destination is None:
+        raise ValueError("restore-archive needs `destination` (s3://bucket/prefix/, file:///path or a folder)")
+    listing = list_inputs([source])
+    items = listing.items[:limit] if limit else listing.items
+    todo, done = plan_items(items, cat, fingerprint)
+    logger.info("%d image(s) below %s: %d to do, %d already done; %d other file(s) skipped (hidden or not images)",
+                len(items), source, len(todo), len(done), len(listing.skipped))
+    return Plan(todo, done, listing.skipped, destination)
 
 
 @task(name="open-run", **RETRIES)
-def open_run(catalog: str, parameters: dict[str, Any], fingerprint: str, flow_run_id: str | None) -> str:
-    from oldphoto.catalog import Catalog
-
-    cat = Catalog(catalog)
-    cat.upgrade()
-    return cat.start_run(parameters, flow_run_id=flow_run_id, fingerprint=fingerprint)
+def open_run(catalog: str | None, parameters: dict[str, Any], fingerprint: str, flow_run_id: str | None) -> str:
+    return _catalog(catalog).start_run(parameters, flow_run_id=flow_run_id, fingerprint=fingerprint)
 
 
-@task(name="register-results", **RETRIES)
-def register_results(catalog: str, run_id: str, records: list[dict[str, Any]]) -> int:
-    """Record finished items in the catalog (idempotent: re-recording an item of a run replaces it)."""
-    from oldphoto.catalog import Catalog
-
-    return Catalog(catalog).record_many([ItemProvenance.from_dict(r) for r in records], run_id)
+@task(name="claim-items", **RETRIES)
+def claim_run_items(catalog: str | None, run_id: str, items: list[WorkItem]) -> tuple[list[WorkItem], list[WorkItem]]:
+    """Lease the items to this run in the catalog: two runs at once never compute an item twice."""
+    mine, busy = claim_items(items, _catalog(catalog), run_id)
+    if busy:
+        get_run_logger().info("%d item(s) are being restored by another run: skipped", len(busy))
+    return mine, busy
 
 
 @task(name="close-run", **RETRIES)
-def close_run(catalog: str, run_id: str) -> dict[str, Any]:
-    from oldphoto.catalog import Catalog
-
-    info = Catalog(catalog).finish_run(run_id)
+def close_run(catalog: str | None, run_id: str, skipped: int, reason: str | None) -> dict[str, Any]:
+    info = with_catalog_retry(lambda: _catalog(catalog).finish_run(run_id, skipped=skipped, reason=reason))
     return {"n_items": info.n_items, "n_done": info.n_done, "n_failed": info.n_failed}
 
 
 @task(name="restore-on-ray", cache_policy=NO_CACHE)
 def restore_on_ray(items: list[WorkItem], destination: str, source: StageSource, config: DistributedConfig,
-                   catalog: str, run_id: str, fingerprint: str) -> list[dict[str, Any]]:
-    """The Ray pipeline; every finished item is recorded in the catalog as results stream in."""
+                   catalog: str | None, run_id: str) -> list[dict[str, Any]]:
+    """The Ray pipeline; each finished item is recorded in the catalog as soon as it comes out (its files are
+    written by then), riding out a catalog outage of up to OLDPHOTO_CATALOG_OUTAGE_S."""
     import ray
 
     logger = get_run_logger()
     started_here = not ray.is_initialized()
     ensure_ray(config)
+    record = Recorder(_catalog(catalog), run_id, warn=logger.warning)
     results: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
-    t0, n = time.perf_counter(), len(items)
+    progress = ItemProgress(len(items), label="restore", emit=logger.info)
     try:
-        for res in iter_pipeline(items, destination, source, config, skip_if=DoneInCatalog(catalog, fingerprint)):
-            results.append(_brief(res))
-            if res.status != "skipped" and res.provenance is not None:
-                pending.append(res.provenance.to_dict())
-            if res.status == "failed":
-                logger.warning("%s failed: %s", res.name, res.error)
-            if len(pending) >= RECORD_EVERY:
-                register_results(catalog, run_id, pending)
-                pending = []
-            if len(results) % 10 == 0 or len(results) == n:
-                logger.info("%d/%d items finished (%.1f s)", len(results), n, time.perf_counter() - t0)
-        if pending:
-            register_results(catalog, run_id, pending)
+        with progress:
+            for res in iter_pipeline(items, destination, source, config):
+                if res.provenance is not None:
+                    record(res.provenance)
+                results.append(_brief(res))
+                if res.status == "failed":
+                    logger.warning("%s failed: %s", res.name, res.error)
+                progress.advance(failed=res.status == "failed", name=res.name)
     finally:
         if started_here:
             ray.shutdown()
@@ -129,14 +175,21 @@ def _brief(res: ItemResult) -> dict[str, Any]:
                 (u for k, u in res.outputs.items() if k.startswith("restored.")), None)}
 
 
-def summarise(results: list[dict[str, Any]], destination: str, run_id: str) -> tuple[dict[str, Any], str]:
-    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "failed", "skipped")}
-    counts["total"] = len(results)
+def summarise(results: list[dict[str, Any]], plan: Plan, run_id: str) -> tuple[dict[str, Any], str]:
+    destination = plan.destination
+    skipped = ([{"uri": it.uri, "reason": "already done with these weights and options"} for it in plan.already_done]
+               + [{"uri": it.uri, "reason": "being restored by another run"} for it in plan.busy]
+               + [{"uri": s.uri, "reason": s.reason} for s in plan.not_inputs])
+    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "failed")}
+    counts["skipped"] = len(skipped)
+    counts["total"] = len(results) + len(skipped)
     failures = [{"name": r["name"], "uri": r["uri"], "error": r["error"]} for r in results if r["status"] == "failed"]
     reviews = [r["review"] for r in results if r["status"] == "done" and r["review"]]
     lines = [f"# Restore run `{run_id}`", "", f"Destination: `{destination}`", "",
-             "| done | failed | skipped (already done) | total |", "|---:|---:|---:|---:|",
-             f"| {counts['done']} | {counts['failed']} | {counts['skipped']} | {counts['total']} |", ""]
+             "| done | failed | skipped | total |", "|---:|---:|---:|---:|",
+             f"| {counts['done']} | {counts['failed']} | {counts['skipped']} | {counts['total']} |", "",
+             f"Skipped: {len(plan.already_done)} already done, {len(plan.busy)} being restored by another run, "
+             f"{len(plan.not_inputs)} not inputs (hidden files, not images).", ""]
     if failures:
         lines += ["## Failures", "", "| item | reason |", "|---|---|"]
         lines += [f"| `{f['name']}` | {str(f['error']).replace('|', '/')} |" for f in failures] + [""]
@@ -146,70 +199,100 @@ def summarise(results: list[dict[str, Any]], destination: str, run_id: str) -> t
         if len(reviews) > 200:
             lines.append(f"- ... and {len(reviews) - 200} more, under `{destination}`")
     summary = {"run_id": run_id, "destination": destination, "counts": counts, "failures": failures,
-               "review_sheets": reviews}
+               "skipped": skipped, "review_sheets": reviews}
     return summary, "\n".join(lines)
 
 
-def _restore(source: str | None, destination: str, catalog_url_: str | None, scratch: str, limit: int | None,
-             reprocess_failed: bool, ray_address: str | None, weights: str | None, faces: bool, hr: bool,
-             ray_config: dict[str, Any] | None) -> dict[str, Any]:
-    import json
+def publish_summary(summary: dict[str, Any], markdown: str, logger: Any) -> None:
+    """DEST/_runs/RUN_ID/summary.json and the Prefect artefact: best effort, a finished run never fails here."""
+    destination, run_id = summary["destination"], summary["run_id"]
+    try:
+        store = open_storage(destination)
+        uri = store.join(destination, "_runs", run_id, "summary.json")
+        store.write_bytes(uri, json.dumps(summary, indent=2).encode())
+        summary["summary_uri"] = uri
+    except Exception as e:  # noqa: BLE001
+        logger.warning("could not write the run summary under %s: %s", destination, e)
+        summary["summary_uri"] = None
+    try:
+        create_markdown_artifact(markdown=markdown + f"\n\nSummary file: `{summary['summary_uri']}`\n",
+                                 key=SUMMARY_KEY, description=f"oldphoto restore run {run_id}")
+    except Exception as e:  # noqa: BLE001
+        logger.warning("could not create the summary artefact: %s", e)
 
+
+def _restore(source: str | None, destination: str | None, catalog: str | None, options: dict[str, Any],
+             limit: int | None, reprocess_failed: bool, ray_address: str | None, weights: str | None,
+             ray_config: dict[str, Any] | None):
     from oldphoto.pipeline import RestoreOptions, check_models
 
     logger = get_run_logger()
-    catalog = catalog_url(catalog_url_)
     config = DistributedConfig.from_dict(ray_config)
     if ray_address:
         config.ray_address = ray_address
-    stage_source = StageSource(WeightsSource.parse(weights or os.environ.get("OLDPHOTO_WEIGHTS")),
-                               RestoreOptions(scratch=scratch, faces=faces, hr=hr))
+    opts = RestoreOptions(**{k: v for k, v in options.items() if k != "device"})
+    stage_source = StageSource(WeightsSource.parse(weights or os.environ.get("OLDPHOTO_WEIGHTS")), opts)
     # missing weights stop the run here, with what is missing and how to get it (not once per item)
     check_models(stage_source.weights.load("cpu"), stage_source.restore_options())
     params, fp = run_parameters(stage_source)
-    items = plan_items(source, limit, reprocess_failed, catalog)
-    run_params = {**params, "source": source, "destination": destination, "weights": stage_source.weights.spec(),
-                  "reprocess_failed": reprocess_failed, "limit": limit}
+    plan = plan_run(source, destination, limit, reprocess_failed, catalog, fp)
+    run_params = {**params, "source": source, "destination": plan.destination,
+                  "weights": stage_source.weights.spec(), "reprocess_failed": reprocess_failed, "limit": limit}
     run_id = open_run(catalog, run_params, fp, str(flow_run.id) if flow_run.id else None)
     stage_source.run_id = run_id
-    results = restore_on_ray(items, destination, stage_source, config, catalog, run_id, fp) if items else []
-    close_run(catalog, run_id)
-    summary, markdown = summarise(results, destination, run_id)
-    store = open_storage(destination)
-    summary_uri = store.join(destination, "_runs", run_id, "summary.json")
-    store.write_bytes(summary_uri, json.dumps(summary, indent=2).encode())
-    summary["summary_uri"] = summary_uri
-    create_markdown_artifact(markdown=markdown + f"\n\nSummary file: `{summary_uri}`\n", key=SUMMARY_KEY,
-                             description=f"oldphoto restore run {run_id}")
+    plan.todo, plan.busy = claim_run_items(catalog, run_id, plan.todo)
+    with Heartbeat(_catalog(catalog), run_id):
+        results = (restore_on_ray(plan.todo, plan.destination, stage_source, config, catalog, run_id)
+                   if plan.todo else [])
+    summary, markdown = summarise(results, plan, run_id)
     c = summary["counts"]
-    logger.info("run %s: %d done, %d failed, %d skipped; summary at %s", run_id, c["done"], c["failed"],
-                c["skipped"], summary_uri)
-    return summary
+    close_run(catalog, run_id, c["skipped"], f"{c['failed']} item(s) failed" if c["failed"] else None)
+    publish_summary(summary, markdown, logger)
+    msg = (f"run {run_id}: {c['done']} done, {c['failed']} failed, {c['skipped']} skipped; "
+           f"summary at {summary.get('summary_uri')}")
+    logger.info(msg)
+    if c["failed"] and not c["done"]:
+        return Failed(message=f"every item failed ({msg})", data=summary)
+    if c["failed"]:
+        return Completed(message=f"completed with {c['failed']} failed item(s): {msg}", data=summary)
+    return Completed(message=msg, data=summary)
+
+
+def _options(scratch: str, hr: bool, faces: bool, colour: bool, tone_match: bool, tile: int,
+             options: dict[str, Any] | None) -> dict[str, Any]:
+    return {**(options or {}), "scratch": scratch, "hr": hr, "faces": faces, "colour": colour,
+            "tone_match": tone_match, "tile": tile}
 
 
 @flow(name="restore-archive", log_prints=True)
-def restore_archive(source: str | None = None, destination: str = "restored", catalog_url: str | None = None,
-                    scratch: str = "auto", limit: int | None = None, reprocess_failed: bool = False,
-                    ray_address: str | None = None, weights: str | None = None, faces: bool = True,
-                    hr: bool = False, ray_config: dict[str, Any] | None = None) -> dict[str, Any]:
+def restore_archive(source: str | None = None, destination: str | None = None, catalog: str | None = None,
+                    scratch: str = "auto", hr: bool = False, faces: bool = True, colour: bool = False,
+                    tone_match: bool = True, tile: int = 512, options: dict[str, Any] | None = None,
+                    limit: int | None = None, reprocess_failed: bool = False, ray_address: str | None = None,
+                    weights: str | None = None, ray_config: dict[str, Any] | None = None):
     """Restore every image below `source` into `destination` (s3://bucket/prefix/, file:// or a folder) on Ray
-    (`ray_address`, default $RAY_ADDRESS or an embedded local session), recording each item in the catalog.
+    (`ray_address`, default $RAY_ADDRESS or an embedded local session), recording each item in the catalog
+    (`catalog`: None = $OLDPHOTO_CATALOG, or secret:BLOCK; never a URL with a password).
 
     weights: "default" (shipped), a folder of oldphoto weights, or "official:/path/to/release"
-    (default $OLDPHOTO_WEIGHTS). Items already done with the same weights and parameters are skipped;
-    `reprocess_failed` retries only the catalog's failed items. `ray_config`: DistributedConfig fields."""
-    return _restore(source, destination, catalog_url, scratch, limit, reprocess_failed, ray_address, weights,
-                    faces, hr, ray_config)
+    (default $OLDPHOTO_WEIGHTS). Items already done with the same weights and options are skipped;
+    `reprocess_failed` retries only the catalog's failed items. `ray_config`: DistributedConfig fields
+    (pool sizes, num_gpus per pool, batch size). scratch, hr, faces, colour, tone_match, tile: as
+    `oldphoto restore`; `options`: any other `oldphoto.pipeline.RestoreOptions` field."""
+    return _restore(source, destination, catalog, _options(scratch, hr, faces, colour, tone_match, tile, options),
+                    limit, reprocess_failed, ray_address, weights, ray_config)
 
 
 @flow(name="reprocess-failed", log_prints=True)
-def reprocess_failed(destination: str = "restored", catalog_url: str | None = None, source: str | None = None,
-                     scratch: str = "auto", limit: int | None = None, ray_address: str | None = None,
-                     weights: str | None = None, faces: bool = True, hr: bool = False,
-                     ray_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the catalog's failed items again (only those below `source` when given)."""
-    return _restore(source, destination, catalog_url, scratch, limit, True, ray_address, weights, faces, hr,
-                    ray_config)
+def reprocess_failed(destination: str | None = None, catalog: str | None = None, source: str | None = None,
+                     scratch: str = "auto", hr: bool = False, faces: bool = True, colour: bool = False,
+                     tone_match: bool = True, tile: int = 512, options: dict[str, Any] | None = None,
+                     limit: int | None = None, ray_address: str | None = None, weights: str | None = None,
+                     ray_config: dict[str, Any] | None = None):
+    """Run the catalog's failed items again (only those below `source` when given), into the destination
+    their last run wrote to (or `destination`). Options as `restore-archive`."""
+    return _restore(source, destination, catalog, _options(scratch, hr, faces, colour, tone_match, tile, options),
+                    limit, True, ray_address, weights, ray_config)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@
 """
 from __future__ import annotations
 
-import hashlib
-from collections import Counter
-from typing import Any, Sequence
+from typing import Any
 
+from oldphoto.stages.base import run_stage
 from oldphoto.stages import (DecodeStage, EncodeStage, FaceStage, GlobalRestorationStage, ItemState, ModelSource,
                              RestoreOptions, ScratchDetectionStage, Stage)
 
@@ -51,22 +50,5 @@ class Restorer:
     def process(self, state: ItemState) -> ItemState:
         """Run every stage on a prepared state (a state that already failed only gets its provenance.json)."""
         for stage in self.stages:
-            state = stage(state)
+            state = run_stage(stage, state)
         return state
-
-
-def _output_stem(uri: str) -> str:
-    base = uri.rstrip("/").rsplit("/", 1)[-1]
-    stem = base.rsplit(".", 1)[0] if "." in base[1:] else base
-    stem = stem.strip().replace("\\", "_").replace("\x00", "")
-    return stem if stem not in ("", ".", "..") else "item"
-
-
-def output_names(uris: Sequence[str]) -> list[str]:
-    """The output folder NAME (DEST/NAME/...) of each input, shared by `oldphoto restore` and the archive
-    workflow: the file's stem, or stem-<8 hex of sha1(absolute path or URI)> when stems collide
-    (case-insensitively) within the run. Deterministic, so re-running replaces the same item's outputs."""
-    stems = [_output_stem(u) for u in uris]
-    counts = Counter(s.casefold() for s in stems)
-    return [s if counts[s.casefold()] == 1 else
-            f"{s}-{hashlib.sha1(u.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}" for u, s in zip(uris, stems)]

@@ -47,6 +47,8 @@ class StageRecord:
     device: str = "cpu"
     checkpoints: list[CheckpointRef] = field(default_factory=list)
     error: str | None = None
+    started: str | None = None       # ISO 8601 UTC, when the stage began and ended (real clock times)
+    finished: str | None = None
 
 
 @dataclass

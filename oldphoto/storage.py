@@ -8,16 +8,20 @@ Ray workers, which read their own credentials from their environment.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import fsspec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 _CHUNK = 1 << 20
+# botocore attempts per S3 request ("standard" retry mode: exponential backoff with jitter, at most 20 s
+# between attempts); $OLDPHOTO_S3_MAX_ATTEMPTS overrides
+S3_MAX_ATTEMPTS = int(os.environ.get("OLDPHOTO_S3_MAX_ATTEMPTS", "10"))
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -35,7 +39,11 @@ def _split(uri: str) -> tuple[str, str]:
 def s3_options() -> dict[str, Any]:
     """fsspec options for s3fs: the endpoint override (if any) and no listing cache (listings must see
     files written by other processes). Credentials are left to botocore's standard chain."""
-    opts: dict[str, Any] = {"use_listings_cache": False}
+    opts: dict[str, Any] = {"use_listings_cache": False,
+                            # transient errors (throttling, 5xx, connection resets, an endpoint briefly down)
+                            # are retried by botocore with exponential backoff before an item fails
+                            "config_kwargs": {"retries": {"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+                                              "connect_timeout": 10, "read_timeout": 60}}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         opts["client_kwargs"] = {"endpoint_url": endpoint}
@@ -68,22 +76,19 @@ class Storage:
             return os.path.join(base, *parts)
         return posixpath.join(base, *parts)
 
-    def list_images(self, root: str, suffixes: Iterable[str] | None = None) -> list[str]:
-        """Every file under `root` (recursively), sorted; `suffixes` filters by extension (case-insensitive).
-        A root that is a single file gives that file. Hidden files (a path part starting with '.') are left out."""
+    def find(self, root: str) -> list[str]:
+        """Every file below `root` (recursively), as sorted URIs; a root that is a file gives that file. Which
+        of them are inputs is `oldphoto.lifecycle.list_inputs`'s business."""
         fs, path = self.fs, self._path(root)
         try:
             if fs.isfile(path):
                 return [self.uri(path)]
-            found = sorted(fs.find(path))
+            found = fs.find(path)
+            if not found and not fs.exists(path):
+                raise FileNotFoundError(path)
         except FileNotFoundError:
             raise StorageError(f"input location not found: {root}") from None
-        base = path.rstrip("/")
-        found = [p for p in found if not any(part.startswith(".") for part in p[len(base):].split("/") if part)]
-        if suffixes is not None:
-            sfx = tuple(s.lower() for s in suffixes)
-            found = [p for p in found if p.lower().endswith(sfx)]
-        return [self.uri(p) for p in found]
+        return sorted(self.uri(p) for p in found)
 
     def relative(self, root: str, uri: str) -> str:
         """`uri`'s path below `root` with '/' separators ('a/b.jpg'); the file name if `root` is the file."""
@@ -106,9 +111,14 @@ class Storage:
         if self.protocol == "file":
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             tmp = f"{path}.part-{os.getpid()}"
-            with open(tmp, "wb") as f:       # local writes are atomic: no half-written output files
-                f.write(data)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as f:       # local writes are atomic: no half-written output files
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)           # never leave a .part file behind (disk full, killed write)
+                raise
             return
         with fs.open(path, "wb") as f:      # an S3 object appears whole or not at all
             f.write(data)

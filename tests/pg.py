@@ -113,6 +113,15 @@ class PostgresServer:
             conn.execute(f'CREATE SCHEMA "{name}"')
         return f"{self.url(dbname)}?options=-csearch_path%3D{name}"
 
+    def pause(self) -> None:
+        """Stop the server but keep its data (an outage); `resume()` starts it again on the same port."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        opts = (f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
+        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "-t", "60", "start")
+
     def stop(self) -> None:
         try:
             if (self.data / "postmaster.pid").exists():

@@ -192,7 +192,11 @@ class RayHead:
     """A throw-away Ray head (`ray start --head --block`, 2 CPUs, no dashboard) that drivers reach by address.
     Only this process group is stopped afterwards (never `ray stop`, which would stop every Ray on the machine)."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, auth_token: str | None = None):
+        """auth_token None: RAY_AUTH_MODE=disabled. A token: Ray's *default* auth mode (RAY_AUTH_MODE unset),
+        which in Ray 2.59+ turns token authentication on when the head has a token ($RAY_AUTH_TOKEN here, so
+        nobody's ~/.ray/auth_token is touched); drivers need the same token."""
+        self.auth_token = auth_token
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = tmp / "ray-head.log"
@@ -202,8 +206,12 @@ class RayHead:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> None:
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled",
-               "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        if self.auth_token:
+            env.pop("RAY_AUTH_MODE", None)
+            env["RAY_AUTH_TOKEN"] = self.auth_token
+        else:
+            env["RAY_AUTH_MODE"] = "disabled"
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "ray"), "start", "--head", f"--port={self.port}", "--num-cpus=2",
              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}", "--block"],

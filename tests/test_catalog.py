@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from lxml import etree
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_data import CK_MAP, CK_VAE, make_prov, writer  # noqa: E402
@@ -404,12 +405,32 @@ def test_premis_wrapped_in_mets(cat):
     cat.record(make_prov(9), run)
     xml = cat.premis_xml(make_prov(9).input.uri, mets=True)
     doc = metsrw.METSDocument.fromstring(xml.encode())              # metsrw reads it back
-    files = list(doc.all_files())
-    assert len(files) == 1 and files[0].label == "scan_00009.tif" and files[0].use == "original"
+    prov = make_prov(9)
+    files = {f.path: f for f in doc.all_files() if f.type != "Directory"}
+    # the fileSec lists the original and every output, at their real URIs, with their checksums
+    assert set(files) == {prov.input.uri} | {a.uri for a in prov.outputs}
+    assert files[prov.input.uri].use == "original" and files[prov.input.uri].label == "scan_00009.tif"
+    assert files[prov.input.uri].checksum == prov.input.sha256
+    for a in prov.outputs:
+        assert (files[a.uri].use, files[a.uri].checksum, files[a.uri].checksumtype) == (a.kind, a.sha256, "SHA-256")
     root = etree.fromstring(xml.encode())
-    ns = {"m": "http://www.loc.gov/METS/", "p": PREMIS_NS}
-    assert root.xpath("count(//m:fileSec//m:file)", namespaces=ns) == 1
+    ns = {"m": "http://www.loc.gov/METS/", "p": PREMIS_NS, "x": "http://www.w3.org/1999/xlink"}
+    assert sorted(root.xpath("//m:fileSec//m:FLocat/@x:href", namespaces=ns)) == sorted(files)
     assert root.xpath("count(//m:structMap)", namespaces=ns) >= 1
+    # valid against the METS schema that ships in metsrw (its xlink import, unreachable offline, from
+    # tests/schemas/xlink.xsd); the wrapped PREMIS is checked below against the PREMIS 3 data dictionary
+    xsd = etree.parse(str(Path(metsrw.__file__).parent / "resources" / "mets.xsd"))
+    for imp in xsd.getroot().findall("{http://www.w3.org/2001/XMLSchema}import"):
+        if imp.get("namespace") == "http://www.w3.org/1999/xlink":
+            imp.set("schemaLocation", str(Path(__file__).parent / "schemas" / "xlink.xsd"))
+    xsi = "{http://www.w3.org/2001/XMLSchema-instance}"
+    mets_only = etree.fromstring(xml.encode())
+    for el in mets_only.iter():                 # PREMIS types are the data-dictionary check's business
+        if el is not mets_only:
+            el.attrib.pop(f"{xsi}schemaLocation", None)
+            el.attrib.pop(f"{xsi}type", None)
+    schema = etree.XMLSchema(xsd)
+    assert schema.validate(mets_only), str(schema.error_log)
     n_events = len(events_for(make_prov(9), run, datetime.now(timezone.utc)))
     assert root.xpath("count(//m:digiprovMD/m:mdWrap[@MDTYPE='PREMIS:EVENT'])", namespaces=ns) == n_events
     # the wrapped PREMIS elements are the same, valid record
@@ -433,8 +454,10 @@ def test_cli_commands(url, tmp_path):
     from oldphoto.cli import app
 
     cli = CliRunner()
-    r = cli.invoke(app, ["catalog", "status", "--url", url])
+    r = cli.invoke(app, ["catalog", "status", "--catalog", url])
     assert r.exit_code == 1 and "oldphoto catalog init" in r.output
+    if url.startswith("sqlite"):               # looking at a catalog that is not there creates no empty one
+        assert "nothing was created" in r.output and not Path(make_url(url).database).exists()
     r = cli.invoke(app, ["catalog", "init", "--url", url])
     assert r.exit_code == 0 and "Created catalog" in r.output and "0002" in r.output
     r = cli.invoke(app, ["catalog", "upgrade", "--url", url])

@@ -46,6 +46,13 @@ def test_config_and_rows_roundtrip(weights):
     prov = ItemProvenance.from_dict({"input": {"uri": "s3://b/a.jpg", "name": "a"}, "status": "failed", "error": "e"})
     res = ItemResult("s3://b/a.jpg", "a", "failed", error="load: bad", provenance=prov, outputs={"x": "s3://o/a/x"})
     assert ItemResult.from_row(res.to_row()) == res
+    # GPUs for the model pools where the cluster has them ("auto"), none where it has none or when "off"
+    cpu = DistributedConfig()
+    assert cpu.fitted({"CPU": 8.0}) == cpu and DistributedConfig(gpus="off").fitted({"GPU": 2.0}).face.num_gpus == 0
+    one = cpu.fitted({"CPU": 8.0, "GPU": 1.0})
+    assert [one.pool(p).num_gpus for p in ("scratch", "global", "face")] == [0.33] * 3 and one.face.device == "cuda"
+    assert cpu.fitted({"GPU": 4.0}).global_.num_gpus == 1.0
+    assert DistributedConfig(face=PoolConfig(num_gpus=0.5)).fitted({"GPU": 1.0}).face.num_gpus == 0.5
 
 
 def test_s3_pipeline_matches_sequential_restorer(moto_s3, local_ray, source, weights):  # noqa: F811

@@ -3,6 +3,9 @@ worker, deployments triggered with `prefect deployment run`, scans in (moto) S3,
 from __future__ import annotations
 
 import json
+import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,11 +30,14 @@ def stack(tmp_path_factory, moto_s3, prefect_server):  # noqa: F811
     weights = tmp / "weights"
     make_random_weights(weights, seed=5, tiny=True)
     catalog_url = f"sqlite:///{tmp / 'catalog.sqlite'}"
-    head = RayHead(tmp)
+    # `ray start --head` in Ray's default auth mode (token authentication on), as a museum starts it
+    head = RayHead(tmp, auth_token=secrets.token_hex(16))
     head.start()
+    assert "Token authentication is enabled" in head.log.read_text()
     env = {"OLDPHOTO_CATALOG": catalog_url, "OLDPHOTO_WEIGHTS": str(weights), "RAY_ADDRESS": head.address,
-           "RAY_AUTH_MODE": "disabled"}
+           "RAY_AUTH_TOKEN": head.auth_token}
     prefect_server.env.update(env)
+    prefect_server.env.pop("RAY_AUTH_MODE", None)
 
     r = prefect_server.run("work-pool", "create", "oldphoto-process", "--type", "process")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -95,52 +101,105 @@ def test_nightly_archive_workflow(stack, moto_s3):  # noqa: F811
     make_bucket(moto_s3, "night-scans")
     make_bucket(moto_s3, "restored")
     src = open_storage(SRC)
-    scans = small_scans(6, seed=2)
+    # nested folders (boxes), the same file name in two of them, and files that are not inputs
+    scans = {f"box{i % 2}/old/{n}" if i < 4 else f"box{i % 2}/{n}": d
+             for i, (n, d) in enumerate(small_scans(6, seed=2).items())}
+    scans["box9/scan_00.jpg"] = small_scans(1, seed=3)["scan_00.jpg"]
     for name, data in scans.items():
         src.write_bytes(SRC + name, data)
     src.write_bytes(SRC + "broken_a.jpg", CORRUPT_JPEG)
     src.write_bytes(SRC + "broken_b.png", CORRUPT_PNG)
+    src.write_bytes(SRC + "box0/notes.txt", b"box 0: wedding, 1923")
+    src.write_bytes(SRC + "box1/.DS_Store", b"\x00junk")
     dest = open_storage(DEST)
+    stem = {n: n.rsplit(".", 1)[0] for n in scans}                   # DEST/<path below SOURCE, no suffix>/
 
     # 1. the on-demand deployment, triggered as a user does
     _run(server, "restore-archive/on-demand", {"source": SRC, "destination": DEST, "scratch": "auto"})
     cat = Catalog(catalog_url)
     counts = cat.status_counts()
-    assert counts["done"] == 6 and counts["failed"] == 2, counts
+    assert counts["done"] == 7 and counts["failed"] == 2, counts
     failed = {i.name: i for i in cat.failed_items()}
     assert set(failed) == {"broken_a", "broken_b"}
     assert all(i.last_error and i.last_error.startswith("load:") for i in failed.values())
     for name in scans:
-        stem = name.rsplit(".", 1)[0]
         for f in ("restored.png", "mask.png", "review.png", "provenance.json"):
-            assert dest.exists(f"{DEST}{stem}/{f}"), f"{stem}/{f} missing in S3"
-        prov = json.loads(dest.read_bytes(f"{DEST}{stem}/provenance.json"))
+            assert dest.exists(f"{DEST}{stem[name]}/{f}"), f"{stem[name]}/{f} missing in S3"
+        prov = json.loads(dest.read_bytes(f"{DEST}{stem[name]}/provenance.json"))
         assert prov["status"] == "done" and prov["input"]["uri"] == SRC + name
+    first_run = cat.runs(limit=1)[0]
     summary = _latest_summary(catalog_url)
-    assert summary["counts"] == {"done": 6, "failed": 2, "skipped": 0, "total": 8}
+    assert summary["counts"] == {"done": 7, "failed": 2, "skipped": 2, "total": 11}
+    assert {s["uri"] for s in summary["skipped"]} == {SRC + "box0/notes.txt", SRC + "box1/.DS_Store"}
+    assert (first_run.n_done, first_run.n_failed, first_run.n_skipped, first_run.state) == (7, 2, 2, "finished")
     assert {f["name"] for f in summary["failures"]} == {"broken_a", "broken_b"}
-    assert len(summary["review_sheets"]) == 6 and all(u.endswith("/review.png") for u in summary["review_sheets"])
+    assert len(summary["review_sheets"]) == 7 and all(u.endswith("/review.png") for u in summary["review_sheets"])
     md = _artifact_markdown(server)
-    assert "broken_a" in md and "| 6 | 2 | 0 | 8 |" in md and "review.png" in md
-    stamps = {n: dest.fs.info(f"{DEST}{n.rsplit('.', 1)[0]}/restored.png")["LastModified"] for n in scans}
+    assert "broken_a" in md and "| 7 | 2 | 2 | 11 |" in md and "review.png" in md
+    # the flow run's final state says that items failed
+    state = _get(server, f"/flow_runs/{first_run.flow_run_id}")["state"]
+    assert state["type"] == "COMPLETED" and "2 failed item(s)" in state["message"], state
+    stamps = {n: dest.fs.info(f"{DEST}{stem[n]}/restored.png")["LastModified"] for n in scans}
 
-    # 2. the corrupt scans are replaced; reprocess-failed finishes them and touches nothing else
+    # 2. the corrupt scans are replaced; reprocess-failed finishes them, where the first run wrote (from the
+    # catalog), and touches nothing else
     fixed = small_scans(2, seed=9)
     src.write_bytes(SRC + "broken_a.jpg", fixed["scan_00.jpg"])
     src.write_bytes(SRC + "broken_b.png", fixed["scan_01.png"])
-    _run(server, "reprocess-failed/on-demand", {"destination": DEST})
+    _run(server, "reprocess-failed/on-demand", {})
     counts = cat.status_counts()
-    assert counts["done"] == 8 and counts["failed"] == 0, counts
+    assert counts["done"] == 9 and counts["failed"] == 0, counts
     assert _latest_summary(catalog_url)["counts"] == {"done": 2, "failed": 0, "skipped": 0, "total": 2}
-    for stem in ("broken_a", "broken_b"):
-        assert dest.exists(f"{DEST}{stem}/restored.png")
+    for name in ("broken_a", "broken_b"):
+        assert dest.exists(f"{DEST}{name}/restored.png")
 
     # 3. a second full run recomputes nothing
     _run(server, "restore-archive/on-demand", {"source": SRC, "destination": DEST})
-    assert _latest_summary(catalog_url)["counts"] == {"done": 0, "failed": 0, "skipped": 8, "total": 8}
-    assert cat.status_counts()["done"] == 8
+    assert _latest_summary(catalog_url)["counts"] == {"done": 0, "failed": 0, "skipped": 11, "total": 11}
+    assert cat.status_counts()["done"] == 9
     for n, t in stamps.items():
-        assert dest.fs.info(f"{DEST}{n.rsplit('.', 1)[0]}/restored.png")["LastModified"] == t
-    # every item has one done attempt with this fingerprint, and the originals are untouched
+        assert dest.fs.info(f"{DEST}{stem[n]}/restored.png")["LastModified"] == t
+    # the originals are untouched
     for name, data in scans.items():
         assert src.read_bytes(SRC + name) == data
+
+
+def test_catalog_password_never_reaches_prefect(stack, moto_s3, tmp_path):  # noqa: F811
+    """`oldphoto archive --catalog postgresql://user:PASSWORD@...`: the password is in no flow parameter, so in
+    nothing Prefect stores or shows (its database, its logs), nor in any output or log of the run."""
+    from pg import PostgresServer, PostgresUnavailable
+
+    server, _ = stack
+    sentinel = "Sentinel-" + secrets.token_hex(8)
+    try:
+        pg = PostgresServer.start()
+    except PostgresUnavailable as e:
+        pytest.skip(str(e))
+    with pg:
+        url = pg.create_database("secrets").replace("postgres@", f"postgres:{sentinel}@")
+        source, dest = "s3://night-scans/secret-in/", "s3://restored/secret-run/"
+        for bucket in ("night-scans", "restored"):
+            if not open_storage(f"s3://{bucket}").exists(f"s3://{bucket}"):
+                make_bucket(moto_s3, bucket)
+        for name, data in small_scans(2, seed=4).items():
+            open_storage(source).write_bytes(source + name, data)
+        env = {**server.env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        env.pop("OLDPHOTO_CATALOG", None)
+        r = subprocess.run([sys.executable, "-c", "from oldphoto.cli import main; main()", "archive", source, dest,
+                            "--catalog", url, "--limit", "2"], env=env, capture_output=True, text=True, timeout=600,
+                           cwd=tmp_path)
+        out = r.stdout + r.stderr
+        assert r.returncode in (0, 1) and "2 done" in out, out[-3000:]
+        run = Catalog(url).runs(limit=1)[0]
+        assert run.n_done == 2 and sentinel not in json.dumps(run.parameters)
+        flow_run = _get(server, f"/flow_runs/{run.flow_run_id}")
+        assert "catalog" in flow_run["parameters"] and sentinel not in json.dumps(flow_run)
+    assert sentinel not in out
+    places = [p for p in Path(server.home).rglob("*") if p.is_file()]                 # Prefect's DB, its logs
+    places += [p for p in Path(server.home).parent.glob("stack*/*.log")]              # the worker's log
+    assert any(p.name.startswith("prefect.db") for p in places)
+    for p in places:
+        assert sentinel.encode() not in p.read_bytes(), p
+    store = open_storage(dest)
+    for key in store.fs.find(dest.removeprefix("s3://")):                            # every output of the run
+        assert sentinel.encode() not in store.read_bytes("s3://" + key), key

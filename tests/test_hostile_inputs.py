@@ -63,7 +63,7 @@ def corpus() -> dict[str, tuple[bytes | None, str]]:
     c["truncated.jpg"] = (good_jpg[: len(good_jpg) // 2], "truncated or corrupt")
     c["truncated.png"] = (good_png[: int(len(good_png) * 0.6)], "truncated or corrupt")
     c["random bytes.png"] = (rng.integers(0, 256, 4000, dtype=np.uint8).tobytes(), "not a readable image")
-    c["notes.txt"] = (b"Box 12, folder 3: wedding portraits, 1923.\n" * 20, "not a readable image")
+    c["notes.txt"] = (b"Box 12, folder 3: wedding portraits, 1923.\n" * 20, "skipped")   # not an image name
     c["bomb.png"] = (bomb_png(), "too large")
     c["huge.png"] = (_save(np.zeros((800, 800), np.uint8), "PNG"), "too large")   # over --max-megapixels 0.5
     c["cmyk.jpg"] = (_save(Image.fromarray(photo).convert("CMYK"), "JPEG"), "ok")
@@ -123,11 +123,18 @@ def test_hostile_corpus(tmp_path, weights_dir):
     failed_lines = {line.split(": ", 1)[0][len("FAILED "):]: line for line in result.stdout.splitlines()
                     if line.startswith("FAILED ")}
     folders = {json.loads(p.read_text())["input"]["uri"]: p.parent for p in out.glob("*/provenance.json")}
-    assert len(folders) == len(cases)                     # one folder per input, colliding stems included
+    skipped = {line[len("SKIPPED "):].split(": ", 1)[0] for line in result.stdout.splitlines()
+               if line.startswith("SKIPPED ")}
+    assert skipped == {str(src / n) for n, (_, e) in cases.items() if e == "skipped"} | {str(src / ".DS_Store")}
+    # one folder per input, colliding stems included; skipped files get none
+    assert len(folders) == len(cases) - 1
     assert sum(f.name.startswith("truncated-") for f in folders.values()) == 3
     n_ok = 0
     for name, (_, expect) in cases.items():
         path = str(src / name)
+        if expect == "skipped":
+            assert path not in folders and path not in failed_lines
+            continue
         item = folders[path]
         prov = json.loads((item / "provenance.json").read_text())
         if expect.startswith("ok"):

@@ -47,8 +47,9 @@ def _pyproject_pin(name: str) -> str:
 
 
 def _command(svc: dict) -> list[str]:
+    """The command's words (a `sh -c "..."` script split too)."""
     cmd = svc.get("command", [])
-    return cmd if isinstance(cmd, list) else cmd.split()
+    return [w for part in (cmd if isinstance(cmd, list) else [cmd]) for w in part.split()]
 
 
 def _opt(cmd: list[str], name: str) -> str:
@@ -104,7 +105,12 @@ def test_compose_agrees_with_code(compose, prefect_yaml):
     server_port = _opt(_command(svcs["prefect-server"]), "--port")
     assert env["PREFECT_API_URL"] == f"http://prefect-server:{server_port}/api"
     assert env["AWS_ENDPOINT_URL"] == "http://s3:9000" and "9000:9000" in svcs["s3"]["ports"]
-    assert env["RAY_AUTH_MODE"] == "disabled"                 # Ray 2.60 heads want a token otherwise
+    # token authentication on every node and driver, with the one token the operator sets
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?")
+    # the Prefect worker (where flow runs, i.e. Ray drivers, run) joins the cluster before serving the pool
+    wcmd = _command(svcs["prefect-worker"])
+    assert wcmd[wcmd.index("ray"):wcmd.index("ray") + 2] == ["ray", "start"]
+    assert _opt(wcmd, "--address") == f"ray-head:{head_port}" and wcmd.index("ray") < wcmd.index("prefect")
     # the catalog database exists and its URL is one the catalog accepts
     from oldphoto.catalog.store import Catalog
 
@@ -143,7 +149,20 @@ def test_k8s_raycluster_and_worker(k8s):
     dep = k8s["Deployment/oldphoto-prefect-worker"]
     wc = dep["spec"]["template"]["spec"]["containers"][0]
     assert wc["image"] == image("cpu") and wc["workingDir"] == "/opt/oldphoto"
-    assert wc["command"][:3] == ["prefect", "worker", "start"] and _opt(wc["command"], "--pool") == WORK_POOL
+    wcmd = _command(wc)
+    assert wcmd[wcmd.index("prefect"):wcmd.index("prefect") + 3] == ["prefect", "worker", "start"]
+    assert _opt(wcmd, "--pool") == WORK_POOL and "--address=$RAY_ADDRESS" in wcmd   # joins the Ray cluster first
+    # every secret and volume claim referenced is defined, and every Ray node and driver uses the token
+    defined = {k.split("/", 1)[1] for k in k8s if k.startswith("Secret/")}
+    claims = {k.split("/", 1)[1] for k in k8s if k.startswith("PersistentVolumeClaim/")}
+    text = yaml.safe_dump(list(k8s.values()))
+    assert set(re.findall(r"secretRef:\s*\{?\s*name: ([\w-]+)", text)) <= defined
+    assert set(re.findall(r"secretKeyRef:\s*\{?\s*key: \w+,?\s*name: ([\w-]+)", text)) <= defined
+    assert set(re.findall(r"claimName: ([\w-]+)", text)) <= claims and claims
+    for c in [head, c, wc]:
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "oldphoto-ray-token"
     cm = k8s["ConfigMap/oldphoto-config"]["data"]
     secrets = {e["secretRef"]["name"] for e in wc["envFrom"] if "secretRef" in e}
     assert {"oldphoto-s3", "oldphoto-catalog"} <= secrets
@@ -183,6 +202,6 @@ def test_prefect_yaml_entrypoints_import(prefect_yaml):
     assert {"restore-archive/nightly", "restore-archive/on-demand", "reprocess-failed/on-demand"} <= seen
     nightly = next(d for d in deps if d["name"] == "nightly")
     assert nightly["schedules"][0]["cron"] and nightly["schedules"][0]["active"]
-    wanted = {"source", "destination", "catalog_url", "scratch", "limit", "reprocess_failed", "ray_address", "weights"}
+    wanted = {"source", "destination", "catalog", "scratch", "tone_match", "tile", "colour", "options", "limit", "reprocess_failed", "ray_address", "weights"}
     flow = importlib.import_module("flows.restore_archive").restore_archive
     assert wanted <= set(inspect.signature(flow.fn).parameters)

@@ -66,7 +66,21 @@ def test_catalog_provenance_matches_provenance_json(tmp_path: Path):
     grace = ItemProvenance.from_json((out / "grace" / "provenance.json").read_text())
     assert grace.checkpoints(), "a done item names the checkpoints it used"
     assert len(grace.faces) >= 1, "dlib finds Grace Hopper's face"
+    # stage times are real clock times, in order, within the item's start and end; PREMIS events carry them
+    from oldphoto.catalog.models import parse_time
+
+    times = [(parse_time(s.started), parse_time(s.finished)) for s in grace.stages if s.started]
+    assert len(times) >= 4 and all(a <= b for a, b in times)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(times, times[1:]))
+    assert parse_time(grace.started) <= times[0][0] and times[-1][1] <= parse_time(grace.finished)
+    events = cat.item_history(grace.input.uri).attempts[0].events
+    ends = {parse_time(s.finished) for s in grace.stages if s.finished}
+    assert all(e["date_time"] in ends for e in events if e["event_type"] != "message digest calculation")
     # the PREMIS record carries the same checkpoints as the provenance
     premis = cat.premis_xml(grace.input.uri)
+    assert "<premis:originalName>grace.jpg</premis:originalName>" in premis
+    # the tone transfer (on by default) changes pixels: its own event, with its parameters
+    tone = [e for e in events if e["event_type"] == "modification"]
+    assert len(tone) == 1 and "tone transfer" in tone[0]["detail"] and "sigma" in tone[0]["outcome_detail"]
     for ck in grace.checkpoints():
         assert ck.sha256 in premis

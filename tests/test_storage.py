@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 
+from oldphoto.lifecycle import list_inputs
 from oldphoto.storage import StorageError, is_remote, normalize, open_storage
 from services import FAKE_AWS, make_bucket, moto_s3  # noqa: F401  (fixture)
 
@@ -24,7 +25,8 @@ def test_s3_roundtrip_listing_and_layout(bucket):
     for rel, data in files.items():
         st.write_bytes(f"{bucket}/night1/{rel}", data)
 
-    imgs = st.list_images(f"{bucket}/night1/", suffixes=(".jpg", ".tif"))
+    assert st.find(f"{bucket}/night1/") == [f"{bucket}/night1/{r}" for r in sorted(files)]
+    imgs = [it.uri for it in list_inputs([f"{bucket}/night1/"]).items]      # the inputs among them
     assert imgs == [f"{bucket}/night1/a.jpg", f"{bucket}/night1/b/2.TIF"]
     assert st.read_bytes(imgs[1]) == b"two"
     assert st.relative(f"{bucket}/night1/", imgs[1]) == "b/2.TIF"
@@ -34,7 +36,7 @@ def test_s3_roundtrip_listing_and_layout(bucket):
 
     # a file written after the first listing is seen by the next one (no stale listing cache)
     st.write_bytes(f"{bucket}/night1/c.jpg", b"three")
-    assert f"{bucket}/night1/c.jpg" in st.list_images(f"{bucket}/night1", suffixes=(".jpg",))
+    assert f"{bucket}/night1/c.jpg" in st.find(f"{bucket}/night1")
 
     # outputs: relpath -> bytes under out/NAME/
     written = st.write_files(f"{bucket}/out/a", {"restored.png": b"R", "faces/face_01_after.png": b"F"})
@@ -47,7 +49,7 @@ def test_s3_missing_things_are_clear_errors(bucket):
     with pytest.raises(StorageError, match="not found"):
         st.read_bytes(f"{bucket}/nope/missing.jpg")
     with pytest.raises(StorageError, match="input location not found"):
-        st.list_images("s3://no-such-bucket-here/x/")
+        st.find("s3://no-such-bucket-here/x/")
 
 
 def test_storage_pickles_without_credentials(bucket, caplog):
@@ -79,7 +81,7 @@ def test_local_paths_and_file_uris(tmp_path):
     for root in (str(src), f"file://{src}"):
         st = open_storage(root)
         assert st.protocol == "file" and not is_remote(root)
-        imgs = st.list_images(root, suffixes=(".png", ".jpg"))
+        imgs = [it.uri for it in list_inputs([root]).items]
         assert imgs == [str(src / "sub" / "y.JPG"), str(src / "x.png")]
         assert st.relative(root, imgs[0]) == "sub/y.JPG"
     st = open_storage(f"file://{tmp_path}/out")
@@ -87,4 +89,4 @@ def test_local_paths_and_file_uris(tmp_path):
     assert (tmp_path / "out" / "x" / "mask.png").read_bytes() == b"m"
     assert not list((tmp_path / "out" / "x").glob("*.part-*"))
     assert normalize(f"file://{src}") == str(src) and normalize("s3a://b/k") == "s3://b/k"
-    assert st.list_images(str(src / "x.png")) == [str(src / "x.png")]
+    assert st.find(str(src / "x.png")) == [str(src / "x.png")]

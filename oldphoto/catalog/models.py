@@ -99,6 +99,11 @@ class Run(Base):
     n_done: Mapped[int | None] = mapped_column(Integer)
     n_failed: Mapped[int | None] = mapped_column(Integer)
     n_skipped: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str | None] = mapped_column(String(16))        # running | finished | aborted
+    reason: Mapped[str | None] = mapped_column(Text)             # why it was aborted; failures of a finished run
+    host: Mapped[str | None] = mapped_column(String(255))        # where its driver runs
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)   # last sign of life of the driver
 
 
 class Item(Base):

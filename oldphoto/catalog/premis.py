@@ -6,6 +6,7 @@ Event types follow the Library of Congress PREMIS eventType vocabulary:
   load (decode + checks)      -> "validation"
   scratch_detection           -> "creation"          (a defect mask is created)
   global_restoration          -> "creation"          (a restored derivative is created; the original is untouched)
+  tone transfer (in global)   -> "modification"      (with its parameters, when tone matching was on)
   face_detection              -> "metadata extraction" (face boxes and landmarks)
   face_enhancement, blending  -> "creation"
   write                       -> "information package creation" (outputs + provenance.json stored)
@@ -98,7 +99,8 @@ def events_for(prov: ItemProvenance, run_id: str, fallback_time: datetime) -> li
             f"sha256={prov.input.sha256}", [], [])
     t = started
     for s in prov.stages:
-        t = t + timedelta(seconds=max(float(s.seconds or 0.0), 0.0))
+        # the stage's real end time; records written before stages carried their times: start + summed seconds
+        t = parse_time(s.finished) or (t + timedelta(seconds=max(float(s.seconds or 0.0), 0.0)))
         kinds = STAGE_OUTPUTS.get(s.name, ())
         outs = [_obj(a.uri, a.sha256) for a in prov.outputs
                 if s.status == "done" and (kinds is None or a.kind in kinds)]
@@ -113,6 +115,14 @@ def events_for(prov: ItemProvenance, run_id: str, fallback_time: datetime) -> li
             note = f"{len(prov.faces)} face(s)"
         add(EVENT_TYPES.get(s.name, "creation"), detail, t, OUTCOMES.get(s.status, s.status), note,
             [{"name": c.name, "file": c.file, "sha256": c.sha256} for c in s.checkpoints], outs)
+        tone = prov.parameters.get("tone_transfer") if s.name == "global_restoration" else None
+        if tone and s.status == "done":
+            # the tone transfer changes pixels too: its own event, with its parameters (it is the last step of
+            # the global restoration stage, so it ends when that stage ends)
+            params = ", ".join(f"{k}={v}" for k, v in sorted(tone.items())) if isinstance(tone, dict) else str(tone)
+            add("modification", f"tone transfer: the scan's local tone and colour carried onto the restored image "
+                f"by a guided filter, scratched pixels excluded (not in the official method; {params})", t,
+                "success", params, [], outs)
     if prov.status == "failed" and not any(s.status == "failed" for s in prov.stages):
         add("validation", "item processing", parse_time(prov.finished) or t, "failure", prov.error, [], [])
     return events
@@ -161,7 +171,7 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
         src = _obj(a.input["uri"], a.input.get("sha256"))
         key = _obj_key(src)
         objects.setdefault(key, {**src, "bytes": a.input.get("bytes"), "format": a.input.get("format"),
-                                 "original_name": item.name, "source": None, "events": []})
+                                 "original_name": _file_name(a.input["uri"]), "source": None, "events": []})
         for art in a.artefacts:
             o = _obj(art["uri"], art["sha256"])
             okey = _obj_key(o)
@@ -253,21 +263,47 @@ def _format_of(uri: str) -> str:
             "json": "JSON"}.get(ext, ext or "unknown")
 
 
+def _file_name(uri: str) -> str:
+    """PREMIS originalName: the source file's own name ('a.png'), not the output folder derived from it."""
+    return uri.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def to_mets(premis_root: etree._Element, item_name: str, source_uri: str) -> etree._Element:
-    """Wrap the PREMIS objects/events/agents in a METS document (metsrw): one file entry whose amdSec holds
-    them as techMD (objects) and digiprovMD (events, agents)."""
+    """Wrap the PREMIS record in a METS document (metsrw). The fileSec lists the original (USE "original") and
+    every output (USE = its artefact kind: restored, mask, face_before, face_after, review, provenance), each
+    with its real URI as FLocat href and its SHA-256 checksum; each file's amdSec holds its PREMIS object
+    (techMD); the original's also holds every event and agent (digiprovMD)."""
     import metsrw
 
-    fs = metsrw.FSEntry(path=item_name, label=item_name, type="Item", use="original",
-                        file_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, source_uri)))
+    entries: list[Any] = []
+    original = None
+    for el in premis_root:            # each wrapped PREMIS element names its schema (METS profiles require it)
+        el.set(f"{{{XSI_NS}}}schemaLocation", f"{PREMIS_NS} {PREMIS_XSD}")
     for el in premis_root.findall(_q("object")):
+        ids = {i.findtext(_q("objectIdentifierType")): i.findtext(_q("objectIdentifierValue"))
+               for i in el.findall(_q("objectIdentifier"))}
+        uri = ids.get("URI") or source_uri
+        sha = el.findtext(f"{_q('objectCharacteristics')}/{_q('fixity')}/{_q('messageDigest')}")
+        kind = el.findtext(f"{_q('significantProperties')}/{_q('significantPropertiesValue')}")
+        use = "original" if kind is None else kind
+        fs = metsrw.FSEntry(path=uri, label=_file_name(uri), type="Item", use=use,
+                            file_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{uri}#{sha or ''}")),
+                            checksum=sha, checksumtype="SHA-256" if sha else None)
         fs.add_premis_object(el)
+        if kind is None and (original is None or uri == source_uri):
+            original = fs
+        entries.append(fs)
+    if original is None:                  # no object recorded yet: the source alone
+        original = metsrw.FSEntry(path=source_uri, label=_file_name(source_uri), type="Item", use="original",
+                                  file_uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, source_uri)))
+        entries.append(original)
     for el in premis_root.findall(_q("event")):
-        fs.add_premis_event(el)
+        original.add_premis_event(el)
     for el in premis_root.findall(_q("agent")):
-        fs.add_premis_agent(el)
+        original.add_premis_agent(el)
     doc = metsrw.METSDocument()
-    doc.append_file(fs)
+    # one root div in the structMap (as the METS schema wants): the item, with its files
+    doc.append_file(metsrw.FSEntry(label=item_name, type="Directory", children=entries))
     return doc.serialize()
 
 

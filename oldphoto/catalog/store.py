@@ -14,6 +14,7 @@ import json
 import os
 from operator import itemgetter
 import random
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -33,6 +34,9 @@ from oldphoto.provenance import ITEM_STATUSES, InputRecord, ItemProvenance
 DEFAULT_URL = "sqlite:///./oldphoto-catalog.sqlite"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BATCH = 400          # items per write transaction
+# a run's driver writes a heartbeat every HEARTBEAT_S; one silent for STALE_AFTER_S is taken for dead
+HEARTBEAT_S = float(os.environ.get("OLDPHOTO_HEARTBEAT_S", "30"))
+STALE_AFTER_S = 4 * HEARTBEAT_S
 T = TypeVar("T")
 
 items_t = m.Item.__table__
@@ -117,6 +121,11 @@ class RunInfo:
     n_done: int | None
     n_failed: int | None
     n_skipped: int | None
+    state: str | None = None          # running | finished | aborted
+    reason: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    heartbeat: datetime | None = None
 
 
 @dataclass
@@ -320,8 +329,16 @@ class Catalog:
 
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
+    def _missing_sqlite_file(self) -> bool:
+        """A SQLite catalog whose file does not exist yet (reading it must not create an empty one)."""
+        db = make_url(self.url).database if self.dialect == "sqlite" else None
+        return bool(db) and db != ":memory:" and not db.startswith("file:") and not Path(db).expanduser().exists()
+
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
+
+        if self._missing_sqlite_file():
+            return None
 
         try:
             with self.engine.connect() as conn:
@@ -373,6 +390,9 @@ class Catalog:
         if self._checked:
             return
         current, head = self.current_revision(), self.head_revision()
+        if current is None and self._missing_sqlite_file():
+            raise CatalogError(f"no catalog at {make_url(self.url).database} (nothing was created): check "
+                               "--catalog / $OLDPHOTO_CATALOG, or create one with `oldphoto catalog init`")
         if current != head:
             how = "oldphoto catalog init" if current is None else "oldphoto catalog upgrade"
             raise CatalogError(f"the catalog {self!r} is at schema revision {current or 'none'}, this oldphoto "
@@ -404,11 +424,51 @@ class Catalog:
         params = json.loads(json.dumps(parameters or {}, default=str))
         fp = fingerprint or _fingerprint(params)
         version = oldphoto_version or __version__
+        self.close_dead_runs()
+        now = utcnow()
         self._write(lambda conn: conn.execute(self._insert(runs_t).values(
             id=run_id, flow_run_id=flow_run_id, parameters=params, fingerprint=fp, oldphoto_version=version,
-            started=utcnow()).on_conflict_do_nothing(index_elements=["id"])))
+            started=now, state="running", host=socket.gethostname()[:255], pid=os.getpid(), heartbeat=now)
+            .on_conflict_do_nothing(index_elements=["id"])))
         self._run_fp[run_id] = (fp, version)
         return run_id
+
+    def heartbeat(self, run_id: str) -> None:
+        """A sign of life of the run's driver (see `close_dead_runs`)."""
+        self._write(lambda conn: conn.execute(update(runs_t).where(runs_t.c.id == run_id)
+                                              .values(heartbeat=utcnow())))
+
+    def close_dead_runs(self, stale_after: float | None = None) -> list[str]:
+        """Close as `aborted`, with the reason, every open run whose driver is gone: its process no longer
+        exists on this host, or (another host) no heartbeat for `stale_after` seconds (default
+        HEARTBEAT_S x 4). Their items left "running" become "failed" with the same reason. Returns their ids."""
+        stale_after = STALE_AFTER_S if stale_after is None else stale_after
+        host, now = socket.gethostname()[:255], utcnow()
+        q = select(runs_t.c.id, runs_t.c.host, runs_t.c.pid, runs_t.c.heartbeat, runs_t.c.started).where(
+            runs_t.c.finished.is_(None), (runs_t.c.state == "running") | runs_t.c.state.is_(None))
+        dead: dict[str, str] = {}
+        for rid, rhost, pid, beat, started in self._read(lambda c: c.execute(q).all()):
+            last = parse_time(beat or started)
+            if rhost == host and pid and not _pid_alive(pid) and pid != os.getpid():
+                dead[rid] = (f"aborted: its process (pid {pid} on {rhost}) ended without closing the run "
+                             f"(killed, crashed or out of memory); last heartbeat {last.isoformat(timespec='seconds')}")
+            elif last is not None and (now - last).total_seconds() > stale_after:
+                dead[rid] = (f"aborted: no heartbeat from {rhost or 'its driver'} since "
+                             f"{last.isoformat(timespec='seconds')} (process or machine lost)")
+        for rid, reason in dead.items():
+            def go(conn: Connection, rid: str = rid, reason: str = reason) -> None:
+                counts = dict(conn.execute(select(results_t.c.status, func.count())
+                                           .where(results_t.c.run_id == rid).group_by(results_t.c.status)).all())
+                conn.execute(update(runs_t).where(runs_t.c.id == rid, runs_t.c.finished.is_(None)).values(
+                    state="aborted", reason=reason, finished=now, n_items=sum(counts.values()),
+                    n_done=counts.get("done", 0), n_failed=counts.get("failed", 0),
+                    n_skipped=counts.get("skipped", 0)))
+                conn.execute(update(items_t).where(items_t.c.last_run_id == rid, items_t.c.status == "running")
+                             .values(status="failed", last_error=reason, updated=now))
+                conn.execute(update(results_t).where(results_t.c.run_id == rid, results_t.c.status == "running")
+                             .values(status="failed", error=reason))
+            self._write(go)
+        return list(dead)
 
     def _run(self, run_id: str) -> tuple[str, str]:
         if run_id not in self._run_fp:
@@ -419,16 +479,23 @@ class Catalog:
             self._run_fp[run_id] = (row[0], row[1])
         return self._run_fp[run_id]
 
-    def finish_run(self, run_id: str) -> RunInfo:
-        """Close a run: set its end time and its counts of items by status."""
+    def finish_run(self, run_id: str, skipped: int = 0, reason: str | None = None) -> RunInfo:
+        """Close a run: set its end time and its counts of items by status. `skipped`: items the run skipped
+        without recording a result for them (already done, not an image, hidden), added to n_skipped and
+        n_items; `reason`: a note on how it ended (e.g. its failures)."""
         self._run(run_id)
 
         def go(conn: Connection) -> None:
             counts = dict(conn.execute(select(results_t.c.status, func.count()).where(results_t.c.run_id == run_id)
                                        .group_by(results_t.c.status)).all())
             conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(
-                finished=utcnow(), n_items=sum(counts.values()), n_done=counts.get("done", 0),
-                n_failed=counts.get("failed", 0), n_skipped=counts.get("skipped", 0)))
+                finished=utcnow(), n_items=sum(counts.values()) + skipped, n_done=counts.get("done", 0),
+                n_failed=counts.get("failed", 0), n_skipped=counts.get("skipped", 0) + skipped,
+                state="finished", reason=reason))
+            # a lease this run still holds (its item never got recorded) ends here, with the reason
+            conn.execute(update(items_t).where(items_t.c.last_run_id == run_id, items_t.c.status == "running")
+                         .values(status="failed", last_error="its run ended before the item was recorded",
+                                 updated=utcnow()))
 
         self._write(go)
         return self.run(run_id)
@@ -472,6 +539,41 @@ class Catalog:
             inp = x.input if isinstance(x, ItemProvenance) else x
             provs.append(ItemProvenance(input=inp, status="running", run_id=run_id, started=now))
         return self.record_many(provs, run_id)
+
+    def claim(self, items: Sequence[tuple[str, str]], run_id: str) -> set[str]:
+        """Lease items to `run_id` (their status becomes "running", `last_run_id` this run) so that concurrent
+        runs compute each item once; `items`: (source URI, name) pairs. An item is not claimed while another
+        open run holds it, nor when another run with the same fingerprint finished it after this run started
+        (the plan of this run could not see that). Returns the source URIs this run holds. A lease ends when the
+        item is recorded, or when its run is closed as aborted (`close_dead_runs`)."""
+        fp, _ = self._run(run_id)
+        cid = self._ensure_collection()
+        started = self._read(lambda c: c.execute(select(runs_t.c.started).where(runs_t.c.id == run_id)).scalar_one())
+        mine: set[str] = set()
+        ordered = sorted(dict(items).items())
+        for chunk in _chunks(ordered, BATCH):
+            def go(conn: Connection, chunk: Sequence[tuple[str, str]] = chunk) -> set[str]:
+                if self.dialect == "postgresql":        # one claimer at a time: each sees the others' leases
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242170002)")
+                now = utcnow()
+                conn.execute(self._insert(items_t).on_conflict_do_nothing(
+                    index_elements=["collection_id", "source_uri"]),
+                    [dict(collection_id=cid, source_uri=u, name=n, status="pending", attempts=0, version=1,
+                          created=now, updated=now) for u, n in chunk])
+                uris = [u for u, _ in chunk]
+                other_open = select(runs_t.c.id).where(runs_t.c.state == "running", runs_t.c.id != run_id)
+                same_fp = select(runs_t.c.id).where(runs_t.c.fingerprint == fp, runs_t.c.id != run_id)
+                conn.execute(update(items_t).where(
+                    items_t.c.collection_id == cid, items_t.c.source_uri.in_(uris),
+                    ~((items_t.c.status == "running") & items_t.c.last_run_id.in_(other_open)),
+                    ~((items_t.c.status == "done") & items_t.c.last_run_id.in_(same_fp)
+                      & (items_t.c.updated >= started)))
+                    .values(status="running", last_run_id=run_id, updated=now))
+                return set(conn.execute(select(items_t.c.source_uri).where(
+                    items_t.c.collection_id == cid, items_t.c.source_uri.in_(uris), items_t.c.status == "running",
+                    items_t.c.last_run_id == run_id)).scalars())
+            mine |= self._write(go)
+        return mine
 
     def add_items(self, inputs: Iterable[InputRecord | str]) -> int:
         """Register items as pending (what a night's run has to do); existing items are left as they are.
@@ -636,6 +738,21 @@ class Catalog:
                                          results_t.c.status == "done").limit(1)
         return self._read(lambda c: c.execute(q).first()) is not None
 
+    def done_inputs(self, uris: Iterable[str], fingerprint: str) -> dict[str, tuple[str | None, int | None]]:
+        """source URI -> (sha256, size in bytes or None) of the input bytes last restored successfully with
+        `fingerprint`, for those of `uris` that were (any collection). Used to plan a run on its driver."""
+        want = sorted(set(uris))
+        out: dict[str, tuple[str | None, int | None]] = {}
+        for chunk in _chunks(want, 500):
+            q = (select(items_t.c.source_uri, results_t.c.input_sha256, items_t.c.sha256, items_t.c.bytes)
+                 .join(results_t, results_t.c.item_id == items_t.c.id)
+                 .where(items_t.c.source_uri.in_(chunk), results_t.c.fingerprint == fingerprint,
+                        results_t.c.status == "done")
+                 .order_by(results_t.c.recorded, results_t.c.id))
+            for uri, sha, item_sha, size in self._read(lambda c, q=q: c.execute(q).all()):
+                out[uri] = (sha, size if item_sha == sha else None)
+        return out
+
     def done_set(self, sha256s: Iterable[str], fingerprint: str) -> set[str]:
         """The subset of `sha256s` already done with `fingerprint` (batched `is_done` for planning a run)."""
         want = sorted(set(sha256s))
@@ -740,6 +857,20 @@ class Catalog:
         def go(c: Connection) -> dict[str, int]:
             return {t.name: c.execute(select(func.count()).select_from(t)).scalar_one() for t in m.TABLES_IN_ORDER}
         return self._read(go)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:                               # a zombie (killed, not yet reaped by its parent) is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _json(v: Any) -> str | None:

@@ -15,11 +15,15 @@ import typer
 def archive(
     source: str = typer.Argument(..., help="Scans to restore: a folder, file:///path or s3://bucket/prefix/."),
     destination: str = typer.Argument(..., help="Where results go: a folder, file:///path or s3://bucket/prefix/."),
-    catalog: Optional[str] = typer.Option(None, "--catalog", help="Catalog URL (default: $OLDPHOTO_CATALOG, "
-                                          "else DESTINATION/catalog.sqlite for a local destination)."),
+    catalog: Optional[str] = typer.Option(None, "--catalog", help="Catalog URL, or secret:BLOCK (a Prefect Secret "
+                                          "block) (default: $OLDPHOTO_CATALOG, else DESTINATION/catalog.sqlite for a "
+                                          "local destination). A password in it never becomes a flow parameter."),
     scratch: str = typer.Option("auto", "--scratch", help="auto | on | off"),
     hr: bool = typer.Option(False, "--hr", help="High-resolution mode (512 px faces, patch attention)."),
     faces: bool = typer.Option(True, "--faces/--no-faces", help="Enhance faces."),
+    colour: bool = typer.Option(False, "--colour", help="Write grey scans as RGB."),
+    tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match", help="As `oldphoto restore`."),
+    tile: int = typer.Option(512, "--tile", help="Largest tile side for the restoration networks."),
     weights: Optional[str] = typer.Option(None, "--weights", help="'default' (shipped), a weights folder, "
                                           "or 'official:/path/to/release' (default: $OLDPHOTO_WEIGHTS or shipped)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many items."),
@@ -29,27 +33,68 @@ def archive(
     """Restore an archive folder or bucket with the restore-archive flow: Ray stage pools, catalog, summary."""
     # no telemetry from a museum's machines (and no network to send it over)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.restore_archive import restore_archive
-    from oldphoto.models import MissingWeightsError
+    from sqlalchemy.engine import make_url
+
     from oldphoto.storage import is_remote
 
-    if catalog is None and not os.environ.get("OLDPHOTO_CATALOG") and not is_remote(destination):
+    if catalog is None and not os.environ.get("OLDPHOTO_CATALOG"):
+        if is_remote(destination):
+            typer.echo("error: no catalog: pass --catalog URL or set OLDPHOTO_CATALOG", err=True)
+            raise typer.Exit(2)
         local = destination.removeprefix("file://")
         os.makedirs(local, exist_ok=True)
         catalog = "sqlite:///" + os.path.abspath(os.path.join(local, "catalog.sqlite"))
+    if catalog is not None and not catalog.startswith("secret:"):
+        try:
+            secret = make_url(catalog).password is not None
+        except Exception:
+            typer.echo("error: --catalog is not a database URL", err=True)
+            raise typer.Exit(2)
+        if secret:       # never a flow parameter (Prefect stores those): the flow reads it from the environment
+            os.environ["OLDPHOTO_CATALOG"] = catalog
+            catalog = None
+    _check_prefect_api()
+    from flows.restore_archive import restore_archive
+    from oldphoto.models import MissingWeightsError
+
     try:
-        summary = restore_archive(source=source, destination=destination, catalog_url=catalog, scratch=scratch,
-                                  limit=limit, reprocess_failed=reprocess_failed, ray_address=ray_address,
-                                  weights=weights, faces=faces, hr=hr)
+        state = restore_archive(source=source, destination=destination, catalog=catalog, scratch=scratch,
+                                limit=limit, reprocess_failed=reprocess_failed, ray_address=ray_address,
+                                weights=weights, faces=faces, hr=hr, colour=colour, tone_match=tone_match,
+                                tile=tile, return_state=True)
+        summary = state.result(raise_on_failure=False)
     except MissingWeightsError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2)
+    if not isinstance(summary, dict):
+        typer.echo(f"error: the run failed: {state.message or summary}", err=True)
+        raise typer.Exit(1)
     c = summary["counts"]
     typer.echo(f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped -> {destination}")
     typer.echo(f"run summary: {summary.get('summary_uri')}")
     for f in summary.get("failures", []):
         typer.echo(f"  FAILED {f.get('name') or f.get('uri')}: {f.get('error')}", err=True)
     raise typer.Exit(0 if c["failed"] == 0 else 1)
+
+
+def _check_prefect_api() -> None:
+    """A clear, immediate message instead of a long wait: the Prefect API named by PREFECT_API_URL must
+    answer; without it a temporary local API is started (say so: it can take a minute)."""
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        typer.echo("no PREFECT_API_URL: starting a temporary local Prefect API for this run (can take a minute; "
+                   "set PREFECT_API_URL to use a Prefect server)", err=True)
+        return
+    try:
+        with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10) as r:
+            r.read()
+    except OSError as e:
+        typer.echo(f"error: the Prefect API at {api} (PREFECT_API_URL) is not reachable: {e}", err=True)
+        raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

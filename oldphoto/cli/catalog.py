@@ -17,7 +17,8 @@ URL_HELP = ("Catalog database URL, e.g. sqlite:///catalog.sqlite or postgresql+p
 
 
 def _url_option() -> Any:
-    return typer.Option(None, "--url", help=URL_HELP, show_default=False)
+    # --catalog, as every other command names it; --url kept as an alias
+    return typer.Option(None, "--catalog", "--url", help=URL_HELP, show_default=False)
 
 
 def _fail(msg: str) -> None:

@@ -1,9 +1,11 @@
 """`oldphoto restore INPUT... --out DIR`: restore scans on this machine, one item at a time.
 
-For each input NAME.EXT the command writes DIR/NAME/: restored.png (restored.tif for TIFF input), mask.png
-(when the detector ran), faces/ (aligned faces before/after), review.png and provenance.json. Two inputs with
-the same stem get distinct folders (NAME-<8 hex of the input path>), so nothing is overwritten. Inputs are only
-read. Each item is also recorded in the catalog (default: sqlite DIR/catalog.sqlite; --no-catalog to skip).
+The item lifecycle is `oldphoto.lifecycle`, the one the archive flow runs: the same listing (below a folder:
+image files only; hidden files and other files are skipped and listed), the same names (DIR/<path below the
+input folder, without extension>/, sub-folders kept), the same fingerprint (what is already done with these
+weights and options, in the catalog, is skipped), the same atomic writes, and each item recorded in the catalog
+as it finishes (default: sqlite DIR/catalog.sqlite, or $OLDPHOTO_CATALOG; --no-catalog to skip). Inputs are only
+read. An item that cannot be read, restored or written (disk full, name too long) fails alone.
 Exit code: 0 when every input was restored, 1 when any failed, 2 when the run could not start (e.g. weights).
 """
 from __future__ import annotations
@@ -20,44 +22,6 @@ import typer
 SCRATCH_CHOICES = ("auto", "on", "off")
 
 
-# ------------------------------------------------------------------------------------------- inputs
-def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path]:
-    """Files given directly, plus every non-hidden file below the folders given (sorted), without duplicates
-    and without anything inside `exclude` (the output folder). Missing paths are kept (they fail as items)."""
-    found: list[Path] = []
-    excl = exclude.resolve() if exclude is not None else None
-    for p in inputs:
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                r = Path(root)
-                if excl is not None and (r.resolve() == excl or excl in r.resolve().parents):
-                    continue
-                found += [r / f for f in sorted(files) if not f.startswith(".")]
-        else:
-            found.append(p)
-    seen: set[Path] = set()
-    unique = []
-    for p in found:
-        key = p.resolve() if p.exists() else p.absolute()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
-
-
-def _read(path: Path) -> tuple[bytes | None, str | None]:
-    try:
-        if not path.exists():
-            return None, "file not found"
-        if not path.is_file():
-            return None, "not a regular file"
-        with open(path, "rb") as f:
-            return f.read(), None
-    except OSError as e:
-        return None, f"cannot read file: {e.strerror or e}"
-
-
 # ------------------------------------------------------------------------------------------- models
 def load_models(weights: Path | None, official: Path | None, device: str):
     from oldphoto.models import ModelSet
@@ -71,28 +35,22 @@ def load_models(weights: Path | None, official: Path | None, device: str):
     return ModelSet.default(device=device)
 
 
-def _open_catalog(url: str, options, models, console):
-    try:
-        from oldphoto.catalog import Catalog, fingerprint
-    except ImportError as e:  # pragma: no cover - the catalog ships with oldphoto
-        console.print(f"[yellow]catalog not available ({e}); items are not recorded[/yellow]")
-        return None, None
+def _open_catalog(url: str, options, models, extra: dict):
+    """(catalog, run id, fingerprint): the run opened with the parameters and fingerprint the flows use."""
+    from oldphoto.catalog import Catalog
+    from oldphoto.lifecycle import run_fingerprint
+
     cat = Catalog(url)
     cat.upgrade()
-    params = options.to_dict()
-    ckpts = []
-    for role in options.required_roles():
-        try:
-            ckpts.append(models.checkpoint(role))
-        except Exception:
-            pass
-    run_id = cat.start_run(params, fingerprint=fingerprint(params, ckpts))
-    return cat, run_id
+    params, fp = run_fingerprint(options, models)
+    run_id = cat.start_run({**params, "device": options.device, **extra}, fingerprint=fp)
+    return cat, run_id, fp
 
 
 # ------------------------------------------------------------------------------------------- command
 def restore(
-    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of scans (searched recursively)."),
+    inputs: list[str] = typer.Argument(..., help="Image files and/or folders of scans (searched recursively), or "
+                                                 "s3://bucket/prefix/."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one sub-folder per input."),
     scratch: str = typer.Option("auto", "--scratch",
                                 help="auto: detect scratches and repair them when found; on: always; off: never."),
@@ -119,10 +77,12 @@ def restore(
 ) -> None:
     """Restore old photographs: scratch detection, global restoration, face enhancement; with a record of each."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from oldphoto.pipeline import ItemState, Restorer, RestoreOptions, check_models, output_names
+    from oldphoto.progress import ItemProgress
+    from oldphoto.lifecycle import (Heartbeat, Recorder, claim_items, list_inputs, plan_items, start_item,
+                                    with_catalog_retry, write_item)
+    from oldphoto.pipeline import Restorer, RestoreOptions, check_models
 
     console = Console(stderr=True)
     if scratch not in SCRATCH_CHOICES:
@@ -149,69 +109,74 @@ def restore(
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
 
-    paths = collect_inputs(inputs, exclude=out)
-    if not paths:
-        console.print("[bold red]error:[/bold red] no input files found")
+    listing = list_inputs([str(p) for p in inputs], exclude=str(out))
+    if not listing.items:
+        console.print("[bold red]error:[/bold red] no input files found"
+                      + (f" ({len(listing.skipped)} file(s) skipped: hidden or not images)" if listing.skipped else ""))
         raise typer.Exit(2)
-    names = output_names([str(p.absolute()) for p in paths])
     out.mkdir(parents=True, exist_ok=True)
+    destination = str(out.absolute())
 
-    cat, run_id = (None, None)
+    cat, run_id, fp = None, None, ""
     if not no_catalog:
         try:
-            cat, run_id = _open_catalog(catalog or f"sqlite:///{(out / 'catalog.sqlite').resolve()}", options,
-                                        models, console)
+            cat, run_id, fp = _open_catalog(catalog or os.environ.get("OLDPHOTO_CATALOG")
+                                            or f"sqlite:///{(out / 'catalog.sqlite').resolve()}", options, models,
+                                            {"inputs": [str(p) for p in inputs], "destination": destination})
         except Exception as e:
-            console.print(f"[bold red]error:[/bold red] cannot open the catalog: {e}")
+            console.print(f"[bold red]error:[/bold red] cannot open the catalog: {e}", highlight=False)
             raise typer.Exit(2)
+    todo, already = plan_items(listing.items, cat, fp)
+    todo, busy = claim_items(todo, cat, run_id)          # not what another run at work holds
+    record = Recorder(cat, run_id, warn=lambda m: console.print(f"[yellow]{m}[/yellow]", highlight=False))
 
     restorer = Restorer(models, options)
     failures: list[tuple[str, str]] = []
     stage_seconds: Counter = Counter()
     t0 = time.perf_counter()
-    with Progress(TextColumn("[bold]restoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[item]}"), console=console, transient=False) as progress:
-        task = progress.add_task("restore", total=len(paths), item="")
-        for path, name in zip(paths, names):
-            progress.update(task, item=str(path.name))
-            item_dir = out / name
-            data, read_error = _read(path)
-            state = ItemState.new(str(path), data, options, name=name, out_dir=str(item_dir), run_id=run_id)
-            if read_error:
-                state.fail("load", read_error)
-            state = restorer.process(state)
-            del data
-            item_dir.mkdir(parents=True, exist_ok=True)
-            for rel, blob in state.files.items():
-                target = item_dir / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(target.name + ".part")
-                tmp.write_bytes(blob)
-                os.replace(tmp, target)
+    progress = ItemProgress(len(todo), console=console, label="restoring")
+    with Heartbeat(cat, run_id), progress:
+        for item in todo:
+            progress.start(item.name)
+            try:
+                state = restorer.process(start_item(item, destination, options, run_id))
+                write_item(state, destination)
+            except Exception as e:  # noqa: BLE001 - one item's unexpected error never stops the run
+                state = start_item(item, destination, options, run_id)
+                state.fail("restore", f"{type(e).__name__}: {e}")
+                state.data = None
+                write_item(state, destination)
             for rec in state.provenance.stages:
                 stage_seconds[rec.name] += rec.seconds
             if cat is not None:
                 try:
-                    cat.record(state.provenance, run_id)
-                except Exception as e:
-                    console.print(f"[yellow]catalog: could not record {path}: {e}[/yellow]")
+                    record(state.provenance)
+                except Exception as e:  # noqa: BLE001 - outage longer than the bound: say so, go on
+                    console.print(f"[yellow]catalog: could not record {item.uri}: {e}[/yellow]", highlight=False)
             if state.failed:
-                failures.append((str(path), state.error or "failed"))
+                failures.append((item.uri, state.error or "failed"))
             state.files.clear()
-            progress.advance(task)
+            progress.advance(failed=state.failed, name=item.name)
+    n_skipped = len(already) + len(busy) + len(listing.skipped)
     if cat is not None:
         try:
-            cat.finish_run(run_id)
+            with_catalog_retry(lambda: cat.finish_run(run_id, skipped=n_skipped,
+                                                      reason=f"{len(failures)} item(s) failed" if failures else None))
         except Exception as e:
             console.print(f"[yellow]catalog: could not finish run: {e}[/yellow]")
 
     elapsed = time.perf_counter() - t0
-    done = len(paths) - len(failures)
-    console.print(f"[bold]{done} of {len(paths)} restored[/bold] in {elapsed:.1f} s into {out}"
-                  + (f"; catalog run {run_id}" if run_id else ""), highlight=False)
+    done = len(todo) - len(failures)
+    console.print(f"[bold]{done} of {len(todo)} restored[/bold] in {elapsed:.1f} s into {out}"
+                  + (f"; {len(already)} already done (skipped)" if already else "")
+                  + (f"; {len(busy)} being restored by another run (skipped)" if busy else "")
+                  + (f"; {len(listing.skipped)} not inputs (hidden or not images, skipped)" if listing.skipped else "")
+                  + (f"; catalog run {run_id}" if run_id else ""), highlight=False, soft_wrap=True)
     if stage_seconds:
         console.print("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds.items() if v),
                       highlight=False)
+    for sk in listing.skipped:
+        print(f"SKIPPED {sk.uri}: {sk.reason}", file=sys.stdout)
     if failures:
         table = Table(title=f"{len(failures)} failed", show_lines=False)
         table.add_column("input", overflow="fold")

@@ -113,6 +113,22 @@ class DistributedConfig:
     # on every attempt; several rules separated by ";". None in production.
     fault_injection: str | None = None
     fault_pool: str = "global"
+    # GPUs for the model pools: "auto" gives every pool left at num_gpus=0 an equal share of one GPU when the
+    # cluster has GPUs (none otherwise); "off" keeps the pools on CPU whatever the cluster has
+    gpus: str = "auto"
+
+    def fitted(self, cluster_resources: dict[str, float]) -> "DistributedConfig":
+        """This config for a cluster with these resources (`ray.cluster_resources()`): with gpus="auto" and
+        GPUs in the cluster, the pools without GPUs get one each (a third of a GPU each when the cluster has a
+        single GPU), so the model stages run on the GPU workers."""
+        n_gpu = float(cluster_resources.get("GPU", 0) or 0)
+        if self.gpus != "auto" or n_gpu <= 0:
+            return self
+        share = min(1.0, int(n_gpu / len(POOL_NAMES) * 100) / 100) or 0.01
+        pools = {attr: dataclasses.replace(self.pool(name), num_gpus=share)
+                 for attr, name in (("scratch", "scratch"), ("global_", "global"), ("face", "face"))
+                 if self.pool(name).num_gpus == 0}
+        return dataclasses.replace(self, **pools)
 
     def pool(self, name: str) -> PoolConfig:
         return {"scratch": self.scratch, "global": self.global_, "face": self.face}[name]

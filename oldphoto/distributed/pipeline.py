@@ -15,12 +15,12 @@ Backpressure: a Ray Data object-store budget (`DataContext.execution_options.res
 the error on the state and later stages pass it through. An exception escaping a stage becomes that item's
 error. An actor that dies (OOM, segfault, a killed node) is restarted by Ray and its batch retried
 `max_item_retries` times; an item still not through after that is reported failed with the reason, so every
-input ends as exactly one result: done, failed (with its error) or skipped (already done, same fingerprint).
+input ends as exactly one result: done or failed (with its error). What is already done is decided before, on
+the driver (`oldphoto.lifecycle.plan_items`), and never reaches the pipeline.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig, WeightsSource
+from oldphoto.lifecycle import WorkItem, item_base, list_inputs, run_fingerprint, start_item, write_item
 from oldphoto.provenance import ItemProvenance, StageRecord
-from oldphoto.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,10 @@ _PROVENANCE_STAGE = {"decode": "load", "scratch": "scratch_detection", "global":
 
 
 @dataclass
-class WorkItem:
-    """One input: its URI and the output folder name (NAME in DEST/NAME/...), unique within a run."""
-
-    uri: str
-    name: str
-
-
-@dataclass
 class ItemResult:
     uri: str
     name: str
-    status: str                                  # "done" | "failed" | "skipped"
+    status: str                                  # "done" | "failed"
     error: str | None = None
     sha256: str | None = None
     provenance: ItemProvenance | None = None
@@ -136,35 +128,8 @@ class StageSource:
 
 
 def run_parameters(source: StageSource) -> tuple[dict[str, Any], str]:
-    """(parameters, fingerprint) of a run: the restore options (device aside: it does not change what is
-    computed) and the checkpoints they use. Equal fingerprints + equal input sha256 = nothing to recompute."""
-    from oldphoto.catalog import fingerprint
-
-    opts = source.restore_options()
-    params = {k: v for k, v in opts.to_dict().items() if k != "device"}
-    models = source.weights.load("cpu")            # lazy: reads file hashes, loads no network
-    checkpoints = [models.checkpoint(r) for r in opts.required_roles() if models.has(r)]
-    return params, fingerprint(params, checkpoints)
-
-
-@dataclass(frozen=True)
-class DoneInCatalog:
-    """`skip_if` for runs recorded in a catalog: True when these input bytes are already done with this
-    fingerprint. Picklable; each worker process opens the catalog once."""
-
-    url: str
-    fingerprint: str
-
-    def __call__(self, sha256: str) -> bool:
-        cat = _CATALOGS.get(self.url)
-        if cat is None:
-            from oldphoto.catalog import Catalog
-
-            cat = _CATALOGS[self.url] = Catalog(self.url)
-        return cat.is_done(sha256, self.fingerprint)
-
-
-_CATALOGS: dict[str, Any] = {}
+    """(parameters, fingerprint) of a run (`oldphoto.lifecycle.run_fingerprint`, the same as `oldphoto restore`)."""
+    return run_fingerprint(source.restore_options(), source.weights.load("cpu"))   # lazy: loads no network
 
 
 # ----------------------------------------------------------------------------------------------- state helpers
@@ -184,8 +149,10 @@ def _fail_state(state, role: str, message: str):
 
 
 def _run_stage(stage, state, role: str):
+    from oldphoto.stages.base import run_stage
+
     try:
-        return stage(state)
+        return run_stage(stage, state)
     except Exception as exc:  # a stage must not raise; if one does, it is this item's error, not the run's
         log.warning("stage %s raised on %s: %s", role, state.uri, exc)
         return _fail_state(state, role, f"{type(exc).__name__}: {exc}")
@@ -218,31 +185,18 @@ def _batch(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, np.ndar
     return out
 
 
-_STATE_KEYS = ("uri", "name", "sha256", "skip", "state")
+_STATE_KEYS = ("uri", "name", "sha256", "state")
 
 
-def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination: str,
-                  skip_if: Callable[[str], bool] | None) -> dict[str, np.ndarray]:
-    """Task: read each input, hash it, skip it if already done, else decode it (DecodeStage)."""
+def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination: str) -> dict[str, np.ndarray]:
+    """Task: read each input and decode it (DecodeStage)."""
     out = []
     for row in _rows(batch):
         uri, name = str(row["uri"]), str(row["name"])
-        out_dir = open_storage(destination).join(destination, *name.split("/"))
-        try:
-            data = open_storage(uri).read_bytes(uri)
-        except Exception as exc:
-            state = _new_state(source, uri, name, None, out_dir)
-            state.fail("load", f"cannot read the file: {exc}")
-            out.append({"uri": uri, "name": name, "sha256": "", "skip": "", "state": pickle.dumps(state, protocol=5)})
-            continue
-        sha = hashlib.sha256(data).hexdigest()
-        if skip_if is not None and skip_if(sha):
-            out.append({"uri": uri, "name": name, "sha256": sha, "skip": "1", "state": b""})
-            continue
-        state = _new_state(source, uri, name, data, out_dir)
-        del data
+        state = start_item(WorkItem(uri, name), destination, source.restore_options(), source.run_id)
         state = _run_stage(_stages_cached(source)["decode"], state, "decode")
-        out.append({"uri": uri, "name": name, "sha256": sha, "skip": "", "state": pickle.dumps(state, protocol=5)})
+        sha = state.provenance.input.sha256 or ""
+        out.append({"uri": uri, "name": name, "sha256": sha, "state": pickle.dumps(state, protocol=5)})
     return _batch(out, _STATE_KEYS)
 
 
@@ -276,9 +230,6 @@ class _PoolActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
         for row in _rows(batch):
-            if row["skip"]:
-                out.append(row)
-                continue
             state = pickle.loads(row["state"])
             if state.failed:
                 out.append(row)                     # failed earlier: passed through untouched
@@ -297,24 +248,14 @@ def _encode_write(batch: dict[str, np.ndarray], source: StageSource, destination
     out = []
     for row in _rows(batch):
         uri, name, sha = str(row["uri"]), str(row["name"]), str(row["sha256"])
-        if row["skip"]:
-            out.append(ItemResult(uri, name, "skipped", sha256=sha).to_row())
-        else:
-            out.append(write_state(pickle.loads(row["state"]), source, destination).to_row())
+        out.append(write_state(pickle.loads(row["state"]), source, destination).to_row())
     return _batch(out, _RESULT_KEYS)
 
 
 def write_state(state, source: StageSource, destination: str) -> ItemResult:
-    """Run EncodeStage on a state and write its files under DEST/NAME/; the item's result."""
+    """Run EncodeStage on a state and write its files under DEST/NAME/ (`oldphoto.lifecycle.write_item`)."""
     state = _run_stage(_stages_cached(source)["encode"], state, "encode")
-    outputs: dict[str, str] = {}
-    store = open_storage(destination)
-    base = store.join(destination, *state.name.split("/"))
-    try:
-        outputs = store.write_files(base, state.files)
-    except Exception as exc:
-        _fail_state(state, "encode", f"cannot write outputs to {base}: {exc}")
-        state.provenance.status = "failed"
+    outputs = write_item(state, destination)
     prov = state.provenance
     status = "failed" if state.failed else "done"
     return ItemResult(state.uri, state.name, status, error=state.error, sha256=prov.input.sha256,
@@ -330,14 +271,41 @@ def ensure_ray(config: DistributedConfig) -> None:
         return
     address = config.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        use_cluster_token()
         ray.init(address=address, log_to_driver=False)
     else:
         # "local": a new embedded session, never some other Ray that happens to run on this machine
         ray.init(address="local", num_cpus=config.local_num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+def ray_token_available() -> bool:
+    """A Ray auth token is at hand: $RAY_AUTH_TOKEN, the file $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def use_cluster_token() -> None:
+    """Before connecting to an existing cluster by address: Ray (2.59+) turns token authentication on by
+    default on `ray start --head`, but a driver given an explicit address never sends the token unless
+    RAY_AUTH_MODE=token, and fails with InvalidAuthToken. So, when RAY_AUTH_MODE is not set and a token is
+    at hand, use it (a head started with RAY_AUTH_MODE=disabled ignores it)."""
+    if "RAY_AUTH_MODE" not in os.environ and ray_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:      # Ray caches its config at import: refresh it, as Ray itself does when it turns token mode on
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception as e:  # noqa: BLE001 - then only the environment (read by a fresh import) says so
+            log.debug("could not refresh Ray's config: %s", e)
+
+
 def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSource, config: DistributedConfig,
-                  skip_if: Callable[[str], bool] | None = None, roles: Iterable[str] | None = None):
+                  roles: Iterable[str] | None = None):
     """The lazy Ray dataset of results (one row per item that made it through; see `run_pipeline`)."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext, ExecutionResources
@@ -351,7 +319,7 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
     roles = list(roles) if roles is not None else source.pools()
     rows = [{"uri": it.uri, "name": it.name} for it in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map_batches(_fetch_decode, fn_kwargs={"source": source, "destination": destination, "skip_if": skip_if},
+    ds = ds.map_batches(_fetch_decode, fn_kwargs={"source": source, "destination": destination},
                         batch_size=1,
                         num_cpus=config.io_num_cpus, max_retries=2)
     for role in POOL_ORDER:
@@ -373,8 +341,7 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
 
 
 def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSource,
-                  config: DistributedConfig | None = None, skip_if: Callable[[str], bool] | None = None
-                  ) -> Iterator[ItemResult]:
+                  config: DistributedConfig | None = None) -> Iterator[ItemResult]:
     """Stream one `ItemResult` per item as items finish (any order). Items whose batch was lost with
     its actor more than `max_item_retries` times come last, as failed with the reason."""
     config = config or DistributedConfig()
@@ -384,8 +351,11 @@ def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSour
     if not items:
         return
     ensure_ray(config)
+    import ray
+
+    config = config.fitted(ray.cluster_resources())       # GPUs for the model pools where the cluster has them
     seen: set[str] = set()
-    for res in _stream(items, destination, source, config, skip_if):
+    for res in _stream(items, destination, source, config):
         if res.uri not in seen:
             seen.add(res.uri)
             yield res
@@ -397,7 +367,7 @@ def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSour
         careful = dataclasses.replace(config, batch_size=1, **{
             name: dataclasses.replace(config.pool(pname), max_tasks_in_flight=1)
             for name, pname in (("scratch", "scratch"), ("global_", "global"), ("face", "face"))})
-        for res in _stream(missing, destination, source, careful, skip_if):
+        for res in _stream(missing, destination, source, careful):
             if res.uri not in seen:
                 seen.add(res.uri)
                 yield res
@@ -410,29 +380,28 @@ def _lost(item: WorkItem, source: StageSource, destination: str, attempts: int) 
     """The failed result of an item that never came out of the pipeline (its actor died on every attempt)."""
     from oldphoto.stages.base import now_iso
 
-    store = open_storage(destination)
-    state = _new_state(source, item.uri, item.name, None, store.join(destination, *item.name.split("/")))
+    state = _new_state(source, item.uri, item.name, None, item_base(destination, item.name))
     state.fail("worker crashed", f"a stage actor died every time it processed this item ({attempts} attempts: "
                                  "out of memory, or a crash in native code)")
     state.provenance.finished = now_iso()
     return ItemResult(item.uri, item.name, "failed", error=state.error, provenance=state.provenance)
 
 
-def _stream(items, destination, source, config, skip_if) -> Iterator[ItemResult]:
+def _stream(items, destination, source, config) -> Iterator[ItemResult]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
-        ds = build_dataset(items, destination, source, config, skip_if)
+        ds = build_dataset(items, destination, source, config)
     for row in ds.iter_rows():
         yield ItemResult.from_row(row)
 
 
 def run_pipeline(items: Sequence[WorkItem], destination: str, source: StageSource,
-                 config: DistributedConfig | None = None, skip_if: Callable[[str], bool] | None = None,
+                 config: DistributedConfig | None = None,
                  on_result: Callable[[ItemResult], None] | None = None) -> list[ItemResult]:
     """Run the whole pipeline; `on_result` is called per item as it finishes (e.g. to record it)."""
     results = []
     t0 = time.perf_counter()
-    for res in iter_pipeline(items, destination, source, config, skip_if):
+    for res in iter_pipeline(items, destination, source, config):
         if on_result is not None:
             on_result(res)
         results.append(res)
@@ -441,22 +410,11 @@ def run_pipeline(items: Sequence[WorkItem], destination: str, source: StageSourc
 
 
 def work_items(source_uri: str, limit: int | None = None, only: Iterable[str] | None = None) -> list[WorkItem]:
-    """The images below `source_uri` (recursively, sorted), named like `oldphoto restore` names them."""
-    from oldphoto.storage import IMAGE_SUFFIXES
-
-    store = open_storage(source_uri)
-    uris = store.list_images(source_uri, suffixes=IMAGE_SUFFIXES)
-    items = [WorkItem(u, n) for u, n in zip(uris, assign_names(uris))]   # names from the whole listing
+    """The inputs below `source_uri` (`oldphoto.lifecycle.list_inputs`: the rule of `oldphoto restore`)."""
+    items = list_inputs([source_uri]).items
     if only is not None:
         wanted = set(only)
         items = [it for it in items if it.uri in wanted]
     if limit is not None and limit > 0:
         items = items[:limit]
     return items
-
-
-def assign_names(uris: Sequence[str]) -> list[str]:
-    """NAME of DEST/NAME/... per input: the same rule as `oldphoto restore` (`oldphoto.pipeline.output_names`)."""
-    from oldphoto.pipeline import output_names
-
-    return output_names(uris)

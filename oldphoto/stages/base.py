@@ -145,7 +145,8 @@ def default_name(uri: str) -> str:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    """The current UTC time, ISO 8601 to the millisecond (provenance and PREMIS event times)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -239,7 +240,7 @@ class Stage:
     def record(self, state: ItemState, name: str, roles: tuple[str, ...] = (),
                extra_checkpoints: tuple[CheckpointRef, ...] = (), device: str | None = None) -> Iterator[StageRecord]:
         """Time a stage and append its record (status failed with the error if the body raises)."""
-        rec = StageRecord(name=name, status="done", device=device or self.device)
+        rec = StageRecord(name=name, status="done", device=device or self.device, started=now_iso())
         t0 = time.perf_counter()
         try:
             yield rec
@@ -251,13 +252,35 @@ class Stage:
             raise _Recorded() from e
         finally:
             rec.seconds = round(time.perf_counter() - t0, 4)
+            rec.finished = now_iso()
             rec.checkpoints = [c for c in (self.checkpoint(r) for r in roles) if c is not None]
             rec.checkpoints += list(extra_checkpoints)
             state.provenance.stages.append(rec)
 
     @staticmethod
     def skipped(state: ItemState, name: str, reason: str = "") -> None:
-        state.provenance.stages.append(StageRecord(name=name, status="skipped", error=reason or None))
+        now = now_iso()
+        state.provenance.stages.append(StageRecord(name=name, status="skipped", error=reason or None, started=now,
+                                                   finished=now))
+
+
+def run_stage(stage: Any, state: ItemState) -> ItemState:
+    """Run one stage on one item (what `oldphoto restore` and the Ray pools both do). Stage records appended
+    without clock times (batched stages time a whole group) get real ones: from the end of the record before
+    (or the call's start) for their measured seconds, never past the call's end."""
+    from oldphoto.catalog.models import parse_time
+
+    n, t0 = len(state.provenance.stages), _dt.datetime.now(_dt.timezone.utc)
+    state = stage(state)
+    t1 = _dt.datetime.now(_dt.timezone.utc)
+    prev = t0
+    for rec in state.provenance.stages[n:]:
+        if rec.started is None or rec.finished is None:
+            start = parse_time(rec.started) or prev
+            end = min(start + _dt.timedelta(seconds=float(rec.seconds or 0.0)), t1)
+            rec.started, rec.finished = start.isoformat(timespec="milliseconds"), end.isoformat(timespec="milliseconds")
+        prev = max(prev, parse_time(rec.finished))
+    return state
 
 
 class _Recorded(Exception):

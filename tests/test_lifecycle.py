@@ -1,0 +1,355 @@
+"""The one item lifecycle (oldphoto.lifecycle) through `oldphoto restore`, with real files, a real tmpfs that
+fills up, real over-long paths, a real `kill -9` and a real PostgreSQL server stopped mid-run."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from oldphoto.catalog import Catalog
+from oldphoto.cli import app
+from oldphoto.lifecycle import MAX_PART_BYTES, list_inputs, output_names, safe_part
+from oldphoto.provenance import ItemProvenance
+
+pytestmark = pytest.mark.timeout(900)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    from oldphoto.models import make_random_weights
+
+    d = tmp_path_factory.mktemp("lifecycle_weights")
+    make_random_weights(d, seed=4, tiny=True)
+    return d
+
+
+def _png(side: int = 40, seed: int = 0, noise: bool = False) -> bytes:
+    rng = np.random.default_rng(seed)
+    if noise:
+        arr = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    else:
+        yy, xx = np.mgrid[0:side, 0:side]
+        base = (100 + 50 * np.sin(xx / (3 + seed)) + 30 * np.cos(yy / 4)).clip(0, 255)
+        arr = np.stack([base, base * 0.9, base * 0.8], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def _restore(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(app, ["restore", *args, "--scratch", "off", "--no-faces"])
+    return r.exit_code, r.output
+
+
+def _no_part_files(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if ".part" in p.name]
+
+
+# ------------------------------------------------------------------------------------------- listing, names
+def test_listing_rule_and_names(tmp_path):
+    src = tmp_path / "scans"
+    long_stem = "é" * 120                                     # 240 bytes: over MAX_PART_BYTES, a legal file name
+    _tree(src, {"box12/old/a.png": b"1", "box12/scratch/a.png": b"2", "b.jpg": b"3", "B.JPG": b"4",
+                "notes.txt": b"5", ".DS_Store": b"6", ".cache/c.png": b"7", f"{long_stem}.png": b"8",
+                "box12/old/a.tif": b"9"})
+    listing = list_inputs([str(src), str(src / "b.jpg")])         # a file given twice is listed once
+    names = {Path(it.uri).relative_to(src).as_posix(): it.name for it in listing.items}
+    assert names["box12/scratch/a.png"] == "box12/scratch/a"      # sub-folders kept
+    # same folder name within the run (a.png / a.tif, b / B): each gets -<8 hex>
+    assert names["box12/old/a.png"].startswith("box12/old/a-") and names["box12/old/a.tif"].startswith("box12/old/a-")
+    assert names["b.jpg"] != names["B.JPG"] and names["b.jpg"].casefold() != names["B.JPG"].casefold()
+    long_name = names[f"{long_stem}.png"]
+    assert len(long_name.encode()) <= MAX_PART_BYTES + 9 and long_name.startswith("é" * 100)
+    assert {Path(s.uri).relative_to(src).as_posix(): s.reason.split(" ")[0] for s in listing.skipped} == {
+        "notes.txt": "not", ".DS_Store": "hidden", ".cache/c.png": "hidden"}
+    # a file given directly is an input whatever its name
+    assert [it.name for it in list_inputs([str(src / "notes.txt")]).items] == ["notes"]
+    # writable parts: control characters, backslashes, '..' never reach a path
+    assert safe_part("a\x00b\\c\n") == "a_b_c_" and safe_part("..") == "_"
+    assert output_names(["x/../y.png"]) == ["x/_/y"]
+
+
+def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    from services import FAKE_AWS, patched_env
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        with patched_env({**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}):
+            import boto3
+
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket="lifecycle-listing")     # moto's state is per process: names of our own
+            for key in ("night/box1/a.png", "night/box1/../evil.png", "night/.hidden.png", "night/x.txt"):
+                s3.put_object(Bucket="lifecycle-listing", Key=key, Body=b"x")
+            listing = list_inputs(["s3://lifecycle-listing/night/"])
+            assert [(it.uri, it.name) for it in listing.items] == [("s3://lifecycle-listing/night/box1/a.png",
+                                                                    "box1/a")]
+            assert {s.uri.rsplit("night/", 1)[1]: s.reason.split(" ")[0] for s in listing.skipped} == {
+                "box1/../evil.png": "unsafe", ".hidden.png": "hidden", "x.txt": "not"}
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------ mirror, skip, fingerprint
+def test_restore_mirrors_the_tree_and_skips_what_is_done(tmp_path, weights):
+    src, out = tmp_path / "scans", tmp_path / "out"
+    _tree(src, {"box12/old/a.png": _png(seed=1), "box12/scratch/a.png": _png(seed=2), "c.png": _png(seed=3),
+                "notes.txt": b"not an image", ".DS_Store": b"x"})
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    code, output = _restore(str(src), "--out", str(out), "--weights", str(weights), "--catalog", url)
+    assert code == 0, output
+    for name in ("box12/old/a", "box12/scratch/a", "c"):
+        prov = ItemProvenance.from_json((out / name / "provenance.json").read_text())
+        assert prov.status == "done" and (out / name / "restored.png").is_file()
+        assert prov.input.uri == str(src / f"{name}.png")
+    assert "SKIPPED" in output and str(src / "notes.txt") in output
+    cat = Catalog(url)
+    first = cat.runs()[0]
+    assert (first.state, first.n_done, first.n_skipped, first.n_items) == ("finished", 3, 2, 5)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("restored.png")}
+
+    # the same inputs, weights and options, on another device setting: nothing is recomputed
+    code, output = _restore(str(src), "--out", str(out), "--weights", str(weights), "--catalog", url,
+                            "--device", "cpu", "--tile", "512")
+    assert code == 0 and "3 already done" in output, output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("restored.png")} == stamps
+    second = cat.runs()[0]
+    assert second.id != first.id and (second.n_done, second.n_skipped) == (0, 5)
+    # a changed option is a different fingerprint: done again
+    code, output = _restore(str(src / "c.png"), "--out", str(tmp_path / "out2"), "--weights", str(weights),
+                            "--catalog", url, "--no-tone-match")
+    assert code == 0 and "1 of 1 restored" in output, output
+
+
+# --------------------------------------------------------------------------------- per-item write failures
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_fails_only_that_item(tmp_path, weights, small_tmpfs):
+    src = tmp_path / "scans"
+    # the big noise scan's outputs do not fit in 400 kB; the small ones do
+    _tree(src, {"a.png": _png(seed=1), "b_big.png": _png(side=420, noise=True), "c.png": _png(seed=3)})
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    code, output = _restore(str(src), "--out", str(small_tmpfs), "--weights", str(weights), "--catalog", url)
+    assert code == 1, output
+    assert "FAILED " + str(src / "b_big.png") in output and "No space left on device" in output, output
+    assert _no_part_files(small_tmpfs) == []
+    assert not (small_tmpfs / "b_big" / "restored.png").exists()
+    for name in ("a", "c"):                          # the inputs after the failure were attempted, and done
+        assert json.loads((small_tmpfs / name / "provenance.json").read_text())["status"] == "done"
+    cat = Catalog(url)
+    assert cat.item(str(src / "b_big.png")).status == "failed"
+    assert "No space left on device" in cat.item(str(src / "b_big.png")).last_error
+    assert cat.status_counts()["done"] == 2
+
+
+def test_name_too_long_fails_only_that_item(tmp_path, weights):
+    src = tmp_path / "scans"
+    long_stem = "n" * 180
+    _tree(src, {"short.png": _png(seed=1), f"{long_stem}.png": _png(seed=2)})
+    # an output folder so deep that DEST/<180 bytes>/restored.png passes PATH_MAX (4096) and DEST/short/... not
+    out = tmp_path
+    while len(str(out)) < 4096 - 120:
+        out = out / ("d" * min(200, 4096 - 120 - len(str(out))))
+    out.mkdir(parents=True)
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    code, output = _restore(str(src), "--out", str(out), "--weights", str(weights), "--catalog", url)
+    assert code == 1, output
+    cat = Catalog(url)
+    bad = cat.item(str(src / f"{long_stem}.png"))
+    assert bad.status == "failed" and "File name too long" in bad.last_error and "write:" in bad.last_error
+    assert cat.item(str(src / "short.png")).status == "done"
+    assert (out / "short" / "restored.png").is_file() and _no_part_files(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------ kill -9, re-run
+def _restore_cmd(src: Path, out: Path, weights: Path, url: str) -> list[str]:
+    return [sys.executable, "-c", "from oldphoto.cli import main; main()", "restore", str(src), "--out", str(out),
+            "--weights", str(weights), "--catalog", url, "--scratch", "off", "--no-faces"]
+
+
+def _agree(cat: Catalog, src: Path, out: Path, names: list[str]) -> None:
+    """Catalog and DEST agree item by item: each done once, its provenance.json names the run the catalog names."""
+    for name in names:
+        hist = cat.item_history(str(src / f"{name}.png"))
+        done = [a for a in hist.attempts if a.status == "done"]
+        assert len(done) == 1, (name, [(a.run_id, a.status) for a in hist.attempts])
+        prov = ItemProvenance.from_json((out / name / "provenance.json").read_text())
+        assert prov.status == "done" and prov.run_id == done[0].run_id
+        assert prov.input.sha256 == done[0].input["sha256"]
+
+
+def test_kill_9_then_rerun(tmp_path, weights):
+    src, out = tmp_path / "scans", tmp_path / "out"
+    names = [f"s{i:02d}" for i in range(8)]
+    _tree(src, {f"{n}.png": _png(side=64, seed=i) for i, n in enumerate(names)})
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_restore_cmd(src, out, weights, url), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        # wait for the first items, then kill at a random point of the run
+        while time.time() < deadline and len(list(out.glob("*/provenance.json"))) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(random.uniform(0, 1.0))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    cat = Catalog(url)
+    killed = cat.runs()[0]
+    assert killed.state == "running" and killed.finished is None
+    n_recorded = cat.status_counts(run_id=killed.id)["done"]
+    assert 1 <= n_recorded < len(names)
+
+    r = subprocess.run(_restore_cmd(src, out, weights, url), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dead = cat.run(killed.id)
+    assert dead.state == "aborted" and dead.finished is not None
+    assert f"pid {killed.pid}" in dead.reason and "ended without closing the run" in dead.reason
+    rerun = cat.runs()[0]
+    assert rerun.state == "finished" and rerun.n_skipped == n_recorded        # what was done is not redone
+    assert rerun.n_done == len(names) - n_recorded
+    assert cat.status_counts()["done"] == len(names) and _no_part_files(out) == []
+    _agree(cat, src, out, names)
+
+
+# --------------------------------------------------------------------------------- catalog outage (real PG)
+def test_postgres_outage_delays_recording_and_loses_nothing(tmp_path, weights):
+    from pg import PostgresServer, PostgresUnavailable
+
+    try:
+        pg = PostgresServer.start()
+    except PostgresUnavailable as e:
+        pytest.skip(str(e))
+    with pg:
+        url = pg.create_database("outage")
+        src, out = tmp_path / "scans", tmp_path / "out"
+        names = [f"s{i:02d}" for i in range(6)]
+        _tree(src, {f"{n}.png": _png(side=64, seed=i) for i, n in enumerate(names)})
+        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               "OMP_NUM_THREADS": "1", "OLDPHOTO_CATALOG_OUTAGE_S": "120"}
+        proc = subprocess.Popen(_restore_cmd(src, out, weights, url), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and not list(out.glob("*/provenance.json")):
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.05)
+            pg.pause()                       # the database goes away for 30 s while results are being recorded
+            time.sleep(30)
+            pg.resume()
+            output, _ = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, output
+        assert "catalog unreachable" in output
+        cat = Catalog(url)
+        assert cat.status_counts()["done"] == len(names), output
+        run = cat.runs()[0]
+        assert (run.state, run.n_done) == ("finished", len(names))
+        _agree(cat, src, out, names)
+
+
+# ----------------------------------------------------------------------------------------- two runs at once
+def test_two_runs_at_once_compute_each_item_once(tmp_path, weights):
+    src, out = tmp_path / "scans", tmp_path / "out"
+    names = [f"s{i:02d}" for i in range(6)]
+    _tree(src, {f"{n}.png": _png(side=64, seed=i) for i, n in enumerate(names)})
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    Catalog(url).upgrade()
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(_restore_cmd(src, out, weights, url), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    cat = Catalog(url)
+    runs = cat.runs()
+    assert len(runs) == 2 and all(r.state == "finished" for r in runs)
+    assert sum(r.n_done for r in runs) == len(names)                     # each item computed once
+    assert all(r.n_done + r.n_skipped == len(names) for r in runs)
+    assert cat.status_counts()["done"] == len(names) and _no_part_files(out) == []
+    _agree(cat, src, out, names)                                         # provenance names the catalog's run
+
+
+# ---------------------------------------------------------------------------------- S3 down for a while
+def test_s3_down_mid_run_is_retried(tmp_path, weights):
+    from moto.server import ThreadedMotoServer
+
+    from services import FAKE_AWS, free_port, patched_env
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    names = [f"s{i:02d}" for i in range(6)]
+    try:
+        env = {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        with patched_env(env):
+            import boto3
+
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket="lifecycle-s3down")
+            for i, n in enumerate(names):
+                s3.put_object(Bucket="lifecycle-s3down", Key=f"night/{n}.png", Body=_png(side=64, seed=i))
+        out = tmp_path / "out"
+        url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+        penv = {**os.environ, **env, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "OMP_NUM_THREADS": "1"}
+        cmd = _restore_cmd(tmp_path, out, weights, url)
+        cmd[cmd.index(str(tmp_path))] = "s3://lifecycle-s3down/night/"
+        proc = subprocess.Popen(cmd, env=penv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(out.glob("*/provenance.json")):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        server.stop()                         # the S3 endpoint goes away (connections refused) ...
+        time.sleep(8)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()                        # ... and comes back with the same buckets
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, output
+    cat = Catalog(url)
+    assert cat.status_counts()["done"] == len(names)
+    for n in names:
+        assert json.loads((out / n / "provenance.json").read_text())["status"] == "done"
