@@ -111,14 +111,12 @@ def test_restore_command_end_to_end(tmp_path, weights_dir, models):
     assert "3 of 3 restored" in " ".join(result.output.split())
     assert {p: sha(p) for p in src.rglob("*") if p.is_file()} == before           # inputs untouched
 
-    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert len(folders) == 3 and "grace hopper" in folders
-    assert sum(f.startswith("astronaut-") for f in folders) == 2                  # collision: both kept
+    # outputs mirror the source tree: the two astronauts (same stem, other folders) are both kept
+    folders = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("provenance.json"))
+    assert folders == ["astronaut", "ältere Fotos/astronaut", "ältere Fotos/grace hopper"]
 
     # the scanned astronaut: every file, right sizes, ICC kept, faces found and enhanced
-    jpg_dir = next(out / f for f in folders
-                   if (out / f / "provenance.json").exists()
-                   and json.loads((out / f / "provenance.json").read_text())["input"]["format"] == "JPEG")
+    jpg_dir = out / "astronaut"
     prov = ItemProvenance.from_json((jpg_dir / "provenance.json").read_text())
     restored = Image.open(jpg_dir / "restored.png")
     assert restored.size == (320, 320) and restored.mode == "RGB"
@@ -158,7 +156,7 @@ def test_restore_command_end_to_end(tmp_path, weights_dir, models):
     assert stages["global_restoration"].seconds > 0
 
     # 16-bit grey TIFF stays a 16-bit grey TIFF of the same size
-    tif = out / "grace hopper" / "restored.tif"
+    tif = out / "ältere Fotos" / "grace hopper" / "restored.tif"
     back = Image.open(tif)
     assert back.size == (200, 150) and back.mode.startswith("I;16")
     assert np.asarray(back).max() > 255                                            # really uses 16 bits
