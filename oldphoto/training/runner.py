@@ -316,16 +316,31 @@ def bench_section(bench: dict[str, Any]) -> list[str]:
              f"{bench.get('n_photos', '?')} photos ({bench.get('held_out_photos', '?')}), "
              f"{bench.get('working_size', '?')}×{bench.get('working_size', '?')}, one fixed synthetic degradation "
              f"each; baseline inpainting mask: {bench.get('baseline_mask', '?')}.", "",
-             "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
+             "| method | PSNR (dB) | SSIM | face crops PSNR (dB) | face crops SSIM |", "|---|---|---|---|---|"]
+    fm = bench.get("faces", {})
     for label, key in rows:
         if key in m:
-            lines.append(f"| {label} | {_fmt(m[key].get('psnr'), 2)} | {_fmt(m[key].get('ssim'), 3)} |")
+            f = fm.get(key, {})
+            lines.append(f"| {label} | {_fmt(m[key].get('psnr'), 2)} | {_fmt(m[key].get('ssim'), 3)} | "
+                         f"{_fmt(f.get('psnr'), 2)} | {_fmt(f.get('ssim'), 3)} |")
         elif key == "ours":
-            lines.append(f"| {label} | — ({bench.get('ours_unavailable') or 'not measured'}) | — |")
+            lines.append(f"| {label} | — ({bench.get('ours_unavailable') or 'not measured'}) | — | — | — |")
+    if "faces_worse_than_input" in fm:
+        lines += ["", f"Face crops: {fm.get('degraded', {}).get('n', 0)} faces (dlib on the clean test photos and "
+                      "face-centred crops of the face-test photos, never trained on); "
+                      f"{fm['faces_worse_than_input']} end worse than their degraded input (PSNR or SSIM)."]
     det = bench.get("scratch_detector") or {}
     if det:
         lines += ["", f"Scratch detector on the same photos: ROC AUC {_fmt(det.get('auc'), 3)}, "
-                      f"F1@{det.get('threshold', 0.4)} {_fmt(det.get('f1'), 3)}."]
+                      f"F1@{det.get('threshold', 0.4)} {_fmt(det.get('f1'), 3)}"
+                      + (f"; false-positive pixels on the same photos without structured defects "
+                         f"{_fmt(100 * det['fp_rate_no_defects'], 2)} %" if "fp_rate_no_defects" in det else "")
+                      + "."]
+        a = det.get("auto_decision")
+        if a:
+            lines += ["", f"`--scratch auto` decision: {_fmt(100 * a['accuracy'], 1)} % right "
+                          f"({a['scratched_to_scratch_path']}/{a['scratched']} scratched photos to the scratch path, "
+                          f"{a['clean_to_quality_path']}/{a['clean']} without structured defects to the quality path)."]
     nq = bench.get("niqe") or {}
     if nq.get("input") is not None:
         lines += ["", f"NIQE (lower is better) on the real old photo {nq.get('photo', '')}: input "
