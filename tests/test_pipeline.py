@@ -25,7 +25,7 @@ from oldphoto.cli import app
 from oldphoto.models import ModelSet, make_random_weights
 from oldphoto.pipeline import (ItemState, ModelSource, Restorer, RestoreOptions, build_stages, build_stages_from_source,
                                check_models)
-from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE
+from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, FACE_MIN_AGREEMENT_DB
 from oldphoto.provenance import ItemProvenance
 
 pytestmark = pytest.mark.timeout(600)
@@ -360,7 +360,7 @@ def test_enhanced_face_replaces_the_original_only_when_it_agrees(weights_dir, ne
     f = st.provenance.faces[0]
     assert f.applied is applied and f.agreement_db is not None and f.detected_on in ("restored", "input")
     assert ("kept the original" in f.reason) is (not applied)
-    assert (f.agreement_db >= RestoreOptions().face_min_agreement) is applied
+    assert (f.agreement_db >= FACE_MIN_AGREEMENT_DB) is applied
     # a rejected face leaves the stage-1 output untouched; an applied one changes it
     r_off = Restorer(_face_models(weights_dir, net), RestoreOptions(scratch="off", faces=False))
     base = r_off.run("grace.jpg", jpeg(grace_hopper())).restored
@@ -398,3 +398,20 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     assert p["global_path"] == "quality"              # 4 drawn lines cover far less than half the photo
     st = _restorer(w, scratch="auto", auto_scratch_min_coverage=0.001).run("s.png", _png(scratched))  # override
     assert st.provenance.parameters["global_path"] == "scratch"
+
+
+def test_face_operating_point_from_the_weights_can_keep_every_original(tmp_path, weights_dir):
+    import shutil
+
+    from oldphoto.weights import set_operating_point
+
+    w = tmp_path / "w"
+    shutil.copytree(weights_dir, w)
+    set_operating_point(w / "face_256.safetensors", {"apply": False, "reason": "no gain on val"})
+    st = Restorer(_face_models(w, IdentityFace()), RestoreOptions(scratch="off")).run("g.jpg", jpeg(grace_hopper()))
+    assert st.provenance.faces and all(f.applied is False and "no gain on val" in f.reason
+                                       for f in st.provenance.faces)
+    # a user who asks for a threshold overrides it
+    st = Restorer(_face_models(w, IdentityFace()), RestoreOptions(scratch="off", face_min_agreement=0.0)).run(
+        "g.jpg", jpeg(grace_hopper()))
+    assert st.provenance.faces[0].applied is True and st.provenance.parameters["face_min_agreement_used"] == 0.0

@@ -63,8 +63,9 @@ def restore(
     no_catalog: bool = typer.Option(False, "--no-catalog", help="Do not record the run in a catalog."),
     colour: bool = typer.Option(False, "--colour", help="Write grey scans as RGB (default: grey stays grey)."),
     faces: bool = typer.Option(True, "--faces/--no-faces", help="Enhance faces (stages 2-4)."),
-    face_strength: float = typer.Option(1.0, "--face-strength", min=0.0, max=1.0,
-                                        help="Blend strength of an enhanced face, 0 (keep the original) to 1."),
+    face_strength: Optional[float] = typer.Option(None, "--face-strength", min=0.0, max=1.0,
+                                                  help="Blend strength of an enhanced face, 0 (keep the original) "
+                                                       "to 1 (default: the face weights' own, else 1)."),
     face_min_agreement: Optional[float] = typer.Option(
         None, "--face-min-agreement", help="An enhanced face is applied only when it agrees with the scan's face at "
         "low frequency by at least this many dB (do no harm; default: the value chosen on val, see MODEL_CARD.md)."),
@@ -98,8 +99,7 @@ def restore(
             raise typer.Exit(2)
     options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
                              tone_match=tone_match, max_pixels=int(max_megapixels * 1_000_000),
-                             face_strength=face_strength,
-                             **({} if face_min_agreement is None else {"face_min_agreement": face_min_agreement}))
+                             face_strength=face_strength, face_min_agreement=face_min_agreement)
     from oldphoto.models import MissingWeightsError
 
     try:

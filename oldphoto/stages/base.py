@@ -53,9 +53,12 @@ class RestoreOptions:
     auto_scratch_min_coverage: float | None = None  # None: the detector's own operating point
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_batch: int = 8                   # faces per enhancement forward pass
-    face_strength: float = 1.0            # blend strength of an enhanced face, 0..1
-    face_min_agreement: float = FACE_MIN_AGREEMENT_DB   # dB; an enhanced face that agrees less with the
-                                          # scan's face at low frequency is not applied (do no harm)
+    face_strength: float | None = None    # blend strength of an enhanced face, 0..1 (None: the face weights'
+                                          # operating point, else 1)
+    face_min_agreement: float | None = None  # dB; an enhanced face that agrees less with the scan's face at low
+                                          # frequency is not applied (None: the face weights' operating point,
+                                          # else FACE_MIN_AGREEMENT_DB); setting it also overrides an operating
+                                          # point that keeps every original face
     review: bool = True
     tone_match: bool = True               # keep the scan's local tone/colour after global restoration
                                           # (oldphoto.imageops.tone; False = the official stage-1 output)
@@ -63,7 +66,7 @@ class RestoreOptions:
     def __post_init__(self) -> None:
         if self.scratch not in ("auto", "on", "off"):
             raise ValueError(f"scratch must be 'auto', 'on' or 'off', not {self.scratch!r}")
-        if not 0.0 <= self.face_strength <= 1.0:
+        if self.face_strength is not None and not 0.0 <= self.face_strength <= 1.0:
             raise ValueError(f"face strength must be between 0 and 1, not {self.face_strength}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch
 from oldphoto.imageops import faces as F
 from oldphoto.imageops.io import to_uint
 from oldphoto.provenance import CheckpointRef, FaceRecord
-from oldphoto.stages.base import FaceResult, ItemState, Stage, _Recorded
+from oldphoto.stages.base import FACE_MIN_AGREEMENT_DB, FaceResult, ItemState, Stage, _Recorded
 
 
 @lru_cache(maxsize=1)
@@ -58,6 +58,19 @@ class FaceStage(Stage):
     @property
     def role(self) -> str:
         return self.options.face_role
+
+    def operating_point(self) -> tuple[float, float, str | None]:
+        """(minimum agreement dB, blend strength, why no face is applied or None): the options, else the face
+        weights' own operating point (chosen on the face-val photos), else the defaults (26 dB, 1)."""
+        own = self.models.operating_point(self.role) if hasattr(self.models, "operating_point") else {}
+        o = self.options
+        veto = None
+        if o.face_min_agreement is None and own.get("apply") is False:
+            veto = own.get("reason") or "this face network is not applied by default (its operating point)"
+        t = o.face_min_agreement if o.face_min_agreement is not None else own.get("min_agreement",
+                                                                                  FACE_MIN_AGREEMENT_DB)
+        s = o.face_strength if o.face_strength is not None else own.get("strength", 1.0)
+        return float(t), float(s), veto
 
     def face_size(self) -> int:
         net = self.models.get(self.role)
@@ -165,22 +178,25 @@ class FaceStage(Stage):
             scan8 = to_uint(state.decoded.pixels, 8) if state.decoded is not None else img8
             records = {r.index: r for r in state.provenance.faces}
             blended = state.restored
-            opts = self.options
-            grey = state.decoded is not None and state.decoded.grey and not opts.colour   # written grey
+            min_agreement, strength, veto = self.operating_point()
+            state.provenance.parameters.update(face_min_agreement_used=min_agreement, face_strength_used=strength)
+            grey = state.decoded is not None and state.decoded.grey and not self.options.colour   # written grey
             for f in state.faces:
                 rec = records[f.index]
                 original = F.align_face(scan8, f.tform, state.face_size)
                 agreement = F.face_agreement(original, F.match_histograms(f.enhanced, f.aligned), grey=grey)
                 rec.agreement_db = round(agreement, 2)
-                if agreement < opts.face_min_agreement:
-                    rec.applied = False
+                rec.applied = False
+                if veto:
+                    rec.reason = f"kept the original: {veto}"
+                elif agreement < min_agreement:
                     rec.reason = (f"kept the original: the enhanced face disagrees with the scan at low frequency "
-                                  f"({agreement:.1f} dB < {opts.face_min_agreement:g} dB)")
-                elif opts.face_strength <= 0:
-                    rec.applied, rec.reason = False, "face strength 0"
+                                  f"({agreement:.1f} dB < {min_agreement:g} dB)")
+                elif strength <= 0:
+                    rec.reason = "kept the original: face strength 0"
                 else:
-                    F.blend_face(blended, img8, f.enhanced, f.tform, state.face_size, strength=opts.face_strength)
+                    F.blend_face(blended, img8, f.enhanced, f.tform, state.face_size, strength=strength)
                     rec.applied = True
                     rec.reason = (f"agrees with the scan at low frequency ({agreement:.1f} dB >= "
-                                  f"{opts.face_min_agreement:g} dB); strength {opts.face_strength:g}")
+                                  f"{min_agreement:g} dB); strength {strength:g}")
             state.restored = blended
