@@ -53,20 +53,22 @@ def full_size_4(h: int, w: int) -> tuple[int, int]:
 
 DETECTOR_SHORT_SIDE = 256     # the official working size's short side
 DETECTOR_MAX_SIDE = 2048      # oldphoto's cap on the long side (the official code has none)
+DETECTOR_MIN_SIDE = 32        # the U-Net's smallest input side
 
 
 def detector_size(h: int, w: int, max_side: int = DETECTOR_MAX_SIDE) -> tuple[int, int]:
     """detection.py `scale_tensor` (§6.3 step 5): short side 256, long side proportional, multiples of 16.
 
     oldphoto caps each side at `max_side` (a 16-multiple): an image more elongated than max_side:256 (8:1)
-    keeps its aspect ratio with the long side at `max_side` and the short side shrunk with it (at least 16),
-    so a 16×20000 strip is detected at 16×2048, not 256×320000. Photographs up to 8:1 are unchanged."""
+    keeps its aspect ratio with the long side at `max_side` and the short side shrunk with it (at least 32,
+    the U-Net's smallest input), so a 16×20000 strip is detected at 32×2048, not 256×320000. Photographs up
+    to 8:1 are unchanged."""
     short, long_ = (h, w) if h < w else (w, h)
     long_out = round_to_multiple(long_ / short * DETECTOR_SHORT_SIDE, 16)
     short_out = DETECTOR_SHORT_SIDE
     if long_out > max_side:
         long_out = max_side
-        short_out = min(DETECTOR_SHORT_SIDE, round_to_multiple(short / long_ * max_side, 16))
+        short_out = min(DETECTOR_SHORT_SIDE, max(DETECTOR_MIN_SIDE, round_to_multiple(short / long_ * max_side, 16)))
     return (short_out, long_out) if h < w else (long_out, short_out)
 
 
