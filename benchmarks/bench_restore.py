@@ -6,7 +6,7 @@
    scratches) through every stage (--scratch on: detector, scratch path; faces) in a child process and prints its
    peak RSS, next to the peak RSS of a child that only imports the pipeline and decodes the same file (the
    baseline measured in the same run), against the 8 GiB budget.
-3. Memory model (--fit 1 4 16 48): `oldphoto restore` (the command, --scratch on, default options otherwise)
+3. Memory model (--fit 1 4 16 48): `oldphoto restore` (the command, --scratch as given, default otherwise)
    on generated scans of those sizes and on two random-pixel strips (10×20000 and 20000×10, H×W), each in
    its own process; prints each peak RSS and seconds, the least-squares fit peak ≈ a + b·megapixels, and
    the checks of issue 12 (48 MP ≤ 3 GiB; each strip ≤ 1 GiB and under a minute).
@@ -110,10 +110,10 @@ def child(mode: str, path: Path, weights: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def cli_run(inputs: list[Path], out: Path, weights: Path) -> tuple[float, float, int]:
+def cli_run(inputs: list[Path], out: Path, weights: Path, scratch: str) -> tuple[float, float, int]:
     """(peak RSS in bytes, seconds, exit code) of one `oldphoto restore` process (its own rusage, wait4)."""
     cmd = [sys.executable, "-c", "from oldphoto.cli import main; main()", "restore", *map(str, inputs),
-           "--out", str(out), "--weights", str(weights), "--scratch", "on", "--no-catalog"]
+           "--out", str(out), "--weights", str(weights), "--scratch", scratch, "--no-catalog"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -121,7 +121,7 @@ def cli_run(inputs: list[Path], out: Path, weights: Path) -> tuple[float, float,
     return usage.ru_maxrss * 1024, time.perf_counter() - t0, proc.returncode
 
 
-def memory_model(sizes: list[float], weights: Path, tmp: Path) -> None:
+def memory_model(sizes: list[float], weights: Path, tmp: Path, scratch: str) -> None:
     """Peak RSS of `oldphoto restore` against megapixels: a + b·MP, and the strips."""
     rows = []
     for mp in sizes:
@@ -129,7 +129,7 @@ def memory_model(sizes: list[float], weights: Path, tmp: Path) -> None:
         w = int(round(h * 1.5))
         path = tmp / f"scan_{mp:g}mp.jpg"
         Image.fromarray(synth_photo(w, h, seed=1)).save(path, quality=90)
-        peak, secs, rc = cli_run([path], tmp / "out_fit", weights)
+        peak, secs, rc = cli_run([path], tmp / "out_fit", weights, scratch)
         rows.append((w * h / 1e6, peak))
         print(f"  {w}×{h} ({w * h / 1e6:5.1f} MP): peak RSS {peak / GIB:5.2f} GiB, {secs:6.1f} s, exit {rc}")
     mps = np.array([r[0] for r in rows])
@@ -145,7 +145,7 @@ def memory_model(sizes: list[float], weights: Path, tmp: Path) -> None:
     for name, shape in (("strip 10×20000", (10, 20000, 3)), ("strip 20000×10", (20000, 10, 3))):
         path = tmp / (name.replace(" ", "_").replace("×", "x") + ".png")
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
-        peak, secs, rc = cli_run([path], tmp / "out_strips", weights)
+        peak, secs, rc = cli_run([path], tmp / "out_strips", weights, scratch)
         ok = peak <= GIB and secs < 60 and rc == 0
         print(f"  {name} (random pixels, {path.stat().st_size / 1e3:.0f} kB): peak RSS {peak / GIB:.2f} GiB, "
               f"{secs:.1f} s, exit {rc} ({'within' if ok else 'OVER'} 1 GiB and 60 s)")
@@ -177,7 +177,8 @@ def main() -> None:
 
     print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}")
     if args.fit:
-        memory_model(list(args.fit), weights, tmp)
+        print(f"memory model: oldphoto restore --scratch {args.scratch}")
+        memory_model(list(args.fit), weights, tmp, args.scratch)
         return
 
     folder = args.folder
