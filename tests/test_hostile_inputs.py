@@ -249,3 +249,23 @@ def test_strips_restore_with_bounded_memory_and_time(tmp_path, weights_dir):
         assert Image.open(out / name / "restored.png").size == (w, h)
         sheet = Image.open(out / name / "review.png")
         assert sheet.size[0] <= 3 * 3 * 384 + 4 * 8 and sheet.size[1] == 384 + 18 + 16
+
+
+def test_archive_reads_refuse_links_and_fifos_without_quoting_them(tmp_path):
+    """The archive flow reads what it listed with follow_links=False: a link out of the source folder is an
+    error naming the reason only; a FIFO is refused at once instead of blocking the reader."""
+    from oldphoto.storage import SYMLINK_NOT_FOLLOWED, StorageError, open_storage, read_local
+
+    (tmp_path / "secret").write_bytes(SECRET)
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink(tmp_path / "secret", src / "a.jpg")
+    os.mkfifo(src / "pipe.jpg")
+    store = open_storage(str(src))
+    assert store.read_bytes(str(src / "a.jpg")) == SECRET                 # default: links followed (training data)
+    for name, reason in (("a.jpg", SYMLINK_NOT_FOLLOWED), ("pipe.jpg", "not a regular file"),
+                         ("missing.jpg", "file not found")):
+        with pytest.raises(StorageError) as e:
+            store.read_bytes(str(src / name), follow_links=False)
+        assert str(e.value) == reason and b"root" not in str(e.value).encode()
+    assert read_local(src / "a.jpg", follow_links=True) == SECRET
