@@ -118,11 +118,11 @@ class GlobalRestorationStage(Stage):
             mask = self._mask_used(state, use_scratch)
             restored = guided_tone_transfer(stretched, state.decoded.pixels, None if mask is None else ~mask,
                                             sigma=DEFAULT_SIGMA, eps=DEFAULT_EPS)
-        else:
-            restored = np.ascontiguousarray(stretched)
             state.provenance.parameters["tone_transfer"] = {
                 "method": "guided filter (guide: restored grey; source: scan; scratched pixels excluded)",
                 "sigma": DEFAULT_SIGMA, "eps": DEFAULT_EPS}
+        else:
+            restored = np.ascontiguousarray(stretched)
         state.restored = restored
         state.provenance.parameters["global_path"] = (
             ("scratch_hr" if self.options.hr else "scratch") if use_scratch else "quality")
