@@ -347,7 +347,8 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
         g = _float_to_unit(np.asarray(im))
         return np.repeat(g[..., None], 3, axis=2), True, 16
     if mode in ("1", "L"):
-        g = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        g = np.asarray(im if mode == "L" else im.convert("L"), dtype=np.float32)
+        g /= 255.0
         return np.repeat(g[..., None], 3, axis=2), True, 8
     if mode in ("LA", "La"):
         la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
@@ -357,7 +358,8 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
     if has_alpha:
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
         return _composite_white(rgba[..., :3], rgba[..., 3]).astype(np.float32), False, 8
-    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    rgb = np.asarray(im if mode == "RGB" else im.convert("RGB"), dtype=np.float32)
+    rgb /= 255.0                     # in place: the only full-size float buffer is the result
     return rgb, False, 8
 
 
