@@ -367,7 +367,9 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
 def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Float [0,1] → uint8/uint16, rounding half-to-even (as skimage's img_as_ubyte)."""
     hi = 65535.0 if bit_depth == 16 else 255.0
-    out = np.rint(np.clip(pixels, 0.0, 1.0) * hi)
+    out = np.clip(pixels, 0.0, 1.0)              # the one full-size float temporary; the rest in place
+    out *= hi
+    np.rint(out, out=out)
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
