@@ -251,21 +251,22 @@ def test_strips_restore_with_bounded_memory_and_time(tmp_path, weights_dir):
         assert sheet.size[0] <= 3 * 3 * 384 + 4 * 8 and sheet.size[1] == 384 + 18 + 16
 
 
-def test_archive_reads_refuse_links_and_fifos_without_quoting_them(tmp_path):
-    """The archive flow reads what it listed with follow_links=False: a link out of the source folder is an
-    error naming the reason only; a FIFO is refused at once instead of blocking the reader."""
-    from oldphoto.storage import SYMLINK_NOT_FOLLOWED, StorageError, open_storage, read_local
+def test_listing_skips_links_and_reads_refuse_them_and_fifos(tmp_path):
+    """The one lifecycle (CLI and archive flow): links below a source folder are skipped with the reason, and
+    reading an input never goes through a link (a file swapped for one after listing) nor blocks on a FIFO;
+    the messages carry the reason only."""
+    from oldphoto.lifecycle import list_inputs, read_input
 
     (tmp_path / "secret").write_bytes(SECRET)
     src = tmp_path / "src"
     src.mkdir()
     os.symlink(tmp_path / "secret", src / "a.jpg")
+    os.symlink(tmp_path, src / "up")                                 # a folder link, to above the source
     os.mkfifo(src / "pipe.jpg")
-    store = open_storage(str(src))
-    assert store.read_bytes(str(src / "a.jpg")) == SECRET                 # default: links followed (training data)
+    listing = list_inputs([str(src)])
+    assert {(os.path.basename(s.uri), s.reason) for s in listing.skipped} == {("a.jpg", SYMLINK_NOT_FOLLOWED),
+                                                                               ("up", SYMLINK_NOT_FOLLOWED)}
+    assert [os.path.basename(it.uri) for it in listing.items] == ["pipe.jpg"]
     for name, reason in (("a.jpg", SYMLINK_NOT_FOLLOWED), ("pipe.jpg", "not a regular file"),
                          ("missing.jpg", "file not found")):
-        with pytest.raises(StorageError) as e:
-            store.read_bytes(str(src / name), follow_links=False)
-        assert str(e.value) == reason and b"root" not in str(e.value).encode()
-    assert read_local(src / "a.jpg", follow_links=True) == SECRET
+        assert read_input(str(src / name)) == (None, reason)
