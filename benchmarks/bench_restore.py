@@ -6,12 +6,17 @@
    scratches) through every stage (--scratch on: detector, scratch path; faces) in a child process and prints its
    peak RSS, next to the peak RSS of a child that only imports the pipeline and decodes the same file (the
    baseline measured in the same run), against the 8 GiB budget.
+3. Memory model (--fit 1 4 16 48): `oldphoto restore` (the command, --scratch as given, default otherwise)
+   on generated scans of those sizes and on two random-pixel strips (10×20000 and 20000×10, H×W), each in
+   its own process; prints each peak RSS and seconds, the least-squares fit peak ≈ a + b·megapixels, and
+   the checks of issue 12 (48 MP ≤ 3 GiB; each strip ≤ 1 GiB and under a minute).
 
 Weights: --weights DIR (oldphoto weights) or, by default, tiny random weights written to a temporary folder by
 `oldphoto.models.make_random_weights(tiny=True)`: these measure the pipeline's own costs (decode, tiling,
 detection, alignment, blending, encoding) and memory bounds, not the official networks' compute.
 
     .venv/bin/python benchmarks/bench_restore.py [--folder DIR] [--n 6] [--megapixels 24] [--weights DIR]
+    .venv/bin/python benchmarks/bench_restore.py --fit 1 4 16 48 [--weights DIR]     # memory model only
 """
 from __future__ import annotations
 
@@ -105,6 +110,47 @@ def child(mode: str, path: Path, weights: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def cli_run(inputs: list[Path], out: Path, weights: Path, scratch: str) -> tuple[float, float, int]:
+    """(peak RSS in bytes, seconds, exit code) of one `oldphoto restore` process (its own rusage, wait4)."""
+    cmd = [sys.executable, "-c", "from oldphoto.cli import main; main()", "restore", *map(str, inputs),
+           "--out", str(out), "--weights", str(weights), "--scratch", scratch, "--no-catalog"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss * 1024, time.perf_counter() - t0, proc.returncode
+
+
+def memory_model(sizes: list[float], weights: Path, tmp: Path, scratch: str) -> None:
+    """Peak RSS of `oldphoto restore` against megapixels: a + b·MP, and the strips."""
+    rows = []
+    for mp in sizes:
+        h = int(round((mp * 1e6 / 1.5) ** 0.5))
+        w = int(round(h * 1.5))
+        path = tmp / f"scan_{mp:g}mp.jpg"
+        Image.fromarray(synth_photo(w, h, seed=1)).save(path, quality=90)
+        peak, secs, rc = cli_run([path], tmp / "out_fit", weights, scratch)
+        rows.append((w * h / 1e6, peak))
+        print(f"  {w}×{h} ({w * h / 1e6:5.1f} MP): peak RSS {peak / GIB:5.2f} GiB, {secs:6.1f} s, exit {rc}")
+    mps = np.array([r[0] for r in rows])
+    peaks = np.array([r[1] for r in rows]) / GIB
+    b, a = np.polyfit(mps, peaks, 1)
+    resid = np.abs(peaks - (a + b * mps)).max()
+    print(f"memory model: peak RSS ≈ {a:.2f} GiB + {b * 1024:.1f} MiB × megapixels "
+          f"(= {b * GIB / 1e6:.0f} bytes per pixel; largest residual {resid * 1024:.0f} MiB)")
+    if 48 in sizes:
+        p48 = peaks[sizes.index(48)]
+        print(f"  48 MP: {p48:.2f} GiB ({'within' if p48 <= 3 else 'OVER'} the 3 GiB bound)")
+    rng = np.random.default_rng(0)
+    for name, shape in (("strip 10×20000", (10, 20000, 3)), ("strip 20000×10", (20000, 10, 3))):
+        path = tmp / (name.replace(" ", "_").replace("×", "x") + ".png")
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        peak, secs, rc = cli_run([path], tmp / "out_strips", weights, scratch)
+        ok = peak <= GIB and secs < 60 and rc == 0
+        print(f"  {name} (random pixels, {path.stat().st_size / 1e3:.0f} kB): peak RSS {peak / GIB:.2f} GiB, "
+              f"{secs:.1f} s, exit {rc} ({'within' if ok else 'OVER'} 1 GiB and 60 s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, help="folder of scans to restore (default: generated photos)")
@@ -113,6 +159,8 @@ def main() -> None:
     ap.add_argument("--megapixels", type=float, default=24.0, help="size of the large scan (0 to skip)")
     ap.add_argument("--weights", type=Path, help="oldphoto weights folder (default: tiny random weights)")
     ap.add_argument("--scratch", default="auto", choices=("auto", "on", "off"))
+    ap.add_argument("--fit", type=float, nargs="+", metavar="MP",
+                    help="memory model only: peak RSS of `oldphoto restore` at these sizes, and the strips")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_restore_"))
@@ -128,6 +176,10 @@ def main() -> None:
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}")
+    if args.fit:
+        print(f"memory model: oldphoto restore --scratch {args.scratch}")
+        memory_model(list(args.fit), weights, tmp, args.scratch)
+        return
 
     folder = args.folder
     if folder is None:

@@ -4,8 +4,10 @@
 
 - **List** (`list_inputs`): every file below each root (recursively, sorted). A root that is a file is taken
   as given. Below a folder, a file is an input when its suffix is an image suffix (`IMAGE_SUFFIXES`); hidden
-  entries (a path part starting with '.'), keys with `..` or empty parts, and other files are *skipped* and
-  listed with the reason (they appear in the run summary and in the catalog run's counts).
+  entries (a path part starting with '.'), keys with `..` or empty parts, symbolic links (to files or folders:
+  never followed, a link may lead out of the source tree) and other files are *skipped* and listed with the
+  reason (they appear in the run summary and in the catalog run's counts). Local inputs are read with
+  O_NOFOLLOW (`storage.read_local`), so a file swapped for a link after the listing is refused too.
 - **Name** (`output_names`): DEST/<path relative to the root, without extension>/..., so sub-folders (boxes,
   albums, accession numbers) are kept: `SOURCE/box12/old/a.png` → `DEST/box12/old/a/`. Names that cannot be
   written are made writable by a fixed rule (`safe_part`); two inputs that would share a folder
@@ -31,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from oldphoto.storage import IMAGE_SUFFIXES, StorageError, normalize, open_storage
+from oldphoto.storage import IMAGE_SUFFIXES, SYMLINK_NOT_FOLLOWED, StorageError, normalize, open_storage, read_local
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +77,15 @@ def _skip_reason(rel: str) -> str | None:
 
 
 def _walk_local(root: str, exclude: str | None) -> list[str]:
-    """Relative paths of every file below a local folder (symlinks listed, not followed into folders)."""
+    """Relative paths of every file below a local folder; symbolic links (to files or folders) are listed
+    themselves and never followed (`list_inputs` skips them with the reason)."""
     found: list[str] = []
     excl = os.path.realpath(exclude) if exclude else None
     for dirpath, dirs, files in os.walk(root):
         if excl is not None:
             dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) != excl]
         rel_dir = os.path.relpath(dirpath, root)
-        for f in files:
+        for f in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
             found.append(f if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{f}")
     return sorted(found)
 
@@ -113,7 +116,8 @@ def list_inputs(roots: Sequence[str], exclude: str | None = None) -> Listing:
             if uri in seen:
                 continue
             seen.add(uri)
-            reason = None if is_file_root else _skip_reason(rel)
+            reason = None if is_file_root else (
+                SYMLINK_NOT_FOLLOWED if store.protocol == "file" and os.path.islink(uri) else _skip_reason(rel))
             if reason:
                 listing.skipped.append(SkippedInput(uri, reason))
             else:
@@ -222,17 +226,11 @@ def _same_bytes(uri: str, sha256: str | None, size: int | None) -> bool:
 def read_input(uri: str) -> tuple[bytes | None, str | None]:
     """(bytes, None), or (None, a one-line reason) when the input cannot be read; never raises."""
     store = open_storage(uri)
-    if store.protocol == "file":
-        path = normalize(uri)
+    if store.protocol == "file":           # never through a symbolic link, never blocking on a FIFO
         try:
-            if not os.path.exists(path):
-                return None, "file not found"
-            if not os.path.isfile(path):
-                return None, "not a regular file"
-            with open(path, "rb") as f:
-                return f.read(), None
-        except OSError as e:
-            return None, f"cannot read file: {e.strerror or e}"
+            return read_local(normalize(uri)), None
+        except StorageError as e:
+            return None, str(e)
     try:
         return store.read_bytes(uri), None
     except StorageError:

@@ -86,6 +86,7 @@ class ItemProvenance:
     outputs: list[ArtefactRecord] = field(default_factory=list)
     faces: list[FaceRecord] = field(default_factory=list)
     mask_coverage: float | None = None
+    warnings: list[str] = field(default_factory=list)   # one line each, e.g. "ICC profile ... dropped"
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

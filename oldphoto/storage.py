@@ -9,9 +9,11 @@ Ray workers, which read their own credentials from their environment.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -52,6 +54,33 @@ def s3_options() -> dict[str, Any]:
 
 class StorageError(RuntimeError):
     """A storage operation failed (missing file, no permission, unreachable endpoint)."""
+
+
+SYMLINK_NOT_FOLLOWED = "symbolic link, not followed (a link may lead out of the source folder)"
+
+
+def read_local(path: str | os.PathLike) -> bytes:
+    """The bytes of a local regular file, never through a symbolic link: the file is opened with O_NOFOLLOW (no
+    race between a check and the open), so a link met in a source folder cannot lead out of it; a FIFO,
+    device or folder is refused without blocking. Failures are `StorageError`s whose message is the reason
+    only, never the link's target or the content."""
+    if os.path.islink(path):                 # also where O_NOFOLLOW does not exist
+        raise StorageError(SYMLINK_NOT_FOLLOWED)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StorageError(SYMLINK_NOT_FOLLOWED) from None
+        if e.errno == errno.ENOENT:
+            raise StorageError("file not found") from None
+        if e.errno == errno.EISDIR:
+            raise StorageError("not a regular file") from None
+        raise StorageError(f"cannot read file: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise StorageError("not a regular file")
+        return f.read()
 
 
 @dataclass

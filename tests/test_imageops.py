@@ -416,3 +416,166 @@ def test_blend_strength_scales_the_pasted_face():
     assert np.allclose(half - base, 0.5 * (full - base), atol=2e-3)
     with pytest.raises(ValueError):
         blend_face(base.copy(), src, white, t, 64, strength=1.2)
+
+
+# ------------------------------------------------------------------------------------------- decode policy
+def _bomb_png(side: int) -> bytes:
+    """A PNG whose header claims side×side grey pixels, with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+
+
+def test_pixel_limit_is_max_pixels_not_pils_default():
+    bomb = _bomb_png(10_000)                       # 100 MP: over PIL's default 89.5 MP, under 200 MP
+    pil_default = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageDecodeError) as e:     # passes the size check, then fails on the missing data
+        decode_image(bomb, max_pixels=200_000_000)
+    assert "too large" not in str(e.value) and "truncated or corrupt" in str(e.value)
+    with pytest.raises(ImageDecodeError, match="too large.*50,000,000"):
+        decode_image(bomb, max_pixels=50_000_000)
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(_bomb_png(20_000), max_pixels=200_000_000)     # 400 MP: PIL's error path, same message
+    assert Image.MAX_IMAGE_PIXELS == pil_default   # PIL's global limit is left as it was
+
+
+def _fake_icc(size: int, space: bytes = b"RGB ") -> bytes:
+    icc = bytearray(size)
+    icc[0:4] = size.to_bytes(4, "big")
+    icc[16:20] = space
+    icc[36:40] = b"acsp"
+    return bytes(icc)
+
+
+def test_oversized_icc_is_dropped_with_a_warning_and_the_output_reads_back():
+    from oldphoto.imageops.io import MAX_ICC_BYTES, check_readable
+
+    arr = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    for size, kept in ((3_000_000, False), (400_000, True)):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "JPEG", icc_profile=_fake_icc(size))
+        dec = decode_image(buf.getvalue())
+        assert (dec.icc_profile is not None) == kept, size
+        assert any("ICC profile of 3,000,000 bytes dropped" in w for w in dec.warnings) == (not kept)
+        out = encode_image(dec.pixels, "PNG", icc_profile=dec.icc_profile, exif=dec.exif)
+        check_readable(out)
+        again = decode_image(out)
+        assert (again.icc_profile == dec.icc_profile) and again.width == 24
+    # what the limit protects against: PIL cannot read a PNG carrying a larger profile
+    big = encode_image(arr / 255.0, "PNG", icc_profile=_fake_icc(MAX_ICC_BYTES + 100_000))
+    with pytest.raises(ValueError, match="cannot be read back"):
+        check_readable(big)
+
+
+def test_float_tiffs_become_16_bit_with_a_warning():
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    rgb = rng.random((12, 10, 3)).astype(np.float32)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgb, photometric="rgb")
+    dec = decode_image(buf.getvalue())                     # PIL cannot open float RGB at all
+    assert dec.bit_depth == 16 and not dec.grey and dec.format == "TIFF"
+    assert np.abs(dec.pixels - rgb).max() < 1e-6
+    assert any("16-bit" in w for w in dec.warnings)
+    out = encode_image(dec.pixels, "TIFF", bit_depth=16)
+    back = tifffile.imread(io.BytesIO(out))
+    assert back.dtype == np.uint16 and back.shape == (12, 10, 3)
+    grey = rng.random((9, 7)).astype(np.float32) * 200     # 0..255 scale
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, "TIFF")
+    dec = decode_image(buf.getvalue())
+    assert dec.grey and dec.bit_depth == 16 and np.allclose(dec.pixels[..., 0], grey / 255, atol=1e-6)
+
+
+def test_multi_frame_files_give_the_first_frame_and_a_warning():
+    a = np.zeros((8, 8, 3), np.uint8)
+    later = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (120, 240)]
+    for fmt, kw in (("TIFF", {}), ("GIF", {"duration": 100, "loop": 0})):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, fmt, save_all=True, append_images=later, **kw)
+        dec = decode_image(buf.getvalue())
+        assert dec.pixels.max() < 0.05, fmt                  # the first frame
+        assert dec.warnings == [f"multi-frame file (3 {'pages' if fmt == 'TIFF' else 'frames'}): "
+                                "only the first was restored"], fmt
+    assert decode_image(_png(a)).warnings == []
+
+
+def test_decode_errors_never_quote_the_file():
+    secret = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n"
+    for data in (secret, b"II*\x00" + secret, b"\x89PNG\r\n\x1a\n" + secret, b"GIF89a" + secret):
+        with pytest.raises(ImageDecodeError) as e:
+            decode_image(data)
+        assert "root" not in str(e.value) and "daemon" not in str(e.value), str(e.value)
+
+
+# ------------------------------------------------------------------------------------------- bounded shapes
+def test_detector_size_is_capped_on_each_side():
+    from oldphoto.imageops.geometry import DETECTOR_MAX_SIDE
+
+    assert detector_size(16, 20000) == (32, 2048)           # was (256, 320000)
+    assert detector_size(20000, 16) == (2048, 32)
+    assert detector_size(256, 4096) == (128, 2048)             # 16:1 keeps its aspect ratio
+    assert detector_size(1000, 8000) == (256, 2048)            # 8:1 just fits
+    assert detector_size(3008, 2000) == detector_size(3008, 2000, max_side=10 ** 9)   # photos: the official size
+    for h, w in ((16, 16), (16, 33333), (4000, 6000), (512, 4100), (99999, 48)):
+        hn, wn = detector_size(h, w)
+        assert 32 <= min(hn, wn) and max(hn, wn) <= DETECTOR_MAX_SIDE and hn % 16 == 0 and wn % 16 == 0
+
+
+def test_review_sheet_is_capped_on_each_side():
+    rng = np.random.default_rng(0)
+    for shape in ((10, 20000), (20000, 10), (300, 200)):
+        img = rng.random(shape + (3,)).astype(np.float32)
+        sheet = review_sheet(img, img, np.zeros(shape, bool), height=100)
+        assert sheet.shape[0] == 100 + 18 + 16
+        assert sheet.shape[1] <= 3 * 300 + 4 * 8, shape
+    strip = rng.random((10, 20000, 3)).astype(np.float32)
+    assert review_sheet(strip, strip, None, height=100, max_width=150).shape == (134, 8 + 150 + 8 + 150 + 8, 3)
+
+
+# ------------------------------------------------------------------------------------------- tone transfer, tiled
+def test_tone_transfer_tiles_equal_the_untiled_result():
+    from oldphoto.imageops.tone import guided_tone_transfer
+
+    rng = np.random.default_rng(3)
+    for h, w in ((150, 230), (7, 300)):
+        g = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 1.5)
+        scan = np.stack([0.9 * g + 0.05, 0.7 * g + 0.1, 0.5 * g], axis=2).astype(np.float32)
+        restored = np.clip(scan * 0.6 + 0.2 + rng.normal(0, 0.02, scan.shape), 0, 1).astype(np.float32)
+        valid = np.ones((h, w), bool)
+        valid[:, 100:140] = False                       # a hole wider than the window: the global fit is used
+        for v in (None, valid):
+            whole = guided_tone_transfer(restored, scan, v, tile=max(h, w))
+            tiled = guided_tone_transfer(restored, scan, v, tile=32)
+            assert np.abs(whole - tiled).max() < 1e-5
+
+
+TONE_MEMORY_CHILD = r"""
+import resource, sys
+import numpy as np
+from oldphoto.imageops.tone import guided_tone_transfer
+h, w = 1500, 3000
+restored = np.empty((h, w, 3), np.float32)
+restored[:] = np.linspace(0.2, 0.8, w, dtype=np.float32)[None, :, None]
+scan = np.empty_like(restored)
+np.multiply(restored, 0.9, out=scan)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = guided_tone_transfer(restored, scan, None, tile=int(sys.argv[1]))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_tone_transfer_working_set_is_bounded():
+    import subprocess
+    import sys
+
+    extra = int(subprocess.run([sys.executable, "-c", TONE_MEMORY_CHILD, "512"], capture_output=True, text=True,
+                               check=True).stdout.split()[-1])
+    out_bytes = 1500 * 3000 * 3 * 4                      # 54 MB: the result itself
+    assert extra < out_bytes + 60 * 2 ** 20, extra / 2 ** 20   # untiled: about 8× the result

@@ -4,7 +4,7 @@ Resizing rules of the official code (ARCHITECTURE §6.3, §8), all with Python's
 
 - detector working size (§6.3): the image is first brought to 16-multiples (`full_size_16`, PIL bicubic),
   then the grey tensor is resized (torch bilinear, no antialias) so its short side is 256 and its long side is
-  proportional, both multiples of 16 (`detector_size`). The probability map comes back with nearest.
+  proportional, both multiples of 16 (`detector_size`; oldphoto caps each side at 2048, so strips stay small). The probability map comes back with nearest.
 - global restoration (§8): the networks need sides that are multiples of 4 (quality) or 16 (scratch path,
   the detector's rounding). The official code *resizes* the image to those multiples. **oldphoto pads
   instead** (reflect padding at the bottom/right edge to the next multiple, `pad_to_multiple`) and crops the
@@ -51,11 +51,25 @@ def full_size_4(h: int, w: int) -> tuple[int, int]:
     return round_to_multiple(h, 4), round_to_multiple(w, 4)
 
 
-def detector_size(h: int, w: int) -> tuple[int, int]:
-    """detection.py `scale_tensor` (§6.3 step 5): short side 256, long side proportional, multiples of 16."""
-    if h < w:
-        return 256, round_to_multiple(w / h * 256, 16)
-    return round_to_multiple(h / w * 256, 16), 256
+DETECTOR_SHORT_SIDE = 256     # the official working size's short side
+DETECTOR_MAX_SIDE = 2048      # oldphoto's cap on the long side (the official code has none)
+DETECTOR_MIN_SIDE = 32        # the U-Net's smallest input side
+
+
+def detector_size(h: int, w: int, max_side: int = DETECTOR_MAX_SIDE) -> tuple[int, int]:
+    """detection.py `scale_tensor` (§6.3 step 5): short side 256, long side proportional, multiples of 16.
+
+    oldphoto caps each side at `max_side` (a 16-multiple): an image more elongated than max_side:256 (8:1)
+    keeps its aspect ratio with the long side at `max_side` and the short side shrunk with it (at least 32,
+    the U-Net's smallest input), so a 16×20000 strip is detected at 32×2048, not 256×320000. Photographs up
+    to 8:1 are unchanged."""
+    short, long_ = (h, w) if h < w else (w, h)
+    long_out = round_to_multiple(long_ / short * DETECTOR_SHORT_SIDE, 16)
+    short_out = DETECTOR_SHORT_SIDE
+    if long_out > max_side:
+        long_out = max_side
+        short_out = min(DETECTOR_SHORT_SIDE, max(DETECTOR_MIN_SIDE, round_to_multiple(short / long_ * max_side, 16)))
+    return (short_out, long_out) if h < w else (long_out, short_out)
 
 
 def next_multiple(n: int, m: int) -> int:

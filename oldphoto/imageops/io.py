@@ -4,31 +4,48 @@
 
 - pixels: H×W×3 float32 in [0, 1], EXIF orientation already applied (the restored file is upright and
   its EXIF orientation tag is reset to 1, so viewers do not rotate it twice);
-- grey files (L, LA, 1, I;16, I) are marked `grey` so the output can stay grey;
+- grey files (L, LA, 1, I;16, I, F) are marked `grey` so the output can stay grey;
 - 16-bit files (grey or RGB, PNG or TIFF) keep 16-bit precision (`bit_depth` 16) so the output can be
   written back at the same depth; PIL truncates 16-bit RGB to 8 bits, so those are read with OpenCV (PNG)
   or tifffile (TIFF) instead;
+- floating-point TIFF (grey or RGB, 16/32/64-bit samples; PIL cannot open float RGB, tifffile reads it) is
+  restored and **written as 16-bit integer TIFF** (`bit_depth` 16, a warning says so): samples within
+  [0, 1] are taken as is, larger ones are read as 0..255, 0..65535 or 0..max, whichever first holds them all;
+  NaN and negative samples become 0;
 - palette images are expanded; RGBA/LA/PA are composited onto white (alpha is not restored);
   CMYK/YCbCr/LAB are converted to RGB with PIL (an embedded CMYK ICC profile is then not carried over,
   because it would describe the wrong colour space);
-- the ICC profile and EXIF block are kept for the encoder;
-- a pixel limit (default `DEFAULT_MAX_PIXELS`) is checked from the header, before any pixel is decoded,
-  so a decompression bomb costs nothing.
+- the ICC profile and EXIF block are kept for the encoder only when small enough to be written back and read
+  again by PIL and oldphoto (ICC ≤ `MAX_ICC_BYTES`: PIL refuses a PNG whose decompressed iCCP chunk exceeds
+  1 MiB; EXIF ≤ `MAX_EXIF_BYTES`, what one JPEG APP1 segment holds); a larger one is dropped with a warning;
+- multi-page TIFF, animated GIF/PNG/WebP and other multi-frame files: the **first frame** is restored and a
+  warning gives the number of frames;
+- the pixel limit is `max_pixels` (default `DEFAULT_MAX_PIXELS`, `--max-megapixels`), checked from the
+  header before any pixel is decoded, so a decompression bomb costs nothing; PIL's own limit
+  (`Image.MAX_IMAGE_PIXELS`, 89.5 MP by default) is set from it for the duration of the decode, so the
+  limit is the documented one in both directions.
 
-Every failure is an `ImageDecodeError` with a one-line message. The input bytes are never modified.
+Every warning is a one-line string in `DecodedImage.warnings` (the decode stage puts them in provenance).
+Every failure is an `ImageDecodeError` with a one-line message that never quotes the file's content (a
+symlink to a text file must not leak it into provenance or the catalog). The input bytes are never modified.
 """
 from __future__ import annotations
 
 import io
+import re
 import struct
+import threading
 import warnings
 import zlib
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFile
 
 DEFAULT_MAX_PIXELS = 200_000_000   # 200 MP: far beyond any archive scan, far below a bomb
+MAX_ICC_BYTES = 1_000_000          # PIL will not read back a PNG iCCP chunk over 1 MiB decompressed
+MAX_EXIF_BYTES = 65_533            # one JPEG APP1 segment (the smallest container that may carry it)
 ORIENTATION_TAG = 0x0112
 # ImageDescription, Make, Model, Software, DateTime, Artist, Copyright
 TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)
@@ -50,6 +67,7 @@ class DecodedImage:
     orientation: int = 1               # the EXIF orientation that was applied
     tiff_tags: dict | None = None      # TIFF input: its descriptive tags (description, make, date, artist, ...)
     dpi: tuple[float, float] | None = None
+    warnings: list[str] = field(default_factory=list)   # one line each: what was dropped or left out
 
     @property
     def height(self) -> int:
@@ -138,7 +156,7 @@ def _read_16bit_rgb(data: bytes, fmt: str) -> np.ndarray:
     else:
         import tifffile
 
-        arr = tifffile.imread(io.BytesIO(data))
+        arr = tifffile.imread(io.BytesIO(data), key=0)
         if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
             arr = np.moveaxis(arr, 0, -1)
         if arr.ndim != 3:
@@ -149,34 +167,129 @@ def _read_16bit_rgb(data: bytes, fmt: str) -> np.ndarray:
     return np.ascontiguousarray(f[..., :3])
 
 
+_PIL_LIMIT_LOCK = threading.RLock()
+_BYTES_LITERAL = re.compile(r"""b(['"]).*?\1""")
+
+
+@contextmanager
+def _pil_pixel_limit(max_pixels: int):
+    """PIL's own decompression-bomb limit set to `max_pixels` (its warning made an error) while decoding;
+    restored afterwards. A lock keeps threads of one process from seeing each other's limit."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def safe_reason(e: BaseException) -> str:
+    """`Type: message` on one line, at most 160 characters, with any bytes literal a library quoted from the
+    file (b'...') blanked out: error messages never carry file content."""
+    msg = _BYTES_LITERAL.sub("b'…'", f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)
+    msg = "".join(ch if ch.isprintable() else "?" for ch in msg)
+    return msg if len(msg) <= 160 else msg[:159] + "…"
+
+
+def _too_large(w: int, h: int, max_pixels: int) -> ImageDecodeError:
+    return ImageDecodeError(f"image too large: {w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
+                            "(--max-megapixels)")
+
+
+def _is_tiff(data: bytes) -> bool:
+    return data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _float_to_unit(a: np.ndarray) -> np.ndarray:
+    """Floating-point samples → float32 in [0, 1] (see the module docstring: 1, 255, 65535 or the maximum)."""
+    a = np.nan_to_num(a.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    hi = float(a.max(initial=0.0))
+    scale = next((s for s in (1.0, 255.0, 65535.0) if hi <= s), hi)
+    return np.clip(a / np.float32(scale), 0.0, 1.0)
+
+
+def _decode_float_tiff(data: bytes, max_pixels: int) -> DecodedImage:
+    """A floating-point TIFF PIL cannot open (RGB, float16/64): first page via tifffile, written back 16-bit."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tf:
+            pages = len(tf.pages)
+            page = tf.pages[0]
+            if page.dtype is None or page.dtype.kind != "f":
+                raise ImageDecodeError("not a readable image: unsupported TIFF layout")
+            h, w = int(page.imagelength), int(page.imagewidth)
+            if w * h > max_pixels:
+                raise _too_large(w, h, max_pixels)
+            arr = page.asarray()
+    except ImageDecodeError:
+        raise
+    except Exception as e:
+        raise ImageDecodeError(f"cannot decode TIFF data (truncated or corrupt?): {safe_reason(e)}") from None
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 2:
+        g = _float_to_unit(arr)
+        pixels, grey, mode = np.repeat(g[..., None], 3, axis=2), True, "F"
+    elif arr.ndim == 3 and arr.shape[2] in (3, 4):
+        f = _float_to_unit(arr)
+        pixels = _composite_white(f[..., :3], f[..., 3]) if f.shape[2] == 4 else np.ascontiguousarray(f)
+        grey, mode = False, "RGBF"
+    else:
+        raise ImageDecodeError(f"not a readable image: unsupported float TIFF layout {arr.shape}")
+    notes = [f"float TIFF ({arr.dtype}) written back as 16-bit integer TIFF"]
+    if pages > 1:
+        notes.append(f"multi-page file ({pages} pages): only the first was restored")
+    return DecodedImage(pixels=pixels.astype(np.float32, copy=False), grey=grey, bit_depth=16, format="TIFF",
+                        mode=mode, warnings=notes)
+
+
+def _frame_count(im: Image.Image) -> int:
+    try:
+        return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:          # counting frames reads the whole file: a broken later frame is not our concern
+        return 1
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode one file's bytes; raises `ImageDecodeError` with a one-line reason."""
+    """Decode one file's bytes; raises `ImageDecodeError` with a one-line reason (see the module docstring)."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    with _pil_pixel_limit(max_pixels):
+        return _decode(data, max_pixels)
+
+
+def _decode(data: bytes, max_pixels: int) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        limit = min(max_pixels, int(Image.MAX_IMAGE_PIXELS or max_pixels))
-        raise ImageDecodeError(f"image too large: its header claims more than {limit:,} pixels "
-                               "(decompression bomb guard)") from None
+        raise ImageDecodeError(f"image too large: its header claims more than {max_pixels:,} pixels "
+                               "(--max-megapixels; decompression bomb guard)") from None
     except Image.UnidentifiedImageError:
-        raise ImageDecodeError(f"not a readable image: unrecognised file format (starts with {data[:8]!r})") from None
+        if _is_tiff(data):
+            return _decode_float_tiff(data, max_pixels)
+        raise ImageDecodeError("not a readable image: unrecognised file format") from None
     except Exception as e:
-        raise ImageDecodeError(f"not a readable image: {type(e).__name__}: {e}".splitlines()[0]) from None
+        raise ImageDecodeError(f"not a readable image: {safe_reason(e)}") from None
     w, h = im.size
     if w <= 0 or h <= 0:
         raise ImageDecodeError(f"image has no pixels ({w}×{h})")
     if w * h > max_pixels:
-        raise ImageDecodeError(f"image too large: {w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
+        raise _too_large(w, h, max_pixels)
     fmt, mode = im.format, im.mode
+    notes: list[str] = []
     icc = im.info.get("icc_profile") or None
     exif, orientation = _exif_upright(im)
     try:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
-        if getattr(im, "n_frames", 1) > 1:
+        frames = _frame_count(im)
+        if frames > 1:
             im.seek(0)
+            notes.append(f"multi-frame file ({frames} {'pages' if fmt == 'TIFF' else 'frames'}): "
+                         "only the first was restored")
         if _is_16bit_rgb(im, data):
             pixels, grey, depth = _read_16bit_rgb(data, fmt), False, 16
         else:
@@ -184,17 +297,30 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
             pixels, grey, depth = _to_float_rgb(im)
     except ImageDecodeError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(f"image too large: a frame claims more than {max_pixels:,} pixels "
+                               "(--max-megapixels; decompression bomb guard)") from None
     except Exception as e:
-        msg = f"{type(e).__name__}: {e}".splitlines()[0]
-        raise ImageDecodeError(f"cannot decode {fmt or 'image'} data (truncated or corrupt?): {msg}") from None
+        raise ImageDecodeError(f"cannot decode {fmt or 'image'} data (truncated or corrupt?): "
+                               f"{safe_reason(e)}") from None
+    if mode == "F":
+        notes.append("float TIFF (float32) written back as 16-bit integer TIFF" if fmt == "TIFF"
+                     else "float samples written back as 16-bit integer")
     pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
     space = _icc_colour_space(icc)
     if space not in (("GRAY",) if grey else ("RGB",)):
+        icc = None
+    if icc is not None and len(icc) > MAX_ICC_BYTES:
+        notes.append(f"ICC profile of {len(icc):,} bytes dropped (over {MAX_ICC_BYTES:,}: "
+                     "the output could not be read back)")
         icc = None
     tiff_tags = None
     if fmt == "TIFF":       # a TIFF's "EXIF" is its own IFD (strip offsets, sample format...): keep descriptions only
         tags = getattr(im, "tag_v2", {})
         tiff_tags = {t: tags[t] for t in TIFF_DESCRIPTIVE_TAGS if t in tags} or None
+        exif = None
+    if exif is not None and len(exif) > MAX_EXIF_BYTES:
+        notes.append(f"EXIF block of {len(exif):,} bytes dropped (over {MAX_EXIF_BYTES:,})")
         exif = None
     dpi = im.info.get("dpi")
     try:
@@ -204,7 +330,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     except (TypeError, ValueError, IndexError):
         dpi = None
     return DecodedImage(pixels=pixels, grey=grey, bit_depth=depth, format=fmt, mode=mode, icc_profile=icc,
-                        exif=exif, orientation=orientation, tiff_tags=tiff_tags, dpi=dpi)
+                        exif=exif, orientation=orientation, tiff_tags=tiff_tags, dpi=dpi, warnings=notes)
 
 
 def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
@@ -218,12 +344,11 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
         g = np.clip(a / scale, 0.0, 1.0)
         return np.repeat(g[..., None], 3, axis=2), True, depth
     if mode == "F":
-        a = np.asarray(im).astype(np.float32)
-        hi = float(a.max(initial=0))
-        g = np.clip(a / (255.0 if hi > 1.0 else 1.0), 0.0, 1.0)
-        return np.repeat(g[..., None], 3, axis=2), True, 8
+        g = _float_to_unit(np.asarray(im))
+        return np.repeat(g[..., None], 3, axis=2), True, 16
     if mode in ("1", "L"):
-        g = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        g = np.asarray(im if mode == "L" else im.convert("L"), dtype=np.float32)
+        g /= 255.0
         return np.repeat(g[..., None], 3, axis=2), True, 8
     if mode in ("LA", "La"):
         la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
@@ -233,7 +358,8 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
     if has_alpha:
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
         return _composite_white(rgba[..., :3], rgba[..., 3]).astype(np.float32), False, 8
-    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    rgb = np.asarray(im if mode == "RGB" else im.convert("RGB"), dtype=np.float32)
+    rgb /= 255.0                     # in place: the only full-size float buffer is the result
     return rgb, False, 8
 
 
@@ -241,7 +367,9 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
 def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Float [0,1] → uint8/uint16, rounding half-to-even (as skimage's img_as_ubyte)."""
     hi = 65535.0 if bit_depth == 16 else 255.0
-    out = np.rint(np.clip(pixels, 0.0, 1.0) * hi)
+    out = np.clip(pixels, 0.0, 1.0)              # the one full-size float temporary; the rest in place
+    out *= hi
+    np.rint(out, out=out)
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
@@ -313,3 +441,13 @@ def encode_image(pixels: np.ndarray, fmt: str = "PNG", *, grey: bool = False, bi
         kwargs["exif"] = exif
     im.save(buf, fmt, **kwargs)
     return buf.getvalue()
+
+
+def check_readable(data: bytes) -> None:
+    """Raise ValueError unless PIL can open what was written (its header and metadata chunks: an output over
+    a reader's metadata limit must fail its item, never be reported done)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.size
+    except Exception as e:
+        raise ValueError(f"the encoded output cannot be read back: {safe_reason(e)}") from None

@@ -60,13 +60,77 @@ def gaussian_mean(img: np.ndarray, sigma: float, weight: np.ndarray | None = Non
     return mean.astype(np.float32), den.astype(np.float32)
 
 
+TILE = 512               # core side of the tiles the transfer is computed in (memory bound)
+
+
+def _halo(sigma: float) -> int:
+    """Context around a tile that makes it exact: two Gaussian passes of radius ceil(3·sigma), plus one."""
+    return 2 * int(np.ceil(3 * sigma)) + 1
+
+
+def _global_fit(rst: np.ndarray, ref: np.ndarray, v: np.ndarray, eps: float,
+                tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) per channel of the single linear fit ref_c ≈ a·guide + b over every valid pixel, from sums
+    accumulated tile by tile (float64), so no full-size temporary is made."""
+    n, sg, sgg = 0.0, 0.0, 0.0
+    sr = np.zeros(ref.shape[2], np.float64)
+    srg = np.zeros(ref.shape[2], np.float64)
+    h, w = v.shape
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            m = v[y:y + tile, x:x + tile]
+            g = _guide(rst, y, y + tile, x, x + tile)[m].astype(np.float64)
+            r = ref[y:y + tile, x:x + tile][m].astype(np.float64)
+            n += g.size
+            sg += g.sum()
+            sgg += (g * g).sum()
+            sr += r.sum(axis=0)
+            srg += (r * g[:, None]).sum(axis=0)
+    g_mean, r_mean = sg / n, sr / n
+    g_var = max(sgg / n - g_mean * g_mean, 0.0)
+    a = (srg / n - g_mean * r_mean) / (g_var + eps)
+    return a.astype(np.float32), (r_mean - a * g_mean).astype(np.float32)
+
+
+def tone_coefficients(guide: np.ndarray, ref: np.ndarray, wt: np.ndarray, sigma: float, eps: float,
+                      global_fit: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed coefficients (a, b), each h×w×C, of the local fits ref_c ≈ a·guide + b (guide h×w, ref
+    h×w×C, weights h×w); windows without valid weight take `global_fit`. Output = a·guide + b."""
+    mg, den = gaussian_mean(guide, sigma, wt)
+    mgg, _ = gaussian_mean(guide * guide, sigma, wt)
+    mp, _ = gaussian_mean(ref, sigma, wt)
+    mgp, _ = gaussian_mean(ref * guide[..., None], sigma, wt)
+    var = np.maximum(mgg - mg * mg, 0.0)
+    del mgg
+    a = (mgp - mg[..., None] * mp) / (var[..., None] + eps)
+    del mgp, var
+    b = mp - a * mg[..., None]
+    del mp, mg
+    empty = den < _MIN_WEIGHT
+    if empty.any() and global_fit is not None:       # windows without valid pixels: the global fit
+        a[empty] = global_fit[0]
+        b[empty] = global_fit[1]
+    return gaussian_mean(a, sigma)[0], gaussian_mean(b, sigma)[0]
+
+
+def _transfer_crop(guide: np.ndarray, ref: np.ndarray, wt: np.ndarray, sigma: float, eps: float,
+                   global_fit: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The guided transfer on one crop: h×w×C float32 in [0, 1]."""
+    a_s, b_s = tone_coefficients(guide, ref, wt, sigma, eps, global_fit)
+    return np.clip(a_s * guide[..., None] + b_s, 0.0, 1.0).astype(np.float32)
+
+
 def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None,
-                         sigma: float = DEFAULT_SIGMA, eps: float = DEFAULT_EPS) -> np.ndarray:
+                         sigma: float = DEFAULT_SIGMA, eps: float = DEFAULT_EPS, tile: int = TILE) -> np.ndarray:
     """The restored image with the reference's local tone and colour (see the module docstring).
 
     `restored`, `reference`: H×W×C (or H×W) float in [0, 1], same shape; `valid`: H×W bool, True where the
     reference may be trusted (False on scratches), None = everywhere. Returns float32 in [0, 1], same shape.
     Pure function: the inputs are not modified.
+
+    Computed in `tile`×`tile` tiles, each with a context of `_halo(sigma)` pixels on every side that reaches
+    past both Gaussian passes, so the result equals the untiled computation (up to float rounding; tested)
+    while the working set is a few tiles plus the output, whatever the image's size or shape.
     """
     restored = np.asarray(restored, np.float32)
     reference = np.asarray(reference, np.float32)
@@ -76,36 +140,31 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
         raise ValueError("images must be H×W or H×W×C")
     if eps <= 0:
         raise ValueError("eps must be > 0")
+    if tile < 1:
+        raise ValueError("tile must be >= 1")
     h, w = restored.shape[:2]
     v = np.ones((h, w), bool) if valid is None else np.asarray(valid, bool)
     if v.shape != (h, w):
         raise ValueError(f"valid mask shape {v.shape} does not match image {(h, w)}")
     if not v.any():
         return restored.copy()
-    wt = v.astype(np.float32)
-    guide = restored.mean(axis=2) if restored.ndim == 3 else restored
     ref = reference if reference.ndim == 3 else reference[..., None]
-
-    mg, den = gaussian_mean(guide, sigma, wt)
-    mgg, _ = gaussian_mean(guide * guide, sigma, wt)
-    mp, _ = gaussian_mean(ref, sigma, wt)
-    mgp, _ = gaussian_mean(ref * guide[..., None], sigma, wt)
-    var = np.maximum(mgg - mg * mg, 0.0)
-    a = (mgp - mg[..., None] * mp) / (var[..., None] + eps)
-    b = mp - a * mg[..., None]
-
-    empty = den < _MIN_WEIGHT
-    if empty.any():           # global fit over every valid pixel
-        gv, rv = guide[v], ref[v]
-        g_mean, g_var = float(gv.mean()), float(gv.var())
-        for c in range(ref.shape[2]):
-            r_mean = float(rv[:, c].mean())
-            cov = float(((gv - g_mean) * (rv[:, c] - r_mean)).mean())
-            a_c = cov / (g_var + eps)
-            a[..., c][empty] = a_c
-            b[..., c][empty] = r_mean - a_c * g_mean
-
-    a_s, _ = gaussian_mean(a, sigma)
-    b_s, _ = gaussian_mean(b, sigma)
-    out = np.clip(a_s * guide[..., None] + b_s, 0.0, 1.0).astype(np.float32)
+    rst = restored if restored.ndim == 3 else restored[..., None]
+    global_fit = None if v.all() else _global_fit(rst, ref, v, eps, tile)
+    out = np.empty(ref.shape, np.float32)
+    halo = _halo(sigma)
+    for y0 in range(0, h, tile):
+        y1 = min(h, y0 + tile)
+        cy0, cy1 = max(0, y0 - halo), min(h, y1 + halo)
+        for x0 in range(0, w, tile):
+            x1 = min(w, x0 + tile)
+            cx0, cx1 = max(0, x0 - halo), min(w, x1 + halo)
+            crop = _transfer_crop(_guide(rst, cy0, cy1, cx0, cx1), ref[cy0:cy1, cx0:cx1],
+                                  v[cy0:cy1, cx0:cx1].astype(np.float32), sigma, eps, global_fit)
+            out[y0:y1, x0:x1] = crop[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
     return out if restored.ndim == 3 else out[..., 0]
+
+
+def _guide(rst: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """The guide (mean of the restored image's channels) over a crop."""
+    return rst[y0:y1, x0:x1].mean(axis=2)

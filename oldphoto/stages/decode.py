@@ -1,4 +1,7 @@
-"""Stage "load": bytes → upright float RGB + metadata, with the input's checksum and size in provenance."""
+"""Stage "load": bytes → upright float RGB + metadata, with the input's checksum and size in provenance.
+
+The decode policy (pixel limit, metadata kept or dropped, float and multi-frame files) is
+`oldphoto.imageops.io`'s; what it drops or leaves out goes to provenance `warnings`."""
 from __future__ import annotations
 
 from oldphoto.imageops.io import ImageDecodeError, decode_image
@@ -27,6 +30,7 @@ class DecodeStage(Stage):
             except ImageDecodeError as e:
                 raise ValueError(str(e)) from None
             state.decoded = dec
+            state.provenance.warnings.extend(dec.warnings)
             rec_input.width, rec_input.height = dec.width, dec.height
             rec_input.mode, rec_input.format = dec.mode, dec.format
             state.data = None           # the bytes are hashed; do not carry them (and their memory) further

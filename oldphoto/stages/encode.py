@@ -18,7 +18,7 @@ import posixpath
 import numpy as np
 from PIL import Image
 
-from oldphoto.imageops.io import encode_image, to_grey
+from oldphoto.imageops.io import check_readable, encode_image, to_grey
 from oldphoto.imageops.review import review_sheet
 from oldphoto.provenance import ArtefactRecord
 from oldphoto.stages.base import ItemState, Stage, now_iso, sha256_bytes
@@ -60,6 +60,7 @@ class EncodeStage(Stage):
             grey = dec.grey and not self.options.colour
             data = encode_image(state.restored, fmt, grey=grey, bit_depth=dec.bit_depth,
                                 icc_profile=dec.icc_profile, exif=dec.exif, tiff_tags=dec.tiff_tags, dpi=dec.dpi)
+            check_readable(data)
             self._add(state, "restored.tif" if fmt == "TIFF" else "restored.png", "restored", data,
                       width=dec.width, height=dec.height, bit_depth=dec.bit_depth, grey=grey,
                       path=state.provenance.parameters.get("global_path"))

@@ -53,10 +53,15 @@ def dilate_mask(mask: np.ndarray) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k, iterations=HR_DILATION_ITERATIONS).astype(bool)
 
 
-def minmax_stretch(y: np.ndarray) -> np.ndarray:
-    """§8.3: (y − min)/max(max − min, 1e-5) over the whole tensor (not per channel)."""
+def minmax_stretch(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """§8.3: (y − min)/max(max − min, 1e-5) over the whole tensor (not per channel), float32; written into
+    `out` when given (`out=y` stretches in place, with no full-size temporary)."""
     lo, hi = float(y.min()), float(y.max())
-    return ((y - lo) / max(hi - lo, 1e-5)).astype(np.float32)
+    if out is None:
+        return ((y - lo) / max(hi - lo, 1e-5)).astype(np.float32)
+    np.subtract(y, lo, out=out)
+    np.divide(out, max(hi - lo, 1e-5), out=out)
+    return out
 
 
 class GlobalRestorationStage(Stage):
@@ -74,22 +79,25 @@ class GlobalRestorationStage(Stage):
         return dilate_mask(state.mask) if self.options.hr else np.asarray(state.mask, bool)
 
     def _prepare(self, state: ItemState) -> tuple[bool, int, np.ndarray]:
-        """(use_scratch, multiple, 4×H′×W′ network input: image in [-1,1] + mask, padded)."""
+        """(use_scratch, multiple, 4×H′×W′ network input: image in [-1,1] + mask, padded). Built one channel
+        at a time, so the only full-size temporaries are two single channels."""
         use_scratch = bool(state.use_scratch and state.mask is not None)
         pixels = state.decoded.pixels
         h, w = pixels.shape[:2]
         multiple = 16 if use_scratch else 4
-        if use_scratch:
-            mask = self._mask_used(state, True)
-            x = hole_fill(pixels, mask)
-        else:
-            mask = np.zeros((h, w), bool)
-            x = pixels
-        stacked = np.concatenate([(x * 2.0 - 1.0).transpose(2, 0, 1),
-                                  mask[None].astype(np.float32)], axis=0).astype(np.float32)
-        del x
-        chw = pad_to_multiple(stacked.transpose(1, 2, 0), multiple, min_size=MIN_NETWORK_SIDE).transpose(2, 0, 1)
-        return use_scratch, multiple, np.ascontiguousarray(chw)
+        mask = self._mask_used(state, True) if use_scratch else np.zeros((h, w), bool)
+        chw = None
+        for c in range(4):
+            if c < 3:
+                ch = (hole_fill(pixels[..., c], mask) if use_scratch else pixels[..., c]) * 2.0 - 1.0
+            else:
+                ch = mask.astype(np.float32)
+            padded = pad_to_multiple(ch, multiple, min_size=MIN_NETWORK_SIDE)
+            if chw is None:
+                chw = np.empty((4,) + padded.shape, np.float32)
+            chw[c] = padded
+            del ch, padded
+        return use_scratch, multiple, chw
 
     def _net(self, use_scratch: bool):
         vae_a, mapping, vae_b = (self.models.get(r) for r in self.roles(use_scratch))
@@ -104,14 +112,17 @@ class GlobalRestorationStage(Stage):
 
     def _finish(self, state: ItemState, y: np.ndarray, use_scratch: bool) -> None:
         h, w = state.decoded.pixels.shape[:2]
-        restored = np.ascontiguousarray(minmax_stretch(y[:, :h, :w]).transpose(1, 2, 0))
+        y = y[:, :h, :w]
+        stretched = minmax_stretch(y, out=y).transpose(1, 2, 0)     # in place: y is this stage's own buffer
         if self.options.tone_match:
             mask = self._mask_used(state, use_scratch)
-            restored = guided_tone_transfer(restored, state.decoded.pixels, None if mask is None else ~mask,
+            restored = guided_tone_transfer(stretched, state.decoded.pixels, None if mask is None else ~mask,
                                             sigma=DEFAULT_SIGMA, eps=DEFAULT_EPS)
             state.provenance.parameters["tone_transfer"] = {
                 "method": "guided filter (guide: restored grey; source: scan; scratched pixels excluded)",
                 "sigma": DEFAULT_SIGMA, "eps": DEFAULT_EPS}
+        else:
+            restored = np.ascontiguousarray(stretched)
         state.restored = restored
         state.provenance.parameters["global_path"] = (
             ("scratch_hr" if self.options.hr else "scratch") if use_scratch else "quality")
