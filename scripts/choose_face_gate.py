@@ -6,8 +6,9 @@ Runs `oldphoto bench quality --split val` twice on the face-val photos (never tr
 face applied (no gate) and with the face stage off. Each ground-truth face is matched to the pipeline's face and
 its low-frequency agreement with the scan. For each threshold T the face ends as the "applied" result when its
 agreement >= T and as the "off" result otherwise; the script prints, per T, the mean face PSNR/SSIM gain over the
-degraded input and how many faces end worse than their input. Chosen: the lowest T with no face worse than with
-the gate shut (never below what the stage-1 output alone gives), maximising the mean PSNR among those.
+degraded input and how many faces end worse than their input. Chosen: the T with the best mean PSNR among those
+with no more faces worse than with the gate shut; when that is the shut gate itself (the network does not help
+on val), the operating point says not to apply this network by default. `--write` stores it in the face weights.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--strength", type=float, default=1.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--write", action="store_true", help="store the chosen operating point in the face weights")
     a = ap.parse_args()
     from oldphoto.quality import run_quality_bench
 
@@ -51,10 +53,27 @@ def main() -> None:
     shut = results[-1]["worse"]
     ok = [r for r in results if r["worse"] <= shut and -1e9 < r["threshold"] < 1e9]
     chosen = max(ok, key=lambda r: (round(r["psnr_gain"], 2), -r["threshold"])) if ok else results[-1]
-    print(f"chosen: T = {chosen['threshold']} dB")
+    applied, shut = results[0], results[-1]
+    if chosen is shut:
+        point = {"apply": False, "reason": (
+            f"this face network did not improve the face-val faces (scripts/choose_face_gate.py, strength "
+            f"{a.strength:g}: {applied['psnr_gain']:+.2f} dB over the input with every face applied, "
+            f"{shut['psnr_gain']:+.2f} dB with the originals kept; {applied['worse']} vs {shut['worse']} of "
+            f"{len(rows)} faces worse than their input)")}
+    else:
+        point = {"min_agreement": chosen["threshold"], "strength": a.strength,
+                 "chosen_on": f"face-val photos, {len(rows)} faces (scripts/choose_face_gate.py)"}
+    print(f"chosen: {point}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"faces": rows, "results": results, "chosen": chosen}, f, indent=1)
+            json.dump({"faces": rows, "results": results, "chosen": chosen, "operating_point": point}, f, indent=1)
+    if a.write:
+        from oldphoto.models import ModelSet
+        from oldphoto.weights import set_operating_point
+
+        path = ModelSet.from_weights_dir(a.weights).path("face_256")
+        set_operating_point(path, point)
+        print(f"wrote the operating point into {path}")
 
 
 if __name__ == "__main__":
