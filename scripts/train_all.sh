@@ -19,8 +19,15 @@ OP=${OLDPHOTO:-oldphoto}
 
 COMMON=(--data "$DATA" --config small --out "$OUT" --weights-dir "$W" --threads 1 --seed 0)
 
-# 1. scratch detector (first run; unchanged since)
+# 1. scratch detector: first run (18 min), then (2026-12-01, data v2) warm-started from it with hard negatives
+#    (textured crops, photos without local defects) at crop 128: 45 min, resumed to 100 min in all; its operating
+#    point (pixel threshold, auto coverage) chosen on val and written into the file
 nice -n 10 "$OP" train scratch "${COMMON[@]}" --steps 3000 --max-minutes 18
+cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_first.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s3" --seed 3 --steps 4000 --crop 128 --max-minutes 45 \
+    --init "$OUT/scratch_unet_first.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s3" --seed 3 --steps 4000 --crop 128 --max-minutes 100 --resume
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 2 --write
 
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic
@@ -35,6 +42,12 @@ wait
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind hr --steps 20000 --max-minutes 25 &
 nice -n 10 "$OP" train face    "${COMMON[@]}" --steps 3000 --max-minutes 25 &
 wait
+# 4b. (2026-12-01, data v2: 67 training faces) the face enhancer warm-started from step 4 for 40 min; its operating
+#     point (apply or not, agreement threshold) chosen on the face-val photos and written into the file
+cp "$W/face_256.safetensors" "$OUT/face_256_first.safetensors"
+nice -n 10 "$OP" train face "${COMMON[@]}" --out "$OUT/f3" --seed 3 --steps 6000 --max-minutes 40 \
+    --init "$OUT/face_256_first.safetensors"
+python scripts/choose_face_gate.py --weights "$W" --data "$DATA" --write
 
 # 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json
 "$OP" bench quality --weights "$W" --data "$DATA" --out "$OUT/bench"
