@@ -239,9 +239,10 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
 
 # --------------------------------------------------------------------------------------------- encoding
 def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """Float [0,1] → uint8/uint16, rounding half-to-even (as skimage's img_as_ubyte)."""
+    """Float [0,1] → uint8/uint16 as floor(x·max + 0.5) (torchvision ``save_image``, the official stage-1
+    output rounding, ARCHITECTURE §8.3): halves round up, not to even."""
     hi = 65535.0 if bit_depth == 16 else 255.0
-    out = np.rint(np.clip(pixels, 0.0, 1.0) * hi)
+    out = np.floor(np.clip(pixels, 0.0, 1.0) * hi + 0.5)
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
