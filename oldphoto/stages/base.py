@@ -39,9 +39,13 @@ class RestoreOptions:
     device: str = "cpu"
     faces: bool = True
     colour: bool = False                  # write grey inputs as RGB instead of keeping them grey
-    tile: int = 512                       # global restoration: largest tile side fed to the networks (pixels)
-    tile_overlap: int = 32                # blend band between tiles
-    tile_halo: int = 32                   # discarded context around each tile
+    tile: int = 512                       # scratch paths: attention spans the whole image up to tile² pixels,
+                                          # tiles of this side above (stages/restore_global.py)
+    tile_overlap: int = 32                # blend band between those tiles
+    tile_halo: int = 32                   # discarded context around each of those tiles
+    untiled_max_mb: int = 4096            # global restoration runs untiled while its estimated memory fits;
+                                          # above, exact tiles (quality path) that fit it
+    global_batch: int = 4                 # same-size untiled items per forward pass (GlobalRestorationStage.batch)
     detector_tile: int = 1024             # detector tiles (at its working size; normal photos are one tile)
     auto_scratch_min_coverage: float = AUTO_SCRATCH_MIN_COVERAGE
     max_pixels: int = DEFAULT_MAX_PIXELS
