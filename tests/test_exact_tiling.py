@@ -119,7 +119,7 @@ def test_quality_path_exact_tiles_equal_untiled_at_1200px():
     pixels = _photo(1200, 344)
     untiled = _restore(nets, pixels, untiled_max_mb=1 << 20)
     assert untiled.provenance.parameters["global_tiling"] == {"mode": "untiled"}
-    tiled = _restore(nets, pixels, untiled_max_mb=4)
+    tiled = _restore(nets, pixels, untiled_max_mb=64)
     plan = tiled.provenance.parameters["global_tiling"]
     assert plan["mode"] == "tiled" and plan["statistics"] == "image-wide" and plan["tile"] < 1200
     assert plan["passes"]["mapping_quality"] == len(instance_norms(nets["mapping_quality"])) + 1
@@ -131,11 +131,11 @@ def test_quality_path_official_shapes_exact_tiles(official_dir):
     nets = {"vae_a": _official(official_dir, VAE, VAEConfig.official(), "vae_a", 11),
             "vae_b_quality": _official(official_dir, VAE, VAEConfig.official(), "vae_b", 12),
             "mapping_quality": _official(official_dir, MappingNet, MappingConfig.official(), "mapping_quality", 13)}
-    pixels = _photo(400, 96, seed=2)
+    pixels = _photo(264, 32, seed=2)
     untiled = _restore(nets, pixels, untiled_max_mb=1 << 20)
-    tiled = _restore(nets, pixels, untiled_max_mb=20)
+    tiled = _restore(nets, pixels, untiled_max_mb=1)
     plan = tiled.provenance.parameters["global_tiling"]
-    assert plan["mode"] == "tiled" and plan["tile"] < 400, plan
+    assert plan["mode"] == "tiled" and plan["tile"] < 264, plan
     assert np.abs(tiled.restored - untiled.restored).max() <= TOL
 
 
@@ -146,9 +146,9 @@ def test_scratch_path_attention_spans_the_image_up_to_tile_squared_then_tiles():
     mask[:, 100:103] = True
     whole = _restore(nets, pixels, mask, tile=256)
     assert whole.provenance.parameters["global_tiling"] == {"mode": "untiled"}
-    tiled = _restore(nets, pixels, mask, tile=128)
+    tiled = _restore(nets, pixels, mask, tile=160)
     plan = tiled.provenance.parameters["global_tiling"]
-    assert plan["mode"] == "tiled" and plan["attention"] == "per tile" and plan["tile"] == 128
+    assert plan["mode"] == "tiled" and plan["attention"] == "per tile" and plan["tile"] == 160
     # the untiled scratch path is the official composition on the whole (hole-filled) image
     stage = GlobalRestorationStage(Nets(nets), RestoreOptions(tone_match=False, tile=256))
     _, _, chw = stage._prepare(whole)
