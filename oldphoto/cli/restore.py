@@ -109,7 +109,11 @@ def restore(
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
                                          "official stage-1 output."),
-    tile: int = typer.Option(512, "--tile", help="Largest tile side for the restoration networks (memory bound)."),
+    tile: int = typer.Option(512, "--tile", help="Scratch paths: the nonlocal attention spans the whole image up to "
+                                                  "TILE² pixels, tiles of TILE px above."),
+    untiled_max_mb: int = typer.Option(4096, "--untiled-max-mb",
+                                       help="Global restoration runs untiled (the official result) while its "
+                                            "estimated memory fits; above, exact tiles that fit (quality path)."),
     max_megapixels: float = typer.Option(200.0, "--max-megapixels", help="Refuse larger images (bomb guard)."),
 ) -> None:
     """Restore old photographs: scratch detection, global restoration, face enhancement; with a record of each."""
@@ -132,7 +136,7 @@ def restore(
                           "(this torch build or machine has none); use --device cpu")
             raise typer.Exit(2)
     options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
-                             tone_match=tone_match, max_pixels=int(max_megapixels * 1_000_000))
+                             untiled_max_mb=untiled_max_mb, tone_match=tone_match, max_pixels=int(max_megapixels * 1_000_000))
     from oldphoto.models import MissingWeightsError
 
     try:

@@ -19,9 +19,12 @@ crop is its core widened by `overlap/2 + halo` on each interior side:
 - across the `overlap` band centred on a core boundary the two neighbouring tiles are blended with linear
   ramps that sum to 1 (2-D weights are the product of the 1-D ones, so they also sum to 1 at corners).
 
-For a network whose receptive radius is ≤ `halo` and that has no image-wide statistics (convolutions only),
-the tiled output equals the untiled one (tested). Networks with instance normalisation or non-local attention
-see tile statistics instead of image statistics; the overlap blending keeps seams invisible. Peak memory is one
+For a network whose receptive radius is ≤ `halo` (`probe_network` measures it) and that has no image-wide
+statistics (convolutions only), the tiled output equals the untiled one (tested). Instance norms are image-wide
+statistics: passed as `norms`, they normalise every tile with the statistics of the whole image, gathered in
+one extra pass over the tiles per norm layer (`oldphoto.networks.blocks.ImageWideNormStats`), and the tiled
+output equals the untiled one again (tested with the official networks). Without `norms`, and for non-local
+attention, each tile sees its own statistics; the overlap blending keeps seams invisible. Peak memory is one
 tile's activations plus the float32 output accumulator (12 bytes per pixel for RGB).
 """
 from __future__ import annotations
