@@ -9,7 +9,7 @@ copy of the old code is kept here. Each measurement is a fresh child process wit
 are interleaved before/now/now/before (repeated `--repeats` times) and the script prints the ratio of the
 median CPU seconds, the peak RSS of each child and the largest difference between the two outputs.
 
-    .venv/bin/python benchmarks/bench_official_speed.py [--megapixels 1.5] [--repeats 1] [--baseline main]
+    .venv/bin/python benchmarks/bench_official_speed.py [--megapixels 1.5] [--repeats 1 | --once] [--baseline main]
 """
 from __future__ import annotations
 
@@ -103,6 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--megapixels", type=float, default=1.5)
     ap.add_argument("--repeats", type=int, default=1, help="before/now/now/before rounds per path")
+    ap.add_argument("--once", action="store_true", help="one before/now pair per path instead (a quick look)")
     ap.add_argument("--baseline", default="main", help="git revision measured as 'before'")
     ap.add_argument("--paths", nargs="+", default=["quality", "scratch"], choices=("quality", "scratch"))
     ap.add_argument("--official", type=Path, default=REPO.parent / "shared" / "official")
@@ -119,7 +120,7 @@ def main() -> None:
     for path in args.paths:
         runs: dict[str, list[dict]] = {"before": [], "now": []}
         for _ in range(args.repeats):
-            for which in ("before", "now", "now", "before"):
+            for which in (("before", "now") if args.once else ("before", "now", "now", "before")):
                 src = before if which == "before" else REPO
                 r = child(src, release, scan, path, tmp / f"{path}_{which}.npy")
                 runs[which].append(r)

@@ -9,29 +9,12 @@ import torch
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig
 from oldphoto.distributed.pipeline import _STATE_KEYS, _batch, _PoolActor, _rows
-from oldphoto.imageops.io import DecodedImage
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.vae import VAE, VAEConfig
 from oldphoto.pipeline import ItemState, RestoreOptions
 from oldphoto.stages import GlobalRestorationStage
 from oldphoto.stages.base import Stage
-
-
-class Nets:
-    def __init__(self, nets):
-        self.nets = nets
-
-    def get(self, role):
-        return self.nets[role]
-
-    def checkpoint(self, role):
-        return None
-
-
-def _state(pixels, opts, name="x"):
-    st = ItemState.new(f"{name}.png", None, opts)
-    st.decoded = DecodedImage(pixels=pixels, grey=False, bit_depth=8, format="PNG", mode="RGB")
-    return st
+from stage_helpers import Nets, decoded_state
 
 
 class RecordingStage(Stage):
@@ -88,10 +71,10 @@ def test_global_stage_batches_untiled_same_size_items_in_groups_of_global_batch(
         return lambda t: (calls.append(t.shape[0]), f(t))[1]
 
     stage._net = counting
-    out = stage.batch([_state(p, opts, str(i)) for i, p in enumerate(pix)])
+    out = stage.batch([decoded_state(p, opts, str(i)) for i, p in enumerate(pix)])
     assert sorted(calls) == [1, 1, 2]                          # 2 + 1 of the 48×64 items, the 40×64 alone
     for i, p in enumerate(pix):
-        single = GlobalRestorationStage(nets, opts)(_state(p, opts, str(i)))
+        single = GlobalRestorationStage(nets, opts)(decoded_state(p, opts, str(i)))
         assert np.abs(out[i].restored - single.restored).max() < 1e-4
         assert out[i].provenance.parameters["global_tiling"]["mode"] == "untiled"
     assert out[0].provenance.parameters["global_tiling"]["batch"] == 2

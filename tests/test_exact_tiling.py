@@ -8,37 +8,16 @@ import pytest
 import torch
 
 from oldphoto.imageops.geometry import probe_network, run_tiled, tile_spans
-from oldphoto.imageops.io import DecodedImage
 from oldphoto.networks.blocks import instance_norms
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMappingNet
 from oldphoto.networks.vae import VAE, VAEConfig
-from oldphoto.pipeline import ItemState, RestoreOptions
+from oldphoto.pipeline import RestoreOptions
 from oldphoto.stages import GlobalRestorationStage
+from stage_helpers import Nets, decoded_state
 
 seeded_weights = pytest.importorskip("seeded_weights")  # conftest puts shared/official on sys.path
 TOL = 1e-3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(min(n, 2))
-    yield
-    torch.set_num_threads(n)
-
-
-class Nets:
-    """The part of a ModelSet the global stage uses, over modules built here."""
-
-    def __init__(self, nets: dict):
-        self.nets = nets
-
-    def get(self, role):
-        return self.nets[role]
-
-    def checkpoint(self, role):
-        return None
 
 
 def _official(official_dir, cls, cfg, manifest, seed):
@@ -67,17 +46,9 @@ def _photo(h, w, seed=0):
     return np.clip(base + rng.normal(0, 0.05, (h, w, 3)), 0, 1).astype(np.float32)
 
 
-def _state(pixels, opts, mask=None):
-    st = ItemState.new("x.png", None, opts)
-    st.decoded = DecodedImage(pixels=pixels, grey=False, bit_depth=8, format="PNG", mode="RGB")
-    if mask is not None:
-        st.mask, st.use_scratch = mask, True
-    return st
-
-
 def _restore(nets, pixels, mask=None, **opts):
     o = RestoreOptions(tone_match=False, faces=False, **opts)
-    st = GlobalRestorationStage(Nets(nets), o)(_state(pixels, o, mask))
+    st = GlobalRestorationStage(Nets(nets), o)(decoded_state(pixels, o, mask=mask))
     assert not st.failed, st.error
     return st
 
