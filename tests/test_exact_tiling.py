@@ -89,7 +89,7 @@ def test_quality_path_exact_tiles_equal_untiled_at_1200px():
     nets = _tiny_nets()
     pixels = _photo(1200, 344)
     untiled = _restore(nets, pixels, untiled_max_mb=1 << 20)
-    assert untiled.provenance.parameters["global_tiling"] == {"mode": "untiled"}
+    assert untiled.provenance.parameters["global_tiling"]["mode"] == "untiled"
     tiled = _restore(nets, pixels, untiled_max_mb=64)
     plan = tiled.provenance.parameters["global_tiling"]
     assert plan["mode"] == "tiled" and plan["statistics"] == "image-wide" and plan["tile"] < 1200
@@ -116,7 +116,7 @@ def test_scratch_path_attention_spans_the_image_up_to_tile_squared_then_tiles():
     mask = np.zeros(pixels.shape[:2], bool)
     mask[:, 100:103] = True
     whole = _restore(nets, pixels, mask, tile=256)
-    assert whole.provenance.parameters["global_tiling"] == {"mode": "untiled"}
+    assert whole.provenance.parameters["global_tiling"]["mode"] == "untiled"
     tiled = _restore(nets, pixels, mask, tile=160)
     plan = tiled.provenance.parameters["global_tiling"]
     assert plan["mode"] == "tiled" and plan["attention"] == "per tile" and plan["tile"] == 160
@@ -128,3 +128,16 @@ def test_scratch_path_attention_spans_the_image_up_to_tile_squared_then_tiles():
     lo, hi = y.min(), y.max()
     ref = ((y - lo) / max(hi - lo, 1e-5))[:, :256, :192].transpose(1, 2, 0)
     assert np.abs(whole.restored - ref).max() <= 1e-5
+
+
+def test_bf16_precision_is_recorded_and_stays_close_to_fp32():
+    nets = _tiny_nets()
+    pixels = _photo(96, 128, seed=3)
+    fp32 = _restore(nets, pixels)
+    bf16 = _restore(nets, pixels, precision="bf16")
+    assert fp32.provenance.parameters["global_tiling"]["precision"] == "fp32"
+    assert bf16.provenance.parameters["global_tiling"]["precision"] == "bf16"
+    diff = np.abs(bf16.restored - fp32.restored)
+    assert 0 < diff.max() < 0.1 and diff.mean() < 0.01
+    with pytest.raises(ValueError, match="precision"):
+        RestoreOptions(precision="fp16")

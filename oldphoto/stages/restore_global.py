@@ -168,8 +168,18 @@ class GlobalRestorationStage(Stage):
                   for role, net in zip(self.roles(False), (vae_a.encoder, mapping, vae_b.decoder))}
         return {"mode": "tiled", "tile": tile, "halo_latent": halos, "statistics": "image-wide", "passes": passes}
 
+    def _precision(self):
+        """The networks' arithmetic: float32, or bfloat16 autocast with `options.precision == "bf16"` (about 1.8×
+        faster convolutions on CPUs with AVX512-BF16 and on GPUs, output within a few 1/255 of float32)."""
+        device = torch.device(self.options.device).type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.options.precision == "bf16")
+
     def _run(self, chw: np.ndarray, use_scratch: bool, multiple: int, plan: dict) -> np.ndarray:
         """The decoder output (3×H′×W′) for the network input `chw`, as `plan` says."""
+        with self._precision():
+            return self._run_fp(chw, use_scratch, multiple, plan)
+
+    def _run_fp(self, chw: np.ndarray, use_scratch: bool, multiple: int, plan: dict) -> np.ndarray:
         opts = self.options
         if plan["mode"] == "untiled" or use_scratch:
             tile = max(chw.shape[1:]) if plan["mode"] == "untiled" else plan["tile"]
@@ -213,7 +223,7 @@ class GlobalRestorationStage(Stage):
             plan = self.plan(chw.shape[1], chw.shape[2], use_scratch)
             y = self._run(chw, use_scratch, multiple, plan)
             del chw
-            state.provenance.parameters["global_tiling"] = plan
+            state.provenance.parameters["global_tiling"] = {**plan, "precision": self.options.precision}
             self._finish(state, y, use_scratch)
 
     def batch(self, states: list[ItemState]) -> list[ItemState]:
@@ -252,11 +262,12 @@ class GlobalRestorationStage(Stage):
         t0 = time.perf_counter()
         try:
             x = torch.from_numpy(np.stack([chw for _, chw, _ in group])).to(self.options.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._precision():
                 y = self._net(use_scratch)(x).float().cpu().numpy()
             del x
             for (s, _, _), yi in zip(group, y):
-                s.provenance.parameters["global_tiling"] = {"mode": "untiled", "batch": len(group)}
+                s.provenance.parameters["global_tiling"] = {"mode": "untiled", "batch": len(group),
+                                                            "precision": self.options.precision}
                 self._finish(s, yi, use_scratch)
             error = None
         except Exception as e:
