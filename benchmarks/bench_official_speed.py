@@ -9,7 +9,7 @@ copy of the old code is kept here. Each measurement is a fresh child process wit
 are interleaved before/now/now/before (repeated `--repeats` times) and the script prints the ratio of the
 median CPU seconds, the peak RSS of each child and the largest difference between the two outputs.
 
-    .venv/bin/python benchmarks/bench_official_speed.py [--megapixels 1.5] [--repeats 1 | --once] [--baseline main]
+    .venv/bin/python benchmarks/bench_official_speed.py [--megapixels 1.5] [--repeats 1 | --once] [--bf16] [--baseline main]
 """
 from __future__ import annotations
 
@@ -32,13 +32,14 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
-release, scan, path, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+release, scan, path, out, precision = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 from oldphoto.imageops.io import DecodedImage
 from oldphoto.models import ModelSet
 from oldphoto.pipeline import ItemState, RestoreOptions
 from oldphoto.stages import GlobalRestorationStage
 d = np.load(scan)
-opts = RestoreOptions(scratch="on" if path == "scratch" else "off", faces=False, tone_match=False)
+extra = {} if precision == "fp32" else {"precision": precision}
+opts = RestoreOptions(scratch="on" if path == "scratch" else "off", faces=False, tone_match=False, **extra)
 stage = GlobalRestorationStage(ModelSet.from_official(release), opts)
 for role in stage.roles(path == "scratch"):
     stage.models.get(role)
@@ -90,9 +91,9 @@ def export(rev: str, dest: Path) -> None:
         t.extractall(dest, filter="data")
 
 
-def child(src: Path, release: Path, scan: Path, path: str, out: Path) -> dict:
+def child(src: Path, release: Path, scan: Path, path: str, out: Path, precision: str = "fp32") -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", CHILD, str(release), str(scan), path, str(out)], env=env,
+    res = subprocess.run([sys.executable, "-c", CHILD, str(release), str(scan), path, str(out), precision], env=env,
                          capture_output=True, text=True, cwd=out.parent)   # not the repo: `-c` imports from cwd
     if res.returncode != 0:
         raise SystemExit(f"child ({src}, {path}) failed:\n{res.stderr[-3000:]}")
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--baseline", default="main", help="git revision measured as 'before'")
     ap.add_argument("--paths", nargs="+", default=["quality", "scratch"], choices=("quality", "scratch"))
     ap.add_argument("--official", type=Path, default=REPO.parent / "shared" / "official")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time this tree with --precision bf16 and its difference from float32")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_official_"))
@@ -134,6 +137,12 @@ def main() -> None:
               f"(median {cpu['before']:.1f} s vs {cpu['now']:.1f} s); peak RSS before "
               f"{max(x['peak_rss_gib'] for x in runs['before']):.2f} GiB, now {max(x['peak_rss_gib'] for x in runs['now']):.2f} GiB; "
               f"max |now − before| = {diff:.4f} (before: 512 px tiles with per-tile statistics)")
+        if args.bf16:
+            r = child(REPO, release, scan, path, tmp / f"{path}_bf16.npy", "bf16")
+            d16 = np.abs(np.load(tmp / f"{path}_bf16.npy") - np.load(tmp / f"{path}_now.npy"))
+            print(f"  {path:8s} bf16   cpu {r['cpu']:8.1f} s  wall {r['wall']:8.1f} s  peak RSS {r['peak_rss_gib']:.2f} GiB")
+            print(f"{path}: bf16: CPU before/now-bf16 = {cpu['before'] / r['cpu']:.2f}×; |bf16 − fp32| max "
+                  f"{d16.max() * 255:.1f}/255, mean {d16.mean() * 255:.2f}/255")
 
 
 if __name__ == "__main__":
