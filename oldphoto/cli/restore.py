@@ -116,7 +116,7 @@ def restore(
                                             "estimated memory fits; above, exact tiles that fit (quality path)."),
     precision: str = typer.Option("fp32", "--precision",
                                   help="Global restoration arithmetic: fp32 (the official result) or bf16 (faster "
-                                       "on CPUs with AVX512-BF16 and on GPUs; output within a few 1/255)."),
+                                       "on CPUs with AVX512-BF16 and on GPUs; output differs visibly)."),
     max_megapixels: float = typer.Option(200.0, "--max-megapixels", help="Refuse larger images (bomb guard)."),
 ) -> None:
     """Restore old photographs: scratch detection, global restoration, face enhancement; with a record of each."""

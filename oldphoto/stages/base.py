@@ -47,7 +47,7 @@ class RestoreOptions:
                                           # above, exact tiles (quality path) that fit it
     global_batch: int = 4                 # same-size untiled items per forward pass (GlobalRestorationStage.batch)
     precision: str = "fp32"               # global restoration arithmetic: "fp32" (the official result) or "bf16"
-                                          # (autocast: faster on AVX512-BF16 CPUs and GPUs, output off by ~1/255)
+                                          # (autocast: faster on AVX512-BF16 CPUs and GPUs, visibly different)
     detector_tile: int = 1024             # detector tiles (at its working size; normal photos are one tile)
     auto_scratch_min_coverage: float = AUTO_SCRATCH_MIN_COVERAGE
     max_pixels: int = DEFAULT_MAX_PIXELS
