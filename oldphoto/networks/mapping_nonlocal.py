@@ -103,8 +103,40 @@ def auto_query_chunk(n: int, budget: int = 1 << 22) -> int:
     return max(1, min(n, max(budget // max(n, 1), SDPA_MIN_CHUNK)))
 
 
-def _sdpa_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+OFFICIAL_EPS = 1e-12  # F.normalize's eps in the official row renormalisation
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float):
+    """(softmax(q kᵀ·scale + bias) v, logsumexp of those logits per query row)."""
+    if q.device.type == "cpu":   # the fused CPU kernel returns its logsumexp
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias,
+                                                                          scale=scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    return out, torch.logsumexp(torch.matmul(q, k.transpose(-1, -2)) * scale + bias, dim=-1)
+
+
+def _sdpa_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor,
+               scale: float) -> torch.Tensor:
+    """The official result for a block of query rows: the masked softmax, times min(1, mass / eps) where
+    ``mass`` = the valid keys' share of the unmasked softmax (the official renormalisation divides by
+    max(mass, 1e-12), so rows whose valid keys hold less than 1e-12 of it come out scaled down)."""
+    out, lse = _attend(q, k, v, bias, scale)
+    factors = []
+    for b in range(q.shape[0]):
+        kb = keep[b, 0, 0]
+        weak = kb < 1                                          # keys not fully valid
+        if not bool(weak.any()) or not bool((kb > 0).any()):  # nothing masked / nothing valid (zeroed later)
+            factors.append(torch.ones_like(lse[b]))
+            continue
+        f = torch.matmul(q[b], k[b][:, weak].transpose(-1, -2)) * scale          # (1, rows, n_weak)
+        # log(sum over all keys of e^f) - lse = log(1 + sum_weak e^{f - lse} - sum_weak keep e^{f - lse})
+        excess = torch.exp(torch.logsumexp(f, dim=-1) - lse[b])
+        frac = (kb[weak] > 0)
+        if bool(frac.any()):
+            excess = excess - torch.exp(torch.logsumexp(f[..., frac] + bias[b][..., weak][..., frac], dim=-1) - lse[b])
+        # mass = e^{-rel_all}; the official row is scaled by mass / max(mass, eps)
+        factors.append(torch.clamp(torch.exp(-torch.log1p(excess)) / OFFICIAL_EPS, max=1.0))
+    return out * torch.stack(factors)[..., None]
 
 
 def masked_attention(
@@ -120,9 +152,9 @@ def masked_attention(
     softmax, column masking and L1 renormalisation collapse into one masked softmax:
     ``keep_j e^{f_ij} / sum_k keep_k e^{f_ik}`` = softmax over ``f_ij + log keep_j`` (fractional keeps
     included; ``log 0 = -inf`` removes a key). A batch element without any valid key gets zeros, as the
-    official ``F.normalize`` gives. The only difference from ``masked_attention_direct`` is where the
-    official eps (1e-12) of that renormalisation bites: rows whose valid keys hold less than 1e-12 of the
-    softmax mass, which the official code scales down and this keeps normalised.
+    official ``F.normalize`` gives. Where the official eps (1e-12) of that renormalisation bites (rows whose
+    valid keys hold less than 1e-12 of the softmax, common with 512-channel similarities) the row is scaled
+    down as officially, from the kernel's logsumexp and the logits of the masked keys only.
 
     Queries go through in blocks of ``chunk`` rows (default `auto_query_chunk`); under autograd each
     block is checkpointed, so the backward pass recomputes it and training memory stays O(chunk * N) even
@@ -132,7 +164,8 @@ def masked_attention(
     chunk = auto_query_chunk(n) if chunk is None else max(1, int(chunk))
     keep = keep.detach().to(theta.dtype)
     valid = keep.reshape(b, -1).amax(dim=1) > 0  # (B,): any key left to attend to
-    bias = torch.log(keep).unsqueeze(1)  # (B,1,1,N) additive mask
+    keep4 = keep.unsqueeze(1)  # (B,1,1,N)
+    bias = torch.log(keep4)  # additive mask
     if not bool(valid.all()):
         bias = torch.where(valid.view(b, 1, 1, 1), bias, torch.zeros_like(bias))
     q = theta.unsqueeze(1)
@@ -143,9 +176,10 @@ def masked_attention(
     parts = []
     for s in range(0, n, chunk):
         if grad:
-            parts.append(checkpoint(_sdpa_rows, q[:, :, s : s + chunk], k, v, bias, scale, use_reentrant=False))
+            parts.append(checkpoint(_sdpa_rows, q[:, :, s : s + chunk], k, v, bias, keep4, scale,
+                                    use_reentrant=False))
         else:
-            parts.append(_sdpa_rows(q[:, :, s : s + chunk], k, v, bias, scale))
+            parts.append(_sdpa_rows(q[:, :, s : s + chunk], k, v, bias, keep4, scale))
     out = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)).squeeze(1)
     if not bool(valid.all()):
         out = out * valid.view(b, 1, 1).to(out.dtype)
