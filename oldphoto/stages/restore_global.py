@@ -171,7 +171,7 @@ class GlobalRestorationStage(Stage):
     def _precision(self):
         """The networks' arithmetic: float32, or bfloat16 autocast with `options.precision == "bf16"`: about 1.8×
         faster convolutions on CPUs with AVX512-BF16 and on GPUs, but not the official result (seeded official-shape
-        networks: mean 6.9/255, max 54/255 from float32, `benchmarks/bench_official_speed.py --bf16`)."""
+        networks, 1.5 MP: mean 7.1/255, max 96/255 from float32, `benchmarks/bench_official_speed.py --bf16`)."""
         device = torch.device(self.options.device).type
         return torch.autocast(device, dtype=torch.bfloat16, enabled=self.options.precision == "bf16")
 
