@@ -13,7 +13,7 @@ from skimage.transform import SimilarityTransform, warp
 from oldphoto.imageops import faces as F
 from oldphoto.imageops.geometry import (detector_size, full_size_4, full_size_16, pad_to_multiple, resize, run_tiled,
                                         tile_spans)
-from oldphoto.imageops.io import ImageDecodeError, apply_orientation, decode_image, encode_image
+from oldphoto.imageops.io import ImageDecodeError, apply_orientation, decode_image, encode_image, to_uint
 from oldphoto.imageops.review import review_sheet
 
 
@@ -148,6 +148,17 @@ def test_decode_errors_are_one_line():
     with pytest.raises(ImageDecodeError) as e:
         decode_image(good[: len(good) // 2])
     assert "\n" not in str(e.value)
+
+
+def test_to_uint_rounds_halves_up_like_the_official_save_image():
+    # values exactly half-way between two codes: the official output (torchvision save_image) is
+    # floor(x*255 + 0.5) in float32, so 0.5, 2.5, ... go up; half-to-even would send 0.5 -> 0, 2.5 -> 2
+    x = ((np.arange(256, dtype=np.float32) + 0.5) / np.float32(255)).clip(0, 1)
+    x = np.concatenate([x, np.linspace(0, 1, 4097, dtype=np.float32), np.float32([-0.2, 1.3])])
+    official = torch.from_numpy(x).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(to_uint(x, 8), official)
+    assert to_uint(np.float32([0.5 / 255]), 8)[0] == 1
+    assert to_uint(np.float32([0.5 / 65535]), 16)[0] == 1 and to_uint(np.float32([1.0]), 16)[0] == 65535
 
 
 # ------------------------------------------------------------------------------------------- geometry

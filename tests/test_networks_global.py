@@ -554,3 +554,21 @@ def test_unknown_norm_is_refused():
                 lambda: NonLocalMappingConfig(norm=""), lambda: PatchAttentionMappingConfig(norm="group")):
         with pytest.raises(ValueError, match="norm must be one of"):
             cfg()
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_attention_keeps_the_official_eps_where_valid_keys_hold_almost_nothing(fractional):
+    """Similarities of ~100 (512-channel features): some rows give their valid keys < 1e-12 of the softmax;
+    the official renormalisation divides by max(mass, 1e-12), so those rows come out scaled down."""
+    theta, phi, val, keep = _attn_inputs(11, 2, 70, 8, "random")
+    if not fractional:
+        keep = (keep > 0.7).float()
+    theta, phi = theta * 6.0, phi * 6.0
+    a = torch.softmax(theta.double() @ phi.double(), dim=-1)
+    mass = (a * keep.double()).sum(-1)
+    assert bool((mass < 1e-12).any()) and bool((mass > 1e-6).any())
+    direct = masked_attention_direct(theta, phi, val, keep)
+    fused = masked_attention(theta, phi, val, keep, chunk=16)
+    assert _maxdiff(fused, direct) < 1e-5
+    small = mass < 1e-18                                   # these rows are scaled down, not renormalised
+    assert float(fused[small].abs().max()) < 1e-6 < float(fused[~small].abs().max())

@@ -73,7 +73,14 @@ def restore(
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
                                          "official stage-1 output."),
-    tile: int = typer.Option(512, "--tile", help="Largest tile side for the restoration networks (memory bound)."),
+    tile: int = typer.Option(512, "--tile", help="Scratch paths: the nonlocal attention spans the whole image up to "
+                                                  "TILE² pixels, tiles of TILE px above."),
+    untiled_max_mb: int = typer.Option(4096, "--untiled-max-mb",
+                                       help="Global restoration runs untiled (the official result) while its "
+                                            "estimated memory fits; above, exact tiles that fit (quality path)."),
+    precision: str = typer.Option("fp32", "--precision",
+                                  help="Global restoration arithmetic: fp32 (the official result) or bf16 (faster "
+                                       "on CPUs with AVX512-BF16 and on GPUs; output differs visibly)."),
     max_megapixels: float = typer.Option(200.0, "--max-megapixels", help="Refuse larger images (bomb guard)."),
 ) -> None:
     """Restore old photographs: scratch detection, global restoration, face enhancement; with a record of each."""
@@ -88,6 +95,8 @@ def restore(
     console = Console(stderr=True)
     if scratch not in SCRATCH_CHOICES:
         raise typer.BadParameter(f"--scratch must be one of {', '.join(SCRATCH_CHOICES)}", param_hint="--scratch")
+    if precision not in ("fp32", "bf16"):
+        raise typer.BadParameter("--precision must be fp32 or bf16", param_hint="--precision")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise typer.BadParameter("--device must be cpu or cuda", param_hint="--device")
     if device.startswith("cuda"):
@@ -98,7 +107,8 @@ def restore(
                           "(this torch build or machine has none); use --device cpu")
             raise typer.Exit(2)
     options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
-                             tone_match=tone_match, max_pixels=int(max_megapixels * 1_000_000),
+                             untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
+                             max_pixels=int(max_megapixels * 1_000_000),
                              face_strength=face_strength, face_min_agreement=face_min_agreement)
     from oldphoto.models import MissingWeightsError
 

@@ -49,6 +49,8 @@ class PoolConfig:
     num_cpus: float = 0.5           # per actor (Ray scheduling resource)
     max_tasks_in_flight: int = 2    # batches queued per actor (backpressure)
     torch_threads: int = 1          # intra-op threads per actor on CPU
+    batch_size: int | None = None   # items per actor call (None: DistributedConfig.batch_size); the stage's
+                                    # batch() runs same-size items in one forward pass (global: RestoreOptions.global_batch)
 
     @property
     def device(self) -> str:
@@ -135,12 +137,13 @@ class DistributedConfig:
 
     @classmethod
     def gpu_cluster(cls, ray_address: str = "auto", actors_per_pool: int = 1, gpus_per_actor: float = 0.3,
-                    object_store_memory: int = 4 * 2**30) -> "DistributedConfig":
+                    object_store_memory: int = 4 * 2**30, global_batch: int = 4) -> "DistributedConfig":
         pool = dict(min_size=1, max_size=actors_per_pool, num_gpus=gpus_per_actor, num_cpus=1.0,
                     max_tasks_in_flight=4, torch_threads=2)
         return cls(ray_address=ray_address, batch_size=1, io_num_cpus=1.0,
                    object_store_memory=object_store_memory,
-                   scratch=PoolConfig(**pool), global_=PoolConfig(**pool), face=PoolConfig(**pool))
+                   scratch=PoolConfig(**pool), global_=PoolConfig(**pool, batch_size=global_batch),
+                   face=PoolConfig(**pool))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -228,14 +228,21 @@ class _PoolActor:
                 os._exit(17)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = []
+        out, live = [], []
         for row in _rows(batch):
             state = pickle.loads(row["state"])
             if state.failed:
                 out.append(row)                     # failed earlier: passed through untouched
                 continue
             self._maybe_crash(str(row["name"]))
-            state = _run_stage(self.stage, state, self.role)
+            live.append((row, state))
+        # the whole batch through the stage's batch(): same-size items share forward passes where it can
+        try:
+            states = self.stage.batch([st for _, st in live]) if live else []
+        except Exception as exc:                    # batch() must not raise; if it does, item by item
+            log.warning("stage %s batch raised: %s", self.role, exc)
+            states = [_run_stage(self.stage, st, self.role) for _, st in live]
+        for (row, _), state in zip(live, states):
             out.append({**row, "state": pickle.dumps(state, protocol=5)})
         return _batch(out, _STATE_KEYS)
 
@@ -330,7 +337,7 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
         ds = ds.map_batches(
             _PoolActor,
             fn_constructor_kwargs={"source": source, "role": role, "pool": pool, "fault": fault},
-            batch_size=config.batch_size,
+            batch_size=pool.batch_size or config.batch_size,
             compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
                                       max_tasks_in_flight_per_actor=pool.max_tasks_in_flight),
             num_gpus=pool.num_gpus, num_cpus=pool.num_cpus,

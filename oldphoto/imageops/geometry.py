@@ -19,16 +19,19 @@ crop is its core widened by `overlap/2 + halo` on each interior side:
 - across the `overlap` band centred on a core boundary the two neighbouring tiles are blended with linear
   ramps that sum to 1 (2-D weights are the product of the 1-D ones, so they also sum to 1 at corners).
 
-For a network whose receptive radius is ≤ `halo` and that has no image-wide statistics (convolutions only),
-the tiled output equals the untiled one (tested). Networks with instance normalisation or non-local attention
-see tile statistics instead of image statistics; the overlap blending keeps seams invisible. Peak memory is one
+For a network whose receptive radius is ≤ `halo` (`probe_network` measures it) and that has no image-wide
+statistics (convolutions only), the tiled output equals the untiled one (tested). Instance norms are image-wide
+statistics: passed as `norms`, they normalise every tile with the statistics of the whole image, gathered in
+one extra pass over the tiles per norm layer (`oldphoto.networks.blocks.ImageWideNormStats`), and the tiled
+output equals the untiled one again (tested with the official networks). Without `norms`, and for non-local
+attention, each tile sees its own statistics; the overlap blending keeps seams invisible. Peak memory is one
 tile's activations plus the float32 output accumulator (12 bytes per pixel for RGB).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -164,11 +167,19 @@ def tile_spans(n: int, tile: int, overlap: int, halo: int, multiple: int = 1) ->
 
 def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, *, out_channels: int,
               tile: int = 512, overlap: int = 32, halo: int = 32, multiple: int = 16,
-              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> np.ndarray:
+              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+              norms: Sequence[torch.nn.Module] = ()) -> np.ndarray:
     """Apply `fn` (a 1×C×h×w → 1×C'×h×w network call) to a C×H×W float array in overlapping tiles and
     blend them; H and W must be multiples of `multiple`. Returns C'×H×W float32.
 
+    `norms`: instance-norm layers of the networks `fn` runs (`oldphoto.networks.blocks.instance_norms`).
+    When given, they normalise every tile with the statistics of the whole image, gathered in
+    `len(norms)` extra passes over the tiles (`ImageWideNormStats`), so that with `halo` at least the
+    receptive radius the tiled output equals the untiled one. An image that fits in one tile runs whole.
+
     Only one tile is on the device at a time; the output accumulator is a numpy array."""
+    from oldphoto.networks.blocks import ImageWideNormStats
+
     c, h, w = image.shape
     if h % multiple or w % multiple:
         raise ValueError(f"image {h}×{w} is not a multiple of {multiple}; pad it first")
@@ -178,16 +189,69 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, *, 
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(image))[None].to(device=device, dtype=dtype)
             return fn(t)[0].float().cpu().numpy()
-    out = np.zeros((out_channels, h, w), np.float32)
-    for sy in ys:
-        wy = sy.weights(overlap)
-        for sx in xs:
-            wx = sx.weights(overlap)
-            crop = np.ascontiguousarray(image[:, sy.start:sy.stop, sx.start:sx.stop])
-            with torch.inference_mode():
-                t = torch.from_numpy(crop)[None].to(device=device, dtype=dtype)
-                res = fn(t)[0].float().cpu().numpy()
-            if res.shape[1:] != crop.shape[1:]:
-                raise ValueError(f"network changed the tile size {crop.shape[1:]} -> {res.shape[1:]}")
-            out[:, sy.start:sy.stop, sx.start:sx.stop] += res * (wy[:, None] * wx[None, :])[None]
-    return out
+    stats = ImageWideNormStats(list(norms)) if norms else None
+    while True:
+        out = None
+        for sy in ys:
+            wy = sy.weights(overlap)
+            for sx in xs:
+                crop = np.ascontiguousarray(image[:, sy.start:sy.stop, sx.start:sx.stop])
+                with torch.inference_mode():
+                    t = torch.from_numpy(crop)[None].to(device=device, dtype=dtype)
+                    if stats is None:
+                        res = fn(t)
+                    else:
+                        core = (sy.core0 - sy.start, sy.core1 - sy.start, sx.core0 - sx.start, sx.core1 - sx.start)
+                        res = stats.run(fn, t, core)
+                        if res is None:             # a statistics pass: no output yet
+                            continue
+                    res = res[0].float().cpu().numpy()
+                if res.shape[1:] != crop.shape[1:]:
+                    raise ValueError(f"network changed the tile size {crop.shape[1:]} -> {res.shape[1:]}")
+                if out is None:
+                    out = np.zeros((out_channels, h, w), np.float32)
+                out[:, sy.start:sy.stop, sx.start:sx.stop] += res * (wy[:, None] * sx.weights(overlap)[None, :])[None]
+        if stats is None or not stats.end_pass():
+            return out
+
+
+@dataclass(frozen=True)
+class NetworkProbe:
+    """What tiling needs to know of a network call, measured on a small probe input."""
+
+    radius: int                  # receptive radius in input pixels (a halo at least this makes tiles exact)
+    bytes_per_pixel: float       # largest single activation, bytes per input pixel
+
+
+def probe_network(fn: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor,
+                  modules: Sequence[torch.nn.Module]) -> NetworkProbe:
+    """Run `fn` on `probe` (1×C×h×w) with hooks on the convolutions of `modules`: the receptive radius
+    (each conv adds its kernel's reach at its own resolution, rounded up to input pixels: ceil(d(k−1)/2)
+    for a convolution, ceil(k/s) for a transposed one) and the largest activation any module outputs."""
+    h = probe.shape[-2]
+    reach: list[float] = []
+    largest = [probe.numel() * probe.element_size()]
+
+    def conv_hook(m, inputs, output):
+        k, s, d = m.kernel_size[0], m.stride[0], m.dilation[0]
+        r = math.ceil(k / s) if isinstance(m, torch.nn.ConvTranspose2d) else math.ceil(d * (k - 1) / 2)
+        reach.append(r * h / inputs[0].shape[-2])    # in probe pixels
+
+    def size_hook(m, inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    handles = []
+    for mod in modules:
+        for m in mod.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                handles.append(m.register_forward_hook(conv_hook))
+            handles.append(m.register_forward_hook(size_hook))
+    try:
+        with torch.inference_mode():
+            fn(probe)
+    finally:
+        for hd in handles:
+            hd.remove()
+    pixels = probe.shape[0] * probe.shape[-2] * probe.shape[-1]
+    return NetworkProbe(radius=int(sum(math.ceil(r) for r in reach)), bytes_per_pixel=largest[0] / pixels)

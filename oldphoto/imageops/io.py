@@ -365,11 +365,13 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
 
 # --------------------------------------------------------------------------------------------- encoding
 def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """Float [0,1] → uint8/uint16, rounding half-to-even (as skimage's img_as_ubyte)."""
+    """Float [0,1] → uint8/uint16 as floor(x·max + 0.5) (torchvision ``save_image``, the official stage-1
+    output rounding, ARCHITECTURE §8.3): halves round up, not to even."""
     hi = 65535.0 if bit_depth == 16 else 255.0
     out = np.clip(pixels, 0.0, 1.0)              # the one full-size float temporary; the rest in place
     out *= hi
-    np.rint(out, out=out)
+    out += 0.5                                   # the official rounding: floor(x * hi + 0.5)
+    np.floor(out, out=out)
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 

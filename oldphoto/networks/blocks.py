@@ -22,6 +22,9 @@ __all__ = [
     "check_mask",
     "mask_hit",
     "mask_keep",
+    "instance_norms",
+    "ImageWideNormStats",
+    "StatsPassIncomplete",
 ]
 
 
@@ -166,3 +169,100 @@ def mask_keep(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     near = F.interpolate(1.0 - mask, size=size, mode="nearest")
     return (1.0 - mask_hit(mask, size)) * near
+
+
+# --------------------------------------------------------------------------------------------
+# Image-wide instance-norm statistics for exact tiling (`oldphoto.imageops.geometry.run_tiled(norms=...)`)
+
+
+def instance_norms(*modules: nn.Module) -> list[nn.Module]:
+    """The InstanceNorm2d layers of ``modules`` that normalise with the statistics of their input
+    (no running statistics): the layers that make a tiled result differ from the untiled one."""
+    return [m for mod in modules for m in mod.modules()
+            if isinstance(m, nn.InstanceNorm2d) and not m.track_running_stats]
+
+
+class StatsPassIncomplete(Exception):
+    """Raised inside a forward pass once the first norm without image-wide statistics has seen its input."""
+
+
+class ImageWideNormStats:
+    """Instance norms that normalise every tile with the statistics of the whole image.
+
+    Statistics depend on each other (layer k's input depends on layers < k's statistics), so they are
+    gathered in passes over the tiles: in pass k the norms already known apply their image-wide mean and
+    variance, the first unknown norm adds its input's *core* region (the part of the tile that the tile
+    owns, so every pixel counts once) to float64 running moments (Chan's parallel update) and stops the
+    pass (`StatsPassIncomplete`). A pass that meets no unknown norm is the final one. With halos at least
+    the network's receptive radius, the result equals the untiled one up to float rounding.
+    """
+
+    def __init__(self, norms: list[nn.Module]) -> None:
+        self.norms = list(norms)
+        self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # id(norm) -> (mean, var), (B, C) float64
+        self._acc: tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # norm, n, mean, m2
+        self._core: tuple[int, int, int, int, int, int] | None = None     # y0, y1, x0, x1, crop h, crop w
+
+    @property
+    def passes_needed(self) -> int:
+        """Forward passes over the tiles in all: one per norm and the final one."""
+        return len(self.norms) + 1
+
+    def run(self, fn, t: torch.Tensor, core: tuple[int, int, int, int]) -> torch.Tensor | None:
+        """``fn(t)`` with the known statistics, or None when the pass stopped at an unknown norm.
+        ``core`` = (y0, y1, x0, x1): the tile's own region in ``t``'s pixel coordinates."""
+        self._core = (*core, t.shape[-2], t.shape[-1])
+        saved = {id(m): m.__dict__.get("forward") for m in self.norms}
+        for m in self.norms:
+            m.forward = self._forward_of(m)
+        try:
+            return fn(t)
+        except StatsPassIncomplete:
+            return None
+        finally:
+            for m in self.norms:
+                del m.forward
+                if saved[id(m)] is not None:
+                    m.forward = saved[id(m)]
+
+    def end_pass(self) -> bool:
+        """Fix the statistics gathered in this pass; True when another pass is needed."""
+        if self._acc is None:
+            return False
+        m, n, mean, m2 = self._acc
+        self.stats[id(m)] = (mean, m2 / n)
+        self._acc = None
+        return True
+
+    def _forward_of(self, m: nn.Module):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            known = self.stats.get(id(m))
+            if known is None:
+                self._gather(m, x)
+                raise StatsPassIncomplete
+            mean, var = (s.to(device=x.device, dtype=x.dtype)[:, :, None, None] for s in known)
+            y = (x - mean) * torch.rsqrt(var + m.eps)
+            if m.affine:
+                y = y * m.weight[None, :, None, None] + m.bias[None, :, None, None]
+            return y
+
+        return forward
+
+    def _gather(self, m: nn.Module, x: torch.Tensor) -> None:
+        if self._acc is not None and self._acc[0] is not m:
+            raise RuntimeError("tiles stopped at different instance norms: the network is not the same for every tile")
+        y0, y1, x0, x1, h, w = self._core
+        hl, wl = x.shape[-2:]
+        if (y0 * hl) % h or (y1 * hl) % h or (x0 * wl) % w or (x1 * wl) % w:
+            raise ValueError(f"instance norm at {hl}×{wl} is not on the tile's pixel grid {h}×{w}")
+        core = x[..., y0 * hl // h:y1 * hl // h, x0 * wl // w:x1 * wl // w].double()
+        nb = core.shape[-2] * core.shape[-1]
+        mean_b = core.mean(dim=(2, 3))
+        m2_b = (core - mean_b[:, :, None, None]).square().sum(dim=(2, 3))
+        if self._acc is None:
+            self._acc = (m, torch.tensor(float(nb), dtype=torch.float64), mean_b, m2_b)
+            return
+        _, na, mean_a, m2_a = self._acc
+        n = na + nb
+        delta = mean_b - mean_a
+        self._acc = (m, n, mean_a + delta * (nb / n), m2_a + m2_b + delta.square() * (na * nb / n))

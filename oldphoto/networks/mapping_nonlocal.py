@@ -10,10 +10,11 @@ Official ``Mapping_Model_with_mask`` (``mapping_scratch``), ARCHITECTURE.md §4:
 * ``after_NL``: 6 residual blocks, three conv-IN-ReLU triples and a plain conv back to the latent.
 
 The official code materialises the full (HW x HW) attention matrix, so memory grows with the fourth
-power of the image side. Here the attention is computed in blocks of query rows: each row's softmax,
-column masking and L1 renormalisation depend on that row only, so the chunked result is the same
-formula with O(chunk * HW) memory. ``attention="direct"`` keeps the literal unchunked path (tests and
-reference). Under autograd the backward pass recomputes each chunk, so training stays O(chunk * HW) too.
+power of the image side. Here softmax, key masking and row renormalisation are one masked softmax
+computed by ``torch.nn.functional.scaled_dot_product_attention`` (a fused kernel that never holds the
+matrix), in blocks of query rows (`masked_attention`); ``attention="direct"`` keeps the literal
+formula (tests and reference). ``attention="chunked"`` is the name of the fused path (kept so that
+weights files written before it load unchanged).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import check_mask, check_norm, mapping_head, mapping_tail, mask_keep, resnet_blocks
 
@@ -44,9 +46,9 @@ class NonLocalMappingConfig:
     n_res_nl: int = 3  # residual blocks inside the nonlocal block (applied to the attention output)
     n_res_after: int = 6  # residual blocks after the nonlocal block
     temperature: float = 1.0  # softmax temperature of the similarity
-    attention: str = "chunked"  # "chunked" (O(chunk*HW) memory) or "direct" (literal O(HW^2) formula)
-    query_chunk: int | None = None  # query rows per chunk; None = derived from chunk_budget
-    chunk_budget: int = 1 << 22  # max elements of one (chunk x HW) similarity block when query_chunk is None
+    attention: str = "chunked"  # "chunked" (fused masked SDPA, O(chunk*HW) memory) or "direct" (literal O(HW^2))
+    query_chunk: int | None = None  # query rows per SDPA call; None = auto_query_chunk(HW, chunk_budget)
+    chunk_budget: int = 1 << 22  # elements of one (chunk x HW) block if PyTorch falls back to its unfused kernel
     norm: str = "instance"  # "instance" (official) or "none" (no state-dict change)
 
     @classmethod
@@ -91,79 +93,50 @@ def masked_attention_direct(
     return torch.matmul(a, g)
 
 
-def _attention_rows(
-    q: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, keep: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """``masked_attention_direct`` for a block of query rows (every step is row-local); no autograd."""
-    f = torch.matmul(q, phi)
-    if temperature != 1.0:
-        f.div_(temperature)
-    a = F.softmax(f, dim=-1)
-    del f
-    # softmax >= 0 and keep >= 0 (masks are validated to [0, 1]), so the L1 norm is the plain row sum
-    a.mul_(keep)
-    a.div_(a.sum(dim=-1, keepdim=True).clamp_min_(1e-12))
-    return torch.matmul(a, g)
+SDPA_MIN_CHUNK = 1024  # query rows per scaled_dot_product_attention call, at least (fewer re-reads of K and V)
 
 
 def auto_query_chunk(n: int, budget: int = 1 << 22) -> int:
-    """Query rows per chunk so that one (chunk x n) block holds at most ``budget`` elements."""
-    return max(1, min(n, budget // max(n, 1)))
+    """Query rows per call: one (chunk x n) block of at most ``budget`` elements, but never fewer than
+    ``SDPA_MIN_CHUNK`` rows (the fused kernel does not materialise the block; the budget only bounds
+    memory when PyTorch falls back to its unfused kernel)."""
+    return max(1, min(n, max(budget // max(n, 1), SDPA_MIN_CHUNK)))
 
 
-def _chunked_forward(theta, phi, g, keep, temperature: float, chunk: int) -> torch.Tensor:
-    b, n, _ = theta.shape
-    out = g.new_empty((b, n, g.shape[-1]))
-    for s in range(0, n, chunk):
-        out[:, s : s + chunk] = _attention_rows(theta[:, s : s + chunk], phi, g, keep, temperature)
-    return out
+OFFICIAL_EPS = 1e-12  # F.normalize's eps in the official row renormalisation
 
 
-class _ChunkedMaskedAttention(torch.autograd.Function):
-    """Chunked forward; the backward recomputes each chunk's attention, so it is O(chunk * N) too.
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float):
+    """(softmax(q kᵀ·scale + bias) v, logsumexp of those logits per query row)."""
+    if q.device.type == "cpu":   # the fused CPU kernel returns its logsumexp
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias,
+                                                                          scale=scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    return out, torch.logsumexp(torch.matmul(q, k.transpose(-1, -2)) * scale + bias, dim=-1)
 
-    No gradient flows to ``keep`` (it comes from the defect mask).
-    """
 
-    @staticmethod
-    def forward(ctx, theta, phi, g, keep, temperature, chunk):  # type: ignore[override]
-        out = _chunked_forward(theta, phi, g, keep, temperature, chunk)
-        ctx.save_for_backward(theta, phi, g, keep)
-        ctx.temperature, ctx.chunk = temperature, chunk
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        theta, phi, g, keep = ctx.saved_tensors
-        t, chunk = ctx.temperature, ctx.chunk
-        n = theta.shape[1]
-        d_theta = torch.zeros_like(theta) if ctx.needs_input_grad[0] else None
-        d_phi = torch.zeros_like(phi) if ctx.needs_input_grad[1] else None
-        d_g = torch.zeros_like(g) if ctx.needs_input_grad[2] else None
-        for s in range(0, n, chunk):
-            q, dy = theta[:, s : s + chunk], grad_out[:, s : s + chunk]
-            a = F.softmax(torch.matmul(q, phi) / t, dim=-1)  # (B,c,N)
-            bk = a * keep
-            rs = bk.sum(dim=-1, keepdim=True)
-            r = rs.clamp_min(1e-12)
-            p = bk / r
-            if d_g is not None:
-                d_g += torch.matmul(p.transpose(1, 2), dy)
-            if d_theta is None and d_phi is None:
-                continue
-            dp = torch.matmul(dy, g.transpose(1, 2))  # (B,c,N)
-            # p = bk / max(sum bk, eps): the sum only depends on bk where it exceeds eps
-            dp_dot_p = (dp * p).sum(dim=-1, keepdim=True)
-            db = (dp - torch.where(rs > 1e-12, dp_dot_p, torch.zeros_like(dp_dot_p))) / r
-            da = db * keep
-            df = a * (da - (da * a).sum(dim=-1, keepdim=True))
-            if t != 1.0:
-                df = df / t
-            if d_theta is not None:
-                d_theta[:, s : s + chunk] = torch.matmul(df, phi.transpose(1, 2))
-            if d_phi is not None:
-                d_phi += torch.matmul(q.transpose(1, 2), df)
-        return d_theta, d_phi, d_g, None, None, None
+def _sdpa_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor,
+               scale: float) -> torch.Tensor:
+    """The official result for a block of query rows: the masked softmax, times min(1, mass / eps) where
+    ``mass`` = the valid keys' share of the unmasked softmax (the official renormalisation divides by
+    max(mass, 1e-12), so rows whose valid keys hold less than 1e-12 of it come out scaled down)."""
+    out, lse = _attend(q, k, v, bias, scale)
+    factors = []
+    for b in range(q.shape[0]):
+        kb = keep[b, 0, 0]
+        weak = kb < 1                                          # keys not fully valid
+        if not bool(weak.any()) or not bool((kb > 0).any()):  # nothing masked / nothing valid (zeroed later)
+            factors.append(torch.ones_like(lse[b]))
+            continue
+        f = torch.matmul(q[b], k[b][:, weak].transpose(-1, -2)) * scale          # (1, rows, n_weak)
+        # log(sum over all keys of e^f) - lse = log(1 + sum_weak e^{f - lse} - sum_weak keep e^{f - lse})
+        excess = torch.exp(torch.logsumexp(f, dim=-1) - lse[b])
+        frac = (kb[weak] > 0)
+        if bool(frac.any()):
+            excess = excess - torch.exp(torch.logsumexp(f[..., frac] + bias[b][..., weak][..., frac], dim=-1) - lse[b])
+        # mass = e^{-rel_all}; the official row is scaled by mass / max(mass, eps)
+        factors.append(torch.clamp(torch.exp(-torch.log1p(excess)) / OFFICIAL_EPS, max=1.0))
+    return out * torch.stack(factors)[..., None]
 
 
 def masked_attention(
@@ -174,17 +147,43 @@ def masked_attention(
     temperature: float = 1.0,
     chunk: int | None = None,
 ) -> torch.Tensor:
-    """Partial nonlocal attention computed in blocks of ``chunk`` query rows (memory O(chunk * N)).
+    """The partial nonlocal attention on ``torch.nn.functional.scaled_dot_product_attention``.
 
-    Same result as ``masked_attention_direct`` (up to float summation order), forward and backward.
+    softmax, column masking and L1 renormalisation collapse into one masked softmax:
+    ``keep_j e^{f_ij} / sum_k keep_k e^{f_ik}`` = softmax over ``f_ij + log keep_j`` (fractional keeps
+    included; ``log 0 = -inf`` removes a key). A batch element without any valid key gets zeros, as the
+    official ``F.normalize`` gives. Where the official eps (1e-12) of that renormalisation bites (rows whose
+    valid keys hold less than 1e-12 of the softmax, common with 512-channel similarities) the row is scaled
+    down as officially, from the kernel's logsumexp and the logits of the masked keys only.
+
+    Queries go through in blocks of ``chunk`` rows (default `auto_query_chunk`); under autograd each
+    block is checkpointed, so the backward pass recomputes it and training memory stays O(chunk * N) even
+    where PyTorch picks its unfused kernel.
     """
-    n = theta.shape[1]
+    b, n, _ = theta.shape
     chunk = auto_query_chunk(n) if chunk is None else max(1, int(chunk))
-    keep = keep.detach()
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (theta, phi, g)):
-        return _ChunkedMaskedAttention.apply(theta, phi, g, keep, float(temperature), chunk)
-    with torch.no_grad():
-        return _chunked_forward(theta, phi, g, keep, float(temperature), chunk)
+    keep = keep.detach().to(theta.dtype)
+    valid = keep.reshape(b, -1).amax(dim=1) > 0  # (B,): any key left to attend to
+    keep4 = keep.unsqueeze(1)  # (B,1,1,N)
+    bias = torch.log(keep4)  # additive mask
+    if not bool(valid.all()):
+        bias = torch.where(valid.view(b, 1, 1, 1), bias, torch.zeros_like(bias))
+    q = theta.unsqueeze(1)
+    k = phi.transpose(1, 2).contiguous().unsqueeze(1)  # (B,1,N,C); the fused CPU kernel needs it contiguous
+    v = g.contiguous().unsqueeze(1)
+    scale = 1.0 / float(temperature)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (theta, phi, g))
+    parts = []
+    for s in range(0, n, chunk):
+        if grad:
+            parts.append(checkpoint(_sdpa_rows, q[:, :, s : s + chunk], k, v, bias, keep4, scale,
+                                    use_reentrant=False))
+        else:
+            parts.append(_sdpa_rows(q[:, :, s : s + chunk], k, v, bias, keep4, scale))
+    out = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)).squeeze(1)
+    if not bool(valid.all()):
+        out = out * valid.view(b, 1, 1).to(out.dtype)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,17 +227,17 @@ class MaskedNonLocalBlock(nn.Module):
             # out = keep*x + (1-keep)*Y = x exactly: nothing to fill, skip the attention
             return x
 
-        g_x = self.g(x).reshape(b, c, n).transpose(1, 2)  # (B,N,C)
-        theta_x = self.theta(x).reshape(b, c, n).transpose(1, 2)  # (B,N,C)
-        phi_x = self.phi(x).reshape(b, c, n)  # (B,C,N)
+        # the 1x1 convolutions as matrix products on (B, N, C) rows: contiguous queries/keys/values for SDPA
+        rows = x.reshape(b, c, n).transpose(1, 2)
+        g_x, theta_x, phi_x = (F.linear(rows, conv.weight.reshape(c, c), conv.bias) for conv in (self.g, self.theta, self.phi))
         keep_cols = keep.reshape(b, 1, n)
         if self.attention == "direct":
-            y = masked_attention_direct(theta_x, phi_x, g_x, keep_cols, self.temperature)
+            y = masked_attention_direct(theta_x, phi_x.transpose(1, 2), g_x, keep_cols, self.temperature)
         else:
             chunk = self.query_chunk or auto_query_chunk(n, self.chunk_budget)
-            y = masked_attention(theta_x, phi_x, g_x, keep_cols, self.temperature, chunk)
-        y = y.transpose(1, 2).reshape(b, c, h, w)
-        y = self.res_block(self.W(y))
+            y = masked_attention(theta_x, phi_x.transpose(1, 2), g_x, keep_cols, self.temperature, chunk)
+        y = F.linear(y, self.W.weight.reshape(c, c), self.W.bias).transpose(1, 2).reshape(b, c, h, w)
+        y = self.res_block(y)
         return keep * x + (1.0 - keep) * y
 
 

@@ -45,9 +45,15 @@ class RestoreOptions:
     device: str = "cpu"
     faces: bool = True
     colour: bool = False                  # write grey inputs as RGB instead of keeping them grey
-    tile: int = 512                       # global restoration: largest tile side fed to the networks (pixels)
-    tile_overlap: int = 32                # blend band between tiles
-    tile_halo: int = 32                   # discarded context around each tile
+    tile: int = 512                       # scratch paths: attention spans the whole image up to tile² pixels,
+                                          # tiles of this side above (stages/restore_global.py)
+    tile_overlap: int = 32                # blend band between those tiles
+    tile_halo: int = 32                   # discarded context around each of those tiles
+    untiled_max_mb: int = 4096            # global restoration runs untiled while its estimated memory fits;
+                                          # above, exact tiles (quality path) that fit it
+    global_batch: int = 4                 # same-size untiled items per forward pass (GlobalRestorationStage.batch)
+    precision: str = "fp32"               # global restoration arithmetic: "fp32" (the official result) or "bf16"
+                                          # (autocast: faster on AVX512-BF16 CPUs and GPUs, visibly different)
     detector_tile: int = 1024             # detector tiles (at its working size; normal photos are one tile)
     scratch_threshold: float | None = None          # None: the detector's own operating point (see above)
     auto_scratch_min_coverage: float | None = None  # None: the detector's own operating point
@@ -68,6 +74,8 @@ class RestoreOptions:
             raise ValueError(f"scratch must be 'auto', 'on' or 'off', not {self.scratch!r}")
         if self.face_strength is not None and not 0.0 <= self.face_strength <= 1.0:
             raise ValueError(f"face strength must be between 0 and 1, not {self.face_strength}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,10 +9,23 @@ Paths (models from the ModelSet):
 
 Geometry: the networks need sides that are multiples of 4 (16 on the scratch paths). The official code resizes
 to those multiples; oldphoto **pads** (reflect, bottom/right) and crops the result back, so the output has
-exactly the input's size with no resampling (images smaller than 32 px are padded to 32). Large images run in overlapping tiles (`options.tile`, default 512,
-overlap 32 + halo 32 on each side, see `oldphoto.imageops.geometry`), which bounds memory for any scan size and
-keeps the non-local mapping's O((HW)²) attention per tile.
+exactly the input's size with no resampling (images smaller than 32 px are padded to 32).
 
+How the networks run (`plan`, recorded in provenance ``parameters["global_tiling"]``):
+
+- **untiled**, the official semantics, whenever the estimated memory of the largest activation times
+  `LIVE_ACTIVATIONS` fits `options.untiled_max_mb` (measured per network on a small probe, `probe_network`)
+  and, on the scratch paths, the image has at most `options.tile`² pixels: up to there the nonlocal
+  attention spans the whole image, as in the official code (default 512² px = 16,384 latent positions, where
+  the official (N×N) matrices already take 1 GiB each);
+- **tiled, exact** on the quality path above the budget: VAE_A's encoder, the mapping and VAE_B's decoder run
+  one after the other on the whole latent (kept in memory, 1/16 of the pixels), each in tiles as large as
+  the budget allows, with a halo equal to the network's receptive radius and instance norms that use the
+  statistics of the whole image (`ImageWideNormStats`: one extra pass over the tiles per norm layer), so
+  the output equals the untiled one (≤ 1e-3, tested); slower (a pass per norm layer), never out of memory;
+- **tiled, per tile** on the scratch paths above `options.tile`²: the whole stack per tile of `options.tile`
+  px with a `tile_halo` context and `tile_overlap` blending, attention and statistics within each tile
+  (the official code cannot run there at all: its attention matrices need (HW/16)² floats).
 Postprocessing: the decoder output is min-max stretched over the whole image (one min and max across all
 channels, §8.3), computed after the tiles are stitched and the padding is cropped.
 
@@ -26,16 +39,21 @@ semantics (decoder output, min-max stretch, nothing else).
 """
 from __future__ import annotations
 
+import math
+import time
+
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from oldphoto.imageops.geometry import pad_to_multiple, run_tiled
+from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
+from oldphoto.networks.blocks import instance_norms
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
 from oldphoto.stages.base import ItemState, Stage
 
 HR_DILATION_KERNEL = 3
-MAX_BATCH = 8                 # same-size items restored in one forward pass (batch())
+LIVE_ACTIVATIONS = 4          # untiled memory estimate: this many of the largest activation at once
 MIN_NETWORK_SIDE = 32         # tiny inputs are padded up to this (instance norm needs > 1 latent pixel)
 HR_DILATION_ITERATIONS = 3
 
@@ -99,8 +117,11 @@ class GlobalRestorationStage(Stage):
             del ch, padded
         return use_scratch, multiple, chw
 
+    def _nets(self, use_scratch: bool):
+        return tuple(self.models.get(r) for r in self.roles(use_scratch))
+
     def _net(self, use_scratch: bool):
-        vae_a, mapping, vae_b = (self.models.get(r) for r in self.roles(use_scratch))
+        vae_a, mapping, vae_b = self._nets(use_scratch)
 
         def net(t: torch.Tensor) -> torch.Tensor:
             img, m = t[:, :3], t[:, 3:4]
@@ -109,6 +130,86 @@ class GlobalRestorationStage(Stage):
             return vae_b.decode(z)
 
         return net
+
+    def _probes(self, use_scratch: bool) -> tuple[NetworkProbe, NetworkProbe, NetworkProbe]:
+        """Receptive radius (latent pixels) and largest activation (bytes per image pixel) of the encoder,
+        the mapping and the decoder, measured once per network set on a 64 px probe."""
+        cache = self.__dict__.setdefault("_probe_cache", {})
+        nets = self._nets(use_scratch)
+        key = tuple(id(n) for n in nets)
+        if key not in cache:
+            vae_a, mapping, vae_b = nets
+            dev = next(vae_a.parameters()).device
+            s = vae_a.cfg.scale
+            img = torch.zeros(1, 3, 64, 64, device=dev)
+            z = torch.zeros(1, vae_a.cfg.channels, 64 // s, 64 // s, device=dev)
+            mask = torch.zeros(1, 1, 64, 64, device=dev)
+            mask[..., 20:40, 30:34] = 1.0   # the scratch mappings' attention runs only with a defect
+            area = float(s * s)
+            enc = probe_network(lambda t: vae_a.encode(F.pixel_shuffle(t, s)), F.pixel_unshuffle(img, s), [vae_a])
+            mp = probe_network(lambda t: mapping(t, mask), z, [mapping])
+            dec = probe_network(vae_b.decode, z, [vae_b])
+            cache[key] = (NetworkProbe(enc.radius, enc.bytes_per_pixel / area),
+                          NetworkProbe(mp.radius, mp.bytes_per_pixel / area),
+                          NetworkProbe(dec.radius, dec.bytes_per_pixel / area))
+        return cache[key]
+
+    def plan(self, h: int, w: int, use_scratch: bool) -> dict:
+        """How the networks run on an H×W (padded) input: {"mode": "untiled" | "tiled", ...} (module doc)."""
+        opts = self.options
+        probes = self._probes(use_scratch)
+        per_pixel = LIVE_ACTIVATIONS * max(p.bytes_per_pixel for p in probes)
+        budget = opts.untiled_max_mb * 2**20
+        fits = per_pixel * h * w <= budget
+        if use_scratch:
+            if fits and h * w <= opts.tile ** 2:
+                return {"mode": "untiled"}
+            return {"mode": "tiled", "tile": opts.tile, "halo": opts.tile_halo, "overlap": opts.tile_overlap,
+                    "statistics": "per tile", "attention": "per tile"}
+        if fits:
+            return {"mode": "untiled"}
+        vae_a, mapping, vae_b = self._nets(use_scratch)
+        halos = [p.radius + 1 for p in probes]
+        # as large as the budget allows, but the core of a tile at least as wide as its halo
+        tile = max(int(math.sqrt(budget / per_pixel)), 3 * max(halos) * vae_a.cfg.scale) // 16 * 16
+        passes = {role: len(instance_norms(net)) + 1
+                  for role, net in zip(self.roles(False), (vae_a.encoder, mapping, vae_b.decoder))}
+        return {"mode": "tiled", "tile": tile, "halo_latent": halos, "statistics": "image-wide", "passes": passes}
+
+    def _precision(self):
+        """The networks' arithmetic: float32, or bfloat16 autocast with `options.precision == "bf16"`: about 1.8×
+        faster convolutions on CPUs with AVX512-BF16 and on GPUs, but not the official result (seeded official-shape
+        networks, 1.5 MP: mean 7.1/255, max 96/255 from float32, `benchmarks/bench_official_speed.py --bf16`)."""
+        device = torch.device(self.options.device).type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.options.precision == "bf16")
+
+    def _run(self, chw: np.ndarray, use_scratch: bool, multiple: int, plan: dict) -> np.ndarray:
+        """The decoder output (3×H′×W′) for the network input `chw`, as `plan` says."""
+        with self._precision():
+            return self._run_fp(chw, use_scratch, multiple, plan)
+
+    def _run_fp(self, chw: np.ndarray, use_scratch: bool, multiple: int, plan: dict) -> np.ndarray:
+        opts = self.options
+        if plan["mode"] == "untiled" or use_scratch:
+            tile = max(chw.shape[1:]) if plan["mode"] == "untiled" else plan["tile"]
+            return run_tiled(self._net(use_scratch), chw, out_channels=3, tile=tile, overlap=opts.tile_overlap,
+                             halo=opts.tile_halo, multiple=multiple, device=opts.device)
+        # quality path, exact tiles: encoder, mapping, decoder one after the other on latent-sized arrays
+        # (images travel as pixel_unshuffle'd latent-sized arrays, so every network is tiled on the latent grid)
+        vae_a, mapping, vae_b = self._nets(False)
+        s = vae_a.cfg.scale
+        tile = max(1, plan["tile"] // s)
+        r_enc, r_map, r_dec = plan["halo_latent"]
+        packed = F.pixel_unshuffle(torch.from_numpy(chw[None, :3]), s)[0].numpy()
+        common = dict(tile=tile, overlap=0, multiple=max(1, multiple // s), device=opts.device)
+        z = run_tiled(lambda t: vae_a.encode(F.pixel_shuffle(t, s)), packed, out_channels=vae_a.cfg.channels,
+                      halo=r_enc, norms=instance_norms(vae_a.encoder), **common)
+        del packed
+        z = run_tiled(mapping, z, out_channels=mapping.cfg.latent_channels, halo=r_map,
+                      norms=instance_norms(mapping), **common)
+        y = run_tiled(lambda t: F.pixel_unshuffle(vae_b.decode(t), s), z, out_channels=3 * s * s, halo=r_dec,
+                      norms=instance_norms(vae_b.decoder), **common)
+        return F.pixel_shuffle(torch.from_numpy(y[None]), s)[0].numpy()
 
     def _finish(self, state: ItemState, y: np.ndarray, use_scratch: bool) -> None:
         h, w = state.decoded.pixels.shape[:2]
@@ -128,55 +229,64 @@ class GlobalRestorationStage(Stage):
             ("scratch_hr" if self.options.hr else "scratch") if use_scratch else "quality")
 
     def process(self, state: ItemState) -> None:
-        opts = self.options
         use_scratch = bool(state.use_scratch and state.mask is not None)
         with self.record(state, self.name, roles=self.roles(use_scratch)):
             use_scratch, multiple, chw = self._prepare(state)
-            y = run_tiled(self._net(use_scratch), chw, out_channels=3, tile=opts.tile, overlap=opts.tile_overlap,
-                          halo=opts.tile_halo, multiple=multiple, device=opts.device)
+            plan = self.plan(chw.shape[1], chw.shape[2], use_scratch)
+            y = self._run(chw, use_scratch, multiple, plan)
             del chw
+            state.provenance.parameters["global_tiling"] = {**plan, "precision": self.options.precision}
             self._finish(state, y, use_scratch)
 
     def batch(self, states: list[ItemState]) -> list[ItemState]:
-        """Items of the same (padded) size that fit in one tile share forward passes (not in HR scratch mode,
-        whose patch selection looks at the first batch element only); the rest run one by one."""
-        groups: dict[tuple, list[ItemState]] = {}
+        """Items of the same padded size on the same path that run untiled share forward passes of up to
+        `options.global_batch` items (not in HR scratch mode, whose patch selection looks at the first batch
+        element only); the rest run one by one."""
+        groups: dict[tuple, list[tuple[ItemState, np.ndarray, int]]] = {}
+        single = []
         for s in states:
             if s.failed or s.decoded is None:
+                single.append(s)
                 continue
-            use_scratch = bool(s.use_scratch and s.mask is not None)
-            h, w = s.decoded.pixels.shape[:2]
-            if max(h, w) > self.options.tile or (use_scratch and self.options.hr):
+            try:
+                use_scratch, multiple, chw = self._prepare(s)
+                plan = self.plan(chw.shape[1], chw.shape[2], use_scratch)
+            except Exception:
+                single.append(s)          # the single-item path records the failure
                 continue
-            groups.setdefault((use_scratch, h, w), []).append(s)
-        grouped = {id(s) for g in groups.values() if len(g) > 1 for s in g}
-        for (use_scratch, _, _), group in groups.items():
-            if len(group) > 1:
-                self._run_group(group, use_scratch)
-        for s in states:
-            if id(s) not in grouped:
-                self(s)
+            if plan["mode"] != "untiled" or (use_scratch and self.options.hr) or self.options.global_batch < 2:
+                single.append(s)
+                continue
+            groups.setdefault((use_scratch, chw.shape), []).append((s, chw, multiple))
+        for (use_scratch, _), group in groups.items():
+            if len(group) == 1:
+                single.append(group[0][0])
+                continue
+            for i in range(0, len(group), self.options.global_batch):
+                self._run_group(group[i:i + self.options.global_batch], use_scratch)
+        for s in single:
+            self(s)
         return states
 
-    def _run_group(self, group: list[ItemState], use_scratch: bool) -> None:
-        import time
-
+    def _run_group(self, group: list[tuple[ItemState, np.ndarray, int]], use_scratch: bool) -> None:
         from oldphoto.provenance import StageRecord
 
         t0 = time.perf_counter()
         try:
-            x = torch.from_numpy(np.stack([self._prepare(s)[2] for s in group]))
-            with torch.inference_mode():
-                for i in range(0, len(group), MAX_BATCH):
-                    y = self._net(use_scratch)(x[i:i + MAX_BATCH].to(self.options.device)).float().cpu().numpy()
-                    for s, yi in zip(group[i:i + MAX_BATCH], y):
-                        self._finish(s, yi, use_scratch)
+            x = torch.from_numpy(np.stack([chw for _, chw, _ in group])).to(self.options.device)
+            with torch.inference_mode(), self._precision():
+                y = self._net(use_scratch)(x).float().cpu().numpy()
+            del x
+            for (s, _, _), yi in zip(group, y):
+                s.provenance.parameters["global_tiling"] = {"mode": "untiled", "batch": len(group),
+                                                            "precision": self.options.precision}
+                self._finish(s, yi, use_scratch)
             error = None
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
         seconds = round((time.perf_counter() - t0) / len(group), 4)
         ckpts = [c for c in (self.checkpoint(r) for r in self.roles(use_scratch)) if c is not None]
-        for s in group:
+        for s, _, _ in group:
             rec = StageRecord(name=self.name, status="done", seconds=seconds, device=self.device,
                               checkpoints=list(ckpts))
             if error:
