@@ -103,6 +103,17 @@ def test_classical_baseline_inpaints_a_scratch():
     assert fixed.dtype == np.float32 and fixed.shape == clean.shape
 
 
+def test_detail_ratio_sees_smoothing():
+    import cv2
+
+    from oldphoto.quality import detail_ratio
+
+    rng = np.random.default_rng(0)
+    texture = rng.random((64, 64, 3)).astype(np.float32)
+    assert detail_ratio(texture, texture) == pytest.approx(1.0)
+    assert detail_ratio(texture, cv2.GaussianBlur(texture, (0, 0), 2.0)) < 0.5
+
+
 def test_baseline_finds_its_own_mask_with_a_top_hat():
     from oldphoto.quality import tophat_mask
 
