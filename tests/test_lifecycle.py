@@ -214,8 +214,9 @@ def _agree(cat: Catalog, src: Path, out: Path, names: list[str]) -> None:
 
 def test_kill_9_then_rerun(tmp_path, weights):
     src, out = tmp_path / "scans", tmp_path / "out"
-    names = [f"s{i:02d}" for i in range(8)]
-    _tree(src, {f"{n}.png": _png(side=64, seed=i) for i, n in enumerate(names)})
+    # enough items, large enough, that the run outlasts the kill window even on an idle machine
+    names = [f"s{i:02d}" for i in range(16)]
+    _tree(src, {f"{n}.png": _png(side=192, seed=i) for i, n in enumerate(names)})
     url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1"}
@@ -227,7 +228,8 @@ def test_kill_9_then_rerun(tmp_path, weights):
         while time.time() < deadline and len(list(out.glob("*/provenance.json"))) < 2:
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
-        time.sleep(random.uniform(0, 1.0))
+        time.sleep(random.uniform(0, 0.5))
+        assert proc.poll() is None, "the run ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
