@@ -1,5 +1,5 @@
 """The hostile corpus (tests/hostile_corpus.py, one generator per kind, 66 kinds) through `oldphoto restore` in one
-run, in a child process with a peak RSS bound.
+run, in a child process with a peak RSS bound, and through `oldphoto archive` (slow: local Prefect API and Ray).
 
 Unreadable files fail with a clear one-line error (summary and provenance) while the others go on; valid but
 unusual files (CMYK, palette, 16-bit, RGBA, grey, bilevel, float, rotated, tiny, elongated, GIF, misnamed) restore;
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hostile_corpus import WARNINGS, corpus
+from hostile_corpus import MAX_MEGAPIXELS_ONLY, WARNINGS, corpus
 from oldphoto.models import make_random_weights
 from oldphoto.storage import SYMLINK_NOT_FOLLOWED
 
@@ -235,3 +235,41 @@ def test_listing_skips_links_and_reads_refuse_them_and_fifos(tmp_path):
     for name, reason in (("a.jpg", SYMLINK_NOT_FOLLOWED), ("pipe.jpg", "not a regular file"),
                          ("missing.jpg", "file not found")):
         assert read_input(str(src / name)) == (None, reason)
+
+
+@pytest.mark.slow
+def test_hostile_corpus_through_the_archive_flow(tmp_path, weights_dir):
+    """The same corpus through `oldphoto archive SRC DEST` (as `make run`: a temporary local Prefect API, local
+    Ray): each kind's outcome from DEST's provenance.json files and the run's summary.json, inputs untouched.
+    The flow has no --max-megapixels: at the default 200 MP the 0.64 MP file is restored and the bombs are
+    refused at that limit."""
+    src, cases = make_source(tmp_path)
+    for name, restored in MAX_MEGAPIXELS_ONLY.items():
+        cases[name] = (cases[name][0], restored)
+    cases = {n: (b, e.replace("500,000", "200,000,000")) for n, (b, e) in cases.items()}
+    before = snapshot(src)
+    listing_before = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+    out = tmp_path / "restored"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "RAY_")) and k not in ("OLDPHOTO_CATALOG", "OLDPHOTO_WEIGHTS")}
+    env.update({"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": "false", "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])})
+    r = subprocess.run([sys.executable, "-c", "from oldphoto.cli import main; main()", "archive", str(src), str(out),
+                        "--weights", str(weights_dir), "--scratch", "off"], env=env, capture_output=True, text=True,
+                       timeout=400, cwd=tmp_path)
+    output = r.stdout + r.stderr
+    assert r.returncode == 1, output[-3000:]
+
+    assert snapshot(src) == before
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == listing_before
+    summaries = list(out.glob("_runs/*/summary.json"))
+    assert len(summaries) == 1, output[-3000:]
+    summary = json.loads(summaries[0].read_text())
+    failed = {f["uri"].removeprefix("file://"): f["error"] for f in summary["failures"]}
+    skipped = {s["uri"].removeprefix("file://"): s["reason"] for s in summary["skipped"]}
+    assert "root:x" not in output
+    n_ok = check_outcomes(cases, src, out, failed, skipped)
+    n_skipped = sum(e.startswith("skipped") for _, e in cases.values())
+    assert summary["counts"] == {"done": n_ok, "failed": len(cases) - n_ok - n_skipped, "skipped": n_skipped,
+                                 "total": len(cases)}
