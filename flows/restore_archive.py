@@ -136,8 +136,11 @@ def claim_run_items(catalog: str | None, run_id: str, items: list[WorkItem]) -> 
 
 
 @task(name="close-run", **RETRIES)
-def close_run(catalog: str | None, run_id: str, skipped: int, reason: str | None) -> dict[str, Any]:
-    info = with_catalog_retry(lambda: _catalog(catalog).finish_run(run_id, skipped=skipped, reason=reason))
+def close_run(catalog: str | None, run_id: str, skipped: int, reason: str | None,
+              not_inputs: list[SkippedInput] | None = None) -> dict[str, Any]:
+    """Close the run; the files that are not inputs are recorded as skipped items with their reason."""
+    info = with_catalog_retry(lambda: _catalog(catalog).finish_run(
+        run_id, skipped=skipped, reason=reason, skipped_inputs=[(s.uri, s.reason) for s in not_inputs or []]))
     return {"n_items": info.n_items, "n_done": info.n_done, "n_failed": info.n_failed}
 
 
@@ -246,7 +249,8 @@ def _restore(source: str | None, destination: str | None, catalog: str | None, o
                    if plan.todo else [])
     summary, markdown = summarise(results, plan, run_id)
     c = summary["counts"]
-    close_run(catalog, run_id, c["skipped"], f"{c['failed']} item(s) failed" if c["failed"] else None)
+    close_run(catalog, run_id, c["skipped"] - len(plan.not_inputs),
+              f"{c['failed']} item(s) failed" if c["failed"] else None, plan.not_inputs)
     publish_summary(summary, markdown, logger)
     msg = (f"run {run_id}: {c['done']} done, {c['failed']} failed, {c['skipped']} skipped; "
            f"summary at {summary.get('summary_uri')}")

@@ -129,6 +129,10 @@ def test_restore_mirrors_the_tree_and_skips_what_is_done(tmp_path, weights):
     cat = Catalog(url)
     first = cat.runs()[0]
     assert (first.state, first.n_done, first.n_skipped, first.n_items) == ("finished", 3, 2, 5)
+    # files that are not inputs are in the catalog as skipped items, each with its reason
+    skipped = {Path(i.source_uri).name: i.last_error for i in cat.items(status="skipped")}
+    assert set(skipped) == {"notes.txt", ".DS_Store"} and all(skipped.values()), skipped
+    assert "hidden" in skipped[".DS_Store"]
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("restored.png")}
 
     # the same inputs, weights and options, on another device setting: nothing is recomputed

@@ -479,11 +479,18 @@ class Catalog:
             self._run_fp[run_id] = (row[0], row[1])
         return self._run_fp[run_id]
 
-    def finish_run(self, run_id: str, skipped: int = 0, reason: str | None = None) -> RunInfo:
-        """Close a run: set its end time and its counts of items by status. `skipped`: items the run skipped
-        without recording a result for them (already done, not an image, hidden), added to n_skipped and
-        n_items; `reason`: a note on how it ended (e.g. its failures)."""
+    def finish_run(self, run_id: str, skipped: int = 0, reason: str | None = None,
+                   skipped_inputs: Sequence[tuple[str, str]] = ()) -> RunInfo:
+        """Close a run: set its end time and its counts of items by status. `skipped_inputs`: (uri, reason) of
+        the files found that are not inputs (hidden, not images, links), each recorded as an item with status
+        "skipped" and its reason; `skipped`: other items the run skipped without recording a result for them
+        (already done, held by another run), added to n_skipped and n_items; `reason`: a note on how it ended
+        (e.g. its failures)."""
         self._run(run_id)
+        if skipped_inputs:
+            self.record_many([ItemProvenance(input=InputRecord(uri=uri, name=uri.rstrip("/").rsplit("/", 1)[-1]),
+                                             status="skipped", error=why, run_id=run_id)
+                              for uri, why in skipped_inputs], run_id)
 
         def go(conn: Connection) -> None:
             counts = dict(conn.execute(select(results_t.c.status, func.count()).where(results_t.c.run_id == run_id)

@@ -167,11 +167,12 @@ def restore(
                 failures.append((item.uri, state.error or "failed"))
             state.files.clear()
             progress.advance(failed=state.failed, name=item.name)
-    n_skipped = len(already) + len(busy) + len(listing.skipped)
     if cat is not None:
         try:
-            with_catalog_retry(lambda: cat.finish_run(run_id, skipped=n_skipped,
-                                                      reason=f"{len(failures)} item(s) failed" if failures else None))
+            with_catalog_retry(lambda: cat.finish_run(
+                run_id, skipped=len(already) + len(busy),
+                skipped_inputs=[(sk.uri, sk.reason) for sk in listing.skipped],
+                reason=f"{len(failures)} item(s) failed" if failures else None))
         except Exception as e:
             console.print(f"[yellow]catalog: could not finish run: {e}[/yellow]")
 
