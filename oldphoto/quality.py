@@ -294,16 +294,17 @@ def _grid(rows: list[list[np.ndarray]], labels: list[str], cell: int = 160, gap:
     return np.asarray(pil)
 
 
+def gradient_energy(img: np.ndarray) -> float:
+    """Mean gradient magnitude of an image's luma (H×W×3 or H×W, any scale): how much texture and edges it holds."""
+    a = np.asarray(img, np.float32)
+    g = a @ np.array([0.299, 0.587, 0.114], np.float32) if a.ndim == 3 else a
+    return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
+
+
 def detail_ratio(clean: np.ndarray, img: np.ndarray) -> float:
-    """Fine detail kept: the mean gradient magnitude of `img`'s luma over that of the clean photo's (1 = as much
-    texture as the original; below 1 = smoothed away, e.g. print, fabric, hair; noise pushes it above 1)."""
-    luma = np.array([0.299, 0.587, 0.114], np.float32)
-
-    def energy(a: np.ndarray) -> float:
-        g = np.asarray(a, np.float32) @ luma if a.ndim == 3 else np.asarray(a, np.float32)
-        return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
-
-    return energy(img) / max(energy(clean), 1e-6)
+    """Fine detail kept: `gradient_energy` of `img` over that of the clean photo (1 = as much texture as the
+    original; below 1 = smoothed away, e.g. print, fabric, hair; noise pushes it above 1)."""
+    return gradient_energy(img) / max(gradient_energy(clean), 1e-6)
 
 
 def _scores(clean: np.ndarray, img: np.ndarray | None, box: tuple[int, int, int, int] | None = None) -> dict:
@@ -459,8 +460,7 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
     decisions = []
     for i, rec in enumerate(recs):
         say(f"[{i + 1}/{len(recs)}] {rec.id}")
-        clean = odata.center_crop(odata.resize_short_side(odata.load_rgb(rec.path, max_short_side=4 * size), size),
-                                  size)
+        clean = odata.square_crop(rec.path, size)
         d = synthesize(clean, np.random.default_rng([seed, i]), textures)
         u = synthesize(clean, np.random.default_rng([seed, i]), textures, config=no_defects)
         base = classical_restore(d.degraded)

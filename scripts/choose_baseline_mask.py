@@ -27,8 +27,7 @@ def main() -> None:
     textures = TextureBank.from_dir(a.data)
     pairs = []
     for i, rec in enumerate(odata.split_photos(a.data, "val")):
-        img = odata.center_crop(odata.resize_short_side(odata.load_rgb(rec.path, max_short_side=4 * a.size), a.size),
-                                a.size)
+        img = odata.square_crop(rec.path, a.size)
         for s in range(a.seeds):
             d = synthesize(img, np.random.default_rng([2000 + s, i]), textures)
             pairs.append((d.clean, d.degraded))

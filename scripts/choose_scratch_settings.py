@@ -43,8 +43,7 @@ def main() -> None:
     recs = odata.split_photos(a.data, a.split)
     scratched, clean_probs = [], []
     for i, rec in enumerate(recs):
-        img = odata.center_crop(odata.resize_short_side(odata.load_rgb(rec.path, max_short_side=4 * a.size), a.size),
-                                a.size)
+        img = odata.square_crop(rec.path, a.size)
         for s in range(a.seeds):
             rng_seed = [1000 + s, i]
             d = synthesize(img, np.random.default_rng(rng_seed), textures)

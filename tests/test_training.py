@@ -92,7 +92,8 @@ def test_scratch_step(tmp_path, source):
 
 
 def test_detector_batches_hold_hard_negatives(source):
-    from oldphoto.training.scratch import detector_batch, texture_energy
+    from oldphoto.quality import gradient_energy
+    from oldphoto.training.scratch import detector_batch
 
     rng = np.random.default_rng(0)
     neg = detector_batch(source, 6, 32, rng, negative_prob=1.0, texture_candidates=3)
@@ -102,7 +103,7 @@ def test_detector_batches_hold_hard_negatives(source):
     flat = np.full((32, 32, 3), 128, np.uint8)
     stripes = flat.copy()
     stripes[:, ::2] = 30
-    assert texture_energy(stripes) > texture_energy(flat) == 0.0
+    assert gradient_energy(stripes) > gradient_energy(flat) == 0.0
 
 
 def test_warm_start_begins_from_the_given_weights(tmp_path, source):

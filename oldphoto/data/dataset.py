@@ -230,6 +230,11 @@ def resize_short_side(img: np.ndarray, short: int) -> np.ndarray:
     return cv2.resize(img, size, interpolation=interp)
 
 
+def square_crop(path: str | Path, size: int) -> np.ndarray:
+    """The benchmarks' view of a photo: short side resized to `size`, centre size×size crop (uint8 RGB)."""
+    return center_crop(resize_short_side(load_rgb(path, max_short_side=4 * size), size), size)
+
+
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     if h < size or w < size:

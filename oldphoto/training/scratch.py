@@ -119,24 +119,20 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def texture_energy(img: np.ndarray) -> float:
-    """Mean gradient magnitude of an H×W×3 uint8 crop's luma (how much texture/edges it holds)."""
-    g = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
-
-
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
                    texture_candidates: int = 1) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
 
     Each crop is the most textured of ``texture_candidates`` random crops; with probability ``negative_prob``
     it gets only unstructured degradation (mask all zero), else the full synthesis (local defects in the mask)."""
+    from oldphoto.quality import gradient_energy
+
     from .datasets import mask_tensor, synthesize_pair, to_tensor
 
     xs, ms, neg = [], [], []
     for _ in range(n):
         cands = [data.clean.crop(crop, rng) for _ in range(max(1, texture_candidates))]
-        clean = max(cands, key=texture_energy) if len(cands) > 1 else cands[0]
+        clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
         negative = bool(rng.random() < negative_prob)
         p = synthesize_pair(clean, rng, data.textures, structured=not negative)
         xs.append(to_tensor(p.degraded))
