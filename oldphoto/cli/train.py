@@ -100,11 +100,11 @@ def mapping(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             kind: str = typer.Option("quality", "--kind", help="quality | scratch (partial nonlocal) | hr (patch attention)"),
             vae_a: Optional[Path] = typer.Option(None, "--vae-a", help="Frozen VAE_A (default WEIGHTS/vae_a.safetensors)."),
             vae_b: Optional[Path] = typer.Option(None, "--vae-b", help="Frozen VAE_B (default WEIGHTS/vae_b_<kind>.safetensors)."),
-            vgg: bool = VggOpt) -> None:
+            vgg: bool = VggOpt, init: Optional[Path] = InitOpt) -> None:
     """Latent mapping with frozen VAEs (60 x latent L1 + LSGAN + 10 x (D features + VGG16 features))."""
     _run("mapping", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
-         kind=kind, vae_a=vae_a, vae_b=vae_b, vgg=vgg)
+         kind=kind, vae_a=vae_a, vae_b=vae_b, vgg=vgg, init=init)
 
 
 @train_app.command("face")

@@ -44,7 +44,7 @@ class TrainOptions:
     progress: bool = True
     checkpoint_every: int | None = None
     eval_images: int = 12
-    init: Path | None = None            # warm start: trained weights to begin from (scratch detector, faces)
+    init: Path | None = None            # warm start: trained weights to begin from (scratch detector, mappings, faces)
 
     @property
     def weights(self) -> Path:
@@ -250,6 +250,7 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
             notes.append("trained without the VGG16 perceptual term (--no-vgg)")
         tr = M.MappingTrainer(settings_for(M, o, stage), run_dir, cfg, data, vae_a, vae_b, vgg=vgg, log=log,
                               data_note=note, vae_files={"vae_a": ia.file_sha256, "vae_b": ib.file_sha256})
+        _warm_start(tr, o, note, log)
         tr.run(resume=o.resume)
         val, where = _val_source(o)
         b = val.pairs(o.eval_images, 64, np.random.default_rng(1234), structured=o.kind != "quality")
