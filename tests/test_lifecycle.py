@@ -359,3 +359,93 @@ def test_s3_down_mid_run_is_retried(tmp_path, weights):
     assert cat.status_counts()["done"] == len(names)
     for n in names:
         assert json.loads((out / n / "provenance.json").read_text())["status"] == "done"
+
+
+# ------------------------------------------------------------------ kill -9 of `oldphoto archive`, re-run
+def _archive_env(tmp_path: Path) -> dict[str, str]:
+    """`oldphoto archive` as `make run` runs it: a temporary local Prefect API, an embedded local Ray."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "RAY_")) and k not in ("OLDPHOTO_CATALOG", "OLDPHOTO_WEIGHTS")}
+    env.update({"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": "false", "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])})
+    return env
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _archive_cmd(src: Path, out: Path, weights: Path) -> list[str]:
+    return [sys.executable, "-c", "from oldphoto.cli import main; main()", "archive", str(src), str(out),
+            "--weights", str(weights), "--scratch", "off", "--no-faces"]
+
+
+@pytest.mark.slow
+def test_archive_kill_9_then_rerun_leaves_nothing_behind(tmp_path, weights):
+    """`kill -9` of `oldphoto archive` at a random point after the first items: what it recorded stays, its
+    helper processes (temporary Prefect API, Ray) are stopped by the reaper, the re-run marks it aborted,
+    computes only what was not recorded, and the catalog and DEST agree item by item. Then a run where every
+    item fails ends Failed."""
+    from oldphoto.reaper import alive, descendants
+
+    src, out = tmp_path / "scans", tmp_path / "out"
+    names = [f"s{i:02d}" for i in range(12)]
+    _tree(src, {f"{n}.png": _png(side=160, seed=i) for i, n in enumerate(names)})
+    env = _archive_env(tmp_path)
+    proc = subprocess.Popen(_archive_cmd(src, out, weights), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+    helpers: dict[int, int] = {}
+    try:
+        deadline = time.time() + 420
+        while time.time() < deadline and len(list(out.glob("*/provenance.json"))) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.1)
+        time.sleep(random.uniform(0, 0.5))
+        assert proc.poll() is None, "the run ended before it could be killed"
+        helpers = descendants(proc.pid)
+        cmd = {p: _cmdline(p) for p in alive(helpers)}
+        helpers = {p: t for p, t in helpers.items() if "oldphoto.reaper" not in cmd.get(p, "")}
+        assert any("uvicorn" in c for c in cmd.values()) and any("raylet" in c for c in cmd.values()), cmd
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        # nothing of the killed run is left running (Ray's agents would linger a minute, Prefect's API forever)
+        left: list[str] = []
+        for _ in range(60):
+            left = [cmd.get(p, str(p))[:80] for p in alive(helpers)]
+            if not left:
+                break
+            time.sleep(0.5)
+        assert left == [], left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    url = f"sqlite:///{out / 'catalog.sqlite'}"
+    cat = Catalog(url)
+    killed = cat.runs()[0]
+    assert killed.state == "running" and killed.finished is None
+    n_recorded = cat.status_counts(run_id=killed.id)["done"]
+    assert 1 <= n_recorded < len(names)
+
+    r = subprocess.run(_archive_cmd(src, out, weights), env=env, capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    dead = cat.run(killed.id)
+    assert dead.state == "aborted" and dead.finished is not None and f"pid {killed.pid}" in dead.reason
+    rerun = cat.runs()[0]
+    assert rerun.state == "finished" and rerun.n_skipped == n_recorded           # what was done is not redone
+    assert rerun.n_done == len(names) - n_recorded
+    assert cat.status_counts()["done"] == len(names) and _no_part_files(out) == []
+    _agree(cat, src, out, names)
+
+    # a run where every item fails ends Failed, and says so
+    bad = tmp_path / "bad"
+    _tree(bad, {"a.png": b"\x89PNG\r\n\x1a\n broken", "b.jpg": b"\xff\xd8\xff not a jpeg"})
+    r = subprocess.run(_archive_cmd(bad, tmp_path / "bad_out", weights), env=env, capture_output=True, text=True,
+                       timeout=600, cwd=tmp_path)
+    output = r.stdout + r.stderr
+    assert r.returncode == 1 and "0 done, 2 failed" in output, output[-3000:]
+    assert "run state: Failed: every item failed" in output, output[-3000:]

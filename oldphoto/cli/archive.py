@@ -54,6 +54,9 @@ def archive(
             os.environ["OLDPHOTO_CATALOG"] = catalog
             catalog = None
     _check_prefect_api()
+    from oldphoto.reaper import start_reaper
+
+    start_reaper()           # a kill -9 of this process leaves no Prefect API server or Ray agent running
     from flows.restore_archive import restore_archive
     from oldphoto.models import MissingWeightsError
 
@@ -71,6 +74,8 @@ def archive(
         raise typer.Exit(1)
     c = summary["counts"]
     typer.echo(f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped -> {destination}")
+    if not state.is_completed():
+        typer.echo(f"run state: {state.name}: {state.message}", err=True)
     typer.echo(f"run summary: {summary.get('summary_uri')}")
     for f in summary.get("failures", []):
         typer.echo(f"  FAILED {f.get('name') or f.get('uri')}: {f.get('error')}", err=True)

@@ -281,7 +281,11 @@ def ensure_ray(config: DistributedConfig) -> None:
         use_cluster_token()
         ray.init(address=address, log_to_driver=False)
     else:
-        # "local": a new embedded session, never some other Ray that happens to run on this machine
+        # "local": a new embedded session, never some other Ray that happens to run on this machine; the reaper
+        # stops what Ray would leave running if this process were killed (oldphoto/reaper.py)
+        from oldphoto.reaper import start_reaper
+
+        start_reaper()
         ray.init(address="local", num_cpus=config.local_num_cpus, include_dashboard=False, log_to_driver=False)
 
 
