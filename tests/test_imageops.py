@@ -590,3 +590,21 @@ def test_tone_transfer_working_set_is_bounded():
                                check=True).stdout.split()[-1])
     out_bytes = 1500 * 3000 * 3 * 4                      # 54 MB: the result itself
     assert extra < out_bytes + 60 * 2 ** 20, extra / 2 ** 20   # untiled: about 8× the result
+
+
+def test_face_guard_keeps_scratches_and_drops_features_inside_faces():
+    from oldphoto.imageops.mask import guard_faces
+
+    mask = np.zeros((120, 160), bool)
+    mask[40:48, 40:50] = True            # an eye-sized blob inside the face
+    mask[60:62, 30:32] = True            # a speck inside the face
+    mask[20:100, 70] = True              # a long thin scratch across the face
+    mask[10:18, 130:140] = True          # a blob outside the face
+    out, removed = guard_faces(mask, [(25, 25, 95, 95)])
+    assert removed == 80 + 4
+    assert not out[40:48, 40:50].any() and not out[60:62, 30:32].any()
+    assert out[20:100, 70].all()                         # the scratch stays, also where it leaves the face
+    assert out[10:18, 130:140].all()                     # outside faces nothing changes
+    assert mask[40:48, 40:50].all()                      # the input is not modified
+    same, none = guard_faces(mask, [])
+    assert none == 0 and np.array_equal(same, mask)

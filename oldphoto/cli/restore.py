@@ -69,6 +69,10 @@ def restore(
     face_min_agreement: Optional[float] = typer.Option(
         None, "--face-min-agreement", help="An enhanced face is applied only when it agrees with the scan's face at "
         "low frequency by at least this many dB (do no harm; default: the value chosen on val, see MODEL_CARD.md)."),
+    face_guard: bool = typer.Option(True, "--face-guard/--no-face-guard",
+                                    help="Inside faces found on the scan, keep only scratch-like parts of the mask, so "
+                                         "facial features are never inpainted (not in the official method; "
+                                         "--no-face-guard gives the official mask)."),
     tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match",
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
@@ -109,7 +113,8 @@ def restore(
     options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
                              untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
                              max_pixels=int(max_megapixels * 1_000_000),
-                             face_strength=face_strength, face_min_agreement=face_min_agreement)
+                             face_strength=face_strength, face_min_agreement=face_min_agreement,
+                             face_guard=face_guard)
     from oldphoto.models import MissingWeightsError
 
     try:

@@ -45,6 +45,7 @@ BLUR_KERNEL = 25
 BLEND_MARGIN = BLUR_KERNEL // 2 + 8     # blur radius + bicubic support + slack
 FACE_DETECT_MAX_SIDE = 4096             # larger images are detected on a downscaled copy (landmarks at full size)
 FACE_UPSAMPLE_MAX_MP = 4.0              # images up to this many megapixels are searched once upsampled ×2 too
+FACE_UPSAMPLE2_MAX_MP = 0.25            # ... and up to this many, upsampled twice (×4: small scans, 20 px faces)
 FACE_MERGE_IOU = 0.3                    # a scan face overlapping a stage-1 face this much is the same face
 AGREEMENT_SIZE = 16                     # low-frequency comparison grid (16×16 over the face's centre)
 
@@ -84,7 +85,8 @@ def detect_faces(image: np.ndarray, max_side: int = FACE_DETECT_MAX_SIDE,
     """dlib HOG faces with 68 landmarks on an H×W×3 uint8 RGB image, in detector order.
 
     Images up to `upsample_max_mp` megapixels are searched upsampled once (dlib's upsample 1: faces down to about
-    40 px, as in group photos), larger ones at full size (upsample 0, faces from about 80 px), and images larger
+    40 px, as in group photos), up to FACE_UPSAMPLE2_MAX_MP twice (small scans: faces down to about 20 px, at most
+    4 MP of search), larger ones at full size (upsample 0, faces from about 80 px), and images larger
     than `max_side` on a downscaled copy: the search never costs more than about 16 megapixels of HOG.
     Landmarks are always found at full size."""
     import dlib
@@ -99,6 +101,8 @@ def detect_faces(image: np.ndarray, max_side: int = FACE_DETECT_MAX_SIDE,
         search = np.ascontiguousarray(cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                  interpolation=cv2.INTER_AREA))
     upsample = 1 if h * w <= upsample_max_mp * 1e6 else 0
+    if h * w <= min(upsample_max_mp, FACE_UPSAMPLE2_MAX_MP) * 1e6:
+        upsample = 2
     rects, scores, _ = detector.run(search, upsample, 0.0)
     faces = []
     for r, s in zip(rects, scores):

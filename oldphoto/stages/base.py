@@ -65,6 +65,8 @@ class RestoreOptions:
                                           # frequency is not applied (None: the face weights' operating point,
                                           # else FACE_MIN_AGREEMENT_DB); setting it also overrides an operating
                                           # point that keeps every original face
+    face_guard: bool = True               # inside faces found on the scan keep only scratch-like mask parts
+                                          # (oldphoto.imageops.mask.guard_faces; False = the official mask)
     review: bool = True
     tone_match: bool = True               # keep the scan's local tone/colour after global restoration
                                           # (oldphoto.imageops.tone; False = the official stage-1 output)
@@ -125,6 +127,7 @@ class ItemState:
     use_scratch: bool = False
     restored: np.ndarray | None = None    # H×W×3 float32 [0,1]
     faces: list[FaceResult] = field(default_factory=list)
+    scan_faces: list[Any] | None = None   # imageops.faces.DetectedFace found on the scan by the detection stage
     face_size: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
     out_dir: str | None = None            # where the files will go (for the URIs recorded in provenance)

@@ -116,7 +116,10 @@ class FaceStage(Stage):
             found = F.detect_faces(img8)
             if state.decoded is not None:
                 # same geometry: a face restoration blurred is still found on the scan
-                found = F.merge_faces(found, F.detect_faces(to_uint(state.decoded.pixels, 8)))
+                scan = state.scan_faces           # found by the detection stage's face guard, else here
+                if scan is None:
+                    scan = F.detect_faces(to_uint(state.decoded.pixels, 8))
+                found = F.merge_faces(found, scan)
             else:
                 found = F.merge_faces(found, [])
             for k, (det, where) in enumerate(found, start=1):

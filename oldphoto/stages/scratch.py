@@ -7,6 +7,11 @@ addition, the official mask stays at the rounded size) nearest to the input's ow
 tiles (`run_tiled`, `options.detector_tile`) so even a very elongated scan has a bounded working set; a normal
 photo is one tile at the working size.
 
+Face guard (`options.face_guard`, default on; **not in the official method**, `--no-face-guard` gives the official
+mask): dlib finds the faces on the scan, and inside each face only scratch-like parts of the mask are kept
+(`oldphoto.imageops.mask.guard_faces`: long and thin), so eyes, lips and beards are not inpainted; the faces found
+are kept in the item's state for the face stage.
+
 `--scratch off` skips the stage. `--scratch on` always uses the scratch path. `--scratch auto` uses it only
 when the mask covers at least the auto coverage of the pixels; the mask is saved whenever the detector ran. The
 pixel threshold and the auto coverage are the detector's operating point (`operating_point`: the weights file's
@@ -21,7 +26,10 @@ from PIL import Image
 
 from oldphoto.imageops.geometry import detector_size, full_size_16, run_tiled
 from oldphoto.imageops.io import to_uint
+from oldphoto.imageops.mask import (FACE_GUARD_MARGIN, FACE_GUARD_MAX_THICKNESS, FACE_GUARD_MIN_LENGTH, guard_faces,
+                                    scale_box)
 from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, SCRATCH_THRESHOLD, ItemState, Stage
+from oldphoto.stages.faces import landmarks_checkpoint
 
 
 def nearest_indices(n_out: int, n_in: int) -> np.ndarray:
@@ -72,7 +80,8 @@ class ScratchDetectionStage(Stage):
             self.skipped(state, self.name, "--scratch off")
             state.use_scratch = False
             return
-        with self.record(state, self.name, roles=(self.role,)):
+        extra = (landmarks_checkpoint(),) if opts.face_guard else ()
+        with self.record(state, self.name, roles=(self.role,), extra_checkpoints=extra):
             net = self.models.get(self.role)
             pixels = state.decoded.pixels
             x, rounded = detector_input(pixels)
@@ -80,6 +89,8 @@ class ScratchDetectionStage(Stage):
                                overlap=32, halo=64, multiple=16, device=opts.device)
             threshold, min_coverage = self.operating_point()
             small = (1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))) >= threshold
+            if opts.face_guard:
+                small = self._guard_faces(state, small)
             mask = mask_to_size(small, rounded, pixels.shape[:2])
             state.mask = mask
             coverage = float(mask.mean())
@@ -87,3 +98,20 @@ class ScratchDetectionStage(Stage):
             state.provenance.parameters.update(scratch_threshold_used=threshold,
                                                auto_scratch_min_coverage_used=min_coverage)
             state.use_scratch = opts.scratch == "on" or coverage >= min_coverage
+
+    @staticmethod
+    def _guard_faces(state: ItemState, small: np.ndarray) -> np.ndarray:
+        """Faces found on the scan (kept in the state for the face stage) keep only scratch-like mask parts
+        (`imageops.mask.guard_faces`); what was removed is recorded in provenance."""
+        from oldphoto.imageops.faces import detect_faces
+
+        pixels = state.decoded.pixels
+        h, w = pixels.shape[:2]
+        state.scan_faces = detect_faces(to_uint(pixels, 8))
+        sx, sy = small.shape[1] / w, small.shape[0] / h
+        guarded, removed = guard_faces(small, [scale_box(f.box, sx, sy) for f in state.scan_faces])
+        state.provenance.parameters["face_guard"] = {
+            "faces": len(state.scan_faces), "mask_fraction_removed": round(removed / small.size, 6),
+            "min_length": FACE_GUARD_MIN_LENGTH, "max_thickness": FACE_GUARD_MAX_THICKNESS,
+            "margin": FACE_GUARD_MARGIN}
+        return guarded

@@ -1,0 +1,68 @@
+"""Scratch-mask operations (pure functions on boolean masks).
+
+`guard_faces`: do no harm to faces. Inside a face, a detector that fires on eyes, lips, beards or glasses makes
+the partial nonlocal block repaint the face from its surroundings. Inside each face box only what looks like a
+scratch is kept: a connected part of the mask at least `min_length` of the face's size long and at most
+`max_thickness` pixels thick on average (area / length). Blobs and specks there (features, catchlights, texture)
+are dropped; the face stage and the global restoration still clean the face, without inpainting it. Outside the
+faces the mask is unchanged.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+FACE_GUARD_MIN_LENGTH = 0.35     # of the face box's shorter side
+FACE_GUARD_MAX_THICKNESS = 2.5   # mean width in mask pixels (the detector's working size: short side 256)
+FACE_GUARD_MARGIN = 0.15         # each face box is grown by this fraction of its size on every side
+
+
+def grow_box(box: Sequence[float], margin: float, height: int, width: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) grown by `margin` × its size on every side, clipped to the image."""
+    l, t, r, b = (float(v) for v in box)
+    dx, dy = (r - l) * margin, (b - t) * margin
+    return (max(0, int(np.floor(l - dx))), max(0, int(np.floor(t - dy))),
+            min(width, int(np.ceil(r + dx))), min(height, int(np.ceil(b + dy))))
+
+
+def scale_box(box: Sequence[float], sx: float, sy: float) -> tuple[float, float, float, float]:
+    l, t, r, b = (float(v) for v in box)
+    return (l * sx, t * sy, r * sx, b * sy)
+
+
+def is_line_like(points_xy: np.ndarray, min_length: float, max_thickness: float) -> bool:
+    """A component (N×2 pixel coordinates) is a scratch: long enough along its own axis, thin enough."""
+    if len(points_xy) < 2:
+        return False
+    (_, _), (w, h), _ = cv2.minAreaRect(points_xy.astype(np.float32))
+    length = max(w, h) + 1.0
+    return length >= min_length and len(points_xy) / length <= max_thickness
+
+
+def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: float = FACE_GUARD_MIN_LENGTH,
+                max_thickness: float = FACE_GUARD_MAX_THICKNESS,
+                margin: float = FACE_GUARD_MARGIN) -> tuple[np.ndarray, int]:
+    """(mask with only scratch-like parts kept inside the face boxes, number of mask pixels removed).
+
+    `boxes` are (left, top, right, bottom) in the mask's pixel coordinates. The input is not modified."""
+    out = mask.astype(bool, copy=True)
+    h, w = out.shape
+    removed = 0
+    for box in boxes:
+        l, t, r, b = grow_box(box, margin, h, w)
+        if r <= l or b <= t:
+            continue
+        crop = out[t:b, l:r]
+        if not crop.any():
+            continue
+        n, labels = cv2.connectedComponents(crop.astype(np.uint8), connectivity=8)
+        size = min(box[2] - box[0], box[3] - box[1])
+        need = max(4.0, min_length * size)
+        for k in range(1, n):
+            ys, xs = np.nonzero(labels == k)
+            if not is_line_like(np.stack([xs, ys], 1), need, max_thickness):
+                crop[ys, xs] = False
+                removed += len(ys)
+    return out, removed
