@@ -262,15 +262,24 @@ def runs_overview(cat: "Catalog", limit: int = 200) -> list[RunRow]:
 
     def go(c: Connection) -> list[RunRow]:
         out = []
-        for x in c.execute(q).mappings():
+        for x in c.execute(q).mappings().all():
             params = dict(x["parameters"] or {})
             out.append(RunRow(id=x["id"], started=x["started"], finished=x["finished"], state=x["state"],
                               n_items=x["n_items"], n_done=x["n_done"], n_failed=x["n_failed"],
-                              n_skipped=x["n_skipped"], parameters=params, weights=_weights(params),
+                              n_skipped=x["n_skipped"], parameters=params,
+                              weights=_run_checkpoints(c, x["id"]) or _weights(params),
                               reviewed=int(x["reviewed"] or 0)))
         return out
 
     return cat._read(go)
+
+
+def _run_checkpoints(c: Connection, run_id: str) -> list[str]:
+    """The checkpoints (name and sha256 prefix) of the run's first done result: the weights it ran with."""
+    first = (select(func.min(results_t.c.id)).where(results_t.c.run_id == run_id, results_t.c.status == "done")
+             .scalar_subquery())
+    q = select(ckpt_t.c.name, ckpt_t.c.sha256).where(ckpt_t.c.result_id == first).order_by(ckpt_t.c.id)
+    return list(dict.fromkeys(f"{n} {s[:10]}" for n, s in c.execute(q)))
 
 
 def _weights(params: dict[str, Any]) -> list[str]:
