@@ -461,7 +461,7 @@ def test_cli_commands(url, tmp_path):
     r = cli.invoke(app, ["catalog", "init", "--url", url])
     assert r.exit_code == 0 and "Created catalog" in r.output and "0004" in r.output
     r = cli.invoke(app, ["catalog", "upgrade", "--url", url])
-    assert r.exit_code == 0 and "already at schema revision 0003" in r.output
+    assert r.exit_code == 0 and "already at schema revision 0004" in r.output
 
     c = Catalog(url)
     run = c.start_run({"scratch": "auto"})

@@ -42,7 +42,11 @@
     if (!stage || !img) { return; }
     stage.dataset.zoom = z;
     if (z === "fit") {
-      stage.style.width = "100%";
+      // the whole image in the viewer: as wide as it allows, no taller than it
+      var ratio = (img.naturalWidth || 1) / (img.naturalHeight || 1);
+      var maxH = viewer ? parseFloat(getComputedStyle(viewer).maxHeight) || viewer.clientHeight : 0;
+      var fitW = viewer ? viewer.clientWidth : 0;
+      stage.style.width = (maxH && fitW ? Math.min(fitW, Math.floor(maxH * ratio)) + "px" : "100%");
     } else {
       var w = img.naturalWidth || img.width;
       stage.style.width = (w * Number(z)) + "px";
@@ -54,6 +58,12 @@
   document.querySelectorAll(".zoom-btn").forEach(function (b) {
     b.addEventListener("click", function () { setZoom(b.dataset.zoom); });
   });
+  var first = document.getElementById("after") || document.getElementById("before");
+  if (first && stage) {
+    var fitNow = function () { if (!stage.dataset.zoom || stage.dataset.zoom === "fit") { setZoom("fit"); } };
+    if (first.complete && first.naturalWidth) { fitNow(); } else { first.addEventListener("load", fitNow); }
+    window.addEventListener("resize", fitNow);
+  }
 
   // drag to pan when zoomed in
   if (viewer) {
