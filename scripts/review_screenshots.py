@@ -66,6 +66,7 @@ def main() -> None:
             d.find_element(By.ID, "name").send_keys("alice")
             d.find_element(By.ID, "password").send_keys("pw")
             d.find_element(By.ID, "login-submit").click()
+            d.set_window_size(1400, 1300)          # the item page down to its faces and provenance
             d.get(f"{base}/item/{rows['grace_hopper_portrait'].item_id}")
             d.execute_script("return Promise.all(Array.from(document.images).map(i => i.decode().catch(() => 0)))")
             d.execute_script("var s = document.getElementById('slider'); s.value = 42;"
