@@ -120,7 +120,7 @@ class ReviewImages:
         src = rq.source_of(self.catalog, result_id)
         restored = src["outputs"].get("restored")
         if restored:
-            base = posixpath.dirname(restored) if "://" in restored else restored.rsplit("/", 1)[0]
+            base = posixpath.dirname(restored)
         elif src["destination"]:
             base = src["destination"]
         else:
