@@ -35,6 +35,7 @@ def main() -> None:
     from oldphoto.catalog import review as rq
     from oldphoto.review.app import create_app
     from oldphoto.review.auth import Sessions, hash_password
+    from oldphoto.review.images import ReviewImages
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=320, help="longer side of the scans restored")
@@ -55,6 +56,9 @@ def main() -> None:
         rq.record_decision(cat, rows["coffee_cup"].item_id, None, "approved", "alice")
         rq.record_decision(cat, rows["chelsea_the_cat"].item_id, None, "reprocess", "alice",
                            options={"scratch": "off", "faces": False, "tone_match": True})
+        images = ReviewImages(cat)                 # what `oldphoto review prepare` does: tone change in the score
+        for r in rows.values():
+            images.prepare(r.result_id)
         port = free_port()
         app = create_app(cat, port=port, sessions=Sessions(reviewers={"alice": hash_password("pw", 2000)}))
         with serve(app, port) as base, chromium(root / "profile", 1400, 900) as d:
@@ -66,7 +70,7 @@ def main() -> None:
             d.find_element(By.ID, "name").send_keys("alice")
             d.find_element(By.ID, "password").send_keys("pw")
             d.find_element(By.ID, "login-submit").click()
-            d.set_window_size(1400, 1300)          # the item page down to its faces and provenance
+            d.set_window_size(1400, 1750)          # the item page down to its faces and provenance
             d.get(f"{base}/item/{rows['grace_hopper_portrait'].item_id}")
             d.execute_script("return Promise.all(Array.from(document.images).map(i => i.decode().catch(() => 0)))")
             d.execute_script("var s = document.getElementById('slider'); s.value = 42;"
