@@ -109,13 +109,19 @@ def queue(url: Optional[str] = typer.Option(None, "--catalog", "--url", help=URL
 
 @review_app.command("reprocess")
 def reprocess(url: Optional[str] = typer.Option(None, "--catalog", "--url", help=URL_HELP, show_default=False),
-              device: str = typer.Option("cpu", "--device", help="cpu or cuda.")) -> None:
-    """Run the queued reprocess requests on this machine with the options each reviewer asked for."""
-    from oldphoto.models import ModelSet
+              device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+              weights: Optional[str] = typer.Option(None, "--weights", help="'default' (shipped), a weights folder, "
+                                                    "or 'official:/path/to/release' (default: $OLDPHOTO_WEIGHTS).")) -> None:
+    """Run the queued reprocess requests on this machine with the options each reviewer asked for (the
+    `reprocess-reviewed` Prefect flow does the same on a worker)."""
+    import os
+
+    from oldphoto.distributed import WeightsSource
     from oldphoto.review.reprocess import run_queue
 
     cat = _catalog(url)
-    runs = run_queue(cat, ModelSet.default(device=device), device=device, say=typer.echo)
+    models = WeightsSource.parse(weights or os.environ.get("OLDPHOTO_WEIGHTS")).load(device)
+    runs = run_queue(cat, models, device=device, say=typer.echo)
     typer.echo(f"{len(runs)} run(s): {', '.join(runs) or 'nothing queued'}")
 
 
