@@ -274,6 +274,12 @@ def runs_overview(cat: "Catalog", limit: int = 200) -> list[RunRow]:
     return cat._read(go)
 
 
+def run_ids(cat: "Catalog", limit: int = 50) -> list[str]:
+    """The ids of the latest runs, newest first (the grid's run filter)."""
+    q = select(runs_t.c.id).order_by(runs_t.c.started.desc()).limit(limit)
+    return list(cat._read(lambda c: c.execute(q).scalars().all()))
+
+
 def _run_checkpoints(c: Connection, run_id: str) -> list[str]:
     """The checkpoints (name and sha256 prefix) of the run's first done result: the weights it ran with."""
     first = (select(func.min(results_t.c.id)).where(results_t.c.run_id == run_id, results_t.c.status == "done")
@@ -465,5 +471,5 @@ def latest_decisions(c: Connection, item_ids: list[int]) -> dict[int, dict[str, 
 
 
 __all__ = ["GridFilter", "GridRow", "GridPage", "RunRow", "Decision", "ItemReview", "ReviewError", "grid",
-           "runs_overview", "item_review", "record_decision", "reprocess_queue", "set_queue_state", "score_expr",
+           "runs_overview", "run_ids", "item_review", "record_decision", "reprocess_queue", "set_queue_state", "score_expr",
            "score_of", "save_metrics", "metrics", "artefacts", "artefact", "source_of", "latest_decisions"]

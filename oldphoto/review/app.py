@@ -140,8 +140,7 @@ def create_app(catalog: Catalog, host: str = "127.0.0.1", port: int = 8700, sess
         q = dict(request.query_params)
         flt = grid_filter(q)
         result = rq.grid(catalog, flt)
-        run_ids = [r.id for r in rq.runs_overview(catalog, limit=50)]
-        return page(request, "grid.html", grid=result, flt=flt, q=q, run_ids=run_ids, statuses=ITEM_STATUSES,
+        return page(request, "grid.html", grid=result, flt=flt, q=q, run_ids=rq.run_ids(catalog), statuses=ITEM_STATUSES,
                     face_filters=rq.FACE_FILTERS, reviewed_filters=rq.REVIEWED_FILTERS, sorts=rq.SORTS)
 
     @app.get("/item/{item_id}", response_class=HTMLResponse)
