@@ -157,7 +157,8 @@ def create_app(catalog: Catalog, host: str = "127.0.0.1", port: int = 8700, sess
         return page(request, "item.html", rev=rev, att=att, item=rev.history.item, faces=faces,
                     has_after="restored" in has, has_mask="mask" in has,
                     params=json.dumps(att.provenance.parameters if att.provenance else {}, indent=2, sort_keys=True),
-                    flash=request.query_params.get("done"), back=request.query_params.get("back") or "/items")
+                    flash=request.query_params.get("done"),
+                    back=_safe_next(request.query_params.get("back") or "/items"))
 
     @app.get("/img/{result_id}/{kind}")
     def image(result_id: int, kind: str) -> Response:
