@@ -199,11 +199,20 @@ def test_access_rules_over_http(tmp_path):
     reviewers = {"alice": auth.hash_password("pw", 1000)}
     with pytest.raises(ValueError, match="OLDPHOTO_REVIEWERS"):
         create_app(cat, host="192.0.2.1", sessions=auth.Sessions(reviewers={}))
-    # local: read without credentials; a foreign Host header (DNS rebinding) is refused
+    run = cat.start_run({"destination": "/out"})
+    cat.record(prov("plain", 0.0), run)
+    item_id = rq.grid(cat, rq.GridFilter()).rows[0].item_id
+    # local: read without credentials (no decision forms); a foreign Host header (DNS rebinding) is refused
     port = free_port()
     with serve(create_app(cat, host="127.0.0.1", port=port, sessions=auth.Sessions(reviewers=reviewers)), port) as base:
         assert _get(base + "/items")[0] == 200 and _get(base + "/runs")[0] == 200
         assert _get(base + "/items", host=f"evil.example:{port}")[0] == 400
+        with urllib.request.urlopen(f"{base}/item/{item_id}?back=javascript:alert(1)", timeout=30) as r:
+            html = r.read().decode()
+        assert 'href="/runs" id="back"' in html and "javascript:" not in html
+        assert 'id="approve"' not in html and "Log in" in html
+        assert _get(f"{base}/item/{item_id}?result=999")[0] == 400
+        assert _get(f"{base}/img/999/thumb")[0] == 400 and _get(f"{base}/img/1/passwd")[0] == 404
     # any other address: every page needs a login
     port = free_port()
     with serve(create_app(cat, host="0.0.0.0", port=port, sessions=auth.Sessions(reviewers=reviewers)), port) as base:
