@@ -403,6 +403,9 @@ def record_decision(cat: "Catalog", item_id: int, result_id: int, decision: str,
     note = (note or "").strip() or None
 
     def go(c: Connection) -> int:
+        # the result's row lock orders concurrent decisions on it (PostgreSQL; SQLite writes one at a time),
+        # so each gets the next event sequence number
+        c.execute(select(results_t.c.id).where(results_t.c.id == rid).with_for_update())
         src = c.execute(select(results_t.c.input_sha256, items_t.c.source_uri)
                         .join(items_t, items_t.c.id == results_t.c.item_id).where(results_t.c.id == rid)).one()
         outs = [{"uri": u, "sha256": s} for u, s in c.execute(
