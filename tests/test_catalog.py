@@ -59,16 +59,16 @@ def test_migrations_upgrade_empty_database_and_downgrade_cleanly(url):
     assert c.current_revision() is None
     with pytest.raises(CatalogError, match="catalog init"):
         c.status_counts()
-    assert c.upgrade() == c.head_revision() == "0003"
+    assert c.upgrade() == c.head_revision() == "0004"
     eng = create_engine(c.url)
     try:
         assert CATALOG_TABLES <= set(inspect(eng).get_table_names())
         uniques = {tuple(u["column_names"]) for u in inspect(eng).get_unique_constraints("items")}
         assert ("collection_id", "source_uri") in uniques
-        assert c.upgrade() == "0003"                       # idempotent
+        assert c.upgrade() == "0004"                       # idempotent
         assert c.downgrade("base") is None
         assert set(inspect(eng).get_table_names()) & CATALOG_TABLES == set()
-        assert c.upgrade() == "0003"                       # and back up again
+        assert c.upgrade() == "0004"                       # and back up again
         run = c.start_run({"p": 1})
         c.record(make_prov(1), run)
         assert c.status_counts()["done"] == 1
@@ -96,7 +96,7 @@ def test_concurrent_upgrades_of_an_empty_database(url):
         t.start()
     for t in threads:
         t.join(120)
-    assert errors == [] and results == ["0003"] * 3
+    assert errors == [] and results == ["0004"] * 3
     assert cats[0].table_counts()["collections"] == 1
     for c in cats:
         c.close()
@@ -126,7 +126,7 @@ def test_alembic_ini_points_at_the_packaged_migrations():
 
     ini = Path(__file__).resolve().parents[1] / "db" / "alembic.ini"
     script = ScriptDirectory.from_config(Config(str(ini)))
-    assert script.get_current_head() == "0003"
+    assert script.get_current_head() == "0004"
     assert Path(script.dir).resolve() == (Path(__file__).resolve().parents[1] / "oldphoto/catalog/migrations").resolve()
 
 
@@ -459,9 +459,9 @@ def test_cli_commands(url, tmp_path):
     if url.startswith("sqlite"):               # looking at a catalog that is not there creates no empty one
         assert "nothing was created" in r.output and not Path(make_url(url).database).exists()
     r = cli.invoke(app, ["catalog", "init", "--url", url])
-    assert r.exit_code == 0 and "Created catalog" in r.output and "0003" in r.output
+    assert r.exit_code == 0 and "Created catalog" in r.output and "0004" in r.output
     r = cli.invoke(app, ["catalog", "upgrade", "--url", url])
-    assert r.exit_code == 0 and "already at schema revision 0003" in r.output
+    assert r.exit_code == 0 and "already at schema revision 0004" in r.output
 
     c = Catalog(url)
     run = c.start_run({"scratch": "auto"})
@@ -506,4 +506,4 @@ def test_cli_default_url_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("OLDPHOTO_CATALOG", f"sqlite:///{db}")
     r = CliRunner().invoke(app, ["catalog", "init"])
     assert r.exit_code == 0 and db.exists()
-    assert sqlite3.connect(db).execute("select version_num from alembic_version").fetchone() == ("0003",)
+    assert sqlite3.connect(db).execute("select version_num from alembic_version").fetchone() == ("0004",)

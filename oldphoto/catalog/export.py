@@ -1,6 +1,8 @@
-"""Exports of the catalog: Parquet with one row per item and its latest result (for pandas, DuckDB, Spark)."""
+"""Exports of the catalog: Parquet with one row per item, its latest result and its newest curator decision
+(for pandas, DuckDB, Spark)."""
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +11,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import and_, select
 
 from oldphoto.catalog import models as m
+from oldphoto.catalog.review import latest_decisions
 
 if TYPE_CHECKING:
     from oldphoto.catalog.store import Catalog
@@ -25,6 +28,10 @@ SCHEMA = pa.schema([
     ("oldphoto_version", pa.string()), ("failed_stage", pa.string()),
     ("restored_uri", pa.string()), ("restored_sha256", pa.string()), ("mask_uri", pa.string()),
     ("review_uri", pa.string()), ("provenance_uri", pa.string()), ("checkpoints", pa.list_(pa.string())),
+    # the item's newest curator decision (oldphoto review): approved | rejected | reprocess, on which run's result
+    ("review_decision", pa.string()), ("review_note", pa.string()), ("reviewer", pa.string()),
+    ("reviewed", TS), ("review_run_id", pa.string()), ("review_options", pa.string()),
+    ("reprocess_state", pa.string()),
 ])
 CHUNK = 5000
 
@@ -68,6 +75,16 @@ def write_parquet(catalog: "Catalog", path: str | os.PathLike[str], collection: 
                                        .where(st.c.result_id.in_(rids), st.c.status == "failed")
                                        .order_by(st.c.position)):
                         f.setdefault(x[0], x[1])
+                d = latest_decisions(c, [x["item_id"] for x in rows])
+                for x in rows:
+                    dec = d.get(x["item_id"])
+                    x["review_decision"] = dec["decision"] if dec else None
+                    x["review_note"] = dec["note"] if dec else None
+                    x["reviewer"] = dec["reviewer"] if dec else None
+                    x["reviewed"] = dec["decided"] if dec else None
+                    x["review_run_id"] = dec["run_id"] if dec else None
+                    x["review_options"] = json.dumps(dec["options"], sort_keys=True) if dec and dec["options"] else None
+                    x["reprocess_state"] = dec["queue_state"] if dec else None
                 return rows, a, k, f
 
             rows, a, k, f = catalog._read(go)

@@ -254,7 +254,53 @@ class Event(Base):
     outcome_detail: Mapped[str | None] = mapped_column(Text)
     source_objects: Mapped[list[str]] = mapped_column(JSON)
     outcome_objects: Mapped[list[str]] = mapped_column(JSON)
+    agent_type: Mapped[str | None] = mapped_column(String(16))     # None: software; "person": a reviewer
+
+
+DECISIONS = ("approved", "rejected", "reprocess")
+DECISION_CHECK = "decision IN (" + ", ".join(f"'{d}'" for d in DECISIONS) + ")"
+QUEUE_STATES = ("queued", "taken", "done")
+
+
+class ReviewDecision(Base):
+    """A curator's decision on one result (the attempt they looked at): approved, rejected (with a note), or
+    reprocess with other options (`options`, RestoreOptions fields), which queues the item (`queue_state`
+    queued -> taken -> done, `queue_run_id` the run that did it). The newest decision of an item is its
+    review state; every decision is also a PREMIS event (`event_identifier`) with the reviewer as agent."""
+
+    __tablename__ = "review_decisions"
+    __table_args__ = (CheckConstraint(DECISION_CHECK, name="decision"),
+                      Index(None, "item_id", "decided"),
+                      Index(None, "result_id"),
+                      Index(None, "decision", "queue_state"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("item_results.id", ondelete="SET NULL"))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    decided: Mapped[datetime] = mapped_column(UTCDateTime)
+    queue_state: Mapped[str | None] = mapped_column(String(16))
+    queue_run_id: Mapped[str | None] = mapped_column(String(64))
+    event_identifier: Mapped[str | None] = mapped_column(String(128))
+
+
+class ReviewMetrics(Base):
+    """What the review app measured on a result when it made its review images (once per result): the mean
+    absolute grey-level change between scan and restored image (0..1), and the review images' size."""
+
+    __tablename__ = "review_metrics"
+    __table_args__ = (UniqueConstraint("result_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("item_results.id", ondelete="CASCADE"))
+    tone_change: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    prepared: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 TABLES_IN_ORDER = [Collection.__table__, Run.__table__, Item.__table__, ItemResult.__table__, StageResult.__table__,
-                   StageCheckpoint.__table__, Artefact.__table__, Mask.__table__, Face.__table__, Event.__table__]
+                   StageCheckpoint.__table__, Artefact.__table__, Mask.__table__, Face.__table__, Event.__table__,
+                   ReviewDecision.__table__, ReviewMetrics.__table__]

@@ -181,9 +181,12 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
                                       "events": made_by})
         for e in a.events:
             events.append(e)
+            if e.get("agent_type") == "person":
+                agents.setdefault(_agent_key(e), {"name": e["agent_name"], "version": None, "type": "person",
+                                                  "note": "curator who reviewed the restoration (oldphoto review)"})
+                continue
             v = e["agent_version"] or "unknown"
-            agents.setdefault(("software", f"{e['agent_name']} {v}"),
-                              {"name": e["agent_name"], "version": v, "note": "restoration software"})
+            agents.setdefault(_agent_key(e), {"name": e["agent_name"], "version": v, "note": "restoration software"})
             for c in e["checkpoints"]:
                 agents.setdefault(("sha256", c["sha256"]), {"name": c["name"], "version": None,
                                                             "note": f"model weights file {c['file']}"})
@@ -230,9 +233,10 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
             od = _sub(oi, "eventOutcomeDetail")
             _sub(od, "eventOutcomeDetailNote", e["outcome_detail"])
         la = _sub(el, "linkingAgentIdentifier")
-        _sub(la, "linkingAgentIdentifierType", "software")
-        _sub(la, "linkingAgentIdentifierValue", f"{e['agent_name']} {e['agent_version'] or 'unknown'}")
-        _sub(la, "linkingAgentRole", "executing program")
+        kind, value = _agent_key(e)
+        _sub(la, "linkingAgentIdentifierType", kind)
+        _sub(la, "linkingAgentIdentifierValue", value)
+        _sub(la, "linkingAgentRole", "implementer" if e.get("agent_type") == "person" else "executing program")
         for c in e["checkpoints"]:
             la = _sub(el, "linkingAgentIdentifier")
             _sub(la, "linkingAgentIdentifierType", "sha256")
@@ -249,11 +253,18 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
         el = _sub(root, "agent")
         _ident(el, "agent", kind, value)
         _sub(el, "agentName", a["name"])
-        _sub(el, "agentType", "software")
+        _sub(el, "agentType", a.get("type", "software"))
         if a["version"]:
             _sub(el, "agentVersion", a["version"])
         _sub(el, "agentNote", a["note"])
     return root
+
+
+def _agent_key(e: dict[str, Any]) -> tuple[str, str]:
+    """An event's agent: the software (name + version) or, for a curator's decision, the reviewer by name."""
+    if e.get("agent_type") == "person":
+        return ("local", f"reviewer:{e['agent_name']}")
+    return ("software", f"{e['agent_name']} {e['agent_version'] or 'unknown'}")
 
 
 def _format_of(uri: str) -> str:

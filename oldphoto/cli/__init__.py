@@ -20,10 +20,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register_all() -> None:
-    # Each module owns its commands: restore (pipeline), archive (flow), catalog, data, train, bench.
-    from oldphoto.cli import archive, bench, catalog, data, restore, train
+    # Each module owns its commands: restore (pipeline), archive (flow), catalog, review, data, train, bench.
+    from oldphoto.cli import archive, bench, catalog, data, restore, review, train
 
-    for module in (restore, archive, catalog, data, train, bench):
+    for module in (restore, archive, catalog, review, data, train, bench):
         module.register(app)
 
 

@@ -20,6 +20,7 @@ WORK_POOL = "oldphoto-process"
 FLOW_ENTRYPOINTS = {
     "restore-archive": "flows/restore_archive.py:restore_archive",
     "reprocess-failed": "flows/restore_archive.py:reprocess_failed",
+    "reprocess-reviewed": "flows/reprocess_reviewed.py:reprocess_reviewed",
 }
 # Environment the flows read on a worker (besides the standard AWS credential variables)
 WORKER_ENV = {
