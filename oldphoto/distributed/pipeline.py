@@ -270,12 +270,23 @@ def write_state(state, source: StageSource, destination: str) -> ItemResult:
 
 
 # ------------------------------------------------------------------------------------------------------ driver
+# Ray's lines that tell a museum's operator nothing: Ray Data's per-dataset INFO lines (plan, log folder), the
+# notice that its progress bars are off (ours run instead: oldphoto.progress), and the notice that token
+# authentication is on (Ray 2.60's default). Warnings and errors of these loggers still show.
+RAY_QUIET_LOGGERS = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR,
+                     "ray._private.authentication.authentication_token_setup": logging.ERROR}
+
+
 def ensure_ray(config: DistributedConfig) -> None:
     """Connect to `config.ray_address`, or start the embedded local session; no-op if Ray is up."""
     import ray
 
     if ray.is_initialized():
         return
+    import ray.data  # noqa: F401  (configures its loggers on import: set the levels after it)
+
+    for name, level in RAY_QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     address = config.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         use_cluster_token()
