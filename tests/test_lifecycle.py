@@ -216,6 +216,16 @@ def _agree(cat: Catalog, src: Path, out: Path, names: list[str]) -> None:
         assert prov.input.sha256 == done[0].input["sha256"]
 
 
+def _wait_for_items(proc: subprocess.Popen, out: Path, n: int, timeout: float) -> None:
+    """Wait until `n` items are written below `out`, then a random moment more (the point of the kill)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(out.glob("*/provenance.json"))) < n:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(random.uniform(0, 0.5))
+    assert proc.poll() is None, "the run ended before it could be killed"
+
+
 def test_kill_9_then_rerun(tmp_path, weights):
     src, out = tmp_path / "scans", tmp_path / "out"
     # enough items, large enough, that the run outlasts the kill window even on an idle machine
@@ -227,13 +237,7 @@ def test_kill_9_then_rerun(tmp_path, weights):
     proc = subprocess.Popen(_restore_cmd(src, out, weights, url), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 300
-        # wait for the first items, then kill at a random point of the run
-        while time.time() < deadline and len(list(out.glob("*/provenance.json"))) < 2:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.05)
-        time.sleep(random.uniform(0, 0.5))
-        assert proc.poll() is None, "the run ended before it could be killed"
+        _wait_for_items(proc, out, 2, timeout=300)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -400,12 +404,7 @@ def test_archive_kill_9_then_rerun_leaves_nothing_behind(tmp_path, weights):
                             stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
     helpers: dict[int, int] = {}
     try:
-        deadline = time.time() + 420
-        while time.time() < deadline and len(list(out.glob("*/provenance.json"))) < 2:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.1)
-        time.sleep(random.uniform(0, 0.5))
-        assert proc.poll() is None, "the run ended before it could be killed"
+        _wait_for_items(proc, out, 2, timeout=420)
         helpers = descendants(proc.pid)
         cmd = {p: _cmdline(p) for p in alive(helpers)}
         helpers = {p: t for p, t in helpers.items() if "oldphoto.reaper" not in cmd.get(p, "")}
