@@ -387,7 +387,8 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     w = tmp_path / "w"
     shutil.copytree(weights_dir, w)
     before = read_info(w / "scratch_unet.safetensors")
-    set_operating_point(w / "scratch_unet.safetensors", {"threshold": 0.9, "auto_min_coverage": 0.5})
+    set_operating_point(w / "scratch_unet.safetensors", {"threshold": 0.9, "auto_threshold": 0.95,
+                                                         "auto_min_coverage": 0.5})
     after = read_info(w / "scratch_unet.safetensors")
     assert after.payload_sha256 == before.payload_sha256 and after.dtype == before.dtype   # same tensors
     img = np.asarray(Image.fromarray(skdata.astronaut()).resize((320, 256), Image.BICUBIC))
@@ -395,9 +396,12 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     st = _restorer(w, scratch="auto").run("s.png", _png(scratched))
     p = st.provenance.parameters
     assert p["scratch_threshold_used"] == 0.9 and p["auto_scratch_min_coverage_used"] == 0.5
+    assert p["auto_scratch_threshold_used"] == 0.95   # the auto decision counts pixels at its own threshold
     assert p["global_path"] == "quality"              # 4 drawn lines cover far less than half the photo
     st = _restorer(w, scratch="auto", auto_scratch_min_coverage=0.001).run("s.png", _png(scratched))  # override
     assert st.provenance.parameters["global_path"] == "scratch"
+    st = _restorer(w, scratch="auto", scratch_threshold=0.3).run("s.png", _png(scratched))  # a threshold given:
+    assert st.provenance.parameters["auto_scratch_threshold_used"] == 0.3                    # the decision's too
 
 
 def test_face_operating_point_from_the_weights_can_keep_every_original(tmp_path, weights_dir):

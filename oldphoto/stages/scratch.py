@@ -14,8 +14,9 @@ are kept in the item's state for the face stage.
 
 `--scratch off` skips the stage. `--scratch on` always uses the scratch path. `--scratch auto` uses it only
 when the mask covers at least the auto coverage of the pixels; the mask is saved whenever the detector ran. The
-pixel threshold and the auto coverage are the detector's operating point (`operating_point`: the weights file's
-own, chosen on val, else the official 0.4 and 0.1 %; options override), recorded in provenance parameters.
+pixel threshold and the auto rule are the detector's operating point (`operating_point`: the weights file's
+own, chosen on val, else the official 0.4 and 0.1 %; options override): the `auto` decision counts the working-size
+pixels at or above the auto threshold (may be higher than the mask's), recorded in provenance parameters.
 """
 from __future__ import annotations
 
@@ -66,13 +67,17 @@ class ScratchDetectionStage(Stage):
     name = "scratch_detection"
     role = "scratch_unet"
 
-    def operating_point(self) -> tuple[float, float]:
-        """(pixel threshold, auto minimum coverage): options, else the weights' own, else the official defaults."""
+    def operating_point(self) -> tuple[float, float, float]:
+        """(pixel threshold, auto minimum coverage, auto threshold): options, else the weights' own, else the
+        official defaults. The `auto` decision counts the pixels at or above the auto threshold (the weights' own,
+        chosen on val; else, or when the pixel threshold is given as an option, the pixel threshold)."""
         own = self.models.operating_point(self.role) if hasattr(self.models, "operating_point") else {}
         t = self.options.scratch_threshold
         c = self.options.auto_scratch_min_coverage
-        return (float(t if t is not None else own.get("threshold", SCRATCH_THRESHOLD)),
-                float(c if c is not None else own.get("auto_min_coverage", AUTO_SCRATCH_MIN_COVERAGE)))
+        threshold = float(t if t is not None else own.get("threshold", SCRATCH_THRESHOLD))
+        auto_t = threshold if t is not None else float(own.get("auto_threshold", threshold))
+        return (threshold, float(c if c is not None else own.get("auto_min_coverage", AUTO_SCRATCH_MIN_COVERAGE)),
+                auto_t)
 
     def process(self, state: ItemState) -> None:
         opts = self.options
@@ -87,17 +92,21 @@ class ScratchDetectionStage(Stage):
             x, rounded = detector_input(pixels)
             logits = run_tiled(lambda t: net(t), x[0].numpy(), out_channels=1, tile=opts.detector_tile,
                                overlap=32, halo=64, multiple=16, device=opts.device)
-            threshold, min_coverage = self.operating_point()
-            small = (1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))) >= threshold
-            if opts.face_guard:
-                small = self._guard_faces(state, small)
-            mask = mask_to_size(small, rounded, pixels.shape[:2])
+            threshold, min_coverage, auto_threshold = self.operating_point()
+            prob = 1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))
+            small = prob >= threshold
+            kept = self._guard_faces(state, small) if opts.face_guard else small
+            mask = mask_to_size(kept, rounded, pixels.shape[:2])
             state.mask = mask
-            coverage = float(mask.mean())
-            state.provenance.mask_coverage = round(coverage, 6)
+            state.provenance.mask_coverage = round(float(mask.mean()), 6)
+            # the auto decision: the share of working-size pixels at or above the auto threshold, without what
+            # the face guard removed
+            auto_coverage = float(((prob >= auto_threshold) & ~(small & ~kept)).mean())
             state.provenance.parameters.update(scratch_threshold_used=threshold,
-                                               auto_scratch_min_coverage_used=min_coverage)
-            state.use_scratch = opts.scratch == "on" or coverage >= min_coverage
+                                               auto_scratch_threshold_used=auto_threshold,
+                                               auto_scratch_min_coverage_used=min_coverage,
+                                               auto_scratch_coverage=round(auto_coverage, 6))
+            state.use_scratch = opts.scratch == "on" or auto_coverage >= min_coverage
 
     @staticmethod
     def _guard_faces(state: ItemState, small: np.ndarray) -> np.ndarray:
