@@ -14,9 +14,9 @@ from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMa
 from oldphoto.networks.vae import VAE, VAEConfig
 from oldphoto.pipeline import RestoreOptions
 from oldphoto.stages import GlobalRestorationStage
+from oldphoto.testing import seeded as seeded_weights
 from stage_helpers import Nets, decoded_state
 
-seeded_weights = pytest.importorskip("seeded_weights")  # conftest puts shared/official on sys.path
 TOL = 1e-3
 
 

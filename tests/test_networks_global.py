@@ -23,8 +23,8 @@ from oldphoto.networks.mapping_patch_attention import (
     PatchAttentionMappingNet,
 )
 from oldphoto.networks.vae import VAE, VAEConfig
+from oldphoto.testing import seeded as seeded_weights
 
-seeded_weights = pytest.importorskip("seeded_weights")  # conftest puts shared/official on sys.path
 
 NETS = {
     "vae_a": (VAE, VAEConfig),

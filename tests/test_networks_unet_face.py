@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from seeded_weights import load_manifest, seeded_state_dict
 
 from oldphoto.networks.spade_face import SPADE, SPADEFaceConfig, SPADEFaceGenerator, SPADEResnetBlock
 from oldphoto.networks.spectral_norm import SNConv2d
 from oldphoto.networks.unet import BlurDownsample, ScratchUNet, ScratchUNetConfig
+from oldphoto.testing.seeded import load_manifest, seeded_state_dict
 
 GOLDEN_TOL = 1e-4
 

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from seeded_weights import load_manifest, seeded_state_dict
 
 from oldphoto import models
 from oldphoto.compat.official import (
@@ -21,11 +20,12 @@ from oldphoto.compat.official import (
     load,
     load_release,
 )
+from oldphoto.testing.seeded import load_manifest, seeded_state_dict
 from oldphoto.weights import payload_sha256
 
 TOL = 1e-4
 
-# weight seeds of the goldens (shared/official/README.md)
+# weight seeds of the goldens (tests/data/official/README.md)
 SEEDS = {
     "vae_a": 11, "vae_b": 12, "mapping_quality": 13, "mapping_scratch": 13, "mapping_Patch_Attention": 13,
     "scratch_unet": 14, "face_spade_256": 15, "face_spade_512": 16,

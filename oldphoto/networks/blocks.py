@@ -1,6 +1,6 @@
 """Building blocks shared by the global-restoration networks (VAE and the three mapping networks).
 
-Everything here follows the official layer layout (ARCHITECTURE.md §1, §3) so that state-dict keys
+Everything here follows the official layer layout (checked against tests/data/official/manifests/) so that state-dict keys
 match the official checkpoints: a residual block keeps its layers in a Sequential named
 ``conv_block`` and the mapping networks are flat Sequentials of conv / InstanceNorm / ReLU triples.
 """

@@ -1,6 +1,6 @@
 """The scratch detector: a U-Net on grey images predicting the structured-defect mask.
 
-Objective (method.md): ``L = L_CE + beta * L_focal`` with class-balanced cross-entropy (each mask's
+Objective (the paper, Wan et al. 2020): ``L = L_CE + beta * L_focal`` with class-balanced cross-entropy (each mask's
 positive/negative proportion sets the class weights, computed on the fly) and focal loss gamma 0.2,
 beta 10 (``losses.scratch_loss``). Trained on synthetic scratches/holes from ``oldphoto.synthesis``
 (the masks of the blended defects are the labels); the paper then fine-tunes on real annotated scratches,
