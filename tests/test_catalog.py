@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sqlite3
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,28 +14,16 @@ from lxml import etree
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_data import CK_MAP, CK_VAE, make_prov, writer  # noqa: E402
-from pg import PostgresServer, PostgresUnavailable  # noqa: E402
+from catalog_data import CK_MAP, CK_VAE, make_prov, writer
 
-from oldphoto.catalog import Catalog, CatalogError, fingerprint  # noqa: E402
-from oldphoto.catalog.models import Base  # noqa: E402
-from oldphoto.catalog.premis import PREMIS_NS, events_for, validate_premis  # noqa: E402
-from oldphoto.provenance import STAGE_NAMES  # noqa: E402
+from oldphoto.catalog import Catalog, CatalogError, fingerprint
+from oldphoto.catalog.models import Base
+from oldphoto.catalog.premis import PREMIS_NS, events_for, validate_premis
+from oldphoto.provenance import STAGE_NAMES
 
 CATALOG_TABLES = {"collections", "runs", "items", "item_results", "stage_results", "stage_checkpoints", "artefacts",
                   "masks", "faces", "events"}
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def pg_server():
-    try:
-        srv = PostgresServer.start()
-    except PostgresUnavailable as e:
-        pytest.skip(f"PostgreSQL not available: {e}")
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def url(request, tmp_path):
     if request.param == "sqlite":

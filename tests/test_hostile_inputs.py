@@ -238,6 +238,8 @@ def test_listing_skips_links_and_reads_refuse_them_and_fifos(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.ray
 def test_hostile_corpus_through_the_archive_flow(tmp_path, weights_dir):
     """The same corpus through `oldphoto archive SRC DEST` (as `make run`: a temporary local Prefect API, local
     Ray): each kind's outcome from DEST's provenance.json files and the run's summary.json, inputs untouched.

@@ -258,6 +258,7 @@ def test_kill_9_then_rerun(tmp_path, weights):
 
 
 # --------------------------------------------------------------------------------- catalog outage (real PG)
+@pytest.mark.postgres
 def test_postgres_outage_delays_recording_and_loses_nothing(tmp_path, weights):
     from pg import PostgresServer, PostgresUnavailable
 

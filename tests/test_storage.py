@@ -9,11 +9,11 @@ import pytest
 
 from oldphoto.lifecycle import list_inputs
 from oldphoto.storage import StorageError, is_remote, normalize, open_storage
-from services import FAKE_AWS, make_bucket, moto_s3  # noqa: F401  (fixture)
+from services import FAKE_AWS, make_bucket
 
 
 @pytest.fixture(scope="module")
-def bucket(moto_s3):  # noqa: F811
+def bucket(moto_s3):
     make_bucket(moto_s3, "archive")
     return "s3://archive"
 
