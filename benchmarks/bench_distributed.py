@@ -104,7 +104,8 @@ def run_sequential(weights: str, src: Path, out: Path, options) -> tuple[float, 
     done = 0
     for it in items:
         state = restorer.run(it.uri, Path(it.uri).read_bytes(), name=it.name, out_dir=str(out / it.name))
-        store.write_files(str(out / it.name), state.files)
+        for rel, data in state.files.items():
+            store.write_bytes(store.join(str(out / it.name), *rel.split("/")), data)
         done += not state.failed
     return time.perf_counter() - t0, done
 

@@ -54,7 +54,7 @@ def archive(
             os.environ["OLDPHOTO_CATALOG"] = catalog
             catalog = None
     _check_prefect_api()
-    from flows.restore_archive import restore_archive
+    from oldphoto.flows.restore_archive import restore_archive
     from oldphoto.models import MissingWeightsError
 
     try:

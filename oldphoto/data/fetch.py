@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -38,6 +37,7 @@ from oldphoto.data.rcc import RccFormatError, read_rcc
 from oldphoto.data.sources import (V1_PHOTO_IDS, DebPackage, FaceSource, FetchPlan, NpmPackage, PhotoSource,
                                    PyPIPackage, Select)
 from oldphoto.data.textures import decode_texture_file, read_bundle_member
+from oldphoto.digest import file_sha256, sha256_bytes
 
 MANIFEST_FORMAT = 1
 Log = Callable[[str], None]
@@ -46,18 +46,6 @@ Match = Callable[[str], bool]
 
 class FetchError(RuntimeError):
     """A package could not be obtained or verified (message says which and how to fix it)."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- .deb reading
@@ -147,7 +135,7 @@ def _fetch_pinned(pkg: DebPackage | PyPIPackage | NpmPackage, cache: Path, offli
     (run in `cache`) and checked against the pinned sha256 (a mismatching download is deleted)."""
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / pkg.filename
-    if target.is_file() and sha256_file(target) == pkg.sha256:
+    if target.is_file() and file_sha256(target) == pkg.sha256:
         log(f"  {pkg.spec}: cached, sha256 ok")
         return target
     if offline:
@@ -158,7 +146,7 @@ def _fetch_pinned(pkg: DebPackage | PyPIPackage | NpmPackage, cache: Path, offli
     res = subprocess.run(command, cwd=cache, capture_output=True, text=True)
     if res.returncode != 0 or not target.is_file():
         raise FetchError(f"{error_label} {pkg.spec} failed: {res.stderr.strip()[-500:]}")
-    got = sha256_file(target)
+    got = file_sha256(target)
     if got != pkg.sha256:
         target.unlink()
         raise FetchError(f"{pkg.filename}: sha256 {got} differs from the pinned {pkg.sha256}")
@@ -284,7 +272,7 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
             path = package_paths.get(pkg.name) or ensure(pkg, root / "cache" / kind, offline, log)
             entry = {"type": kind, "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
             if Path(path).is_file():
-                entry.update(file=Path(path).name, sha256=sha256_file(Path(path)), size=Path(path).stat().st_size)
+                entry.update(file=Path(path).name, sha256=file_sha256(Path(path)), size=Path(path).stat().st_size)
             res.packages.append(entry)
             readers[reader_key] = PackageReader(Path(path))
         except FetchError as exc:

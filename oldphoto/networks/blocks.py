@@ -203,11 +203,6 @@ class ImageWideNormStats:
         self._acc: tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # norm, n, mean, m2
         self._core: tuple[int, int, int, int, int, int] | None = None     # y0, y1, x0, x1, crop h, crop w
 
-    @property
-    def passes_needed(self) -> int:
-        """Forward passes over the tiles in all: one per norm and the final one."""
-        return len(self.norms) + 1
-
     def run(self, fn, t: torch.Tensor, core: tuple[int, int, int, int]) -> torch.Tensor | None:
         """``fn(t)`` with the known statistics, or None when the pass stopped at an unknown norm.
         ``core`` = (y0, y1, x0, x1): the tile's own region in ``t``'s pixel coordinates."""

@@ -395,7 +395,3 @@ def write_model_card(weights_dir: str | Path, path: str | Path | None = None, he
     lines += ["", "## Per-network details", ""] + details
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def options_dict(o: TrainOptions) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(o).items()}
