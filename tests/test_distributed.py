@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
-    from oldphoto.models import make_random_weights
+    from oldphoto.testing.random_weights import make_random_weights
 
     d = tmp_path_factory.mktemp("weights")
     make_random_weights(d, seed=3, tiny=True)

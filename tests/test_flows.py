@@ -23,7 +23,7 @@ DEST = "s3://restored/out/"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, moto_s3, prefect_server):
     """Prefect server + deployments + one process worker + a Ray head; yields (server, catalog URL)."""
-    from oldphoto.models import make_random_weights
+    from oldphoto.testing.random_weights import make_random_weights
 
     tmp = tmp_path_factory.mktemp("stack")
     weights = tmp / "weights"

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from hostile_corpus import MAX_MEGAPIXELS_ONLY, WARNINGS, corpus
-from oldphoto.models import make_random_weights
+from oldphoto.testing.random_weights import make_random_weights
 from oldphoto.storage import SYMLINK_NOT_FOLLOWED
 
 pytestmark = pytest.mark.timeout(600)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from oldphoto.models import make_random_weights
+    from oldphoto.testing.random_weights import make_random_weights
 
     d = tmp_path_factory.mktemp("lifecycle_weights")
     make_random_weights(d, seed=4, tiny=True)

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from oldphoto import __version__
 from oldphoto.cli import app
-from oldphoto.models import ModelSet, make_random_weights
+from oldphoto.models import ModelSet
+from oldphoto.testing.random_weights import make_random_weights
 from oldphoto.pipeline import (ItemState, ModelSource, Restorer, RestoreOptions, build_stages, build_stages_from_source,
                                check_models)
 from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, FACE_MIN_AGREEMENT_DB

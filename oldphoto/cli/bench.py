@@ -43,7 +43,7 @@ def quality_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from oldphoto.quality import run_quality_bench, write_bench
+    from oldphoto.quality_bench import run_quality_bench, write_bench
 
     console = Console()
     if split not in ("test", "val"):
