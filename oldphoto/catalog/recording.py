@@ -108,22 +108,27 @@ def _child_rows(rows: dict[Any, list[dict[str, Any]]], p: ItemProvenance, rid: i
     for a in {a.uri: a for a in p.outputs}.values():
         rows[arts_t].append(dict(result_id=rid, kind=a.kind, uri=a.uri, sha256=a.sha256 or "",
                                  bytes=int(a.bytes or 0), extra=dict(a.extra or {})))
-    cov = coverage(p)
-    if cov is not None:
-        mask = next((a for a in p.outputs if a.kind == "mask"), None)
-        rows[masks_t].append(dict(result_id=rid, uri=mask.uri if mask else None,
-                                  sha256=mask.sha256 if mask else None, coverage=cov))
-    for f in {f.index: f for f in p.faces}.values():
-        box = list(f.box) + [0] * (4 - len(f.box))
-        rows[faces_t].append(dict(result_id=rid, face_index=f.index, left=int(box[0]), top=int(box[1]),
-                                  right=int(box[2]), bottom=int(box[3]), score=f.score,
-                                  landmarks=[list(map(float, pt)) for pt in f.landmarks],
-                                  detected_on=f.detected_on, applied=f.applied, reason=f.reason,
-                                  agreement_db=f.agreement_db))
+    rows[masks_t] += _mask_rows(p, rid)
+    rows[faces_t] += [_face_row(f, rid) for f in {f.index: f for f in p.faces}.values()]
     for e in events_for(p, run_id, now):
         e["result_id"] = rid
         e["agent_version"] = e["agent_version"] or version
         rows[events_t].append(e)
+
+
+def _mask_rows(p: ItemProvenance, rid: int) -> list[dict[str, Any]]:
+    cov = coverage(p)
+    if cov is None:
+        return []
+    mask = next((a for a in p.outputs if a.kind == "mask"), None)
+    return [dict(result_id=rid, uri=mask.uri if mask else None, sha256=mask.sha256 if mask else None, coverage=cov)]
+
+
+def _face_row(f: Any, rid: int) -> dict[str, Any]:
+    box = list(f.box) + [0] * (4 - len(f.box))
+    return dict(result_id=rid, face_index=f.index, left=int(box[0]), top=int(box[1]), right=int(box[2]),
+                bottom=int(box[3]), score=f.score, landmarks=[list(map(float, pt)) for pt in f.landmarks],
+                detected_on=f.detected_on, applied=f.applied, reason=f.reason, agreement_db=f.agreement_db)
 
 
 def _stage_rows(rows: dict[Any, list[dict[str, Any]]], p: ItemProvenance, rid: int) -> None:
