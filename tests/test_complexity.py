@@ -20,15 +20,11 @@ ALLOWED = {
     ("data/fetch.py", "fetch"): 72,
     ("catalog/premis.py", "events_for"): 37,
     ("imageops/io.py", "_decode"): 32,
-    ("networks/registry.py", "_coerce"): 26,
     ("catalog/premis.py", "build_premis"): 26,
     ("imageops/io.py", "encode_image"): 23,
     ("synthesis/__init__.py", "synthesize"): 22,
     ("training/runner.py", "train_stage"): 20,
-    ("training/common.py", "Trainer.run"): 18,
     ("data/fetch.py", "PackageReader.read"): 18,
-    ("training/runner.py", "_data"): 16,
-    ("training/datasets.py", "face_source_photos"): 16,
 }
 
 

@@ -290,21 +290,11 @@ def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str
     from oldphoto.data import dataset as odata
     from oldphoto.digest import file_sha256
 
-    cands: list[tuple[Path, str]] = []
     seen: set[str] = set()
     if data_dir is not None and Path(data_dir).is_dir():
         root = Path(data_dir)
-        try:
-            held_out = [r.path for r in odata.split_photos(root, "test")]
-        except odata.DataNotFetchedError:
-            held_out = []
-        held_out += [r.path for r in odata.builtin_photos()]
-        held_out += odata.held_out_face_photos(root) + odata.held_out_face_photos(root, "val")  # face test/val
-        seen = {file_sha256(p) for p in held_out if p.is_file()}     # never train on a test photo
-        for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root)
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (set(rel.parts[:-1]) & FACE_SKIP_DIRS):
-                cands.append((p, rel.as_posix()))
+        seen = {file_sha256(p) for p in _held_out_photos(root) if p.is_file()}     # never train on a test photo
+        cands = [(p, p.relative_to(root).as_posix()) for p in sorted(root.rglob("*")) if _face_candidate(root, p)]
     else:
         cands = [(r.path, f"builtin/{r.path.name}") for r in odata.builtin_photos()]
     out = []
@@ -318,6 +308,23 @@ def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str
         seen.add(digest)
         out.append((p, name, digest))
     return out
+
+
+def _held_out_photos(root: Path) -> list[Path]:
+    """The test split, the builtin photos and the face photos of the face test/val splits."""
+    from oldphoto.data import dataset as odata
+
+    try:
+        held_out = [r.path for r in odata.split_photos(root, "test")]
+    except odata.DataNotFetchedError:
+        held_out = []
+    held_out += [r.path for r in odata.builtin_photos()]
+    return held_out + odata.held_out_face_photos(root) + odata.held_out_face_photos(root, "val")
+
+
+def _face_candidate(root: Path, p: Path) -> bool:
+    rel = p.relative_to(root)
+    return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (set(rel.parts[:-1]) & FACE_SKIP_DIRS)
 
 
 def face_sources_key(sources: list[tuple[Path, str, str]], size: int, max_side: int = 1600) -> str:

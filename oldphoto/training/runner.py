@@ -86,45 +86,55 @@ def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: i
     textures = D.load_textures(o.data, seed=o.seed)
     note: dict[str, Any] = {"clean": split_note, "clean_photos": len(clean),
                             "textures": "fetched textures" if o.data else "procedural textures"}
-    real = None
-    if need_real:
-        if o.real:
-            review, given = (Path(o.data) / "real").resolve() if o.data else None, Path(o.real).resolve()
-            if review is not None and (given.is_relative_to(review) or review.is_relative_to(given)):
-                raise ValueError(f"--real {o.real}: DATA/real/ is the real-photo review set, never trained on")
-            real = D.PhotoPool.from_uri(o.real)
-            note["real_old_photos"] = f"{len(real)} photos from {o.real}"
-            log(f"real old photos (domain R): {len(real)} images from {o.real}")
-        else:
-            # DATA/real/ (Solvay 1927, gramps) is the review set: never a training pool
-            note["real_old_photos"] = "strongly degraded synthetic photos only (no --real given)"
-            log("no --real given: domain R = strongly degraded synthetic photos (DATA/real/ is the "
-                "review set, never trained on)")
-    faces = None
-    if faces_size is not None:
-        # the cache is named after a hash of the source photos' bytes: another set of photos (e.g. after
-        # `oldphoto data fetch` added DIR/faces/) gets a new cache instead of a stale one
-        sources = D.face_source_photos(o.data)
-        key = D.face_sources_key(sources, faces_size)
-        cache = Path(o.out) / "face" / f"aligned_faces_{faces_size}_{key}.npz"
-        z = np.load(cache) if cache.is_file() else None
-        if z is not None and "key" in z.files and str(z["key"]) == key:
-            imgs, n_photos = list(z["faces"]), int(z["n_photos"])
-            log(f"aligned faces from cache {cache}")
-        else:
-            log(f"detecting and aligning faces (dlib) in {len(sources)} photos ...")
-            imgs, names = D.face_images(o.data, faces_size, sources=sources)
-            n_photos = len(names)
-            if imgs:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(cache, faces=np.stack(imgs), n_photos=n_photos, key=key,
-                                    photos=np.array(names))
-        if not imgs:
-            raise RuntimeError("no faces found to train the face enhancer on")
-        faces = face_pool(imgs, faces_size)
-        note["faces"] = f"{len(imgs)} aligned faces (dlib HOG + 68 landmarks) from {n_photos} photos"
-        log(f"face training set: {len(imgs)} aligned faces from {n_photos} photos")
+    real = _real_pool(o, log, note) if need_real else None
+    faces = _face_training_pool(o, log, note, faces_size) if faces_size is not None else None
     return D.BatchSource(clean, textures, real=real, faces=faces), note
+
+
+def _real_pool(o: TrainOptions, log: Callable, note: dict[str, Any]):
+    """Domain R for the VAE_A: the photos of --real (never the DATA/real/ review set), else None (strongly
+    degraded synthetic photos)."""
+    from . import datasets as D
+
+    if not o.real:
+        # DATA/real/ (Solvay 1927, gramps) is the review set: never a training pool
+        note["real_old_photos"] = "strongly degraded synthetic photos only (no --real given)"
+        log("no --real given: domain R = strongly degraded synthetic photos (DATA/real/ is the "
+            "review set, never trained on)")
+        return None
+    review, given = (Path(o.data) / "real").resolve() if o.data else None, Path(o.real).resolve()
+    if review is not None and (given.is_relative_to(review) or review.is_relative_to(given)):
+        raise ValueError(f"--real {o.real}: DATA/real/ is the real-photo review set, never trained on")
+    real = D.PhotoPool.from_uri(o.real)
+    note["real_old_photos"] = f"{len(real)} photos from {o.real}"
+    log(f"real old photos (domain R): {len(real)} images from {o.real}")
+    return real
+
+
+def _face_training_pool(o: TrainOptions, log: Callable, note: dict[str, Any], faces_size: int):
+    """Aligned faces for the face enhancer, cached under OUT/face/ by a hash of the source photos' bytes (another
+    set of photos, e.g. after `oldphoto data fetch` added DIR/faces/, gets a new cache instead of a stale one)."""
+    from . import datasets as D
+
+    sources = D.face_source_photos(o.data)
+    key = D.face_sources_key(sources, faces_size)
+    cache = Path(o.out) / "face" / f"aligned_faces_{faces_size}_{key}.npz"
+    z = np.load(cache) if cache.is_file() else None
+    if z is not None and "key" in z.files and str(z["key"]) == key:
+        imgs, n_photos = list(z["faces"]), int(z["n_photos"])
+        log(f"aligned faces from cache {cache}")
+    else:
+        log(f"detecting and aligning faces (dlib) in {len(sources)} photos ...")
+        imgs, names = D.face_images(o.data, faces_size, sources=sources)
+        n_photos = len(names)
+        if imgs:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(cache, faces=np.stack(imgs), n_photos=n_photos, key=key, photos=np.array(names))
+    if not imgs:
+        raise RuntimeError("no faces found to train the face enhancer on")
+    note["faces"] = f"{len(imgs)} aligned faces (dlib HOG + 68 landmarks) from {n_photos} photos"
+    log(f"face training set: {len(imgs)} aligned faces from {n_photos} photos")
+    return face_pool(imgs, faces_size)
 
 
 def face_pool(faces: list[np.ndarray], size: int):
