@@ -53,6 +53,7 @@ def test_pool_batch_size_and_gpus_are_per_pool_options():
     assert PoolConfig().batch_size is None and PoolConfig().num_gpus == 0
 
 
+@pytest.mark.slow
 def test_global_stage_batches_untiled_same_size_items_in_groups_of_global_batch():
     torch.manual_seed(0)
     vae = VAEConfig.tiny()

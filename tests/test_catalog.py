@@ -270,6 +270,7 @@ def test_claimed_items_run_then_done(cat):
 
 # ------------------------------------------------------------------------------------------------ concurrency
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_concurrent_writers_no_duplicates_no_lost_rows(cat, url):
     workers, span, step = 4, 30, 10                                 # worker w: items [10w, 10w+30)
     shared = cat.start_run({"concurrent": True})

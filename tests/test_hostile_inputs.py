@@ -130,6 +130,7 @@ def check_outcomes(cases: dict, src: Path, out: Path, failed: dict[str, str], sk
     return n_ok
 
 
+@pytest.mark.slow
 def test_hostile_corpus(tmp_path, weights_dir):
     """Every kind of the corpus through one `oldphoto restore` run, in a child process whose peak RSS is
     bounded: each kind's exact outcome, inputs untouched."""
@@ -194,6 +195,7 @@ def run_bounded(cmd: list[str], rss_limit: int, timeout: float) -> tuple[int, in
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_strips_restore_with_bounded_memory_and_time(tmp_path, weights_dir):
     """Random-pixel strips of 10×20000 and 20000×10 (H×W, ~600 kB each) through `oldphoto restore`, detector,
     tone transfer and review sheet included: under 1 GiB peak RSS (they took 1.1 and 19.7 GB, still running

@@ -206,6 +206,7 @@ class _ConvNet(torch.nn.Module):
         return self.net(x)
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled_on_conv_only_net():
     net = _ConvNet().eval()
     img = np.random.default_rng(1).standard_normal((3, 160, 224)).astype(np.float32)

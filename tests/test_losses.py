@@ -178,6 +178,7 @@ def _fake_keras_vgg16_onnx(path, seed=0):
     return model, weights
 
 
+@pytest.mark.slow
 def test_vgg16_conversion_matches_onnx_reference(tmp_path):
     from onnx.reference import ReferenceEvaluator
 

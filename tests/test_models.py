@@ -30,6 +30,7 @@ def fresh_cache():
     models.clear_cache()
 
 
+@pytest.mark.slow
 def test_random_set_loads_fully_and_runs(random_set):
     d, shas = random_set
     assert sorted(shas) == sorted(ROLES)

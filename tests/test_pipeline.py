@@ -94,6 +94,7 @@ class StubDetectorModels(ModelSet):
 
 
 # ------------------------------------------------------------------------------------------- CLI end to end
+@pytest.mark.slow
 def test_restore_command_end_to_end(tmp_path, weights_dir, models):
     src = tmp_path / "in put"
     (src / "ältere Fotos").mkdir(parents=True)
@@ -189,6 +190,7 @@ def _restorer(weights_dir, **kw) -> Restorer:
 
 
 @pytest.mark.parametrize("mode", ["off", "on", "auto"])
+@pytest.mark.slow
 def test_scratch_modes_with_controllable_detector(weights_dir, mode):
     img = np.asarray(Image.fromarray(skdata.astronaut()).resize((320, 256), Image.BICUBIC))  # = working size
     scratched, drawn = draw_scratches(img)
@@ -216,6 +218,7 @@ def test_scratch_modes_with_controllable_detector(weights_dir, mode):
         assert "mask.png" in st2.files and st2.provenance.parameters["global_path"] == "quality"
 
 
+@pytest.mark.slow
 def test_hr_scratch_uses_patch_attention_and_512_face_size(weights_dir):
     scratched, _ = draw_scratches(np.asarray(Image.fromarray(astronaut(256)).resize((256, 256))))
     r = Restorer(StubDetectorModels.from_weights_dir(weights_dir), RestoreOptions(scratch="on", hr=True))
@@ -353,6 +356,7 @@ def _face_models(weights_dir, net):
 
 
 @pytest.mark.parametrize("net, applied", [(IdentityFace(), True), (GreenFace(), False)])
+@pytest.mark.slow
 def test_enhanced_face_replaces_the_original_only_when_it_agrees(weights_dir, net, applied):
     r = Restorer(_face_models(weights_dir, net), RestoreOptions(scratch="off"))
     st = r.run("grace.jpg", jpeg(grace_hopper()))
@@ -401,6 +405,7 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     assert st.provenance.parameters["global_path"] == "scratch"
 
 
+@pytest.mark.slow
 def test_face_operating_point_from_the_weights_can_keep_every_original(tmp_path, weights_dir):
     import shutil
 
