@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig

@@ -101,31 +101,54 @@ def events_for(prov: ItemProvenance, run_id: str, fallback_time: datetime) -> li
     for s in prov.stages:
         # the stage's real end time; records written before stages carried their times: start + summed seconds
         t = parse_time(s.finished) or (t + timedelta(seconds=max(float(s.seconds or 0.0), 0.0)))
-        kinds = STAGE_OUTPUTS.get(s.name, ())
-        outs = [_obj(a.uri, a.sha256) for a in prov.outputs
-                if s.status == "done" and (kinds is None or a.kind in kinds)]
+        outs = _stage_outcome_objects(prov, s)
         detail = STAGE_DETAILS.get(s.name, f"stage {s.name}") + f" on {s.device or 'cpu'} in {float(s.seconds or 0):.3f} s"
-        note = s.error
-        if note is None and s.name == "load" and s.status == "done":
-            i = prov.input
-            note = f"{i.format or '?'} {i.mode or '?'} {i.width or '?'}x{i.height or '?'}"
-        if note is None and s.name == "scratch_detection" and prov.mask_coverage is not None:
-            note = f"mask coverage {prov.mask_coverage:.6f}"
-        if note is None and s.name == "face_detection" and s.status == "done":
-            note = f"{len(prov.faces)} face(s)"
-        add(EVENT_TYPES.get(s.name, "creation"), detail, t, OUTCOMES.get(s.status, s.status), note,
+        add(EVENT_TYPES.get(s.name, "creation"), detail, t, OUTCOMES.get(s.status, s.status), _stage_note(prov, s),
             [{"name": c.name, "file": c.file, "sha256": c.sha256} for c in s.checkpoints], outs)
-        tone = prov.parameters.get("tone_transfer") if s.name == "global_restoration" else None
-        if tone and s.status == "done":
+        params = _tone_parameters(prov, s)
+        if params is not None:
             # the tone transfer changes pixels too: its own event, with its parameters (it is the last step of
             # the global restoration stage, so it ends when that stage ends)
-            params = ", ".join(f"{k}={v}" for k, v in sorted(tone.items())) if isinstance(tone, dict) else str(tone)
             add("modification", f"tone transfer: the scan's local tone and colour carried onto the restored image "
                 f"by a guided filter, scratched pixels excluded (not in the official method; {params})", t,
                 "success", params, [], outs)
-    if prov.status == "failed" and not any(s.status == "failed" for s in prov.stages):
+    if _failed_outside_stages(prov):
         add("validation", "item processing", parse_time(prov.finished) or t, "failure", prov.error, [], [])
     return events
+
+
+def _failed_outside_stages(prov: ItemProvenance) -> bool:
+    return prov.status == "failed" and not any(s.status == "failed" for s in prov.stages)
+
+
+def _stage_outcome_objects(prov: ItemProvenance, s: Any) -> list[dict[str, Any]]:
+    """The outputs a done stage created (STAGE_OUTPUTS: None = every output)."""
+    if s.status != "done":
+        return []
+    kinds = STAGE_OUTPUTS.get(s.name, ())
+    return [_obj(a.uri, a.sha256) for a in prov.outputs if kinds is None or a.kind in kinds]
+
+
+def _stage_note(prov: ItemProvenance, s: Any) -> str | None:
+    """The event's outcome detail: the stage's error, else what the stage found."""
+    if s.error is not None:
+        return s.error
+    if s.name == "load" and s.status == "done":
+        i = prov.input
+        return f"{i.format or '?'} {i.mode or '?'} {i.width or '?'}x{i.height or '?'}"
+    if s.name == "scratch_detection" and prov.mask_coverage is not None:
+        return f"mask coverage {prov.mask_coverage:.6f}"
+    if s.name == "face_detection" and s.status == "done":
+        return f"{len(prov.faces)} face(s)"
+    return None
+
+
+def _tone_parameters(prov: ItemProvenance, s: Any) -> str | None:
+    """The tone transfer's parameters as text when the done global restoration stage applied it, else None."""
+    tone = prov.parameters.get("tone_transfer") if s.name == "global_restoration" else None
+    if not tone or s.status != "done":
+        return None
+    return ", ".join(f"{k}={v}" for k, v in sorted(tone.items())) if isinstance(tone, dict) else str(tone)
 
 
 # --------------------------------------------------------------------------------------------- XML building
@@ -164,6 +187,19 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
     root = etree.Element(_q("premis"), nsmap=NSMAP)
     root.set("version", "3.0")
     root.set(f"{{{XSI_NS}}}schemaLocation", f"{PREMIS_NS} {PREMIS_XSD}")
+    objects, events, agents = _collect(attempts)
+    for (kind, value), o in objects.items():
+        _object_element(root, kind, value, o)
+    for e in events:
+        _event_element(root, e)
+    for (kind, value), a in agents.items():
+        _agent_element(root, kind, value, a)
+    return root
+
+
+def _collect(attempts: Iterable[Any]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]],
+                                                dict[tuple[str, str], dict[str, Any]]]:
+    """The objects (sources and artefacts, by identifier), events and agents of an item's attempts."""
     objects: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     agents: dict[tuple[str, str], dict[str, Any]] = {}
@@ -187,73 +223,79 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
             for c in e["checkpoints"]:
                 agents.setdefault(("sha256", c["sha256"]), {"name": c["name"], "version": None,
                                                             "note": f"model weights file {c['file']}"})
-    for (kind, value), o in objects.items():
-        el = _sub(root, "object")
-        el.set(f"{{{XSI_NS}}}type", "premis:file")
-        _ident(el, "object", kind, value)
-        if kind != "URI":
-            _ident(el, "object", "URI", o["uri"])
-        if o.get("kind"):
-            sp = _sub(el, "significantProperties")
-            _sub(sp, "significantPropertiesType", "oldphoto artefact kind")
-            _sub(sp, "significantPropertiesValue", o["kind"])
-        oc = _sub(el, "objectCharacteristics")
-        _sub(oc, "compositionLevel", 0)
-        if o.get("sha256"):
-            fx = _sub(oc, "fixity")
-            _sub(fx, "messageDigestAlgorithm", "SHA-256")
-            _sub(fx, "messageDigest", o["sha256"])
-        if o.get("bytes") is not None:
-            _sub(oc, "size", o["bytes"])
-        fmt = _sub(oc, "format")
-        fd = _sub(fmt, "formatDesignation")
-        _sub(fd, "formatName", o.get("format") or "unknown")
-        if o.get("original_name"):
-            _sub(el, "originalName", o["original_name"])
-        if o.get("source"):
-            rel = _sub(el, "relationship")
-            _sub(rel, "relationshipType", "derivation")
-            _sub(rel, "relationshipSubType", "has source")
-            _ident(rel, "relatedObject", *o["source"])
-            for ev in o["events"]:
-                _ident(rel, "relatedEvent", "UUID", ev)
-    for e in events:
-        el = _sub(root, "event")
-        _ident(el, "event", "UUID", e["identifier"])
-        _sub(el, "eventType", e["event_type"])
-        _sub(el, "eventDateTime", _time(e["date_time"]))
-        di = _sub(el, "eventDetailInformation")
-        _sub(di, "eventDetail", e["detail"])
-        oi = _sub(el, "eventOutcomeInformation")
-        _sub(oi, "eventOutcome", e["outcome"])
-        if e.get("outcome_detail"):
-            od = _sub(oi, "eventOutcomeDetail")
-            _sub(od, "eventOutcomeDetailNote", e["outcome_detail"])
+    return objects, events, agents
+
+
+def _object_element(root: etree._Element, kind: str, value: str, o: dict[str, Any]) -> None:
+    el = _sub(root, "object")
+    el.set(f"{{{XSI_NS}}}type", "premis:file")
+    _ident(el, "object", kind, value)
+    if kind != "URI":
+        _ident(el, "object", "URI", o["uri"])
+    if o.get("kind"):
+        sp = _sub(el, "significantProperties")
+        _sub(sp, "significantPropertiesType", "oldphoto artefact kind")
+        _sub(sp, "significantPropertiesValue", o["kind"])
+    oc = _sub(el, "objectCharacteristics")
+    _sub(oc, "compositionLevel", 0)
+    if o.get("sha256"):
+        fx = _sub(oc, "fixity")
+        _sub(fx, "messageDigestAlgorithm", "SHA-256")
+        _sub(fx, "messageDigest", o["sha256"])
+    if o.get("bytes") is not None:
+        _sub(oc, "size", o["bytes"])
+    fmt = _sub(oc, "format")
+    fd = _sub(fmt, "formatDesignation")
+    _sub(fd, "formatName", o.get("format") or "unknown")
+    if o.get("original_name"):
+        _sub(el, "originalName", o["original_name"])
+    if o.get("source"):
+        rel = _sub(el, "relationship")
+        _sub(rel, "relationshipType", "derivation")
+        _sub(rel, "relationshipSubType", "has source")
+        _ident(rel, "relatedObject", *o["source"])
+        for ev in o["events"]:
+            _ident(rel, "relatedEvent", "UUID", ev)
+
+
+def _event_element(root: etree._Element, e: dict[str, Any]) -> None:
+    el = _sub(root, "event")
+    _ident(el, "event", "UUID", e["identifier"])
+    _sub(el, "eventType", e["event_type"])
+    _sub(el, "eventDateTime", _time(e["date_time"]))
+    di = _sub(el, "eventDetailInformation")
+    _sub(di, "eventDetail", e["detail"])
+    oi = _sub(el, "eventOutcomeInformation")
+    _sub(oi, "eventOutcome", e["outcome"])
+    if e.get("outcome_detail"):
+        od = _sub(oi, "eventOutcomeDetail")
+        _sub(od, "eventOutcomeDetailNote", e["outcome_detail"])
+    la = _sub(el, "linkingAgentIdentifier")
+    _sub(la, "linkingAgentIdentifierType", "software")
+    _sub(la, "linkingAgentIdentifierValue", f"{e['agent_name']} {e['agent_version'] or 'unknown'}")
+    _sub(la, "linkingAgentRole", "executing program")
+    for c in e["checkpoints"]:
         la = _sub(el, "linkingAgentIdentifier")
-        _sub(la, "linkingAgentIdentifierType", "software")
-        _sub(la, "linkingAgentIdentifierValue", f"{e['agent_name']} {e['agent_version'] or 'unknown'}")
-        _sub(la, "linkingAgentRole", "executing program")
-        for c in e["checkpoints"]:
-            la = _sub(el, "linkingAgentIdentifier")
-            _sub(la, "linkingAgentIdentifierType", "sha256")
-            _sub(la, "linkingAgentIdentifierValue", c["sha256"])
-            _sub(la, "linkingAgentRole", "model weights")
-        for role, objs in (("source", e["source_objects"]), ("outcome", e["outcome_objects"])):
-            for o in objs:
-                lo = _sub(el, "linkingObjectIdentifier")
-                k, v = _obj_key(o)
-                _sub(lo, "linkingObjectIdentifierType", k)
-                _sub(lo, "linkingObjectIdentifierValue", v)
-                _sub(lo, "linkingObjectRole", role)
-    for (kind, value), a in agents.items():
-        el = _sub(root, "agent")
-        _ident(el, "agent", kind, value)
-        _sub(el, "agentName", a["name"])
-        _sub(el, "agentType", "software")
-        if a["version"]:
-            _sub(el, "agentVersion", a["version"])
-        _sub(el, "agentNote", a["note"])
-    return root
+        _sub(la, "linkingAgentIdentifierType", "sha256")
+        _sub(la, "linkingAgentIdentifierValue", c["sha256"])
+        _sub(la, "linkingAgentRole", "model weights")
+    for role, objs in (("source", e["source_objects"]), ("outcome", e["outcome_objects"])):
+        for o in objs:
+            lo = _sub(el, "linkingObjectIdentifier")
+            k, v = _obj_key(o)
+            _sub(lo, "linkingObjectIdentifierType", k)
+            _sub(lo, "linkingObjectIdentifierValue", v)
+            _sub(lo, "linkingObjectRole", role)
+
+
+def _agent_element(root: etree._Element, kind: str, value: str, a: dict[str, Any]) -> None:
+    el = _sub(root, "agent")
+    _ident(el, "agent", kind, value)
+    _sub(el, "agentName", a["name"])
+    _sub(el, "agentType", "software")
+    if a["version"]:
+        _sub(el, "agentVersion", a["version"])
+    _sub(el, "agentNote", a["note"])
 
 
 def _format_of(uri: str) -> str:
