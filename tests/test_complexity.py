@@ -21,8 +21,6 @@ ALLOWED = {
     ("imageops/io.py", "_decode"): 32,
     ("imageops/io.py", "encode_image"): 23,
     ("synthesis/__init__.py", "synthesize"): 22,
-    ("training/runner.py", "train_stage"): 20,
-    ("data/fetch.py", "PackageReader.read"): 18,
 }
 
 

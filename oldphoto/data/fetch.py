@@ -106,26 +106,35 @@ class PackageReader:
             return name in members or (match is not None and _safe_member(name) and match(name))
 
         if p.is_dir():
-            out = {m: (p / m).read_bytes() for m in members if (p / m).is_file()}
-            if match is not None:
-                for f in sorted(p.rglob("*")):
-                    rel = f.relative_to(p).as_posix()
-                    if f.is_file() and not f.is_symlink() and take(rel):
-                        out[rel] = f.read_bytes()
-            return out
+            return _read_folder(p, members, take if match is not None else None)
         if p.name.endswith(".deb"):
             return read_deb_members(p, members, match)
         if p.name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(p) as zf:
                 return {n: zf.read(n) for n in zf.namelist() if take(n) and not n.endswith("/")}
         if p.name.endswith((".tar.gz", ".tgz", ".tar")):
-            out = {}
-            with tarfile.open(p, "r:*") as tf:
-                for m in tf:
-                    if m.isfile() and take(m.name):
-                        out[m.name] = tf.extractfile(m).read()
-            return out
+            return _read_tar(p, take)
         raise FetchError(f"don't know how to read {p}")
+
+
+def _read_folder(p: Path, members: set[str], take: Callable[[str], bool] | None) -> dict[str, bytes]:
+    """The listed members of an unpacked package folder, plus (`take` given) every regular file it accepts."""
+    out = {m: (p / m).read_bytes() for m in members if (p / m).is_file()}
+    if take is not None:
+        for f in sorted(p.rglob("*")):
+            rel = f.relative_to(p).as_posix()
+            if f.is_file() and not f.is_symlink() and take(rel):
+                out[rel] = f.read_bytes()
+    return out
+
+
+def _read_tar(p: Path, take: Callable[[str], bool]) -> dict[str, bytes]:
+    out = {}
+    with tarfile.open(p, "r:*") as tf:
+        for m in tf:
+            if m.isfile() and take(m.name):
+                out[m.name] = tf.extractfile(m).read()
+    return out
 
 
 # ------------------------------------------------------------------------------------------- downloads

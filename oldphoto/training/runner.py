@@ -210,78 +210,9 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     run_name = {"mapping": f"mapping-{o.kind}", "face": "face-hr" if o.hr else "face"}.get(stage, stage)
     run_dir = Path(o.out) / run_name
     notes: list[str] = []
-    metrics: dict[str, Any] = {}
-
-    if stage == "scratch":
-        from . import scratch as M
-
-        cfg = M.ScratchStageConfig.preset(o.config)
-        # the detector sees photos at a short side of 256 (detector_size): train at about that scale
-        data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
-        note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates)
-        tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
-        _warm_start(tr, o, note, log)
-        tr.run(resume=o.resume)
-        val, where = _val_source(o)
-        crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
-        n_eval = 2 * o.eval_images
-        grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5)
-        metrics = {**M.evaluate(tr.net, grey, mask),
-                   "eval_set": f"{n_eval} synthetic {crop}px crops (half textured crops without local defects), "
-                               f"{where}, seed 1234"}
-    elif stage in ("vae-a", "vae-b"):
-        from . import vae as M
-
-        cfg = M.VAEStageConfig.preset(o.config)
-        data, note = _data(o, log, need_real=stage == "vae-a")
-        tr = M.VAETrainer(settings_for(M, o, stage), run_dir, cfg, data, domain=stage[-1], log=log, data_note=note)
-        tr.run(resume=o.resume)
-        val, where = _val_source(o)
-        rng = np.random.default_rng(1234)
-        imgs = val.pairs(o.eval_images, 64, rng)["x"] if stage == "vae-a" else val.clean_crops(o.eval_images, 64, rng)
-        metrics = {**M.reconstruction_metrics(tr.vae, imgs),
-                   "eval_set": f"{o.eval_images} {'synthetic old' if stage == 'vae-a' else 'clean'} 64px crops, {where}"}
-    elif stage == "mapping":
-        from oldphoto.weights import load_weights
-
-        from . import mapping as M
-
-        fa, fb = _vae_file(o, "a", o.kind), _vae_file(o, "b", o.kind)
-        for f in (fa, fb):
-            if not f.is_file():
-                raise FileNotFoundError(f"the mapping needs the trained VAEs first: {f} is missing "
-                                        "(run `oldphoto train vae-a` and `oldphoto train vae-b`, or pass --vae-a/--vae-b)")
-        vae_a, ia = load_weights(fa, expect_network="vae")
-        vae_b, ib = load_weights(fb, expect_network="vae")
-        cfg = M.MappingStageConfig.preset(o.config, o.kind, latent_channels=vae_a.cfg.channels)
-        data, note = _data(o, log)
-        vgg = _vgg(o, cfg.vgg_layers, log)
-        if vgg is None and cfg.vgg_layers:
-            notes.append("trained without the VGG16 perceptual term (--no-vgg)")
-        tr = M.MappingTrainer(settings_for(M, o, stage), run_dir, cfg, data, vae_a, vae_b, vgg=vgg, log=log,
-                              data_note=note, vae_files={"vae_a": ia.file_sha256, "vae_b": ib.file_sha256})
-        tr.run(resume=o.resume)
-        val, where = _val_source(o)
-        b = val.pairs(o.eval_images, 64, np.random.default_rng(1234), structured=o.kind != "quality")
-        if o.kind != "quality":
-            from .datasets import fill_holes_white
-            b["x"] = fill_holes_white(b["x"], b["mask"])
-        metrics = {**M.restoration_metrics(vae_a, tr.net, vae_b, b, o.kind),
-                   "eval_set": f"{o.eval_images} synthetic 64px pairs, {where}"}
-    else:  # face
-        from . import face as M
-
-        cfg = M.FaceStageConfig.preset(o.config, hr=o.hr)
-        data, note = _data(o, log, faces_size=cfg.net.load_size)
-        vgg = _vgg(o, cfg.vgg_layers, log)
-        tr = M.FaceTrainer(settings_for(M, o, stage), run_dir, cfg, data, vgg=vgg, log=log, data_note=note)
-        _warm_start(tr, o, note, log)
-        tr.run(resume=o.resume)
-        val, where = held_out_faces(o, cfg.net.load_size)
-        if val is None:
-            val, where = data, f"training faces with fresh degradations ({where})"
-        b = val.face_pairs(min(8, o.eval_images), cfg.net.load_size, np.random.default_rng(1234))
-        metrics = {**M.face_metrics(tr.net, b), "eval_set": where}
+    trainers = {"scratch": _train_scratch, "vae-a": _train_vae, "vae-b": _train_vae, "mapping": _train_mapping,
+                "face": _train_face}
+    tr, metrics = trainers[stage](stage, o, log, run_dir, notes)
 
     export_kw = {"role": "face_512" if o.hr else "face_256"} if stage == "face" else {}
     files = tr.export(o.weights, fp16=o.fp16, metrics=_round(metrics), **export_kw)
@@ -290,6 +221,96 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     for f in files:
         log(f"[{run_name}] wrote {f} ({f.stat().st_size / 1e6:.2f} MB)")
     return StageResult(run_name, files, metrics, tr.step, time.monotonic() - t0, run_dir, notes)
+
+
+def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The scratch detector. Returns the trainer and its metrics."""
+    from . import scratch as M
+
+    cfg = M.ScratchStageConfig.preset(o.config)
+    # the detector sees photos at a short side of 256 (detector_size): train at about that scale
+    data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
+    note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates)
+    tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
+    _warm_start(tr, o, note, log)
+    tr.run(resume=o.resume)
+    val, where = _val_source(o)
+    crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
+    n_eval = 2 * o.eval_images
+    grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5)
+    metrics = {**M.evaluate(tr.net, grey, mask),
+               "eval_set": f"{n_eval} synthetic {crop}px crops (half textured crops without local defects), "
+                           f"{where}, seed 1234"}
+    return tr, metrics
+
+
+def _train_vae(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """VAE_A (old photos) or VAE_B (clean photos). Returns the trainer and its metrics."""
+    from . import vae as M
+
+    cfg = M.VAEStageConfig.preset(o.config)
+    data, note = _data(o, log, need_real=stage == "vae-a")
+    tr = M.VAETrainer(settings_for(M, o, stage), run_dir, cfg, data, domain=stage[-1], log=log, data_note=note)
+    tr.run(resume=o.resume)
+    val, where = _val_source(o)
+    rng = np.random.default_rng(1234)
+    imgs = val.pairs(o.eval_images, 64, rng)["x"] if stage == "vae-a" else val.clean_crops(o.eval_images, 64, rng)
+    metrics = {**M.reconstruction_metrics(tr.vae, imgs),
+               "eval_set": f"{o.eval_images} {'synthetic old' if stage == 'vae-a' else 'clean'} 64px crops, {where}"}
+    return tr, metrics
+
+
+def _train_mapping(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """A latent mapping (o.kind) between the trained VAEs. Returns the trainer and its metrics."""
+    from oldphoto.weights import load_weights
+
+    from . import mapping as M
+
+    fa, fb = _vae_file(o, "a", o.kind), _vae_file(o, "b", o.kind)
+    for f in (fa, fb):
+        if not f.is_file():
+            raise FileNotFoundError(f"the mapping needs the trained VAEs first: {f} is missing "
+                                    "(run `oldphoto train vae-a` and `oldphoto train vae-b`, or pass --vae-a/--vae-b)")
+    vae_a, ia = load_weights(fa, expect_network="vae")
+    vae_b, ib = load_weights(fb, expect_network="vae")
+    cfg = M.MappingStageConfig.preset(o.config, o.kind, latent_channels=vae_a.cfg.channels)
+    data, note = _data(o, log)
+    vgg = _vgg(o, cfg.vgg_layers, log)
+    if vgg is None and cfg.vgg_layers:
+        notes.append("trained without the VGG16 perceptual term (--no-vgg)")
+    tr = M.MappingTrainer(settings_for(M, o, stage), run_dir, cfg, data, vae_a, vae_b, vgg=vgg, log=log,
+                          data_note=note, vae_files={"vae_a": ia.file_sha256, "vae_b": ib.file_sha256})
+    tr.run(resume=o.resume)
+    val, where = _val_source(o)
+    b = val.pairs(o.eval_images, 64, np.random.default_rng(1234), structured=o.kind != "quality")
+    if o.kind != "quality":
+        from .datasets import fill_holes_white
+        b["x"] = fill_holes_white(b["x"], b["mask"])
+    metrics = {**M.restoration_metrics(vae_a, tr.net, vae_b, b, o.kind),
+               "eval_set": f"{o.eval_images} synthetic 64px pairs, {where}"}
+    return tr, metrics
+
+
+def _train_face(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The face enhancer (256, or 512 with o.hr). Returns the trainer and its metrics."""
+    from . import face as M
+
+    cfg = M.FaceStageConfig.preset(o.config, hr=o.hr)
+    data, note = _data(o, log, faces_size=cfg.net.load_size)
+    vgg = _vgg(o, cfg.vgg_layers, log)
+    tr = M.FaceTrainer(settings_for(M, o, stage), run_dir, cfg, data, vgg=vgg, log=log, data_note=note)
+    _warm_start(tr, o, note, log)
+    tr.run(resume=o.resume)
+    val, where = held_out_faces(o, cfg.net.load_size)
+    if val is None:
+        val, where = data, f"training faces with fresh degradations ({where})"
+    b = val.face_pairs(min(8, o.eval_images), cfg.net.load_size, np.random.default_rng(1234))
+    metrics = {**M.face_metrics(tr.net, b), "eval_set": where}
+    return tr, metrics
 
 
 def _warm_start(tr: Any, o: TrainOptions, note: dict[str, Any], log: Callable) -> None:
