@@ -223,12 +223,44 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
     the 1927 photo, and a review grid (input / ours / mask) of every real old photo in the data folder (never
     trained on).
     """
-    from oldphoto.data import dataset as odata
     from oldphoto.data.textures import TextureBank
-    from oldphoto.synthesis import DEFAULT, synthesize, with_overrides
 
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
+    recs, source = _bench_photos(data, split, max_photos)
+    textures = None
+    if data is not None and (Path(data) / "textures").is_dir():
+        textures = TextureBank.from_dir(data)
+    ours = _Ours.make(weights, options)
+    tally = _Tally()
+    per_photo, grid_rows = [], []
+    for i, rec in enumerate(recs):
+        say(f"[{i + 1}/{len(recs)}] {rec.id}")
+        entry, row = _synthetic_photo(i, rec, seed, size, textures, ours, tally)
+        per_photo.append(entry)
+        grid_rows.append(row)
+    face_photo_entries = _face_photo_entries(data, split, seed, size, textures, ours.restorer, say)
+    methods = {k: v for k in ("degraded", "baseline", "ours") if (v := _summary(per_photo, k))}
+    reals = _real_photos(data) if data is not None and real else []
+    niqe_fig, real_grid = _real_photo_figures(data, reals, ours.restorer, real_long_side, say)
+    figures = {
+        "working_size": size, "seed": seed, "split": split, "held_out_photos": source, "n_photos": len(recs),
+        "photos": [r.id for r in recs],
+        "baseline_mask": f"its own morphological top-hat mask (kernel {TOPHAT_KERNEL}, threshold {TOPHAT_THRESHOLD})",
+        "weights": str(weights) if weights is not None else None,
+        "options": ours.opts.to_dict() if ours.opts is not None else None,
+        "ours_unavailable": ours.note, "methods": methods, "faces": _face_figures(per_photo + face_photo_entries),
+        "scratch_detector": tally.detector(ours), "auto_decisions": tally.decisions, "niqe": niqe_fig,
+        "real_photos": [p.name for p in reals], "per_photo": per_photo, "face_photos": face_photo_entries,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    labels = ["clean", "degraded", "baseline", "ours", "true mask", "detected mask"]
+    return BenchResult(figures, _grid(grid_rows, labels), real_grid=real_grid)
+
+
+def _bench_photos(data: str | Path | None, split: str, max_photos: int | None) -> tuple[list[Any], str]:
+    from oldphoto.data import dataset as odata
+
     if split == "test":
         recs, source = odata.held_out_photos(data)
     else:
@@ -237,84 +269,145 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
         recs = recs[:max_photos]
     if not recs:
         raise FileNotFoundError("no test photos: neither a fetched data folder nor the builtin photos")
-    textures = None
-    if data is not None and (Path(data) / "textures").is_dir():
-        textures = TextureBank.from_dir(data)
-    no_defects = with_overrides(DEFAULT, defects_prob=0.0)
+    return recs, source
 
-    from oldphoto.pipeline import Restorer, RestoreOptions
 
-    models = None
-    ours_note = None
-    restorer = None
-    opts = None
-    if weights is not None:
+@dataclass
+class _Ours:
+    """Our restorer for the bench (None with the reason in `note` when the weights cannot run it) and the scratch
+    detector's operating point when the weights hold a detector."""
+
+    models: Any = None
+    restorer: Any = None
+    opts: Any = None
+    note: str | None = None
+    threshold: float | None = None
+
+    @property
+    def has_detector(self) -> bool:
+        return self.models is not None and self.models.has("scratch_unet")
+
+    @classmethod
+    def make(cls, weights: str | Path | None, options: dict[str, Any] | None) -> "_Ours":
+        from oldphoto.pipeline import Restorer, RestoreOptions
+
+        if weights is None:
+            return cls(note="no --weights given")
         from oldphoto.models import ModelSet
 
-        models = ModelSet.from_weights_dir(weights)
+        ours = cls(models=ModelSet.from_weights_dir(weights))
         need = ["vae_a", "mapping_quality", "vae_b_quality"]
-        if models.missing(need):
-            ours_note = f"weights in {weights} lack {models.missing(need)}"
+        if ours.models.missing(need):
+            ours.note = f"weights in {weights} lack {ours.models.missing(need)}"
         else:
+            models = ours.models
             scratch = "auto" if not models.missing(["scratch_unet", "mapping_scratch", "vae_b_scratch"]) else "off"
-            opts = RestoreOptions(**{"scratch": scratch, "faces": models.has("face_256"), "review": False,
-                                     **(options or {})})
-            restorer = Restorer(models, opts)
-    else:
-        ours_note = "no --weights given"
-    has_detector = models is not None and models.has("scratch_unet")
-    if has_detector:
-        from oldphoto.stages.scratch import ScratchDetectionStage
+            ours.opts = RestoreOptions(**{"scratch": scratch, "faces": models.has("face_256"), "review": False,
+                                          **(options or {})})
+            ours.restorer = Restorer(models, ours.opts)
+        if ours.has_detector:
+            from oldphoto.stages.scratch import ScratchDetectionStage
 
-        threshold = ScratchDetectionStage(models, opts or RestoreOptions()).operating_point()[0]
+            ours.threshold = ScratchDetectionStage(ours.models, ours.opts or RestoreOptions()).operating_point()[0]
+        return ours
 
-    per_photo = []
-    grid_rows = []
-    all_scores, all_labels = [], []
-    fp_pixels, fp_total = 0, 0
-    decisions = []
-    for i, rec in enumerate(recs):
-        say(f"[{i + 1}/{len(recs)}] {rec.id}")
-        clean = odata.square_crop(rec.path, size)
-        d = synthesize(clean, np.random.default_rng([seed, i]), textures)
-        u = synthesize(clean, np.random.default_rng([seed, i]), textures, config=no_defects)
-        base = classical_restore(d.degraded)
-        entry: dict[str, Any] = {"id": rec.id, "ops": d.ops, "mask_coverage": float(d.mask.mean()),
-                                 "image": {"degraded": _scores(d.clean, d.degraded),
-                                           "baseline": _scores(d.clean, base)},
-                                 "faces": _face_entries(d.clean, d.degraded, base)}
-        det_mask = None
-        if has_detector:
-            prob = _detector_probs(models, d.degraded)
-            det_mask = prob >= threshold
-            if d.mask.any() and not d.mask.all():
-                all_scores.append(prob.ravel())
-                all_labels.append(d.mask.ravel() > 0.5)
-            fp = _detector_probs(models, u.degraded) >= threshold
-            fp_pixels += int(fp.sum())
-            fp_total += fp.size
-            entry["fp_rate_no_defects"] = float(fp.mean())
-        ours = None
-        if restorer is not None:
-            ours, st = _restore(restorer, d.degraded, rec.id.replace("/", "_"), size)
-            if ours is None:
-                entry["image"]["ours"] = {"error": st.error or "no output"}
-            else:
-                entry["image"]["ours"] = _scores(d.clean, ours)
-                _score_ours_faces(entry["faces"], d.clean, ours, st)
-                if opts.scratch == "auto":
-                    decisions.append({"id": rec.id, "defects": True, "scratch_path": bool(st.use_scratch),
-                                      "coverage": st.provenance.mask_coverage})
-                    _, su = _restore(restorer, u.degraded, rec.id.replace("/", "_") + "_nodefects")
-                    if su is not None and not su.failed:
-                        decisions.append({"id": rec.id, "defects": False, "scratch_path": bool(su.use_scratch),
-                                          "coverage": su.provenance.mask_coverage})
-        per_photo.append(entry)
-        grid_rows.append([d.clean, d.degraded, base, ours, d.mask,
-                          det_mask.astype(np.float32) if det_mask is not None else None])
 
-    # held-out face photos (never trained on): a face-centred crop per face, degraded and restored the same way
-    face_photo_entries = []
+@dataclass
+class _Tally:
+    """The scratch detector's figures, gathered photo by photo."""
+
+    scores: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    fp_pixels: int = 0
+    fp_total: int = 0
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def detector(self, ours: _Ours) -> dict[str, Any]:
+        detector: dict[str, Any]
+        if ours.has_detector and self.scores:
+            s = np.concatenate(self.scores)
+            y = np.concatenate(self.labels)
+            detector = {"auc": roc_auc(s, y), "f1": f1(s >= ours.threshold, y), "threshold": ours.threshold,
+                        "pixels": int(y.size), "positive_fraction": float(y.mean()),
+                        "fp_rate_no_defects": self.fp_pixels / max(1, self.fp_total)}
+        else:
+            detector = {"unavailable": "no scratch_unet weights" if not ours.has_detector
+                        else "no masks with both classes"}
+        if self.decisions:
+            detector["auto_decision"] = _decision_figures(self.decisions)
+        return detector
+
+
+def _decision_figures(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [dd["scratch_path"] == dd["defects"] for dd in decisions]
+    return {"accuracy": float(np.mean(ok)), "n": len(ok),
+            "scratched_to_scratch_path": sum(dd["scratch_path"] for dd in decisions if dd["defects"]),
+            "scratched": sum(dd["defects"] for dd in decisions),
+            "clean_to_quality_path": sum(not dd["scratch_path"] for dd in decisions if not dd["defects"]),
+            "clean": sum(not dd["defects"] for dd in decisions)}
+
+
+def _synthetic_photo(i: int, rec: Any, seed: int, size: int, textures: Any, ours: _Ours, tally: _Tally
+                     ) -> tuple[dict[str, Any], list[np.ndarray | None]]:
+    """One test photo, degraded with and without local defects: its scores (and the detector's, into `tally`)
+    and its row of the grid."""
+    from oldphoto.data import dataset as odata
+    from oldphoto.synthesis import DEFAULT, synthesize, with_overrides
+
+    clean = odata.square_crop(rec.path, size)
+    d = synthesize(clean, np.random.default_rng([seed, i]), textures)
+    u = synthesize(clean, np.random.default_rng([seed, i]), textures, config=with_overrides(DEFAULT, defects_prob=0.0))
+    base = classical_restore(d.degraded)
+    entry: dict[str, Any] = {"id": rec.id, "ops": d.ops, "mask_coverage": float(d.mask.mean()),
+                             "image": {"degraded": _scores(d.clean, d.degraded),
+                                       "baseline": _scores(d.clean, base)},
+                             "faces": _face_entries(d.clean, d.degraded, base)}
+    det_mask = _detect(ours, d, u, entry, tally) if ours.has_detector else None
+    restored = _restore_synthetic(ours, rec, d, u, size, entry, tally) if ours.restorer is not None else None
+    return entry, [d.clean, d.degraded, base, restored, d.mask,
+                   det_mask.astype(np.float32) if det_mask is not None else None]
+
+
+def _detect(ours: _Ours, d: Any, u: Any, entry: dict[str, Any], tally: _Tally) -> np.ndarray:
+    """The detector on the scratched photo (scores against the true mask) and on the one without defects (false
+    positives); returns the detected mask."""
+    prob = _detector_probs(ours.models, d.degraded)
+    if d.mask.any() and not d.mask.all():
+        tally.scores.append(prob.ravel())
+        tally.labels.append(d.mask.ravel() > 0.5)
+    fp = _detector_probs(ours.models, u.degraded) >= ours.threshold
+    tally.fp_pixels += int(fp.sum())
+    tally.fp_total += fp.size
+    entry["fp_rate_no_defects"] = float(fp.mean())
+    return prob >= ours.threshold
+
+
+def _restore_synthetic(ours: _Ours, rec: Any, d: Any, u: Any, size: int, entry: dict[str, Any], tally: _Tally
+                       ) -> np.ndarray | None:
+    """Ours on the scratched photo (scores, faces) and, with `--scratch auto`, the path it chose for both photos."""
+    restored, st = _restore(ours.restorer, d.degraded, rec.id.replace("/", "_"), size)
+    if restored is None:
+        entry["image"]["ours"] = {"error": st.error or "no output"}
+        return None
+    entry["image"]["ours"] = _scores(d.clean, restored)
+    _score_ours_faces(entry["faces"], d.clean, restored, st)
+    if ours.opts.scratch == "auto":
+        tally.decisions.append({"id": rec.id, "defects": True, "scratch_path": bool(st.use_scratch),
+                                "coverage": st.provenance.mask_coverage})
+        _, su = _restore(ours.restorer, u.degraded, rec.id.replace("/", "_") + "_nodefects")
+        if su is not None and not su.failed:
+            tally.decisions.append({"id": rec.id, "defects": False, "scratch_path": bool(su.use_scratch),
+                                    "coverage": su.provenance.mask_coverage})
+    return restored
+
+
+def _face_photo_entries(data: str | Path | None, split: str, seed: int, size: int, textures: Any, restorer: Any,
+                        say: Any) -> list[dict[str, Any]]:
+    """Held-out face photos (never trained on): a face-centred crop per face, degraded and restored the same way."""
+    from oldphoto.data import dataset as odata
+    from oldphoto.synthesis import synthesize
+
+    entries = []
     face_photos = odata.held_out_face_photos(data, split) if data is not None else []
     for j, path in enumerate(face_photos):
         for k, crop in enumerate(_face_crops(odata.load_rgb(path, max_short_side=1024), size)):
@@ -326,81 +419,72 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
                 ours, st = _restore(restorer, d.degraded, f"face_{path.stem}_{k + 1}", size)
                 if ours is not None:
                     _score_ours_faces(fe["faces"], d.clean, ours, st)
-            face_photo_entries.append(fe)
+            entries.append(fe)
+    return entries
 
-    methods = {k: v for k in ("degraded", "baseline", "ours") if (v := _summary(per_photo, k))}
-    face_rows = [{"image": f} for p in per_photo + face_photo_entries for f in p["faces"]]
+
+def _face_figures(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    face_rows = [{"image": f} for p in entries for f in p["faces"]]
     face_methods = {k: v for k in ("degraded", "baseline", "ours") if (v := _summary(face_rows, k))}
     worse = [f for f in face_rows if "ours" in f["image"] and
              (f["image"]["ours"]["psnr"] < f["image"]["degraded"]["psnr"]
               or f["image"]["ours"]["ssim"] < f["image"]["degraded"]["ssim"])]
     if face_methods:
         face_methods["faces_worse_than_input"] = len(worse)
+    return face_methods
 
-    detector: dict[str, Any]
-    if has_detector and all_scores:
-        s = np.concatenate(all_scores)
-        y = np.concatenate(all_labels)
-        detector = {"auc": roc_auc(s, y), "f1": f1(s >= threshold, y), "threshold": threshold,
-                    "pixels": int(y.size), "positive_fraction": float(y.mean()),
-                    "fp_rate_no_defects": fp_pixels / max(1, fp_total)}
-    else:
-        detector = {"unavailable": "no scratch_unet weights" if not has_detector else "no masks with both classes"}
-    if decisions:
-        ok = [dd["scratch_path"] == dd["defects"] for dd in decisions]
-        detector["auto_decision"] = {
-            "accuracy": float(np.mean(ok)), "n": len(ok),
-            "scratched_to_scratch_path": sum(dd["scratch_path"] for dd in decisions if dd["defects"]),
-            "scratched": sum(dd["defects"] for dd in decisions),
-            "clean_to_quality_path": sum(not dd["scratch_path"] for dd in decisions if not dd["defects"]),
-            "clean": sum(not dd["defects"] for dd in decisions)}
+
+def _real_photo_figures(data: str | Path | None, reals: list[Path], restorer: Any, real_long_side: int, say: Any
+                        ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """NIQE of the 1927 photo (input, baseline, ours) and the review grid of the real old photos."""
+    from oldphoto.data import dataset as odata
 
     niqe_fig: dict[str, Any] = {}
     real_grid = None
     params_path = odata.niqe_params_path(data)
-    reals = _real_photos(data) if data is not None and real else []
-    real_rows, real_labels = [], []
     if reals:
         niqe_params = NIQEParams.load(params_path) if params_path is not None else None
+        real_rows, real_labels = [], []
         for path in reals:
             say(f"real photo {path.name}")
-            img = odata.load_rgb(path).astype(np.float32) / 255.0
-            h, w = img.shape[:2]
-            f = min(1.0, real_long_side / max(h, w))
-            if f < 1:
-                img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
-            ours_real, st = (None, None) if restorer is None else _restore(restorer, img, "real_" + path.stem)
-            mask = st.mask.astype(np.float32) if st is not None and st.mask is not None else None
-            real_rows.append([img, ours_real, mask])
-            faces = st.provenance.faces if st is not None else []
-            real_labels.append(f"{path.name} {img.shape[1]}x{img.shape[0]}"
-                               + (f", {'scratch' if st.use_scratch else 'quality'} path, mask "
-                                  f"{(st.provenance.mask_coverage or 0):.2%}, faces {len(faces)} "
-                                  f"({sum(bool(x.applied) for x in faces)} enhanced)" if st is not None else ""))
+            img, row, label = _real_photo_row(path, restorer, real_long_side)
+            real_rows.append(row)
+            real_labels.append(label)
             if path.name == "solvay_1927.png" and niqe_params is not None:
-                niqe_fig = {"photo": path.name, "size": [int(img.shape[1]), int(img.shape[0])],
-                            "input": niqe(img, niqe_params), "baseline": niqe(classical_restore(img), niqe_params),
-                            "note": "lower is better; baseline with its own top-hat mask"}
-                if ours_real is not None:
-                    niqe_fig["ours"] = niqe(ours_real, niqe_params)
+                niqe_fig = _niqe_figures(path, img, row[1], niqe_params)
         real_grid = _grid(real_rows, ["input", "ours", "mask"], cell=320, row_labels=real_labels)
     if not niqe_fig:
         niqe_fig["unavailable"] = ("niqe_pris_params.npz not found (run `oldphoto data fetch DATA` and pass --data)"
                                    if params_path is None else "real old photo not found in the data folder")
+    return niqe_fig, real_grid
 
-    figures = {
-        "working_size": size, "seed": seed, "split": split, "held_out_photos": source, "n_photos": len(recs),
-        "photos": [r.id for r in recs],
-        "baseline_mask": f"its own morphological top-hat mask (kernel {TOPHAT_KERNEL}, threshold {TOPHAT_THRESHOLD})",
-        "weights": str(weights) if weights is not None else None,
-        "options": opts.to_dict() if opts is not None else None,
-        "ours_unavailable": ours_note, "methods": methods, "faces": face_methods,
-        "scratch_detector": detector, "auto_decisions": decisions, "niqe": niqe_fig,
-        "real_photos": [p.name for p in reals], "per_photo": per_photo, "face_photos": face_photo_entries,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    labels = ["clean", "degraded", "baseline", "ours", "true mask", "detected mask"]
-    return BenchResult(figures, _grid(grid_rows, labels), real_grid=real_grid)
+
+def _real_photo_row(path: Path, restorer: Any, real_long_side: int) -> tuple[np.ndarray, list[Any], str]:
+    """A real old photo (long side at most `real_long_side`), ours on it and its mask, and its grid label."""
+    from oldphoto.data import dataset as odata
+
+    img = odata.load_rgb(path).astype(np.float32) / 255.0
+    h, w = img.shape[:2]
+    f = min(1.0, real_long_side / max(h, w))
+    if f < 1:
+        img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    ours_real, st = (None, None) if restorer is None else _restore(restorer, img, "real_" + path.stem)
+    mask = st.mask.astype(np.float32) if st is not None and st.mask is not None else None
+    faces = st.provenance.faces if st is not None else []
+    label = (f"{path.name} {img.shape[1]}x{img.shape[0]}"
+             + (f", {'scratch' if st.use_scratch else 'quality'} path, mask "
+                f"{(st.provenance.mask_coverage or 0):.2%}, faces {len(faces)} "
+                f"({sum(bool(x.applied) for x in faces)} enhanced)" if st is not None else ""))
+    return img, [img, ours_real, mask], label
+
+
+def _niqe_figures(path: Path, img: np.ndarray, ours_real: np.ndarray | None, params: NIQEParams) -> dict[str, Any]:
+    fig = {"photo": path.name, "size": [int(img.shape[1]), int(img.shape[0])],
+           "input": niqe(img, params), "baseline": niqe(classical_restore(img), params),
+           "note": "lower is better; baseline with its own top-hat mask"}
+    if ours_real is not None:
+        fig["ours"] = niqe(ours_real, params)
+    return fig
 
 
 def _real_photos(data: str | Path) -> list[Path]:
