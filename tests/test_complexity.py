@@ -1,6 +1,6 @@
-"""No function is harder to follow than cyclomatic complexity 15, as radon measures it (`cc_visit`), except CLI
-argument handling (oldphoto/cli/: typer commands that map options onto calls) and generated migrations. A function
-that grows past the limit is split into small functions with names that say what each part does."""
+"""No function in the package is harder to follow than cyclomatic complexity 15, as radon measures it (`cc_visit`);
+only the Alembic migrations are left out. A function that grows past the limit is split into small functions with
+names that say what each part does."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ from radon.complexity import cc_visit
 
 PACKAGE = Path(__file__).resolve().parents[1] / "oldphoto"
 LIMIT = 15
-EXEMPT = ("cli/", "catalog/migrations/")
+EXEMPT = ("catalog/migrations/",)
 
 
 def test_no_function_above_the_complexity_limit():
