@@ -8,7 +8,7 @@ Prints:
     the pipeline's figure is given with and without its start-up (actor creation, model loading);
   * peak memory (sum of the PSS of the driver and every Ray process) of the pipeline for the small and the large
     run, and their ratio: streaming keeps it flat (target <= 1.2x for 10x the items).
-Tiny random weights (oldphoto.models.make_random_weights) and small synthetic scans: this measures the
+Tiny random weights (oldphoto.testing.random_weights.make_random_weights) and small synthetic scans: this measures the
 pipeline's plumbing and scheduling, not the networks.
 """
 from __future__ import annotations
@@ -104,7 +104,8 @@ def run_sequential(weights: str, src: Path, out: Path, options) -> tuple[float, 
     done = 0
     for it in items:
         state = restorer.run(it.uri, Path(it.uri).read_bytes(), name=it.name, out_dir=str(out / it.name))
-        store.write_files(str(out / it.name), state.files)
+        for rel, data in state.files.items():
+            store.write_bytes(store.join(str(out / it.name), *rel.split("/")), data)
         done += not state.failed
     return time.perf_counter() - t0, done
 
@@ -138,7 +139,7 @@ def main() -> None:
     import ray
 
     from oldphoto.distributed import DistributedConfig
-    from oldphoto.models import make_random_weights
+    from oldphoto.testing.random_weights import make_random_weights
     from oldphoto.pipeline import RestoreOptions
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-distributed-"))

@@ -1,6 +1,6 @@
 """Images per second of each restoration network on one GPU, and how much of the device's bf16 peak that is.
 
-For each stage network with the official shapes (seeded stand-in weights, `oldphoto.models.random_weights_configs`
+For each stage network with the official shapes (seeded stand-in weights, `oldphoto.testing.random_weights.random_weights_configs`
 with tiny=False: the compute is the official networks'), at each batch size: the forward time (CUDA events after
 warm-up), images/s, the FLOPs of one image (`torch.utils.flop_counter.FlopCounterMode`, multiply-add = 2 FLOPs),
 and the achieved TFLOP/s as a fraction of the device's dense bf16 peak (`--peak-tflops`, default from the device
@@ -33,7 +33,7 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 def build_stages(device: torch.device, quick: bool) -> dict[str, tuple]:
     """name -> (forward(batch) callable, one image's input maker, pixels per image)."""
-    from oldphoto.models import random_weights_configs
+    from oldphoto.testing.random_weights import random_weights_configs
     from oldphoto.networks.registry import build
 
     cfgs = random_weights_configs(tiny=quick)

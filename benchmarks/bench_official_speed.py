@@ -2,7 +2,7 @@
 
 Both run the same `GlobalRestorationStage` (tone transfer off, i.e. the official stage-1 semantics) on the same
 generated scan (default 1.5 MP, 1504×1000: a portrait on textured paper with scratches), with seeded stand-in
-weights in the official release layout (`shared/official/seeded_weights.py`; official shapes, so the compute is
+weights in the official release layout (`oldphoto.testing.seeded`; official shapes, so the compute is
 the official networks'), once on the quality path and once on the scratch path (mask = the drawn scratches).
 The baseline is the `oldphoto/` package of `--baseline` (default `main`) exported with `git archive`, so no
 copy of the old code is kept here. Each measurement is a fresh child process with one torch thread; the runs
@@ -60,8 +60,7 @@ print(json.dumps(res))
 def make_release(root: Path, official: Path) -> None:
     import torch
 
-    sys.path.insert(0, str(official))
-    from seeded_weights import load_manifest, seeded_state_dict
+    from oldphoto.testing.seeded import load_manifest, seeded_state_dict
 
     from oldphoto.compat.official import OFFICIAL_ROLES
 
@@ -107,7 +106,7 @@ def main() -> None:
     ap.add_argument("--once", action="store_true", help="one before/now pair per path instead (a quick look)")
     ap.add_argument("--baseline", default="main", help="git revision measured as 'before'")
     ap.add_argument("--paths", nargs="+", default=["quality", "scratch"], choices=("quality", "scratch"))
-    ap.add_argument("--official", type=Path, default=REPO.parent / "shared" / "official")
+    ap.add_argument("--official", type=Path, default=REPO / "tests" / "data" / "official")
     ap.add_argument("--bf16", action="store_true",
                     help="also time this tree with --precision bf16 and its difference from float32")
     args = ap.parse_args()

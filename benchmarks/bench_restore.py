@@ -12,7 +12,7 @@
    the checks of issue 12 (48 MP ≤ 3 GiB; each strip ≤ 1 GiB and under a minute).
 
 Weights: --weights DIR (oldphoto weights) or, by default, tiny random weights written to a temporary folder by
-`oldphoto.models.make_random_weights(tiny=True)`: these measure the pipeline's own costs (decode, tiling,
+`oldphoto.testing.random_weights.make_random_weights(tiny=True)`: these measure the pipeline's own costs (decode, tiling,
 detection, alignment, blending, encoding) and memory bounds, not the official networks' compute.
 
     .venv/bin/python benchmarks/bench_restore.py [--folder DIR] [--n 6] [--megapixels 24] [--weights DIR]
@@ -166,7 +166,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_restore_"))
     weights = args.weights
     if weights is None:
-        from oldphoto.models import make_random_weights
+        from oldphoto.testing.random_weights import make_random_weights
 
         weights = tmp / "weights"
         make_random_weights(weights, seed=0, tiny=True)

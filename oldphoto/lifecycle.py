@@ -101,23 +101,13 @@ def list_inputs(roots: Sequence[str], exclude: str | None = None) -> Listing:
     for root in roots:
         store = open_storage(root)
         uri_root = normalize(root)
-        if store.protocol == "file":
-            if os.path.isdir(uri_root):
-                rels = _walk_local(uri_root, exclude)
-                pairs = [(os.path.join(uri_root, *r.split("/")), r) for r in rels]
-            else:
-                pairs = [(uri_root, os.path.basename(uri_root))]
-        else:
-            base = uri_root.rstrip("/")
-            pairs = [(u, store.relative(base, u) if u != base else base.rsplit("/", 1)[-1])
-                     for u in store.find(base)]
+        pairs = _root_files(store, uri_root, exclude)
         is_file_root = len(pairs) == 1 and pairs[0][0] == uri_root.rstrip("/")
         for uri, rel in pairs:
             if uri in seen:
                 continue
             seen.add(uri)
-            reason = None if is_file_root else (
-                SYMLINK_NOT_FOLLOWED if store.protocol == "file" and os.path.islink(uri) else _skip_reason(rel))
+            reason = None if is_file_root else _listing_skip_reason(store, uri, rel)
             if reason:
                 listing.skipped.append(SkippedInput(uri, reason))
             else:
@@ -125,6 +115,22 @@ def list_inputs(roots: Sequence[str], exclude: str | None = None) -> Listing:
     names = output_names([rel for _, rel in found], [uri for uri, _ in found])
     listing.items = [WorkItem(uri, name) for (uri, _), name in zip(found, names)]
     return listing
+
+
+def _root_files(store: Any, uri_root: str, exclude: str | None) -> list[tuple[str, str]]:
+    """(uri, path relative to the root) of every file below one root; a root that is a file: itself."""
+    if store.protocol == "file":
+        if os.path.isdir(uri_root):
+            return [(os.path.join(uri_root, *r.split("/")), r) for r in _walk_local(uri_root, exclude)]
+        return [(uri_root, os.path.basename(uri_root))]
+    base = uri_root.rstrip("/")
+    return [(u, store.relative(base, u) if u != base else base.rsplit("/", 1)[-1]) for u in store.find(base)]
+
+
+def _listing_skip_reason(store: Any, uri: str, rel: str) -> str | None:
+    if store.protocol == "file" and os.path.islink(uri):
+        return SYMLINK_NOT_FOLLOWED
+    return _skip_reason(rel)
 
 
 # ------------------------------------------------------------------------------------------------- naming

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import posixpath
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import fsspec
 
+from oldphoto.digest import file_sha256
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
-_CHUNK = 1 << 20
 # botocore attempts per S3 request ("standard" retry mode: exponential backoff with jitter, at most 20 s
 # between attempts); $OLDPHOTO_S3_MAX_ATTEMPTS overrides
 S3_MAX_ATTEMPTS = int(os.environ.get("OLDPHOTO_S3_MAX_ATTEMPTS", "10"))
@@ -152,15 +152,6 @@ class Storage:
         with fs.open(path, "wb") as f:      # an S3 object appears whole or not at all
             f.write(data)
 
-    def write_files(self, base: str, files: Mapping[str, bytes]) -> dict[str, str]:
-        """Write each `relpath -> bytes` below `base`; returns relpath -> full URI."""
-        written: dict[str, str] = {}
-        for rel, data in files.items():
-            target = self.join(base, *rel.split("/"))
-            self.write_bytes(target, data)
-            written[rel] = target
-        return written
-
     def exists(self, uri: str) -> bool:
         return self.fs.exists(self._path(uri))
 
@@ -172,25 +163,9 @@ class Storage:
         self.fs.rm_file(self._path(uri))
 
     def sha256(self, uri: str) -> str:
-        """The sha256 of a file, streamed in 1 MiB chunks."""
-        h = hashlib.sha256()
+        """The sha256 of a file, streamed."""
         with self.fs.open(self._path(uri), "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
-
-    def pyarrow_filesystem(self):
-        """A `pyarrow.fs.FileSystem` over the same fsspec filesystem (for Ray Data readers/writers)."""
-        from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
-
-        if self.protocol == "file":
-            return LocalFileSystem()
-        return PyFileSystem(FSSpecHandler(self.fs))
-
-    def arrow_path(self, uri: str) -> str:
-        """The path to give `pyarrow_filesystem()` for `uri` ('bucket/key' for S3)."""
-        return self._path(uri)
-
+            return file_sha256(f)
 
 def open_storage(uri: str) -> Storage:
     """The storage holding `uri` (s3://bucket/prefix, file:///path or a plain path)."""

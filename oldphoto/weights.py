@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from oldphoto.digest import file_sha256
 from oldphoto.networks import registry
 
 __all__ = [
@@ -91,15 +92,6 @@ class WeightsInfo:
 
 # ----------------------------------------------------------------------------------------------
 # hashing
-
-
-def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """sha256 (hex) of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def payload_sha256(tensors: Mapping[str, torch.Tensor]) -> str:

@@ -21,7 +21,8 @@ def main() -> None:
     a = ap.parse_args()
     from oldphoto.data import dataset as odata
     from oldphoto.data.textures import TextureBank
-    from oldphoto.quality import classical_restore, psnr, ssim, tophat_mask
+    from oldphoto.quality import psnr, ssim
+    from oldphoto.quality_bench import classical_restore, tophat_mask
     from oldphoto.synthesis import synthesize
 
     textures = TextureBank.from_dir(a.data)

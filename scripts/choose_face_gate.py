@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--write", action="store_true", help="store the chosen operating point in the face weights")
     a = ap.parse_args()
-    from oldphoto.quality import run_quality_bench
+    from oldphoto.quality_bench import run_quality_bench
 
     common = dict(split="val", real=False, max_photos=1, seed=0)
     on = run_quality_bench(a.weights, a.data, options={"face_min_agreement": -1e9, "face_strength": a.strength},

@@ -37,7 +37,8 @@ def main() -> None:
     from oldphoto.data import dataset as odata
     from oldphoto.data.textures import TextureBank
     from oldphoto.models import ModelSet
-    from oldphoto.quality import _detector_probs, f1
+    from oldphoto.quality import f1
+    from oldphoto.quality_bench import _detector_probs
     from oldphoto.synthesis import DEFAULT, synthesize, with_overrides
 
     models = ModelSet.from_weights_dir(a.weights)

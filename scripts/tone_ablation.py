@@ -47,7 +47,8 @@ def main() -> None:
     from oldphoto.imageops.tone import guided_tone_transfer
     from oldphoto.models import ModelSet
     from oldphoto.pipeline import Restorer, RestoreOptions
-    from oldphoto.quality import WORKING_SIZE, _png_bytes, psnr, ssim
+    from oldphoto.quality import psnr, ssim
+    from oldphoto.quality_bench import WORKING_SIZE, _png_bytes
     from oldphoto.synthesis import synthesize
 
     torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 """Real local services for the distributed tests: a moto S3 server, a local Ray session, a Prefect server.
 
-Import the fixtures into a test module (`from services import moto_s3, ...`). Each is module-scoped so
-a module starts at most one of each; the AWS/Prefect environment they set is restored afterwards.
+The fixtures that start them (`moto_s3`, `local_ray`, `prefect_server`) are in conftest.py; this module holds
+the servers and helpers they and the tests use.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -52,20 +51,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 with fake credentials in the environment; yields the endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with patched_env({**FAKE_AWS, "AWS_ENDPOINT_URL": endpoint}):
-        yield endpoint
-    server.stop()
-
-
 def make_bucket(endpoint: str, name: str) -> None:
     import boto3
 
@@ -74,17 +59,6 @@ def make_bucket(endpoint: str, name: str) -> None:
 
 def reset_moto(endpoint: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """An embedded local Ray session (2 CPUs, no dashboard), shut down after the module."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def small_scans(n: int, size: int = 48, seed: int = 0) -> dict[str, bytes]:
@@ -176,16 +150,6 @@ def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
-    server = PrefectServer(tmp_path_factory.mktemp("prefect_home"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class RayHead:

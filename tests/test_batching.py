@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig
@@ -53,6 +54,7 @@ def test_pool_batch_size_and_gpus_are_per_pool_options():
     assert PoolConfig().batch_size is None and PoolConfig().num_gpus == 0
 
 
+@pytest.mark.slow
 def test_global_stage_batches_untiled_same_size_items_in_groups_of_global_batch():
     torch.manual_seed(0)
     vae = VAEConfig.tiny()

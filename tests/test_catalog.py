@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sqlite3
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,28 +14,17 @@ from lxml import etree
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_data import CK_MAP, CK_VAE, make_prov, writer  # noqa: E402
-from pg import PostgresServer, PostgresUnavailable  # noqa: E402
+from catalog_data import CK_MAP, CK_VAE, make_prov, writer
+from premis_check import validate_premis
 
-from oldphoto.catalog import Catalog, CatalogError, fingerprint  # noqa: E402
-from oldphoto.catalog.models import Base  # noqa: E402
-from oldphoto.catalog.premis import PREMIS_NS, events_for, validate_premis  # noqa: E402
-from oldphoto.provenance import STAGE_NAMES  # noqa: E402
+from oldphoto.catalog import Catalog, CatalogError, fingerprint
+from oldphoto.catalog.models import Base
+from oldphoto.catalog.premis import PREMIS_NS, events_for
+from oldphoto.provenance import STAGE_NAMES
 
 CATALOG_TABLES = {"collections", "runs", "items", "item_results", "stage_results", "stage_checkpoints", "artefacts",
                   "masks", "faces", "events"}
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def pg_server():
-    try:
-        srv = PostgresServer.start()
-    except PostgresUnavailable as e:
-        pytest.skip(f"PostgreSQL not available: {e}")
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def url(request, tmp_path):
     if request.param == "sqlite":
@@ -268,24 +256,21 @@ def test_is_done_matches_input_bytes_and_fingerprint(cat):
     assert cat.is_done(f"{3:064x}", fingerprint({"x": 1}))
 
 
-def test_pending_running_then_done(cat):
+def test_claimed_items_run_then_done(cat):
     provs = [make_prov(i) for i in range(5)]
-    assert cat.add_items([p.input for p in provs]) == 5
-    assert cat.add_items([provs[0].input, "s3://bucket/new.tif"]) == 1
-    assert cat.status_counts()["pending"] == 6
     run = cat.start_run({})
-    cat.mark_running([p.input for p in provs[:3]], run)
+    assert cat.claim([(p.input.uri, p.input.name) for p in provs[:3]], run) == {p.input.uri for p in provs[:3]}
     c = cat.status_counts()
-    assert (c["pending"], c["running"]) == (3, 3)
-    cat.record_many(provs[:3], run)
+    assert (c["pending"], c["running"], c["done"]) == (0, 3, 0)
+    cat.record_many(provs, run)
     c = cat.status_counts()
-    assert (c["pending"], c["running"], c["done"]) == (3, 0, 3)
+    assert (c["pending"], c["running"], c["done"]) == (0, 0, 5)
     assert all(i.attempts == 1 for i in cat.items(status="done"))
-    assert {i.source_uri for i in cat.items(status="pending")} == {p.input.uri for p in provs[3:]} | {"s3://bucket/new.tif"}
 
 
 # ------------------------------------------------------------------------------------------------ concurrency
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_concurrent_writers_no_duplicates_no_lost_rows(cat, url):
     workers, span, step = 4, 30, 10                                 # worker w: items [10w, 10w+30)
     shared = cat.start_run({"concurrent": True})
@@ -324,7 +309,7 @@ def test_export_parquet_one_row_per_item_with_latest_result(cat, tmp_path):
     r2 = cat.start_run({"n": 2}, flow_run_id="flow-2")
     cat.record(make_prov(1), r2)                                    # item 1 retried and done
     cat.record(make_prov(3, "failed", fail_stage="face_detection"), r2)
-    cat.add_items(["file:///archive/box1/new.tif"])
+    cat.claim([("file:///archive/box1/new.tif", "new.tif")], r2)          # leased, no result yet
     out = tmp_path / "catalog.parquet"
     assert cat.export_parquet(out) == 4
     rows = {r["source_uri"]: r for r in pq.read_table(out).to_pylist()}
@@ -341,7 +326,7 @@ def test_export_parquet_one_row_per_item_with_latest_result(cat, tmp_path):
     two = rows[make_prov(2).input.uri]
     assert (two["status"], two["run_id"], two["sha256"], two["width"]) == ("done", r1, f"{2:064x}", 802)
     new = rows["file:///archive/box1/new.tif"]
-    assert new["status"] == "pending" and new["run_id"] is None and new["attempts"] == 0
+    assert (new["status"], new["run_id"], new["attempts"], new["result_status"]) == ("running", r2, 0, None)
 
 
 def test_premis_xml_records_what_was_done_by_which_model_when(cat):

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from oldphoto.data.dataset import (DataNotFetchedError, PhotoDataset, builtin_photos, face_split,
                                    held_out_face_photos, load_splits, make_splits, real_old_photo, real_old_photos,
                                    split_photos, held_out_photos)
-from oldphoto.data.fetch import PackageReader, fetch, read_deb_members, sha256_file
+from oldphoto.data.fetch import PackageReader, fetch, read_deb_members
+from oldphoto.digest import file_sha256
 from oldphoto.data.rcc import RccFormatError, read_rcc
 from oldphoto.data.sources import (NPM_PACKAGES, V1_PHOTO_IDS, DebPackage, FaceSource, FetchPlan, NpmPackage,
                                    PhotoSource, Select, TextureSource)
@@ -208,7 +209,7 @@ def test_read_deb_members(fake_deb):
 
 def test_fetch_offline_from_cache_is_idempotent(fake_deb, tmp_path):
     deb, files = fake_deb
-    pkg = DebPackage("oldphoto-fake", "1:1.0-1", sha256_file(deb), deb.stat().st_size, "test")
+    pkg = DebPackage("oldphoto-fake", "1:1.0-1", file_sha256(deb), deb.stat().st_size, "test")
     data = tmp_path / "data"
     (data / "cache" / "deb").mkdir(parents=True)
     shutil.copy(deb, data / "cache" / "deb" / pkg.filename)
@@ -223,7 +224,7 @@ def test_fetch_offline_from_cache_is_idempotent(fake_deb, tmp_path):
     assert manifest["packages"][0]["sha256"] == pkg.sha256
     # every recorded file exists with its recorded sum; photos and the real photo are byte-exact copies
     for rel, meta in manifest["files"].items():
-        assert sha256_file(data / rel) == meta["sha256"]
+        assert file_sha256(data / rel) == meta["sha256"]
     assert (data / "photos/fake/a.png").read_bytes() == files["usr/share/photos/a.png"]
     assert (data / "real/solvay_1927.png").read_bytes() == files["usr/share/old/real.png"]
     assert sorted(p.name for p in (data / "textures/scratch").iterdir()) == [
@@ -303,7 +304,7 @@ def fake_npm(tmp_path) -> tuple[NpmPackage, dict[str, bytes]]:
         link = tarfile.TarInfo("package/demo/sample4.jpg")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tf.addfile(link)
-    pkg = NpmPackage("@fake/face-api", "1.0.0", sha256_file(tgz), tgz.stat().st_size, "MIT", registry=reg.as_uri())
+    pkg = NpmPackage("@fake/face-api", "1.0.0", file_sha256(tgz), tgz.stat().st_size, "MIT", registry=reg.as_uri())
     return pkg, files
 
 
@@ -328,13 +329,13 @@ def test_fetch_npm_face_photos_kept_out_of_splits_and_idempotent(fake_npm, tmp_p
     r1 = fetch(data, _face_plan(npm, deb), log=logs.append, package_paths={"oldphoto-fake": tree})
     assert r1.ok, r1.errors
     assert any("downloading" in line and npm.url in line for line in logs)
-    assert sha256_file(data / "cache" / "npm" / "fake-face-api-1.0.0.tgz") == npm.sha256
+    assert file_sha256(data / "cache" / "npm" / "fake-face-api-1.0.0.tgz") == npm.sha256
     assert sorted(p.name for p in (data / "faces" / "face-api").iterdir()) == [f"sample{i}.jpg" for i in (1, 2, 3)]
     manifest = json.loads((data / "manifest.json").read_text())
     for i in range(1, 4):
         rel, member = f"faces/face-api/sample{i}.jpg", f"package/demo/sample{i}.jpg"
         assert (data / rel).read_bytes() == files[member]
-        assert manifest["files"][rel] == {"sha256": sha256_file(data / rel), "size": len(files[member]),
+        assert manifest["files"][rel] == {"sha256": file_sha256(data / rel), "size": len(files[member]),
                                           "package": "@fake/face-api", "member": member, "kind": "face_photo"}
     assert [f["path"] for f in manifest["face_photos"]] == [f"faces/face-api/sample{i}.jpg" for i in range(1, 4)]
     assert {"type": "npm", "name": "@fake/face-api", "version": "1.0.0", "licence": "MIT",

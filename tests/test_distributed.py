@@ -12,14 +12,14 @@ from oldphoto.distributed import DistributedConfig, ItemResult, StageSource, Wei
 from oldphoto.distributed.config import PoolConfig
 from oldphoto.provenance import ItemProvenance
 from oldphoto.storage import open_storage
-from services import CORRUPT_JPEG, CORRUPT_PNG, local_ray, make_bucket, moto_s3, small_scans  # noqa: F401
+from services import CORRUPT_JPEG, CORRUPT_PNG, make_bucket, small_scans
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
-    from oldphoto.models import make_random_weights
+    from oldphoto.testing.random_weights import make_random_weights
 
     d = tmp_path_factory.mktemp("weights")
     make_random_weights(d, seed=3, tiny=True)
@@ -55,7 +55,7 @@ def test_config_and_rows_roundtrip(weights):
     assert DistributedConfig(face=PoolConfig(num_gpus=0.5)).fitted({"GPU": 1.0}).face.num_gpus == 0.5
 
 
-def test_s3_pipeline_matches_sequential_restorer(moto_s3, local_ray, source, weights):  # noqa: F811
+def test_s3_pipeline_matches_sequential_restorer(moto_s3, local_ray, source, weights):
     from oldphoto.models import ModelSet
     from oldphoto.pipeline import Restorer
     from ray.data import DataContext
@@ -112,7 +112,7 @@ def test_s3_pipeline_matches_sequential_restorer(moto_s3, local_ray, source, wei
         assert store.read_bytes(f"s3://scans/night/{name}") == data
 
 
-def test_actor_crashes_lose_no_item(local_ray, weights, tmp_path):  # noqa: F811
+def test_actor_crashes_lose_no_item(local_ray, weights, tmp_path):
     """A global-restoration actor dies (os._exit) once on one item and on every attempt of another:
     Ray restarts it, the first item and the items queued behind the crash finish, the poison item fails
     with the reason. Every input ends done or failed-with-reason."""

@@ -14,9 +14,9 @@ from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMa
 from oldphoto.networks.vae import VAE, VAEConfig
 from oldphoto.pipeline import RestoreOptions
 from oldphoto.stages import GlobalRestorationStage
+from oldphoto.testing import seeded as seeded_weights
 from stage_helpers import Nets, decoded_state
 
-seeded_weights = pytest.importorskip("seeded_weights")  # conftest puts shared/official on sys.path
 TOL = 1e-3
 
 
@@ -54,6 +54,7 @@ def _restore(nets, pixels, mask=None, **opts):
 
 
 # ------------------------------------------------------------------------------------------- run_tiled(norms=...)
+@pytest.mark.slow
 def test_tiled_vae_with_image_wide_statistics_equals_untiled(official_dir):
     """Official-shape VAE_A encoder on a 192×160 image in 160 px tiles: per-tile statistics are far off,
     image-wide ones give the untiled latent."""
@@ -71,6 +72,7 @@ def test_tiled_vae_with_image_wide_statistics_equals_untiled(official_dir):
     assert np.abs(per_tile - whole).max() > 100 * TOL
 
 
+@pytest.mark.slow
 def test_norm_statistics_need_one_pass_per_norm_and_restore_the_modules():
     vae = VAE(VAEConfig.tiny()).eval()
     norms = instance_norms(vae)
@@ -85,6 +87,7 @@ def test_norm_statistics_need_one_pass_per_norm_and_restore_the_modules():
 
 
 # ------------------------------------------------------------------------------------------- the stage
+@pytest.mark.slow
 def test_quality_path_exact_tiles_equal_untiled_at_1200px():
     nets = _tiny_nets()
     pixels = _photo(1200, 344)
@@ -97,6 +100,7 @@ def test_quality_path_exact_tiles_equal_untiled_at_1200px():
     assert np.abs(tiled.restored - untiled.restored).max() <= TOL
 
 
+@pytest.mark.slow
 def test_quality_path_official_shapes_exact_tiles(official_dir):
     """Seeded official-layout VAE_A, mapping_quality and VAE_B on an image larger than the tiles."""
     nets = {"vae_a": _official(official_dir, VAE, VAEConfig.official(), "vae_a", 11),
@@ -110,6 +114,7 @@ def test_quality_path_official_shapes_exact_tiles(official_dir):
     assert np.abs(tiled.restored - untiled.restored).max() <= TOL
 
 
+@pytest.mark.slow
 def test_scratch_path_attention_spans_the_image_up_to_tile_squared_then_tiles():
     nets = _tiny_nets()
     pixels = _photo(256, 192, seed=1)
@@ -130,6 +135,7 @@ def test_scratch_path_attention_spans_the_image_up_to_tile_squared_then_tiles():
     assert np.abs(whole.restored - ref).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_bf16_precision_is_recorded_and_stays_close_to_fp32():
     nets = _tiny_nets()
     pixels = _photo(96, 128, seed=3)

@@ -11,20 +11,19 @@ from pathlib import Path
 import pytest
 
 from oldphoto.catalog import Catalog
-from services import (CORRUPT_JPEG, CORRUPT_PNG, REPO, RayHead, make_bucket, moto_s3, prefect_server,  # noqa: F401
-                      small_scans, stop_process)
+from services import CORRUPT_JPEG, CORRUPT_PNG, REPO, RayHead, make_bucket, small_scans, stop_process
 from oldphoto.storage import open_storage
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.prefect, pytest.mark.ray, pytest.mark.timeout(900)]
 
 SRC = "s3://night-scans/2024-05-01/"
 DEST = "s3://restored/out/"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, moto_s3, prefect_server):  # noqa: F811
+def stack(tmp_path_factory, moto_s3, prefect_server):
     """Prefect server + deployments + one process worker + a Ray head; yields (server, catalog URL)."""
-    from oldphoto.models import make_random_weights
+    from oldphoto.testing.random_weights import make_random_weights
 
     tmp = tmp_path_factory.mktemp("stack")
     weights = tmp / "weights"
@@ -91,7 +90,7 @@ def _get(server, path: str):
         return json.loads(r.read())
 
 
-def test_nightly_archive_workflow(stack, moto_s3):  # noqa: F811
+def test_nightly_archive_workflow(stack, moto_s3):
     server, catalog_url = stack
     # the nightly deployment is scheduled by cron on the process pool, as prefect.yaml says
     nightly = _get(server, "/deployments/name/restore-archive/nightly")
@@ -164,7 +163,8 @@ def test_nightly_archive_workflow(stack, moto_s3):  # noqa: F811
         assert src.read_bytes(SRC + name) == data
 
 
-def test_catalog_password_never_reaches_prefect(stack, moto_s3, tmp_path):  # noqa: F811
+@pytest.mark.postgres
+def test_catalog_password_never_reaches_prefect(stack, moto_s3, tmp_path):
     """`oldphoto archive --catalog postgresql://user:PASSWORD@...`: the password is in no flow parameter, so in
     nothing Prefect stores or shows (its database, its logs), nor in any output or log of the run."""
     from pg import PostgresServer, PostgresUnavailable

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from hostile_corpus import MAX_MEGAPIXELS_ONLY, WARNINGS, corpus
-from oldphoto.models import make_random_weights
+from oldphoto.testing.random_weights import make_random_weights
 from oldphoto.storage import SYMLINK_NOT_FOLLOWED
 
 pytestmark = pytest.mark.timeout(600)
@@ -130,6 +130,7 @@ def check_outcomes(cases: dict, src: Path, out: Path, failed: dict[str, str], sk
     return n_ok
 
 
+@pytest.mark.slow
 def test_hostile_corpus(tmp_path, weights_dir):
     """Every kind of the corpus through one `oldphoto restore` run, in a child process whose peak RSS is
     bounded: each kind's exact outcome, inputs untouched."""
@@ -194,6 +195,7 @@ def run_bounded(cmd: list[str], rss_limit: int, timeout: float) -> tuple[int, in
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_strips_restore_with_bounded_memory_and_time(tmp_path, weights_dir):
     """Random-pixel strips of 10×20000 and 20000×10 (H×W, ~600 kB each) through `oldphoto restore`, detector,
     tone transfer and review sheet included: under 1 GiB peak RSS (they took 1.1 and 19.7 GB, still running
@@ -238,6 +240,8 @@ def test_listing_skips_links_and_reads_refuse_them_and_fifos(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.ray
 def test_hostile_corpus_through_the_archive_flow(tmp_path, weights_dir):
     """The same corpus through `oldphoto archive SRC DEST` (as `make run`: a temporary local Prefect API, local
     Ray): each kind's outcome from DEST's provenance.json files and the run's summary.json, inputs untouched.

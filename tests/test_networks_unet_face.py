@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from seeded_weights import load_manifest, seeded_state_dict
 
 from oldphoto.networks.spade_face import SPADE, SPADEFaceConfig, SPADEFaceGenerator, SPADEResnetBlock
 from oldphoto.networks.spectral_norm import SNConv2d
 from oldphoto.networks.unet import BlurDownsample, ScratchUNet, ScratchUNetConfig
+from oldphoto.testing.seeded import load_manifest, seeded_state_dict
 
 GOLDEN_TOL = 1e-4
 
@@ -193,6 +193,7 @@ def test_unet_official_layout(official_dir):
         torch.testing.assert_close(net.down_sample[i][4].filt, (torch.outer(k, k) / 16).expand(c, 1, 3, 3))
 
 
+@pytest.mark.slow
 def test_unet_golden(official_dir, official_unet):
     g = _golden(official_dir, "scratch_unet")
     with torch.no_grad():
@@ -201,6 +202,7 @@ def test_unet_golden(official_dir, official_unet):
     assert (logits - g["logits"]).abs().max().item() <= GOLDEN_TOL
 
 
+@pytest.mark.slow
 def test_unet_other_seed_and_size_matches_functional_reference(official_dir):
     net = ScratchUNet(ScratchUNetConfig.official())
     sd = seeded_state_dict(_manifest(official_dir, "scratch_unet"), 77)
@@ -272,6 +274,7 @@ def face_256(official_dir):
     return net.eval()
 
 
+@pytest.mark.slow
 def test_face_official_layout(official_dir, face_256):
     assert face_256.cfg.start_size == 8
     # Same architecture at 512; only the start size differs.
@@ -284,6 +287,7 @@ def test_face_official_layout(official_dir, face_256):
         SPADEFaceConfig.official(384)
 
 
+@pytest.mark.slow
 def test_face_256_golden(official_dir, face_256):
     g = _golden(official_dir, "face_spade_256")
     with torch.no_grad():

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from seeded_weights import load_manifest, seeded_state_dict
 
 from oldphoto import models
 from oldphoto.compat.official import (
@@ -21,11 +20,12 @@ from oldphoto.compat.official import (
     load,
     load_release,
 )
+from oldphoto.testing.seeded import load_manifest, seeded_state_dict
 from oldphoto.weights import payload_sha256
 
 TOL = 1e-4
 
-# weight seeds of the goldens (shared/official/README.md)
+# weight seeds of the goldens (tests/data/official/README.md)
 SEEDS = {
     "vae_a": 11, "vae_b": 12, "mapping_quality": 13, "mapping_scratch": 13, "mapping_Patch_Attention": 13,
     "scratch_unet": 14, "face_spade_256": 15, "face_spade_512": 16,
@@ -88,6 +88,7 @@ def test_vae_layout(official_dir, vaes):
     [("stage1_quality", "mapping_quality"), ("stage1_scratch", "mapping_scratch"),
      ("stage1_hr", "mapping_Patch_Attention")],
 )
+@pytest.mark.slow
 def test_stage1_goldens(official_dir, vaes, golden_name, mapping):
     vae_a, vae_b = vaes
     net = load(mapping, seeded(official_dir, mapping))
@@ -111,6 +112,7 @@ def test_scratch_unet_golden(official_dir):
 
 
 @pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.slow
 def test_face_goldens(official_dir, size):
     name = f"face_spade_{size}"
     net = load(name, seeded(official_dir, name))
@@ -166,6 +168,7 @@ def release(tmp_path_factory, official_dir):
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_load_release_round_trips_every_role(release):
     root, digests = release
     groups = [["vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch", "mapping_hr"],
@@ -183,6 +186,7 @@ def test_load_release_round_trips_every_role(release):
         del out
 
 
+@pytest.mark.slow
 def test_model_set_from_official_release(release):
     root, digests = release
     models.clear_cache()
@@ -198,6 +202,7 @@ def test_model_set_from_official_release(release):
         models.clear_cache()
 
 
+@pytest.mark.slow
 def test_release_layouts_are_found(release, tmp_path):
     root, digests = release
     src = root / OFFICIAL_FILES["vae_a"]
@@ -215,6 +220,7 @@ def test_release_layouts_are_found(release, tmp_path):
     assert find_official_file(tmp_path / "nothing", "face_512") is None
 
 
+@pytest.mark.slow
 def test_release_errors_name_file_and_keys(release, tmp_path, official_dir):
     root, _ = release
     # missing file

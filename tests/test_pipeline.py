@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from oldphoto import __version__
 from oldphoto.cli import app
-from oldphoto.models import ModelSet, make_random_weights
+from oldphoto.models import ModelSet
+from oldphoto.testing.random_weights import make_random_weights
 from oldphoto.pipeline import (ItemState, ModelSource, Restorer, RestoreOptions, build_stages, build_stages_from_source,
                                check_models)
 from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, FACE_MIN_AGREEMENT_DB
@@ -93,6 +94,7 @@ class StubDetectorModels(ModelSet):
 
 
 # ------------------------------------------------------------------------------------------- CLI end to end
+@pytest.mark.slow
 def test_restore_command_end_to_end(tmp_path, weights_dir, models):
     src = tmp_path / "in put"
     (src / "ältere Fotos").mkdir(parents=True)
@@ -188,6 +190,7 @@ def _restorer(weights_dir, **kw) -> Restorer:
 
 
 @pytest.mark.parametrize("mode", ["off", "on", "auto"])
+@pytest.mark.slow
 def test_scratch_modes_with_controllable_detector(weights_dir, mode):
     img = np.asarray(Image.fromarray(skdata.astronaut()).resize((320, 256), Image.BICUBIC))  # = working size
     scratched, drawn = draw_scratches(img)
@@ -215,6 +218,7 @@ def test_scratch_modes_with_controllable_detector(weights_dir, mode):
         assert "mask.png" in st2.files and st2.provenance.parameters["global_path"] == "quality"
 
 
+@pytest.mark.slow
 def test_hr_scratch_uses_patch_attention_and_512_face_size(weights_dir):
     scratched, _ = draw_scratches(np.asarray(Image.fromarray(astronaut(256)).resize((256, 256))))
     r = Restorer(StubDetectorModels.from_weights_dir(weights_dir), RestoreOptions(scratch="on", hr=True))
@@ -352,6 +356,7 @@ def _face_models(weights_dir, net):
 
 
 @pytest.mark.parametrize("net, applied", [(IdentityFace(), True), (GreenFace(), False)])
+@pytest.mark.slow
 def test_enhanced_face_replaces_the_original_only_when_it_agrees(weights_dir, net, applied):
     r = Restorer(_face_models(weights_dir, net), RestoreOptions(scratch="off"))
     st = r.run("grace.jpg", jpeg(grace_hopper()))
@@ -404,6 +409,7 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     assert st.provenance.parameters["auto_scratch_threshold_used"] == 0.3                    # the decision's too
 
 
+@pytest.mark.slow
 def test_face_operating_point_from_the_weights_can_keep_every_original(tmp_path, weights_dir):
     import shutil
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from oldphoto.quality import (NIQEParams, _block_features, classical_restore, f1, imresize_half, niqe, psnr,
-                              roc_auc, ssim)
+from oldphoto.quality import NIQEParams, _block_features, f1, imresize_half, niqe, psnr, roc_auc, ssim
+from oldphoto.quality_bench import classical_restore
 
 
 def test_psnr_ssim_known_cases():
@@ -115,7 +115,7 @@ def test_detail_ratio_sees_smoothing():
 
 
 def test_baseline_finds_its_own_mask_with_a_top_hat():
-    from oldphoto.quality import tophat_mask
+    from oldphoto.quality_bench import tophat_mask
 
     x = np.linspace(0.35, 0.7, 96, dtype=np.float32)
     clean = np.repeat(np.tile(x, (96, 1))[..., None], 3, axis=2)
@@ -150,8 +150,8 @@ def test_bench_quality_on_tiny_inputs_without_weights(tmp_path):
 
 
 def test_bench_quality_with_random_tiny_weights(tmp_path):
-    from oldphoto.models import make_random_weights
-    from oldphoto.quality import run_quality_bench
+    from oldphoto.testing.random_weights import make_random_weights
+    from oldphoto.quality_bench import run_quality_bench
 
     make_random_weights(tmp_path / "w", seed=0, tiny=True)
     res = run_quality_bench(tmp_path / "w", None, seed=0, size=96, max_photos=1)

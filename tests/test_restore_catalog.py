@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from oldphoto.catalog import Catalog
 from oldphoto.cli import app
-from oldphoto.models import make_random_weights
+from oldphoto.testing.random_weights import make_random_weights
 from oldphoto.provenance import ItemProvenance
 
 pytestmark = pytest.mark.timeout(600)

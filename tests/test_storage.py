@@ -9,11 +9,11 @@ import pytest
 
 from oldphoto.lifecycle import list_inputs
 from oldphoto.storage import StorageError, is_remote, normalize, open_storage
-from services import FAKE_AWS, make_bucket, moto_s3  # noqa: F401  (fixture)
+from services import FAKE_AWS, make_bucket
 
 
 @pytest.fixture(scope="module")
-def bucket(moto_s3):  # noqa: F811
+def bucket(moto_s3):
     make_bucket(moto_s3, "archive")
     return "s3://archive"
 
@@ -39,9 +39,10 @@ def test_s3_roundtrip_listing_and_layout(bucket):
     assert f"{bucket}/night1/c.jpg" in st.find(f"{bucket}/night1")
 
     # outputs: relpath -> bytes under out/NAME/
-    written = st.write_files(f"{bucket}/out/a", {"restored.png": b"R", "faces/face_01_after.png": b"F"})
-    assert written["faces/face_01_after.png"] == f"{bucket}/out/a/faces/face_01_after.png"
-    assert st.read_bytes(written["faces/face_01_after.png"]) == b"F"
+    target = st.join(f"{bucket}/out/a", "faces", "face_01_after.png")
+    st.write_bytes(target, b"F")
+    assert target == f"{bucket}/out/a/faces/face_01_after.png"
+    assert st.read_bytes(target) == b"F"
 
 
 def test_s3_missing_things_are_clear_errors(bucket):
@@ -64,14 +65,6 @@ def test_storage_pickles_without_credentials(bucket, caplog):
     assert FAKE_AWS["AWS_SECRET_ACCESS_KEY"] not in caplog.text
 
 
-def test_pyarrow_filesystem_reads_s3(bucket):
-    st = open_storage(bucket)
-    st.write_bytes(f"{bucket}/arrow/k.bin", b"arrow-bytes")
-    pafs = st.pyarrow_filesystem()
-    with pafs.open_input_stream(st.arrow_path(f"{bucket}/arrow/k.bin")) as f:
-        assert f.read() == b"arrow-bytes"
-
-
 def test_local_paths_and_file_uris(tmp_path):
     src = tmp_path / "scans"
     (src / "sub").mkdir(parents=True)
@@ -85,7 +78,7 @@ def test_local_paths_and_file_uris(tmp_path):
         assert imgs == [str(src / "sub" / "y.JPG"), str(src / "x.png")]
         assert st.relative(root, imgs[0]) == "sub/y.JPG"
     st = open_storage(f"file://{tmp_path}/out")
-    st.write_files(f"file://{tmp_path}/out/x", {"mask.png": b"m"})
+    st.write_bytes(st.join(f"file://{tmp_path}/out/x", "mask.png"), b"m")
     assert (tmp_path / "out" / "x" / "mask.png").read_bytes() == b"m"
     assert not list((tmp_path / "out" / "x").glob("*.part-*"))
     assert normalize(f"file://{src}") == str(src) and normalize("s3a://b/k") == "s3://b/k"

@@ -195,6 +195,7 @@ def test_face_step(tmp_path, source):
 
 # ------------------------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("stage", ["scratch", "vae-a"])
+@pytest.mark.slow
 def test_resume_gives_the_same_next_step(tmp_path, source, stage):
     from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
     from oldphoto.training.vae import VAEStageConfig, VAETrainer
@@ -233,6 +234,7 @@ def test_resume_refuses_other_stage(tmp_path, source):
 
 
 # ------------------------------------------------------------------------------------------- export
+@pytest.mark.slow
 def test_exports_load_through_weights_format(tmp_path, source):
     from oldphoto.networks.vae import VAE, VAEConfig
     from oldphoto.training.face import FaceStageConfig, FaceTrainer
@@ -275,6 +277,7 @@ def test_exports_load_through_weights_format(tmp_path, source):
 
 
 # ------------------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_trains_exports_and_writes_card(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -329,6 +332,7 @@ def test_model_card_includes_the_measured_bench_section(tmp_path):
     assert r.exit_code == 2 and "no bench result" in r.output
 
 
+@pytest.mark.slow
 def test_face_hr_trains_the_face_512_role_at_twice_the_size(tmp_path):
     from oldphoto.training.face import FaceStageConfig
     from oldphoto.training.runner import TrainOptions, train_stage

@@ -101,31 +101,54 @@ def events_for(prov: ItemProvenance, run_id: str, fallback_time: datetime) -> li
     for s in prov.stages:
         # the stage's real end time; records written before stages carried their times: start + summed seconds
         t = parse_time(s.finished) or (t + timedelta(seconds=max(float(s.seconds or 0.0), 0.0)))
-        kinds = STAGE_OUTPUTS.get(s.name, ())
-        outs = [_obj(a.uri, a.sha256) for a in prov.outputs
-                if s.status == "done" and (kinds is None or a.kind in kinds)]
+        outs = _stage_outcome_objects(prov, s)
         detail = STAGE_DETAILS.get(s.name, f"stage {s.name}") + f" on {s.device or 'cpu'} in {float(s.seconds or 0):.3f} s"
-        note = s.error
-        if note is None and s.name == "load" and s.status == "done":
-            i = prov.input
-            note = f"{i.format or '?'} {i.mode or '?'} {i.width or '?'}x{i.height or '?'}"
-        if note is None and s.name == "scratch_detection" and prov.mask_coverage is not None:
-            note = f"mask coverage {prov.mask_coverage:.6f}"
-        if note is None and s.name == "face_detection" and s.status == "done":
-            note = f"{len(prov.faces)} face(s)"
-        add(EVENT_TYPES.get(s.name, "creation"), detail, t, OUTCOMES.get(s.status, s.status), note,
+        add(EVENT_TYPES.get(s.name, "creation"), detail, t, OUTCOMES.get(s.status, s.status), _stage_note(prov, s),
             [{"name": c.name, "file": c.file, "sha256": c.sha256} for c in s.checkpoints], outs)
-        tone = prov.parameters.get("tone_transfer") if s.name == "global_restoration" else None
-        if tone and s.status == "done":
+        params = _tone_parameters(prov, s)
+        if params is not None:
             # the tone transfer changes pixels too: its own event, with its parameters (it is the last step of
             # the global restoration stage, so it ends when that stage ends)
-            params = ", ".join(f"{k}={v}" for k, v in sorted(tone.items())) if isinstance(tone, dict) else str(tone)
             add("modification", f"tone transfer: the scan's local tone and colour carried onto the restored image "
                 f"by a guided filter, scratched pixels excluded (not in the official method; {params})", t,
                 "success", params, [], outs)
-    if prov.status == "failed" and not any(s.status == "failed" for s in prov.stages):
+    if _failed_outside_stages(prov):
         add("validation", "item processing", parse_time(prov.finished) or t, "failure", prov.error, [], [])
     return events
+
+
+def _failed_outside_stages(prov: ItemProvenance) -> bool:
+    return prov.status == "failed" and not any(s.status == "failed" for s in prov.stages)
+
+
+def _stage_outcome_objects(prov: ItemProvenance, s: Any) -> list[dict[str, Any]]:
+    """The outputs a done stage created (STAGE_OUTPUTS: None = every output)."""
+    if s.status != "done":
+        return []
+    kinds = STAGE_OUTPUTS.get(s.name, ())
+    return [_obj(a.uri, a.sha256) for a in prov.outputs if kinds is None or a.kind in kinds]
+
+
+def _stage_note(prov: ItemProvenance, s: Any) -> str | None:
+    """The event's outcome detail: the stage's error, else what the stage found."""
+    if s.error is not None:
+        return s.error
+    if s.name == "load" and s.status == "done":
+        i = prov.input
+        return f"{i.format or '?'} {i.mode or '?'} {i.width or '?'}x{i.height or '?'}"
+    if s.name == "scratch_detection" and prov.mask_coverage is not None:
+        return f"mask coverage {prov.mask_coverage:.6f}"
+    if s.name == "face_detection" and s.status == "done":
+        return f"{len(prov.faces)} face(s)"
+    return None
+
+
+def _tone_parameters(prov: ItemProvenance, s: Any) -> str | None:
+    """The tone transfer's parameters as text when the done global restoration stage applied it, else None."""
+    tone = prov.parameters.get("tone_transfer") if s.name == "global_restoration" else None
+    if not tone or s.status != "done":
+        return None
+    return ", ".join(f"{k}={v}" for k, v in sorted(tone.items())) if isinstance(tone, dict) else str(tone)
 
 
 # --------------------------------------------------------------------------------------------- XML building
@@ -164,6 +187,19 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
     root = etree.Element(_q("premis"), nsmap=NSMAP)
     root.set("version", "3.0")
     root.set(f"{{{XSI_NS}}}schemaLocation", f"{PREMIS_NS} {PREMIS_XSD}")
+    objects, events, agents = _collect(attempts)
+    for (kind, value), o in objects.items():
+        _object_element(root, kind, value, o)
+    for e in events:
+        _event_element(root, e)
+    for (kind, value), a in agents.items():
+        _agent_element(root, kind, value, a)
+    return root
+
+
+def _collect(attempts: Iterable[Any]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]],
+                                                dict[tuple[str, str], dict[str, Any]]]:
+    """The objects (sources and artefacts, by identifier), events and agents of an item's attempts."""
     objects: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     agents: dict[tuple[str, str], dict[str, Any]] = {}
@@ -190,74 +226,80 @@ def build_premis(item: Any, attempts: Iterable[Any]) -> etree._Element:
             for c in e["checkpoints"]:
                 agents.setdefault(("sha256", c["sha256"]), {"name": c["name"], "version": None,
                                                             "note": f"model weights file {c['file']}"})
-    for (kind, value), o in objects.items():
-        el = _sub(root, "object")
-        el.set(f"{{{XSI_NS}}}type", "premis:file")
-        _ident(el, "object", kind, value)
-        if kind != "URI":
-            _ident(el, "object", "URI", o["uri"])
-        if o.get("kind"):
-            sp = _sub(el, "significantProperties")
-            _sub(sp, "significantPropertiesType", "oldphoto artefact kind")
-            _sub(sp, "significantPropertiesValue", o["kind"])
-        oc = _sub(el, "objectCharacteristics")
-        _sub(oc, "compositionLevel", 0)
-        if o.get("sha256"):
-            fx = _sub(oc, "fixity")
-            _sub(fx, "messageDigestAlgorithm", "SHA-256")
-            _sub(fx, "messageDigest", o["sha256"])
-        if o.get("bytes") is not None:
-            _sub(oc, "size", o["bytes"])
-        fmt = _sub(oc, "format")
-        fd = _sub(fmt, "formatDesignation")
-        _sub(fd, "formatName", o.get("format") or "unknown")
-        if o.get("original_name"):
-            _sub(el, "originalName", o["original_name"])
-        if o.get("source"):
-            rel = _sub(el, "relationship")
-            _sub(rel, "relationshipType", "derivation")
-            _sub(rel, "relationshipSubType", "has source")
-            _ident(rel, "relatedObject", *o["source"])
-            for ev in o["events"]:
-                _ident(rel, "relatedEvent", "UUID", ev)
-    for e in events:
-        el = _sub(root, "event")
-        _ident(el, "event", "UUID", e["identifier"])
-        _sub(el, "eventType", e["event_type"])
-        _sub(el, "eventDateTime", _time(e["date_time"]))
-        di = _sub(el, "eventDetailInformation")
-        _sub(di, "eventDetail", e["detail"])
-        oi = _sub(el, "eventOutcomeInformation")
-        _sub(oi, "eventOutcome", e["outcome"])
-        if e.get("outcome_detail"):
-            od = _sub(oi, "eventOutcomeDetail")
-            _sub(od, "eventOutcomeDetailNote", e["outcome_detail"])
+    return objects, events, agents
+
+
+def _object_element(root: etree._Element, kind: str, value: str, o: dict[str, Any]) -> None:
+    el = _sub(root, "object")
+    el.set(f"{{{XSI_NS}}}type", "premis:file")
+    _ident(el, "object", kind, value)
+    if kind != "URI":
+        _ident(el, "object", "URI", o["uri"])
+    if o.get("kind"):
+        sp = _sub(el, "significantProperties")
+        _sub(sp, "significantPropertiesType", "oldphoto artefact kind")
+        _sub(sp, "significantPropertiesValue", o["kind"])
+    oc = _sub(el, "objectCharacteristics")
+    _sub(oc, "compositionLevel", 0)
+    if o.get("sha256"):
+        fx = _sub(oc, "fixity")
+        _sub(fx, "messageDigestAlgorithm", "SHA-256")
+        _sub(fx, "messageDigest", o["sha256"])
+    if o.get("bytes") is not None:
+        _sub(oc, "size", o["bytes"])
+    fmt = _sub(oc, "format")
+    fd = _sub(fmt, "formatDesignation")
+    _sub(fd, "formatName", o.get("format") or "unknown")
+    if o.get("original_name"):
+        _sub(el, "originalName", o["original_name"])
+    if o.get("source"):
+        rel = _sub(el, "relationship")
+        _sub(rel, "relationshipType", "derivation")
+        _sub(rel, "relationshipSubType", "has source")
+        _ident(rel, "relatedObject", *o["source"])
+        for ev in o["events"]:
+            _ident(rel, "relatedEvent", "UUID", ev)
+
+
+def _event_element(root: etree._Element, e: dict[str, Any]) -> None:
+    el = _sub(root, "event")
+    _ident(el, "event", "UUID", e["identifier"])
+    _sub(el, "eventType", e["event_type"])
+    _sub(el, "eventDateTime", _time(e["date_time"]))
+    di = _sub(el, "eventDetailInformation")
+    _sub(di, "eventDetail", e["detail"])
+    oi = _sub(el, "eventOutcomeInformation")
+    _sub(oi, "eventOutcome", e["outcome"])
+    if e.get("outcome_detail"):
+        od = _sub(oi, "eventOutcomeDetail")
+        _sub(od, "eventOutcomeDetailNote", e["outcome_detail"])
+    la = _sub(el, "linkingAgentIdentifier")
+    kind, value = _agent_key(e)
+    _sub(la, "linkingAgentIdentifierType", kind)
+    _sub(la, "linkingAgentIdentifierValue", value)
+    _sub(la, "linkingAgentRole", "implementer" if e.get("agent_type") == "person" else "executing program")
+    for c in e["checkpoints"]:
         la = _sub(el, "linkingAgentIdentifier")
-        kind, value = _agent_key(e)
-        _sub(la, "linkingAgentIdentifierType", kind)
-        _sub(la, "linkingAgentIdentifierValue", value)
-        _sub(la, "linkingAgentRole", "implementer" if e.get("agent_type") == "person" else "executing program")
-        for c in e["checkpoints"]:
-            la = _sub(el, "linkingAgentIdentifier")
-            _sub(la, "linkingAgentIdentifierType", "sha256")
-            _sub(la, "linkingAgentIdentifierValue", c["sha256"])
-            _sub(la, "linkingAgentRole", "model weights")
-        for role, objs in (("source", e["source_objects"]), ("outcome", e["outcome_objects"])):
-            for o in objs:
-                lo = _sub(el, "linkingObjectIdentifier")
-                k, v = _obj_key(o)
-                _sub(lo, "linkingObjectIdentifierType", k)
-                _sub(lo, "linkingObjectIdentifierValue", v)
-                _sub(lo, "linkingObjectRole", role)
-    for (kind, value), a in agents.items():
-        el = _sub(root, "agent")
-        _ident(el, "agent", kind, value)
-        _sub(el, "agentName", a["name"])
-        _sub(el, "agentType", a.get("type", "software"))
-        if a["version"]:
-            _sub(el, "agentVersion", a["version"])
-        _sub(el, "agentNote", a["note"])
-    return root
+        _sub(la, "linkingAgentIdentifierType", "sha256")
+        _sub(la, "linkingAgentIdentifierValue", c["sha256"])
+        _sub(la, "linkingAgentRole", "model weights")
+    for role, objs in (("source", e["source_objects"]), ("outcome", e["outcome_objects"])):
+        for o in objs:
+            lo = _sub(el, "linkingObjectIdentifier")
+            k, v = _obj_key(o)
+            _sub(lo, "linkingObjectIdentifierType", k)
+            _sub(lo, "linkingObjectIdentifierValue", v)
+            _sub(lo, "linkingObjectRole", role)
+
+
+def _agent_element(root: etree._Element, kind: str, value: str, a: dict[str, Any]) -> None:
+    el = _sub(root, "agent")
+    _ident(el, "agent", kind, value)
+    _sub(el, "agentName", a["name"])
+    _sub(el, "agentType", a.get("type", "software"))
+    if a["version"]:
+        _sub(el, "agentVersion", a["version"])
+    _sub(el, "agentNote", a["note"])
 
 
 def _agent_key(e: dict[str, Any]) -> tuple[str, str]:
@@ -316,121 +358,3 @@ def to_mets(premis_root: etree._Element, item_name: str, source_uri: str) -> etr
     # one root div in the structMap (as the METS schema wants): the item, with its files
     doc.append_file(metsrw.FSEntry(label=item_name, type="Directory", children=entries))
     return doc.serialize()
-
-
-# ------------------------------------------------------------------------------------ structural validation
-# The PREMIS 3.0 content model of the elements we write: ordered (child, min, max) with max None = unbounded.
-_U = None
-CONTENT_MODEL: dict[str, list[tuple[str, int, int | None]]] = {
-    "premis": [("object", 1, _U), ("event", 0, _U), ("agent", 0, _U), ("rights", 0, _U)],
-    "object": [("objectIdentifier", 1, _U), ("preservationLevel", 0, _U), ("significantProperties", 0, _U),
-               ("objectCharacteristics", 1, _U), ("originalName", 0, 1), ("storage", 0, _U),
-               ("signatureInformation", 0, _U), ("environmentFunction", 0, _U),
-               ("environmentDesignation", 0, _U), ("environmentRegistry", 0, _U),
-               ("environmentExtension", 0, _U), ("relationship", 0, _U), ("linkingEventIdentifier", 0, _U),
-               ("linkingRightsStatementIdentifier", 0, _U)],
-    "objectIdentifier": [("objectIdentifierType", 1, 1), ("objectIdentifierValue", 1, 1)],
-    "significantProperties": [("significantPropertiesType", 0, 1), ("significantPropertiesValue", 0, 1)],
-    "objectCharacteristics": [("compositionLevel", 0, 1), ("fixity", 0, _U), ("size", 0, 1), ("format", 1, _U),
-                              ("creatingApplication", 0, _U), ("inhibitors", 0, _U),
-                              ("objectCharacteristicsExtension", 0, _U)],
-    "fixity": [("messageDigestAlgorithm", 1, 1), ("messageDigest", 1, 1), ("messageDigestOriginator", 0, 1)],
-    "format": [("formatDesignation", 0, 1), ("formatRegistry", 0, 1), ("formatNote", 0, _U)],
-    "formatDesignation": [("formatName", 1, 1), ("formatVersion", 0, 1)],
-    "relationship": [("relationshipType", 1, 1), ("relationshipSubType", 1, 1), ("relatedObjectIdentifier", 1, _U),
-                     ("relatedEventIdentifier", 0, _U), ("relatedEnvironmentPurpose", 0, _U),
-                     ("relatedEnvironmentCharacteristic", 0, 1)],
-    "relatedObjectIdentifier": [("relatedObjectIdentifierType", 1, 1), ("relatedObjectIdentifierValue", 1, 1),
-                                ("relatedObjectSequence", 0, 1)],
-    "relatedEventIdentifier": [("relatedEventIdentifierType", 1, 1), ("relatedEventIdentifierValue", 1, 1),
-                               ("relatedEventSequence", 0, 1)],
-    "event": [("eventIdentifier", 1, 1), ("eventType", 1, 1), ("eventDateTime", 1, 1),
-              ("eventDetailInformation", 0, _U), ("eventOutcomeInformation", 0, _U),
-              ("linkingAgentIdentifier", 0, _U), ("linkingObjectIdentifier", 0, _U)],
-    "eventIdentifier": [("eventIdentifierType", 1, 1), ("eventIdentifierValue", 1, 1)],
-    "eventDetailInformation": [("eventDetail", 0, 1), ("eventDetailExtension", 0, _U)],
-    "eventOutcomeInformation": [("eventOutcome", 0, 1), ("eventOutcomeDetail", 0, _U)],
-    "eventOutcomeDetail": [("eventOutcomeDetailNote", 0, 1), ("eventOutcomeDetailExtension", 0, _U)],
-    "linkingAgentIdentifier": [("linkingAgentIdentifierType", 1, 1), ("linkingAgentIdentifierValue", 1, 1),
-                               ("linkingAgentRole", 0, _U)],
-    "linkingObjectIdentifier": [("linkingObjectIdentifierType", 1, 1), ("linkingObjectIdentifierValue", 1, 1),
-                                ("linkingObjectRole", 0, _U)],
-    "agent": [("agentIdentifier", 1, _U), ("agentName", 0, _U), ("agentType", 0, 1), ("agentVersion", 0, 1),
-              ("agentNote", 0, _U), ("agentExtension", 0, _U), ("linkingEventIdentifier", 0, _U),
-              ("linkingRightsStatementIdentifier", 0, _U), ("linkingEnvironmentIdentifier", 0, _U)],
-    "agentIdentifier": [("agentIdentifierType", 1, 1), ("agentIdentifierValue", 1, 1)],
-}
-
-
-def _check_children(el: etree._Element, problems: list[str], path: str) -> None:
-    local = etree.QName(el).localname
-    model = CONTENT_MODEL.get(local)
-    children = [c for c in el if isinstance(c.tag, str)]
-    if model is None:
-        if children:
-            problems.append(f"{path}: unexpected child elements in <{local}>")
-        elif not (el.text or "").strip():
-            problems.append(f"{path}: empty <{local}>")
-        return
-    for c in children:
-        if etree.QName(c).namespace != PREMIS_NS:
-            problems.append(f"{path}/{c.tag}: not in the PREMIS 3 namespace")
-    names = [etree.QName(c).localname for c in children]
-    i = 0
-    for name, lo, hi in model:
-        n = 0
-        while i < len(names) and names[i] == name:
-            n += 1
-            i += 1
-        if n < lo:
-            problems.append(f"{path}: <{local}> needs at least {lo} <{name}>, has {n}")
-        if hi is not None and n > hi:
-            problems.append(f"{path}: <{local}> allows at most {hi} <{name}>, has {n}")
-    if i < len(names):
-        problems.append(f"{path}: <{names[i]}> not allowed at position {i + 1} of <{local}>")
-    for k, c in enumerate(children):
-        _check_children(c, problems, f"{path}/{etree.QName(c).localname}[{k + 1}]")
-
-
-def validate_premis(root: etree._Element) -> list[str]:
-    """Problems with a PREMIS 3 document's structure (element order/cardinality of the content model above,
-    event date-times, links from events to existing agents and objects). Empty list = valid."""
-    problems: list[str] = []
-    if root.tag != _q("premis"):
-        return [f"root is {root.tag}, not premis:premis"]
-    if root.get("version") != "3.0":
-        problems.append("premis/@version is not 3.0")
-    _check_children(root, problems, "premis")
-    ns = {"p": PREMIS_NS}
-    objects = {(o.findtext("p:objectIdentifierType", namespaces=ns), o.findtext("p:objectIdentifierValue", namespaces=ns))
-               for o in root.iterfind("p:object/p:objectIdentifier", ns)}
-    agents = {(a.findtext("p:agentIdentifierType", namespaces=ns), a.findtext("p:agentIdentifierValue", namespaces=ns))
-              for a in root.iterfind("p:agent/p:agentIdentifier", ns)}
-    events = {e.findtext("p:eventIdentifierValue", namespaces=ns) for e in root.iterfind("p:event/p:eventIdentifier", ns)}
-    for ev in root.iterfind("p:event", ns):
-        when = ev.findtext("p:eventDateTime", namespaces=ns)
-        if when != "OPEN":
-            try:
-                datetime.fromisoformat(when.replace("Z", "+00:00"))
-            except (ValueError, AttributeError):
-                problems.append(f"event date-time {when!r} is not ISO 8601")
-        for la in ev.iterfind("p:linkingAgentIdentifier", ns):
-            key = (la.findtext("p:linkingAgentIdentifierType", namespaces=ns),
-                   la.findtext("p:linkingAgentIdentifierValue", namespaces=ns))
-            if key not in agents:
-                problems.append(f"event links to unknown agent {key}")
-        for lo in ev.iterfind("p:linkingObjectIdentifier", ns):
-            key = (lo.findtext("p:linkingObjectIdentifierType", namespaces=ns),
-                   lo.findtext("p:linkingObjectIdentifierValue", namespaces=ns))
-            if key not in objects:
-                problems.append(f"event links to unknown object {key}")
-    for rel in root.iterfind("p:object/p:relationship", ns):
-        for ro in rel.iterfind("p:relatedObjectIdentifier", ns):
-            key = (ro.findtext("p:relatedObjectIdentifierType", namespaces=ns),
-                   ro.findtext("p:relatedObjectIdentifierValue", namespaces=ns))
-            if key not in objects:
-                problems.append(f"relationship to unknown object {key}")
-        for re_ in rel.iterfind("p:relatedEventIdentifier", ns):
-            if re_.findtext("p:relatedEventIdentifierValue", namespaces=ns) not in events:
-                problems.append("relationship to unknown event")
-    return problems

@@ -5,187 +5,50 @@ taking row locks in a fixed order (items by source URI, then their results), so 
 duplicate or lose rows and do not deadlock; a transaction that still fails with a deadlock / serialization /
 "database is locked" error is retried. SQLite runs in WAL mode with a busy timeout, and write transactions
 start with BEGIN IMMEDIATE so two writers never both hold a read lock and wait for each other.
+
+`Catalog` (runs, leases, recording, queries, exports) is the one interface; it is built from:
+`catalog.engine` (URLs, the engine, the retry helper, the fast insert), `catalog.schema` (Alembic revisions),
+`catalog.recording` (one batch of records in one transaction), `catalog.records` (the dataclasses it returns,
+`CatalogError`, `fingerprint`) and `catalog.tables` (the Core tables). Their public names are importable from
+here too.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
-from operator import itemgetter
-import random
 import socket
-import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import JSON, case, create_engine, delete, event, func, select, update
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 
 from oldphoto import __version__
 from oldphoto.catalog import models as m
+from oldphoto.catalog import schema
+from oldphoto.catalog.engine import (DEFAULT_URL, default_url, dialect_insert, make_engine,
+                                     normalise_url, with_db_retry)
 from oldphoto.catalog.models import parse_time, utcnow
-from oldphoto.catalog.premis import events_for
+from oldphoto.catalog.records import (Attempt, CatalogError, ItemHistory, ItemInfo, RunInfo, fingerprint,
+                                      json_dumps)
+from oldphoto.catalog.recording import record_chunk
+from oldphoto.catalog.schema import MIGRATIONS
+from oldphoto.catalog.tables import (CHILD_TABLES, arts_t, ckpt_t, coll_t, events_t, faces_t, items_t, masks_t,
+                                     results_t, runs_t, stages_t)
 from oldphoto.provenance import ITEM_STATUSES, InputRecord, ItemProvenance
 
-DEFAULT_URL = "sqlite:///./oldphoto-catalog.sqlite"
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BATCH = 400          # items per write transaction
 # a run's driver writes a heartbeat every HEARTBEAT_S; one silent for STALE_AFTER_S is taken for dead
 HEARTBEAT_S = float(os.environ.get("OLDPHOTO_HEARTBEAT_S", "30"))
 STALE_AFTER_S = 4 * HEARTBEAT_S
 T = TypeVar("T")
 
-items_t = m.Item.__table__
-results_t = m.ItemResult.__table__
-runs_t = m.Run.__table__
-coll_t = m.Collection.__table__
-stages_t = m.StageResult.__table__
-ckpt_t = m.StageCheckpoint.__table__
-arts_t = m.Artefact.__table__
-masks_t = m.Mask.__table__
-faces_t = m.Face.__table__
-events_t = m.Event.__table__
-CHILD_TABLES = (ckpt_t, stages_t, arts_t, masks_t, faces_t, events_t)   # delete order
-
-
-class CatalogError(RuntimeError):
-    """A catalog problem explained for the operator (bad URL, not initialised, unknown run or item)."""
-
-
-def default_url() -> str:
-    return os.environ.get("OLDPHOTO_CATALOG") or DEFAULT_URL
-
-
-def normalise_url(url: str) -> str:
-    """`postgresql://` and `postgres://` mean psycopg 3 (the driver we ship), not psycopg2."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def fingerprint(parameters: dict[str, Any] | None = None, checkpoints: Iterable[Any] = ()) -> str:
-    """The sha256 of the restoration parameters and the weights used: two runs with the same fingerprint
-    produce the same result for the same input bytes. `checkpoints`: CheckpointRef-like objects (.name,
-    .sha256), (name, sha256) pairs, or sha256 strings."""
-    ck = []
-    for c in checkpoints:
-        if isinstance(c, str):
-            ck.append(["", c])
-        elif isinstance(c, (tuple, list)):
-            ck.append([str(c[0]), str(c[1])])
-        else:
-            ck.append([str(c.name), str(c.sha256)])
-    blob = json.dumps({"parameters": parameters or {}, "checkpoints": sorted(ck)}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-@dataclass
-class ItemInfo:
-    id: int
-    collection: str
-    source_uri: str
-    name: str
-    sha256: str | None
-    bytes: int | None
-    width: int | None
-    height: int | None
-    mode: str | None
-    format: str | None
-    status: str
-    attempts: int
-    version: int
-    last_error: str | None
-    last_run_id: str | None
-    created: datetime
-    updated: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class RunInfo:
-    id: str
-    flow_run_id: str | None
-    parameters: dict[str, Any]
-    fingerprint: str
-    oldphoto_version: str
-    started: datetime
-    finished: datetime | None
-    n_items: int | None
-    n_done: int | None
-    n_failed: int | None
-    n_skipped: int | None
-    state: str | None = None          # running | finished | aborted
-    reason: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    heartbeat: datetime | None = None
-
-
-@dataclass
-class Attempt:
-    """What one run did to the item."""
-
-    run_id: str
-    flow_run_id: str | None
-    status: str
-    error: str | None
-    input: dict[str, Any]
-    fingerprint: str
-    started: datetime | None
-    finished: datetime | None
-    seconds: float | None
-    mask_coverage: float | None
-    oldphoto_version: str | None
-    recorded: datetime
-    stages: list[dict[str, Any]] = field(default_factory=list)      # with "checkpoints": [...]
-    artefacts: list[dict[str, Any]] = field(default_factory=list)
-    faces: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    provenance: ItemProvenance | None = None                        # the record as recorded
-
-
-@dataclass
-class ItemHistory:
-    item: ItemInfo
-    attempts: list[Attempt]                                         # oldest first
-
 
 def _chunks(seq: Sequence[T], n: int) -> Iterator[Sequence[T]]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
-
-
-def _dataclass_default(obj: Any) -> Any:
-    """json.dumps hook: dataclasses (the provenance records) as their fields, encoded in one C pass - the
-    same JSON as `ItemProvenance.to_json()` without `dataclasses.asdict`'s deep copies."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        d = getattr(obj, "__dict__", None)
-        return d if d is not None else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-_ENCODER = json.JSONEncoder(default=_dataclass_default)
-
-
-def json_dumps(obj: Any) -> str:
-    """The catalog's JSON serialiser (also given to SQLAlchemy for JSON columns)."""
-    return _ENCODER.encode(obj)
-
-
-def _retryable(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code in ("40P01", "40001", "55P03"):
-        return True
-    msg = str(orig or exc).lower()
-    return "database is locked" in msg or "database table is locked" in msg or "deadlock" in msg
 
 
 class Catalog:
@@ -208,7 +71,7 @@ class Catalog:
             parent = Path(parsed.database).expanduser().resolve().parent
             if not parent.is_dir():
                 raise CatalogError(f"folder of the SQLite catalog does not exist: {parent}")
-        self.engine = self._make_engine(echo)
+        self.engine = make_engine(self.url, self.dialect, echo)
         self._collection_id: int | None = None
         self._checked = False
         self._run_fp: dict[str, tuple[str, str]] = {}
@@ -217,31 +80,6 @@ class Catalog:
         return f"Catalog({self.engine.url.render_as_string(hide_password=True)!r})"
 
     # ------------------------------------------------------------------------------------------ engine
-    def _make_engine(self, echo: bool) -> Engine:
-        if self.dialect == "postgresql":
-            return create_engine(self.url, echo=echo, pool_pre_ping=True, future=True, json_serializer=json_dumps)
-        engine = create_engine(self.url, echo=echo, future=True, connect_args={"timeout": 60},
-                               json_serializer=json_dumps)
-        memory = make_url(self.url).database in (None, "", ":memory:")
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None      # we emit BEGIN ourselves (below)
-            cur = dbapi_conn.cursor()
-            if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("oldphoto_write")
-                                 else "BEGIN")
-
-        return engine
-
     def close(self) -> None:
         self.engine.dispose()
 
@@ -251,20 +89,14 @@ class Catalog:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _write(self, fn: Callable[[Connection], T], attempts: int = 8) -> T:
+    def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run fn(conn) in one write transaction, retrying on deadlock / lock timeouts."""
-        for attempt in range(attempts):
-            try:
-                with self.engine.connect() as conn:
-                    conn.execution_options(oldphoto_write=True)
-                    with conn.begin():
-                        return fn(conn)
-            except (OperationalError, DBAPIError) as e:
-                if attempt + 1 < attempts and _retryable(e):
-                    time.sleep(0.05 * (2 ** attempt) * (0.5 + random.random()))
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        def once() -> T:
+            with self.engine.connect() as conn:
+                conn.execution_options(oldphoto_write=True)
+                with conn.begin():
+                    return fn(conn)
+        return with_db_retry(once)
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         self._check()
@@ -272,77 +104,24 @@ class Catalog:
             with conn.begin():
                 return fn(conn)
 
-    def _bulk_insert(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-        """Plain multi-row insert through the driver's executemany, converting values ourselves (JSON, UTC
-        timestamps) - the per-row cost of SQLAlchemy's parameter processing dominated the record path."""
-        if not rows:
-            return
-        cols = [c for c in table.c if c.name in rows[0]]
-        conv = []
-        for c in cols:
-            if isinstance(c.type, JSON):
-                conv.append(_json)
-            elif isinstance(c.type, m.UTCDateTime):
-                conv.append(_sqlite_time if self.dialect == "sqlite" else _pg_time)
-            else:
-                conv.append(None)
-        names = [c.name for c in cols]
-        ph = ", ".join(["?" if self.dialect == "sqlite" else "%s"] * len(cols))
-        prep = self.engine.dialect.identifier_preparer
-        sql = (f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(n) for n in names)}) "
-               f"VALUES ({ph})")
-        getter = itemgetter(*names)
-        todo = [(i, f) for i, f in enumerate(conv) if f is not None]
-        if len(names) == 1:
-            data = [(getter(r),) for r in rows]
-        elif not todo:
-            data = [getter(r) for r in rows]
-        else:
-            data = []
-            for r in rows:
-                v = list(getter(r))
-                for i, f in todo:
-                    v[i] = f(v[i])
-                data.append(tuple(v))
-        conn.exec_driver_sql(sql, data)
-
     def _insert(self, table: Any) -> Any:
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+        return dialect_insert(self.dialect, table)
 
     # ------------------------------------------------------------------------------------------ schema
     def _alembic_config(self, connection: Connection | None = None) -> Any:
-        from alembic.config import Config
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
-        if connection is not None:
-            cfg.attributes["connection"] = connection
-        return cfg
+        return schema.alembic_config(self.url, connection)
 
     def head_revision(self) -> str:
-        from alembic.script import ScriptDirectory
-
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        return schema.head_revision(self.url)
 
     def _missing_sqlite_file(self) -> bool:
-        """A SQLite catalog whose file does not exist yet (reading it must not create an empty one)."""
-        db = make_url(self.url).database if self.dialect == "sqlite" else None
-        return bool(db) and db != ":memory:" and not db.startswith("file:") and not Path(db).expanduser().exists()
+        return schema.missing_sqlite_file(self.url, self.dialect)
 
     def current_revision(self) -> str | None:
-        from alembic.runtime.migration import MigrationContext
-
         if self._missing_sqlite_file():
             return None
-
         try:
-            with self.engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+            return schema.current_revision(self.engine)
         except OperationalError as e:
             raise CatalogError(f"cannot open the catalog {self!r}: {e.orig}") from None
 
@@ -363,28 +142,10 @@ class Catalog:
         return self.current_revision()
 
     def _migrate(self, direction: str, revision: str) -> None:
-        from alembic import command
-
-        attempts = 8
-        for attempt in range(attempts):
-            try:
-                with self.engine.connect() as conn:
-                    conn.execution_options(oldphoto_write=True)
-                    conn.begin()
-                    # one migrator at a time: SQLite's BEGIN IMMEDIATE, PostgreSQL's transaction advisory lock;
-                    # a second caller then finds the schema current and does nothing
-                    if self.dialect == "postgresql":
-                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242170001)")
-                    getattr(command, direction)(self._alembic_config(conn), revision)
-                    conn.commit()
-                return
-            except OperationalError as e:
-                # SQLite can refuse at once (e.g. while another connection switches a new file to WAL):
-                # back off and try again, like every other write
-                if attempt + 1 < attempts and _retryable(e):
-                    time.sleep(0.05 * (2 ** attempt) * (0.5 + random.random()))
-                    continue
-                raise CatalogError(f"cannot {direction} the catalog {self!r}: {e.orig}") from None
+        try:
+            schema.migrate(self.engine, self.url, self.dialect, direction, revision)
+        except OperationalError as e:
+            raise CatalogError(f"cannot {direction} the catalog {self!r}: {e.orig}") from None
 
     def _check(self) -> None:
         if self._checked:
@@ -538,15 +299,6 @@ class Catalog:
             self._write(lambda conn, chunk=chunk: self._record_chunk(conn, cid, chunk, run_id, fp, version))
         return len(ordered)
 
-    def mark_running(self, inputs: Iterable[ItemProvenance | InputRecord], run_id: str) -> int:
-        """Mark items as being processed by `run_id` (status "running", one attempt opened)."""
-        provs = []
-        now = utcnow().isoformat()
-        for x in inputs:
-            inp = x.input if isinstance(x, ItemProvenance) else x
-            provs.append(ItemProvenance(input=inp, status="running", run_id=run_id, started=now))
-        return self.record_many(provs, run_id)
-
     def claim(self, items: Sequence[tuple[str, str]], run_id: str) -> set[str]:
         """Lease items to `run_id` (their status becomes "running", `last_run_id` this run) so that concurrent
         runs compute each item once; `items`: (source URI, name) pairs. An item is not claimed while another
@@ -582,121 +334,9 @@ class Catalog:
             mine |= self._write(go)
         return mine
 
-    def add_items(self, inputs: Iterable[InputRecord | str]) -> int:
-        """Register items as pending (what a night's run has to do); existing items are left as they are.
-        Returns how many were new."""
-        cid = self._ensure_collection()
-        now = utcnow()
-        rows = {}
-        for x in inputs:
-            inp = InputRecord(uri=x, name=x.rstrip("/").rsplit("/", 1)[-1]) if isinstance(x, str) else x
-            rows[inp.uri] = dict(collection_id=cid, source_uri=inp.uri, name=inp.name, sha256=inp.sha256,
-                                 bytes=inp.bytes, width=inp.width, height=inp.height, mode=inp.mode,
-                                 format=inp.format, status="pending", attempts=0, version=1, created=now,
-                                 updated=now)
-        ordered = [rows[k] for k in sorted(rows)]
-        new = 0
-        for chunk in _chunks(ordered, BATCH):
-            def go(conn: Connection, chunk: Sequence[dict[str, Any]] = chunk) -> int:
-                before = conn.execute(select(func.count()).select_from(items_t)).scalar_one()
-                conn.execute(self._insert(items_t).on_conflict_do_nothing(
-                    index_elements=["collection_id", "source_uri"]), list(chunk))
-                return conn.execute(select(func.count()).select_from(items_t)).scalar_one() - before
-            new += self._write(go)
-        return new
-
     def _record_chunk(self, conn: Connection, cid: int, provs: Sequence[ItemProvenance], run_id: str, fp: str,
                       version: str) -> None:
-        now = utcnow()
-        item_rows = []
-        for p in provs:
-            i = p.input
-            if p.status not in ITEM_STATUSES:
-                raise CatalogError(f"{i.uri}: status {p.status!r} is not one of {', '.join(ITEM_STATUSES)}")
-            item_rows.append(dict(collection_id=cid, source_uri=i.uri, name=i.name or i.uri, sha256=i.sha256,
-                                  bytes=i.bytes, width=i.width, height=i.height, mode=i.mode, format=i.format,
-                                  status=p.status, attempts=0, version=1, last_error=p.error, last_run_id=run_id,
-                                  created=now, updated=now))
-        ins = self._insert(items_t)
-        ex, cur = ins.excluded, items_t.c
-        keep = {c: func.coalesce(getattr(ex, c), getattr(cur, c))
-                for c in ("sha256", "bytes", "width", "height", "mode", "format")}
-        changed = (cur.sha256.is_not(None) & ex.sha256.is_not(None) & (cur.sha256 != ex.sha256))
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["collection_id", "source_uri"],
-            set_=dict(name=ex.name, status=ex.status, last_error=ex.last_error, last_run_id=ex.last_run_id,
-                      updated=ex.updated, version=case((changed, cur.version + 1), else_=cur.version), **keep)),
-            item_rows)
-        uris = [p.input.uri for p in provs]
-        item_ids = dict(conn.execute(select(items_t.c.source_uri, items_t.c.id).where(
-            items_t.c.collection_id == cid, items_t.c.source_uri.in_(uris))).all())
-
-        res_rows = []
-        for p in provs:
-            rec = p if p.run_id == run_id else dataclasses.replace(p, run_id=run_id)
-            res_rows.append(dict(
-                item_id=item_ids[p.input.uri], run_id=run_id, input_sha256=p.input.sha256, fingerprint=fp,
-                status=p.status, error=p.error, started=parse_time(p.started), finished=parse_time(p.finished),
-                seconds=float(sum(float(s.seconds or 0) for s in p.stages)), mask_coverage=_coverage(p),
-                n_faces=len(p.faces), oldphoto_version=p.oldphoto_version or version, provenance=rec,
-                recorded=now))
-        ins = self._insert(results_t)
-        ex = ins.excluded
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["item_id", "run_id"],
-            set_={c: getattr(ex, c) for c in ("input_sha256", "fingerprint", "status", "error", "started", "finished",
-                                              "seconds", "mask_coverage", "n_faces", "oldphoto_version",
-                                              "provenance", "recorded")}), res_rows)
-        ids = list(item_ids.values())
-        result_ids = dict(conn.execute(select(results_t.c.item_id, results_t.c.id).where(
-            results_t.c.run_id == run_id, results_t.c.item_id.in_(ids))).all())
-        rids = list(result_ids.values())
-        for t in CHILD_TABLES:
-            conn.execute(delete(t).where(t.c.result_id.in_(rids)))
-
-        stages, ckpts, arts, masks, faces, events = [], [], [], [], [], []
-        for p in provs:
-            rid = result_ids[item_ids[p.input.uri]]
-            seen_stage: set[str] = set()
-            for pos, s in enumerate(p.stages):
-                name, k = s.name, 2
-                while name in seen_stage:
-                    name, k = f"{s.name}#{k}", k + 1
-                seen_stage.add(name)
-                stages.append(dict(result_id=rid, position=pos, stage=name, status=s.status,
-                                   seconds=float(s.seconds or 0), device=s.device or "", error=s.error))
-                seen_ck: set[str] = set()
-                for c in s.checkpoints:
-                    if c.name not in seen_ck:
-                        seen_ck.add(c.name)
-                        ckpts.append(dict(result_id=rid, stage=name, name=c.name, file=c.file or "",
-                                          sha256=c.sha256 or ""))
-            by_uri = {a.uri: a for a in p.outputs}
-            for a in by_uri.values():
-                arts.append(dict(result_id=rid, kind=a.kind, uri=a.uri, sha256=a.sha256 or "", bytes=int(a.bytes or 0),
-                                 extra=dict(a.extra or {})))
-            cov = _coverage(p)
-            if cov is not None:
-                mask = next((a for a in p.outputs if a.kind == "mask"), None)
-                masks.append(dict(result_id=rid, uri=mask.uri if mask else None,
-                                  sha256=mask.sha256 if mask else None, coverage=cov))
-            by_index = {f.index: f for f in p.faces}
-            for f in by_index.values():
-                box = list(f.box) + [0] * (4 - len(f.box))
-                faces.append(dict(result_id=rid, face_index=f.index, left=int(box[0]), top=int(box[1]),
-                                  right=int(box[2]), bottom=int(box[3]), score=f.score,
-                                  landmarks=[list(map(float, pt)) for pt in f.landmarks],
-                                  detected_on=f.detected_on, applied=f.applied, reason=f.reason,
-                                  agreement_db=f.agreement_db))
-            for e in events_for(p, run_id, now):
-                e["result_id"] = rid
-                e["agent_version"] = e["agent_version"] or version
-                events.append(e)
-        for t, rows in ((stages_t, stages), (ckpt_t, ckpts), (arts_t, arts), (masks_t, masks), (faces_t, faces),
-                        (events_t, events)):
-            self._bulk_insert(conn, t, rows)
-        n = select(func.count()).select_from(results_t).where(results_t.c.item_id == items_t.c.id).scalar_subquery()
-        conn.execute(update(items_t).where(items_t.c.id.in_(ids)).values(attempts=n))
+        record_chunk(conn, self.dialect, cid, provs, run_id, fp, version)
 
     # ------------------------------------------------------------------------------------------ queries
     def status_counts(self, run_id: str | None = None) -> dict[str, int]:
@@ -880,36 +520,9 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _json(v: Any) -> str | None:
-    if v is None:
-        return None
-    if not v and type(v) in (list, dict):
-        return "[]" if type(v) is list else "{}"
-    return _ENCODER.encode(v)
-
-
-def _sqlite_time(v: datetime | None) -> str | None:
-    """The text SQLAlchemy's SQLite DateTime stores (naive UTC)."""
-    if v is None:
-        return None
-    v = parse_time(v)
-    return v.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _pg_time(v: datetime | None) -> datetime | None:
-    return None if v is None else parse_time(v)
-
-
-def _coverage(p: ItemProvenance) -> float | None:
-    if p.mask_coverage is not None:
-        return float(p.mask_coverage)
-    for a in p.outputs:
-        if a.kind == "mask" and a.extra and a.extra.get("coverage") is not None:
-            return float(a.extra["coverage"])
-    return None
-
-
 _fingerprint = fingerprint
 
 __all__ = ["Catalog", "CatalogError", "ItemInfo", "ItemHistory", "Attempt", "RunInfo", "fingerprint",
-           "default_url", "DEFAULT_URL"]
+           "default_url", "DEFAULT_URL", "normalise_url", "json_dumps", "with_db_retry", "BATCH", "HEARTBEAT_S",
+           "STALE_AFTER_S", "MIGRATIONS", "items_t", "results_t", "runs_t", "coll_t", "stages_t", "ckpt_t", "arts_t",
+           "masks_t", "faces_t", "events_t", "CHILD_TABLES"]

@@ -57,7 +57,7 @@ def archive(
     from oldphoto.reaper import start_reaper
 
     start_reaper()           # a kill -9 of this process leaves no Prefect API server or Ray agent running
-    from flows.restore_archive import restore_archive
+    from oldphoto.flows.restore_archive import restore_archive
     from oldphoto.models import MissingWeightsError
 
     try:

@@ -41,9 +41,8 @@ def quality_cmd(
     ours), per photo and on face crops; the scratch detector's ROC AUC/F1, false-positive rate on photos without
     structured defects and `auto` decision accuracy; NIQE and a review grid of the real old photos."""
     from rich.console import Console
-    from rich.table import Table
 
-    from oldphoto.quality import run_quality_bench, write_bench
+    from oldphoto.quality_bench import run_quality_bench, write_bench
 
     console = Console()
     if split not in ("test", "val"):
@@ -55,7 +54,29 @@ def quality_cmd(
     except (FileNotFoundError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
-    f = res.figures
+    _print_figures(console, res.figures, size, seed)
+    jp, gp = write_bench(res, out)
+    console.print(f"wrote {jp} and {gp}" + (f" and {out / 'real_photos_grid.png'}" if res.real_grid is not None else ""))
+
+
+def _print_figures(console, f: dict, size: int, seed: int) -> None:
+    """The bench's figures as tables and lines (what quality.json holds)."""
+    _print_tables(console, f, size, seed)
+    console.print(f"baseline inpainting mask: {f['baseline_mask']}")
+    if f["ours_unavailable"]:
+        console.print(f"ours: not measured ({f['ours_unavailable']})")
+    _print_detector(console, f["scratch_detector"])
+    n = f["niqe"]
+    if "input" in n:
+        console.print(f"NIQE on {n['photo']} {n['size'][0]}x{n['size'][1]} (lower is better): input "
+                      f"{n['input']:.3f}, baseline {n['baseline']:.3f}, ours {_fmt(n.get('ours'), 3)}")
+    else:
+        console.print(f"NIQE: unavailable ({n['unavailable']})")
+
+
+def _print_tables(console, f: dict, size: int, seed: int) -> None:
+    from rich.table import Table
+
     keys = {"degraded": "degraded input", "baseline": "OpenCV NLM + Telea inpaint", "ours": "ours (Restorer)"}
     per = Table(title=f"Per photo (PSNR dB / SSIM), {size}x{size}, seed {seed}")
     per.add_column("photo")
@@ -80,10 +101,9 @@ def quality_cmd(
     console.print(t)
     if "faces_worse_than_input" in f["faces"]:
         console.print(f"faces ending worse than their degraded input (PSNR or SSIM): {f['faces']['faces_worse_than_input']}")
-    console.print(f"baseline inpainting mask: {f['baseline_mask']}")
-    if f["ours_unavailable"]:
-        console.print(f"ours: not measured ({f['ours_unavailable']})")
-    d = f["scratch_detector"]
+
+
+def _print_detector(console, d: dict) -> None:
     if "auc" in d:
         console.print(f"scratch detector: ROC AUC {d['auc']:.3f}, F1@{d['threshold']} {d['f1']:.3f}, false-positive "
                       f"pixels on photos without structured defects {d['fp_rate_no_defects']:.3%}")
@@ -94,14 +114,6 @@ def quality_cmd(
         console.print(f"--scratch auto: {a['accuracy']:.1%} right ({a['scratched_to_scratch_path']}/{a['scratched']} "
                       f"scratched photos to the scratch path, {a['clean_to_quality_path']}/{a['clean']} without "
                       "structured defects to the quality path)")
-    n = f["niqe"]
-    if "input" in n:
-        console.print(f"NIQE on {n['photo']} {n['size'][0]}x{n['size'][1]} (lower is better): input "
-                      f"{n['input']:.3f}, baseline {n['baseline']:.3f}, ours {_fmt(n.get('ours'), 3)}")
-    else:
-        console.print(f"NIQE: unavailable ({n['unavailable']})")
-    jp, gp = write_bench(res, out)
-    console.print(f"wrote {jp} and {gp}" + (f" and {out / 'real_photos_grid.png'}" if res.real_grid is not None else ""))
 
 
 def register(app: typer.Typer) -> None:

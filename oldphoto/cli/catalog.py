@@ -169,35 +169,42 @@ def show(item: str = typer.Argument(..., help="Item id, source URI or sha256."),
              "attempts": [{k: v for k, v in asdict(a).items() if k != "provenance"} for a in h.attempts]}
         typer.echo(json.dumps(d, default=str, indent=2))
         return
-    from rich.table import Table
-
     con = _console()
-    i = h.item
+    _print_item(con, h.item)
+    for n, a in enumerate(h.attempts, 1):
+        _print_attempt(con, n, a)
+
+
+def _print_item(con, i) -> None:
     con.print(f"[bold]{i.name}[/bold]  (item {i.id}, collection {i.collection})")
     con.print(f"  source   {i.source_uri}")
     con.print(f"  sha256   {i.sha256 or '-'}  ({i.bytes if i.bytes is not None else '?'} bytes, "
               f"{i.width or '?'}x{i.height or '?'} {i.mode or '?'} {i.format or ''}, version {i.version})")
     con.print(f"  status   {i.status} after {i.attempts} attempt(s); last change {_fmt_time(i.updated)}"
               + (f"; last error: {i.last_error}" if i.last_error else ""))
-    for n, a in enumerate(h.attempts, 1):
-        con.print(f"\n[bold]Attempt {n}[/bold]: run {a.run_id}" + (f" (flow run {a.flow_run_id})" if a.flow_run_id else "")
-                  + f", oldphoto {a.oldphoto_version or '?'}, {a.status}"
-                  + (f" - {a.error}" if a.error else ""))
-        con.print(f"  input sha256 {a.input.get('sha256') or '-'}; started {_fmt_time(a.started)}, finished "
-                  f"{_fmt_time(a.finished)}; fingerprint {a.fingerprint[:16]}"
-                  + (f"; mask coverage {a.mask_coverage:.4%}" if a.mask_coverage is not None else ""))
-        st = Table(show_header=True)
-        for col in ("stage", "status", "seconds", "device", "checkpoints", "error"):
-            st.add_column(col, overflow="fold")
-        for s in a.stages:
-            ck = ", ".join(f"{c['name']} ({c['sha256'][:12]})" for c in s["checkpoints"])
-            st.add_row(s["stage"], s["status"], f"{s['seconds']:.3f}", s["device"], ck, s["error"] or "")
-        con.print(st)
-        for art in a.artefacts:
-            con.print(f"  {art['kind']:<12} {art['uri']}  sha256 {art['sha256'][:16]}  {art['bytes']} bytes")
-        for f in a.faces:
-            con.print(f"  face {f['face_index']}: box ({f['left']}, {f['top']}, {f['right']}, {f['bottom']})"
-                      + (f" score {f['score']:.3f}" if f["score"] is not None else ""))
+
+
+def _print_attempt(con, n: int, a) -> None:
+    from rich.table import Table
+
+    con.print(f"\n[bold]Attempt {n}[/bold]: run {a.run_id}" + (f" (flow run {a.flow_run_id})" if a.flow_run_id else "")
+              + f", oldphoto {a.oldphoto_version or '?'}, {a.status}"
+              + (f" - {a.error}" if a.error else ""))
+    con.print(f"  input sha256 {a.input.get('sha256') or '-'}; started {_fmt_time(a.started)}, finished "
+              f"{_fmt_time(a.finished)}; fingerprint {a.fingerprint[:16]}"
+              + (f"; mask coverage {a.mask_coverage:.4%}" if a.mask_coverage is not None else ""))
+    st = Table(show_header=True)
+    for col in ("stage", "status", "seconds", "device", "checkpoints", "error"):
+        st.add_column(col, overflow="fold")
+    for s in a.stages:
+        ck = ", ".join(f"{c['name']} ({c['sha256'][:12]})" for c in s["checkpoints"])
+        st.add_row(s["stage"], s["status"], f"{s['seconds']:.3f}", s["device"], ck, s["error"] or "")
+    con.print(st)
+    for art in a.artefacts:
+        con.print(f"  {art['kind']:<12} {art['uri']}  sha256 {art['sha256'][:16]}  {art['bytes']} bytes")
+    for f in a.faces:
+        con.print(f"  face {f['face_index']}: box ({f['left']}, {f['top']}, {f['right']}, {f['bottom']})"
+                  + (f" score {f['score']:.3f}" if f["score"] is not None else ""))
 
 
 @catalog_app.command("export")

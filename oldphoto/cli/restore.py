@@ -89,27 +89,13 @@ def restore(
 ) -> None:
     """Restore old photographs: scratch detection, global restoration, face enhancement; with a record of each."""
     from rich.console import Console
-    from rich.table import Table
 
     from oldphoto.progress import ItemProgress
-    from oldphoto.lifecycle import (Heartbeat, Recorder, claim_items, list_inputs, plan_items, start_item,
-                                    with_catalog_retry, write_item)
+    from oldphoto.lifecycle import Heartbeat, Recorder, claim_items, list_inputs, plan_items, with_catalog_retry
     from oldphoto.pipeline import Restorer, RestoreOptions, check_models
 
     console = Console(stderr=True)
-    if scratch not in SCRATCH_CHOICES:
-        raise typer.BadParameter(f"--scratch must be one of {', '.join(SCRATCH_CHOICES)}", param_hint="--scratch")
-    if precision not in ("fp32", "bf16"):
-        raise typer.BadParameter("--precision must be fp32 or bf16", param_hint="--precision")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise typer.BadParameter("--device must be cpu or cuda", param_hint="--device")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            console.print("[bold red]error:[/bold red] --device cuda asked for, but no CUDA GPU is available "
-                          "(this torch build or machine has none); use --device cpu")
-            raise typer.Exit(2)
+    _check_choices(scratch, precision, device, console)
     options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
                              untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
                              max_pixels=int(max_megapixels * 1_000_000),
@@ -126,21 +112,13 @@ def restore(
 
     listing = list_inputs([str(p) for p in inputs], exclude=str(out))
     if not listing.items:
-        console.print("[bold red]error:[/bold red] no input files found"
-                      + (f" ({len(listing.skipped)} file(s) skipped: hidden or not images)" if listing.skipped else ""))
-        raise typer.Exit(2)
+        _no_inputs(listing, console)
     out.mkdir(parents=True, exist_ok=True)
     destination = str(out.absolute())
 
     cat, run_id, fp = None, None, ""
     if not no_catalog:
-        try:
-            cat, run_id, fp = _open_catalog(catalog or os.environ.get("OLDPHOTO_CATALOG")
-                                            or f"sqlite:///{(out / 'catalog.sqlite').resolve()}", options, models,
-                                            {"inputs": [str(p) for p in inputs], "destination": destination})
-        except Exception as e:
-            console.print(f"[bold red]error:[/bold red] cannot open the catalog: {e}", highlight=False)
-            raise typer.Exit(2)
+        cat, run_id, fp = _open_run_catalog(catalog, out, options, models, inputs, destination, console)
     todo, already = plan_items(listing.items, cat, fp)
     todo, busy = claim_items(todo, cat, run_id)          # not what another run at work holds
     record = Recorder(cat, run_id, warn=lambda m: console.print(f"[yellow]{m}[/yellow]", highlight=False))
@@ -153,21 +131,11 @@ def restore(
     with Heartbeat(cat, run_id), progress:
         for item in todo:
             progress.start(item.name)
-            try:
-                state = restorer.process(start_item(item, destination, options, run_id))
-                write_item(state, destination)
-            except Exception as e:  # noqa: BLE001 - one item's unexpected error never stops the run
-                state = start_item(item, destination, options, run_id)
-                state.fail("restore", f"{type(e).__name__}: {e}")
-                state.data = None
-                write_item(state, destination)
+            state = _restore_item(restorer, item, destination, options, run_id)
             for rec in state.provenance.stages:
                 stage_seconds[rec.name] += rec.seconds
             if cat is not None:
-                try:
-                    record(state.provenance)
-                except Exception as e:  # noqa: BLE001 - outage longer than the bound: say so, go on
-                    console.print(f"[yellow]catalog: could not record {item.uri}: {e}[/yellow]", highlight=False)
+                _record(record, state, item, console)
             if state.failed:
                 failures.append((item.uri, state.error or "failed"))
             state.files.clear()
@@ -180,18 +148,81 @@ def restore(
                 reason=f"{len(failures)} item(s) failed" if failures else None))
         except Exception as e:
             console.print(f"[yellow]catalog: could not finish run: {e}[/yellow]")
+    _report(console, out, time.perf_counter() - t0, len(todo), failures, already, busy, listing.skipped, run_id,
+            stage_seconds)
 
-    elapsed = time.perf_counter() - t0
-    done = len(todo) - len(failures)
-    console.print(f"[bold]{done} of {len(todo)} restored[/bold] in {elapsed:.1f} s into {out}"
+
+def _open_run_catalog(catalog: str | None, out: Path, options, models, inputs: list[str], destination: str,
+                      console):
+    """(catalog, run id, fingerprint) of this run: --catalog, else $OLDPHOTO_CATALOG, else OUT/catalog.sqlite."""
+    try:
+        return _open_catalog(catalog or os.environ.get("OLDPHOTO_CATALOG")
+                             or f"sqlite:///{(out / 'catalog.sqlite').resolve()}", options, models,
+                             {"inputs": [str(p) for p in inputs], "destination": destination})
+    except Exception as e:
+        console.print(f"[bold red]error:[/bold red] cannot open the catalog: {e}", highlight=False)
+        raise typer.Exit(2)
+
+
+def _no_inputs(listing, console) -> None:
+    console.print("[bold red]error:[/bold red] no input files found"
+                  + (f" ({len(listing.skipped)} file(s) skipped: hidden or not images)" if listing.skipped else ""))
+    raise typer.Exit(2)
+
+
+def _check_choices(scratch: str, precision: str, device: str, console) -> None:
+    if scratch not in SCRATCH_CHOICES:
+        raise typer.BadParameter(f"--scratch must be one of {', '.join(SCRATCH_CHOICES)}", param_hint="--scratch")
+    if precision not in ("fp32", "bf16"):
+        raise typer.BadParameter("--precision must be fp32 or bf16", param_hint="--precision")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise typer.BadParameter("--device must be cpu or cuda", param_hint="--device")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            console.print("[bold red]error:[/bold red] --device cuda asked for, but no CUDA GPU is available "
+                          "(this torch build or machine has none); use --device cpu")
+            raise typer.Exit(2)
+
+
+def _restore_item(restorer, item, destination: str, options, run_id: str | None):
+    """One item through the stages and written; an unexpected error fails only this item."""
+    from oldphoto.lifecycle import start_item, write_item
+
+    try:
+        state = restorer.process(start_item(item, destination, options, run_id))
+        write_item(state, destination)
+    except Exception as e:  # noqa: BLE001 - one item's unexpected error never stops the run
+        state = start_item(item, destination, options, run_id)
+        state.fail("restore", f"{type(e).__name__}: {e}")
+        state.data = None
+        write_item(state, destination)
+    return state
+
+
+def _record(record, state, item, console) -> None:
+    try:
+        record(state.provenance)
+    except Exception as e:  # noqa: BLE001 - outage longer than the bound: say so, go on
+        console.print(f"[yellow]catalog: could not record {item.uri}: {e}[/yellow]", highlight=False)
+
+
+def _report(console, out: Path, elapsed: float, n_todo: int, failures: list[tuple[str, str]], already: list,
+            busy: list, skipped: list, run_id: str | None, stage_seconds: Counter) -> None:
+    """The run's summary on the console; SKIPPED and FAILED lines on stdout; exit status 1 when items failed."""
+    from rich.table import Table
+
+    done = n_todo - len(failures)
+    console.print(f"[bold]{done} of {n_todo} restored[/bold] in {elapsed:.1f} s into {out}"
                   + (f"; {len(already)} already done (skipped)" if already else "")
                   + (f"; {len(busy)} being restored by another run (skipped)" if busy else "")
-                  + (f"; {len(listing.skipped)} not inputs (hidden or not images, skipped)" if listing.skipped else "")
+                  + (f"; {len(skipped)} not inputs (hidden or not images, skipped)" if skipped else "")
                   + (f"; catalog run {run_id}" if run_id else ""), highlight=False, soft_wrap=True)
     if stage_seconds:
         console.print("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds.items() if v),
                       highlight=False)
-    for sk in listing.skipped:
+    for sk in skipped:
         print(f"SKIPPED {sk.uri}: {sk.reason}", file=sys.stdout)
     if failures:
         table = Table(title=f"{len(failures)} failed", show_lines=False)

@@ -55,7 +55,7 @@ class OfficialNet:
         return cls.official(self.load_size) if self.load_size is not None else cls.official()
 
 
-# manifest name (shared/official/manifests/NAME.json) -> network kind + official config
+# manifest name (tests/data/official/manifests/NAME.json) -> network kind + official config
 MANIFEST_NAMES: dict[str, OfficialNet] = {
     "vae_a": OfficialNet("vae"),
     "vae_b": OfficialNet("vae"),

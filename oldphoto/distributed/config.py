@@ -11,16 +11,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-POOL_NAMES = ("scratch", "global", "face")
+# pool name -> DistributedConfig attribute
+POOL_ATTRS = {"scratch": "scratch", "global": "global_", "face": "face"}
 
 # What the deployment (infra/, prefect.yaml) must agree on with the code (checked by tests/test_infra.py).
 IMAGE_REPOSITORY = "ghcr.io/museum-oldphoto/oldphoto"
 IMAGE_VARIANTS = ("cpu", "cuda")
 WORK_POOL = "oldphoto-process"
 FLOW_ENTRYPOINTS = {
-    "restore-archive": "flows/restore_archive.py:restore_archive",
-    "reprocess-failed": "flows/restore_archive.py:reprocess_failed",
-    "reprocess-reviewed": "flows/reprocess_reviewed.py:reprocess_reviewed",
+    "restore-archive": "oldphoto/flows/restore_archive.py:restore_archive",
+    "reprocess-failed": "oldphoto/flows/restore_archive.py:reprocess_failed",
+    "reprocess-reviewed": "oldphoto/flows/reprocess_reviewed.py:reprocess_reviewed",
 }
 # Environment the flows read on a worker (besides the standard AWS credential variables)
 WORKER_ENV = {
@@ -127,14 +128,13 @@ class DistributedConfig:
         n_gpu = float(cluster_resources.get("GPU", 0) or 0)
         if self.gpus != "auto" or n_gpu <= 0:
             return self
-        share = min(1.0, int(n_gpu / len(POOL_NAMES) * 100) / 100) or 0.01
+        share = min(1.0, int(n_gpu / len(POOL_ATTRS) * 100) / 100) or 0.01
         pools = {attr: dataclasses.replace(self.pool(name), num_gpus=share)
-                 for attr, name in (("scratch", "scratch"), ("global_", "global"), ("face", "face"))
-                 if self.pool(name).num_gpus == 0}
+                 for name, attr in POOL_ATTRS.items() if self.pool(name).num_gpus == 0}
         return dataclasses.replace(self, **pools)
 
     def pool(self, name: str) -> PoolConfig:
-        return {"scratch": self.scratch, "global": self.global_, "face": self.face}[name]
+        return getattr(self, POOL_ATTRS[name])
 
     @classmethod
     def gpu_cluster(cls, ray_address: str = "auto", actors_per_pool: int = 1, gpus_per_actor: float = 0.3,

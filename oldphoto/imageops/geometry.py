@@ -49,11 +49,6 @@ def full_size_16(h: int, w: int) -> tuple[int, int]:
     return round_to_multiple(h, 16), round_to_multiple(w, 16)
 
 
-def full_size_4(h: int, w: int) -> tuple[int, int]:
-    """test.py "Full" mode (§8.1): each side rounded to a multiple of 4."""
-    return round_to_multiple(h, 4), round_to_multiple(w, 4)
-
-
 DETECTOR_SHORT_SIDE = 256     # the official working size's short side
 DETECTOR_MAX_SIDE = 2048      # oldphoto's cap on the long side (the official code has none)
 DETECTOR_MIN_SIDE = 32        # the U-Net's smallest input side

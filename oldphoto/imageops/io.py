@@ -263,6 +263,34 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
 
 
 def _decode(data: bytes, max_pixels: int) -> DecodedImage:
+    im = _open(data, max_pixels)
+    if isinstance(im, DecodedImage):            # a float TIFF PIL cannot open
+        return im
+    fmt, mode = im.format, im.mode
+    notes: list[str] = []
+    icc = im.info.get("icc_profile") or None
+    exif, orientation = _exif_upright(im)
+    pixels, grey, depth = _first_frame_pixels(im, data, max_pixels, notes)
+    if mode == "F":
+        notes.append("float TIFF (float32) written back as 16-bit integer TIFF" if fmt == "TIFF"
+                     else "float samples written back as 16-bit integer")
+    pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
+    icc = _kept_icc(icc, grey, notes)
+    tiff_tags = None
+    if fmt == "TIFF":       # a TIFF's "EXIF" is its own IFD (strip offsets, sample format...): keep descriptions only
+        tags = getattr(im, "tag_v2", {})
+        tiff_tags = {t: tags[t] for t in TIFF_DESCRIPTIVE_TAGS if t in tags} or None
+        exif = None
+    if exif is not None and len(exif) > MAX_EXIF_BYTES:
+        notes.append(f"EXIF block of {len(exif):,} bytes dropped (over {MAX_EXIF_BYTES:,})")
+        exif = None
+    return DecodedImage(pixels=pixels, grey=grey, bit_depth=depth, format=fmt, mode=mode, icc_profile=icc,
+                        exif=exif, orientation=orientation, tiff_tags=tiff_tags, dpi=_upright_dpi(im, orientation),
+                        warnings=notes)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image | DecodedImage:
+    """The image PIL opens (header only, size checked), or a float TIFF decoded by tifffile."""
     try:
         im = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -279,10 +307,13 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
         raise ImageDecodeError(f"image has no pixels ({w}×{h})")
     if w * h > max_pixels:
         raise _too_large(w, h, max_pixels)
-    fmt, mode = im.format, im.mode
-    notes: list[str] = []
-    icc = im.info.get("icc_profile") or None
-    exif, orientation = _exif_upright(im)
+    return im
+
+
+def _first_frame_pixels(im: Image.Image, data: bytes, max_pixels: int, notes: list[str]
+                        ) -> tuple[np.ndarray, bool, int]:
+    """(pixels, grey, bit depth) of the first frame; a note when there are more."""
+    fmt = im.format
     try:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         frames = _frame_count(im)
@@ -291,10 +322,9 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
             notes.append(f"multi-frame file ({frames} {'pages' if fmt == 'TIFF' else 'frames'}): "
                          "only the first was restored")
         if _is_16bit_rgb(im, data):
-            pixels, grey, depth = _read_16bit_rgb(data, fmt), False, 16
-        else:
-            im.load()
-            pixels, grey, depth = _to_float_rgb(im)
+            return _read_16bit_rgb(data, fmt), False, 16
+        im.load()
+        return _to_float_rgb(im)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -303,25 +333,21 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
     except Exception as e:
         raise ImageDecodeError(f"cannot decode {fmt or 'image'} data (truncated or corrupt?): "
                                f"{safe_reason(e)}") from None
-    if mode == "F":
-        notes.append("float TIFF (float32) written back as 16-bit integer TIFF" if fmt == "TIFF"
-                     else "float samples written back as 16-bit integer")
-    pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
+
+
+def _kept_icc(icc: bytes | None, grey: bool, notes: list[str]) -> bytes | None:
+    """The ICC profile when it fits the output's colour space and is small enough to read back."""
     space = _icc_colour_space(icc)
     if space not in (("GRAY",) if grey else ("RGB",)):
-        icc = None
+        return None
     if icc is not None and len(icc) > MAX_ICC_BYTES:
         notes.append(f"ICC profile of {len(icc):,} bytes dropped (over {MAX_ICC_BYTES:,}: "
                      "the output could not be read back)")
-        icc = None
-    tiff_tags = None
-    if fmt == "TIFF":       # a TIFF's "EXIF" is its own IFD (strip offsets, sample format...): keep descriptions only
-        tags = getattr(im, "tag_v2", {})
-        tiff_tags = {t: tags[t] for t in TIFF_DESCRIPTIVE_TAGS if t in tags} or None
-        exif = None
-    if exif is not None and len(exif) > MAX_EXIF_BYTES:
-        notes.append(f"EXIF block of {len(exif):,} bytes dropped (over {MAX_EXIF_BYTES:,})")
-        exif = None
+        return None
+    return icc
+
+
+def _upright_dpi(im: Image.Image, orientation: int) -> tuple[float, float] | None:
     dpi = im.info.get("dpi")
     try:
         dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
@@ -329,8 +355,7 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
             dpi = (dpi[1], dpi[0])
     except (TypeError, ValueError, IndexError):
         dpi = None
-    return DecodedImage(pixels=pixels, grey=grey, bit_depth=depth, format=fmt, mode=mode, icc_profile=icc,
-                        exif=exif, orientation=orientation, tiff_tags=tiff_tags, dpi=dpi, warnings=notes)
+    return dpi
 
 
 def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, bool, int]:
@@ -406,30 +431,11 @@ def encode_image(pixels: np.ndarray, fmt: str = "PNG", *, grey: bool = False, bi
     fmt = fmt.upper()
     if fmt not in ("PNG", "TIFF"):
         raise ValueError(f"unsupported output format {fmt}")
-    if grey and pixels.ndim == 3:
-        pixels = to_grey(pixels)
-    if not grey and pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
-    arr = to_uint(pixels, bit_depth)
-    buf = io.BytesIO()
+    arr = to_uint(_with_channels(pixels, grey), bit_depth)
     if bit_depth == 16 and arr.ndim == 3:        # PIL cannot hold 16-bit RGB
         if fmt == "PNG":
-            import cv2
-
-            ok, enc = cv2.imencode(".png", np.ascontiguousarray(arr[..., ::-1]))
-            if not ok:
-                raise ValueError("cv2 failed to encode a 16-bit PNG")
-            return _png_add_metadata(enc.tobytes(), icc_profile, exif)
-        import tifffile
-
-        extratags = [(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else []
-        for tag, value in (tiff_tags or {}).items():
-            if isinstance(value, str):
-                extratags.append((tag, 2, 0, value, True))
-        tifffile.imwrite(buf, arr, photometric="rgb", compression="zlib", extratags=extratags,
-                         resolution=(dpi[0], dpi[1]) if dpi else None, resolutionunit=2 if dpi else None)
-        return buf.getvalue()
-    im = Image.fromarray(arr)
+            return _encode_png_rgb16(arr, icc_profile, exif)
+        return _encode_tiff_rgb16(arr, icc_profile, tiff_tags, dpi)
     kwargs: dict = {}
     if icc_profile:
         kwargs["icc_profile"] = icc_profile
@@ -441,7 +447,40 @@ def encode_image(pixels: np.ndarray, fmt: str = "PNG", *, grey: bool = False, bi
             kwargs["tiffinfo"] = {t: v for t, v in tiff_tags.items() if isinstance(v, str)}
     elif exif:
         kwargs["exif"] = exif
-    im.save(buf, fmt, **kwargs)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _with_channels(pixels: np.ndarray, grey: bool) -> np.ndarray:
+    """H×W for grey output, H×W×3 otherwise."""
+    if grey and pixels.ndim == 3:
+        return to_grey(pixels)
+    if not grey and pixels.ndim == 2:
+        return np.repeat(pixels[..., None], 3, axis=2)
+    return pixels
+
+
+def _encode_png_rgb16(arr: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    import cv2
+
+    ok, enc = cv2.imencode(".png", np.ascontiguousarray(arr[..., ::-1]))
+    if not ok:
+        raise ValueError("cv2 failed to encode a 16-bit PNG")
+    return _png_add_metadata(enc.tobytes(), icc_profile, exif)
+
+
+def _encode_tiff_rgb16(arr: np.ndarray, icc_profile: bytes | None, tiff_tags: dict | None,
+                       dpi: tuple[float, float] | None) -> bytes:
+    import tifffile
+
+    extratags = [(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else []
+    for tag, value in (tiff_tags or {}).items():
+        if isinstance(value, str):
+            extratags.append((tag, 2, 0, value, True))
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="rgb", compression="zlib", extratags=extratags,
+                     resolution=(dpi[0], dpi[1]) if dpi else None, resolutionunit=2 if dpi else None)
     return buf.getvalue()
 
 

@@ -1,6 +1,6 @@
 """Building blocks shared by the global-restoration networks (VAE and the three mapping networks).
 
-Everything here follows the official layer layout (ARCHITECTURE.md §1, §3) so that state-dict keys
+Everything here follows the official layer layout (checked against tests/data/official/manifests/) so that state-dict keys
 match the official checkpoints: a residual block keeps its layers in a Sequential named
 ``conv_block`` and the mapping networks are flat Sequentials of conv / InstanceNorm / ReLU triples.
 """
@@ -202,11 +202,6 @@ class ImageWideNormStats:
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # id(norm) -> (mean, var), (B, C) float64
         self._acc: tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # norm, n, mean, m2
         self._core: tuple[int, int, int, int, int, int] | None = None     # y0, y1, x0, x1, crop h, crop w
-
-    @property
-    def passes_needed(self) -> int:
-        """Forward passes over the tiles in all: one per norm and the final one."""
-        return len(self.norms) + 1
 
     def run(self, fn, t: torch.Tensor, core: tuple[int, int, int, int]) -> torch.Tensor | None:
         """``fn(t)`` with the known statistics, or None when the pass stopped at an unknown norm.

@@ -2,7 +2,7 @@
 
 One Sequential ``model``: four conv-IN-ReLU triples up to ``width`` channels, ``n_blocks`` residual
 blocks, three conv-IN-ReLU triples back down and a final plain 3x3 conv to the latent width
-(ARCHITECTURE.md §3). Keys at the official config: ``model.{0,3,6,9}``, ``model.12..17.conv_block.*``,
+(tests/data/official/manifests/mapping_quality.json). Keys at the official config: ``model.{0,3,6,9}``, ``model.12..17.conv_block.*``,
 ``model.{18,21,24,27}``.
 """
 from __future__ import annotations

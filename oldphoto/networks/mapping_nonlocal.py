@@ -1,6 +1,6 @@
 """Latent mapping with a partial (masked) nonlocal block, for scratched photos.
 
-Official ``Mapping_Model_with_mask`` (``mapping_scratch``), ARCHITECTURE.md §4:
+Official ``Mapping_Model_with_mask`` (``mapping_scratch``):
 
     out = after_NL( NL( before_NL(z), mask ) )
 

@@ -1,7 +1,7 @@
 """Latent mapping with multi-scale patch attention, for scratched high-resolution photos.
 
 Official ``Mapping_Model_with_mask_2`` (``mapping_Patch_Attention``) run through its
-``inference_forward`` (ARCHITECTURE.md §5):
+``inference_forward``:
 
     x = before_NL(z)                 # 4 conv-IN-ReLU triples + 2 residual blocks
     x = NL_scale_1(x, mask)          # patch attention, patch size 8

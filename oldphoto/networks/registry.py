@@ -165,29 +165,45 @@ def _coerce(tp: Any, value: Any) -> Any:
         return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value)
-            except (TypeError, ValueError):
-                continue
-        return value
+        return _coerce_union(tp, value)
     if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
         return config_from_dict(tp, value)
-    if (tp is tuple or origin is tuple) and isinstance(value, list):
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v) for v in value)
-        if args and len(args) == len(value):
-            return tuple(_coerce(a, v) for a, v in zip(args, value))
-        return tuple(value)
-    if (tp is list or origin is list) and isinstance(value, list):
-        args = typing.get_args(tp)
-        return [_coerce(args[0], v) for v in value] if args else list(value)
+    if isinstance(value, list):
+        return _coerce_list(tp, origin, value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _coerce_union(tp: Any, value: Any) -> Any:
+    """The first member type of an Optional/Union that takes the value, else the value as it is."""
+    for arg in typing.get_args(tp):
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(arg, value)
+        except (TypeError, ValueError):
+            continue
+    return value
+
+
+def _coerce_list(tp: Any, origin: Any, value: list[Any]) -> Any:
+    """A JSON list as the annotated tuple or list (members coerced too); as it is for other types."""
+    if tp is tuple or origin is tuple:
+        return _coerce_tuple(tp, value)
+    if tp is list or origin is list:
+        args = typing.get_args(tp)
+        return [_coerce(args[0], v) for v in value] if args else list(value)
+    return value
+
+
+def _coerce_tuple(tp: Any, value: list[Any]) -> tuple[Any, ...]:
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(args[0], v) for v in value)
+    if args and len(args) == len(value):
+        return tuple(_coerce(a, v) for a, v in zip(args, value))
+    return tuple(value)
 
 
 def build(kind: str, config: Any = None) -> nn.Module:

@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ScratchUNetConfig", "ScratchUNet", "BlurDownsample", "UNetConvBlock", "UNetUpBlock"]
+__all__ = ["OFFICIAL_THRESHOLD", "ScratchUNetConfig", "ScratchUNet", "BlurDownsample", "UNetConvBlock", "UNetUpBlock"]
+
+# the official pixel threshold on the sigmoid of the logits (detection.py)
+OFFICIAL_THRESHOLD = 0.4
 
 
 @dataclass

@@ -9,7 +9,7 @@ Decoder: ``n_res_dec`` residual blocks, ``n_down`` x (conv-transpose 4x4/2 pad 1
 reflect-pad 3, conv 7x7 -> tanh.
 
 At ``VAEConfig.official()`` the Sequential indices and so the state-dict keys equal the official
-ones (ARCHITECTURE.md §2): ``encoder.{1,4,7}``, ``encoder.10..13.conv_block.*``, ``decoder.0..3``,
+ones (tests/data/official/manifests/vae_a.json): ``encoder.{1,4,7}``, ``encoder.10..13.conv_block.*``, ``decoder.0..3``,
 ``decoder.{4,7}`` (ConvTranspose), ``decoder.11``.
 """
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 
 from oldphoto import __version__
 from oldphoto.imageops.io import DEFAULT_MAX_PIXELS, DecodedImage
+from oldphoto.networks.unet import OFFICIAL_THRESHOLD
 from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, StageRecord
 
 # The detector's operating point: the pixel threshold on its sigmoid, and the share of detected pixels from which
@@ -30,7 +30,7 @@ from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, Stag
 # chosen on val (`scripts/choose_scratch_settings.py`) and stored in the detector file's metadata
 # ("operating_point"); RestoreOptions can override both.
 AUTO_SCRATCH_MIN_COVERAGE = 0.001
-SCRATCH_THRESHOLD = 0.4
+SCRATCH_THRESHOLD = OFFICIAL_THRESHOLD
 # An enhanced face is applied only when its low-frequency PSNR against the scan's own face
 # (imageops.faces.face_agreement) reaches this (dB); chosen on val (MODEL_CARD.md).
 FACE_MIN_AGREEMENT_DB = 26.0
@@ -161,10 +161,6 @@ def default_name(uri: str) -> str:
 def now_iso() -> str:
     """The current UTC time, ISO 8601 to the millisecond (provenance and PREMIS event times)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- model source

@@ -5,7 +5,8 @@ The decode policy (pixel limit, metadata kept or dropped, float and multi-frame 
 from __future__ import annotations
 
 from oldphoto.imageops.io import ImageDecodeError, decode_image
-from oldphoto.stages.base import ItemState, Stage, sha256_bytes
+from oldphoto.digest import sha256_bytes
+from oldphoto.stages.base import ItemState, Stage
 
 
 class DecodeStage(Stage):

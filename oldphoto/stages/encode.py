@@ -18,10 +18,11 @@ import posixpath
 import numpy as np
 from PIL import Image
 
+from oldphoto.digest import sha256_bytes
 from oldphoto.imageops.io import check_readable, encode_image, to_grey
 from oldphoto.imageops.review import review_sheet
 from oldphoto.provenance import ArtefactRecord
-from oldphoto.stages.base import ItemState, Stage, now_iso, sha256_bytes
+from oldphoto.stages.base import ItemState, Stage, now_iso
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -17,13 +17,13 @@ The aligned face size S is the face network's `load_size` (256, or 512 with --hr
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from oldphoto.digest import file_sha256
 from oldphoto.imageops import faces as F
 from oldphoto.imageops.io import to_uint
 from oldphoto.provenance import CheckpointRef, FaceRecord
@@ -33,11 +33,7 @@ from oldphoto.stages.base import FACE_MIN_AGREEMENT_DB, FaceResult, ItemState, S
 @lru_cache(maxsize=1)
 def landmarks_checkpoint() -> CheckpointRef:
     path = F.landmarks_model_path()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return CheckpointRef(name="dlib_shape_predictor_68", file=os.path.basename(path), sha256=h.hexdigest())
+    return CheckpointRef(name="dlib_shape_predictor_68", file=os.path.basename(path), sha256=file_sha256(path))
 
 
 def face_to_tensor(faces: list[np.ndarray]) -> torch.Tensor:

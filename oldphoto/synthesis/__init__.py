@@ -119,64 +119,98 @@ def synthesize(clean: np.ndarray, rng: np.random.Generator | int | None,
     stamps = [s for s in (textures.scratches if textures is not None else []) if min(s.shape[:2]) >= 16]
     ops: list[str] = []
 
-    # 1. global ageing
+    x = _age(x, rng, cfg, papers, ops)                                 # 1. global ageing
+    if cfg.unstructured:                                                 # 2. unstructured
+        x, un_ops = apply_unstructured(x, rng, cfg.drop_prob, cfg.unstructured_ops)
+        ops += un_ops
+    mask = np.zeros((h, w), bool)                                        # 3. local defects -> mask
+    if rng.random() < cfg.defects_prob:
+        x = _texture_scratches(x, mask, rng, cfg, stamps, ops)
+        x = _procedural_scratches(x, mask, rng, cfg, ops)
+        x = _dust(x, mask, rng, cfg, ops)
+        x = _holes(x, mask, rng, cfg, papers, ops)
+    x = _style(x, rng, cfg, ops)                                         # 4. global style
+
+    return Degraded(np.clip(x, 0, 1).astype(np.float32), clean_f, mask.astype(np.float32), ops)
+
+
+# The steps of `synthesize`, in its order; each draws from `rng` exactly as the step always did, appends what it
+# did to `ops`, and the defect steps mark their pixels in `mask` (in place).
+def _age(x: np.ndarray, rng: np.random.Generator, cfg: SynthesisConfig, papers: list[np.ndarray],
+         ops: list[str]) -> np.ndarray:
     if rng.random() < cfg.ageing_prob:
+        h, w = x.shape[:2]
         x, tone_ops = st.age_tone(x, rng, cfg.grey_prob, cfg.sepia_prob)
         ops += tone_ops
         if rng.random() < cfg.paper_prob:
             tex = papers[int(rng.integers(0, len(papers)))] if papers else st.procedural_paper(rng, 256)
             x = st.paper_overlay(x, st.fit_paper(tex, rng, h, w), rng.uniform(*cfg.paper_opacity))
             ops.append("paper")
+    return x
 
-    # 2. unstructured
-    if cfg.unstructured:
-        x, un_ops = apply_unstructured(x, rng, cfg.drop_prob, cfg.unstructured_ops)
-        ops += un_ops
 
-    # 3. local defects -> mask
-    mask = np.zeros((h, w), bool)
-    if rng.random() < cfg.defects_prob:
-        for _ in range(_irange(rng, cfg.texture_scratches)):
-            stamp = stamps[int(rng.integers(0, len(stamps)))] if stamps else st.fallback_stamp(rng)
-            x, alpha, mode = st.texture_scratch_layer(x, rng, stamp, rng.uniform(*cfg.texture_opacity))
+def _texture_scratches(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: SynthesisConfig,
+                       stamps: list[np.ndarray], ops: list[str]) -> np.ndarray:
+    for _ in range(_irange(rng, cfg.texture_scratches)):
+        stamp = stamps[int(rng.integers(0, len(stamps)))] if stamps else st.fallback_stamp(rng)
+        x, alpha, mode = st.texture_scratch_layer(x, rng, stamp, rng.uniform(*cfg.texture_opacity))
+        mask |= alpha > 0
+        ops.append(f"scratch_texture:{mode}")
+    return x
+
+
+def _procedural_scratches(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: SynthesisConfig,
+                          ops: list[str]) -> np.ndarray:
+    h, w = mask.shape
+    n = _irange(rng, cfg.procedural_scratches)
+    if n:
+        alpha = scratch_alpha(rng, h, w, n)
+        if rng.random() < cfg.dark_scratch_prob:
+            value = np.full((h, w, 3), rng.uniform(0.0, 0.2), np.float32)
+            x = st.blend(x, value, alpha, "normal")
+        else:
+            value = np.full((h, w, 3), rng.uniform(0.85, 1.0), np.float32)
+            x = st.blend(x, value, alpha, "lighten" if rng.random() < 0.5 else "screen")
+        mask |= alpha > 0
+        ops.append(f"scratches:{n}")
+    return x
+
+
+def _dust(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: SynthesisConfig,
+          ops: list[str]) -> np.ndarray:
+    h, w = mask.shape
+    density = rng.uniform(*cfg.dust_density)
+    if density > 0:
+        alpha = dust_alpha(rng, h, w, density)
+        if alpha.any():
+            bright = rng.random() < 0.7
+            value = np.full((h, w, 3), rng.uniform(0.85, 1.0) if bright else rng.uniform(0.0, 0.15), np.float32)
+            x = st.blend(x, value, alpha, "normal")
             mask |= alpha > 0
-            ops.append(f"scratch_texture:{mode}")
-        n = _irange(rng, cfg.procedural_scratches)
-        if n:
-            alpha = scratch_alpha(rng, h, w, n)
-            if rng.random() < cfg.dark_scratch_prob:
-                value = np.full((h, w, 3), rng.uniform(0.0, 0.2), np.float32)
-                x = st.blend(x, value, alpha, "normal")
-            else:
-                value = np.full((h, w, 3), rng.uniform(0.85, 1.0), np.float32)
-                x = st.blend(x, value, alpha, "lighten" if rng.random() < 0.5 else "screen")
-            mask |= alpha > 0
-            ops.append(f"scratches:{n}")
-        density = rng.uniform(*cfg.dust_density)
-        if density > 0:
-            alpha = dust_alpha(rng, h, w, density)
-            if alpha.any():
-                bright = rng.random() < 0.7
-                value = np.full((h, w, 3), rng.uniform(0.85, 1.0) if bright else rng.uniform(0.0, 0.15), np.float32)
-                x = st.blend(x, value, alpha, "normal")
-                mask |= alpha > 0
-                ops.append("dust")
-        if rng.random() < cfg.hole_prob:
-            alpha = st.hole_alpha(rng, h, w, _irange(rng, cfg.holes))
-            if alpha.any():
-                x = st.blend(x, st.paper_value(rng, papers, h, w), alpha, "normal")
-                mask |= alpha > 0
-                ops.append("holes")
+            ops.append("dust")
+    return x
 
-    # 4. global style
+
+def _holes(x: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: SynthesisConfig,
+           papers: list[np.ndarray], ops: list[str]) -> np.ndarray:
+    h, w = mask.shape
+    if rng.random() < cfg.hole_prob:
+        alpha = st.hole_alpha(rng, h, w, _irange(rng, cfg.holes))
+        if alpha.any():
+            x = st.blend(x, st.paper_value(rng, papers, h, w), alpha, "normal")
+            mask |= alpha > 0
+            ops.append("holes")
+    return x
+
+
+def _style(x: np.ndarray, rng: np.random.Generator, cfg: SynthesisConfig, ops: list[str]) -> np.ndarray:
     if rng.random() < cfg.grain_prob:
         x = st.film_grain(x, rng, rng.uniform(*cfg.grain_sigma))
         ops.append("grain")
     if rng.random() < cfg.blur_prob:
         x = st.random_blur(x, rng, cfg.blur_sigma)
         ops.append("blur")
-
-    return Degraded(np.clip(x, 0, 1).astype(np.float32), clean_f, mask.astype(np.float32), ops)
+    return x
 
 
 def random_crop(img: np.ndarray, size: int, rng: np.random.Generator | int | None,

@@ -229,24 +229,7 @@ class Trainer:
         base_elapsed = self.elapsed
         try:
             while self.step < target:
-                lr_mult = self.set_lr()
-                losses = self.train_step(self.step)
-                self.end_step()
-                self.step += 1
-                self.elapsed = base_elapsed + time.monotonic() - t_start
-                for k, v in losses.items():
-                    if not np.isfinite(v):
-                        raise FloatingPointError(f"[{self.stage}] loss {k} is {v} at step {self.step}")
-                last = losses
-                if self.step % self.s.log_every == 0 or self.step == target:
-                    self.history.append({"step": self.step, "seconds": round(self.elapsed, 2),
-                                         "lr": self.s.lr * lr_mult, **losses})
-                    if bar is not None:
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]})
-                if bar is not None:
-                    bar.update(1)
-                if self.step % self.s.checkpoint_every == 0:
-                    self.save_checkpoint()
+                last = self._one_step(target, bar, base_elapsed, t_start)
                 if self.s.max_seconds and self.elapsed >= self.s.max_seconds:
                     self.log(f"[{self.stage}] time budget of {self.s.max_seconds:.0f} s reached at step {self.step}")
                     break
@@ -256,6 +239,28 @@ class Trainer:
         self.save_checkpoint()
         self.write_history()
         return last
+
+    def _one_step(self, target: int, bar: Any, base_elapsed: float, t_start: float) -> dict[str, float]:
+        """One optimisation step with its bookkeeping (history, progress bar, periodic checkpoint); returns
+        its losses, refusing a non-finite one."""
+        lr_mult = self.set_lr()
+        losses = self.train_step(self.step)
+        self.end_step()
+        self.step += 1
+        self.elapsed = base_elapsed + time.monotonic() - t_start
+        for k, v in losses.items():
+            if not np.isfinite(v):
+                raise FloatingPointError(f"[{self.stage}] loss {k} is {v} at step {self.step}")
+        if self.step % self.s.log_every == 0 or self.step == target:
+            self.history.append({"step": self.step, "seconds": round(self.elapsed, 2),
+                                 "lr": self.s.lr * lr_mult, **losses})
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]})
+        if bar is not None:
+            bar.update(1)
+        if self.step % self.s.checkpoint_every == 0:
+            self.save_checkpoint()
+        return losses
 
     def write_history(self) -> None:
         with open(self.out / HISTORY_NAME, "w") as f:

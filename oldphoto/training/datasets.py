@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-SOLVAY_NAME = "Solvay_conference_1927_Version2_2126x1463.png"
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -149,31 +148,6 @@ def clean_photos(data_dir: str | Path | None, split: str = "train", max_short: i
         raise FileNotFoundError(f"no {split} photos in {data_dir}")
     images = [odata.load_rgb(r.path, max_short) for r in records]
     return PhotoPool(images, [r.id for r in records], max_short=max_short)
-
-
-def _rgb(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype != np.uint8:
-        a = np.clip(a * (255.0 if a.max(initial=0) <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.shape[2] == 4:
-        a = a[:, :, :3]
-    return a
-
-
-def find_solvay(data_dir: str | Path | None) -> Path | None:
-    """The real 1927 old photo in the fetched data folder (``DIR/real/solvay_1927.png``), if present: for
-    review and benchmarks only, never a training pool (``DIR/real/`` is the real-photo review set)."""
-    if data_dir is None:
-        return None
-    from oldphoto.data import real_old_photo
-
-    p = real_old_photo(data_dir)
-    if p is not None:
-        return p
-    hits = sorted(Path(data_dir).rglob(SOLVAY_NAME)) if Path(data_dir).is_dir() else []
-    return hits[0] if hits else None
 
 
 def load_textures(data_dir: str | Path | None, seed: int = 0) -> Any:
@@ -313,34 +287,20 @@ def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str
     Without a data folder (smoke runs only): the builtin photos.
 
     ``name`` is the path relative to DIR (``builtin/<file>`` for builtin photos)."""
-    import hashlib
-
     from oldphoto.data import dataset as odata
+    from oldphoto.digest import file_sha256
 
-    def sha(p: Path) -> str:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
-
-    cands: list[tuple[Path, str]] = []
     seen: set[str] = set()
     if data_dir is not None and Path(data_dir).is_dir():
         root = Path(data_dir)
-        try:
-            held_out = [r.path for r in odata.split_photos(root, "test")]
-        except odata.DataNotFetchedError:
-            held_out = []
-        held_out += [r.path for r in odata.builtin_photos()]
-        held_out += odata.held_out_face_photos(root) + odata.held_out_face_photos(root, "val")  # face test/val
-        seen = {sha(p) for p in held_out if p.is_file()}     # never train on a test photo
-        for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root)
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (set(rel.parts[:-1]) & FACE_SKIP_DIRS):
-                cands.append((p, rel.as_posix()))
+        seen = {file_sha256(p) for p in _held_out_photos(root) if p.is_file()}     # never train on a test photo
+        cands = [(p, p.relative_to(root).as_posix()) for p in sorted(root.rglob("*")) if _face_candidate(root, p)]
     else:
         cands = [(r.path, f"builtin/{r.path.name}") for r in odata.builtin_photos()]
     out = []
     for p, name in cands:
         try:
-            digest = sha(p)
+            digest = file_sha256(p)
         except OSError:
             continue
         if digest in seen:          # a held-out photo, or a copy of one already taken
@@ -348,6 +308,23 @@ def face_source_photos(data_dir: str | Path | None) -> list[tuple[Path, str, str
         seen.add(digest)
         out.append((p, name, digest))
     return out
+
+
+def _held_out_photos(root: Path) -> list[Path]:
+    """The test split, the builtin photos and the face photos of the face test/val splits."""
+    from oldphoto.data import dataset as odata
+
+    try:
+        held_out = [r.path for r in odata.split_photos(root, "test")]
+    except odata.DataNotFetchedError:
+        held_out = []
+    held_out += [r.path for r in odata.builtin_photos()]
+    return held_out + odata.held_out_face_photos(root) + odata.held_out_face_photos(root, "val")
+
+
+def _face_candidate(root: Path, p: Path) -> bool:
+    rel = p.relative_to(root)
+    return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (set(rel.parts[:-1]) & FACE_SKIP_DIRS)
 
 
 def face_sources_key(sources: list[tuple[Path, str, str]], size: int, max_side: int = 1600) -> str:

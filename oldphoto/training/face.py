@@ -4,7 +4,7 @@
 weights lambda_fm = lambda_vgg = 10), LSGAN patch discriminator, where y is an aligned face and x a
 degraded copy (down/up-scaled and run through the old-photo synthesis without scratches).
 
-No face data set is obtainable here (data.md): the faces come from the few portraits and group photos
+No face data set is obtainable here: the faces come from the few portraits and group photos
 in the fetched packages, aligned with the pipeline's own alignment (``oldphoto.imageops.faces``). The
 shipped face network is therefore small and weakly trained; the model card says so.
 """

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-# Loss weights from the paper (method.md).
+# Loss weights from the paper (Wan et al. 2020).
 VAE_ALPHA = 10.0          # L1 reconstruction weight in the VAE objective
 MAPPING_LAMBDA1 = 60.0    # latent L1 weight in the mapping objective
 MAPPING_LAMBDA2 = 10.0    # feature-matching (discriminator + VGG) weight
@@ -78,7 +78,7 @@ def lsgan_g(fake_pred) -> torch.Tensor:
 
 
 def latent_d_loss(d_real_photo: torch.Tensor, d_synthetic: torch.Tensor) -> torch.Tensor:
-    """Latent discriminator D_RX (method.md): ``E_x[D(E(x))^2] + E_r[(1 - D(E(r)))^2]``.
+    """Latent discriminator D_RX (the paper): ``E_x[D(E(x))^2] + E_r[(1 - D(E(r)))^2]``.
 
     Real old photos (domain R) are labelled 1, synthetic old photos (domain X) 0.
     """

@@ -5,7 +5,7 @@ Both VAEs are frozen. On synthetic pairs (x, y): ``z_x = E_A(x)``, ``z_y = E_B(y
 
     L = lambda1 * L1(T(z_x), z_y) + L_GAN(restored) + lambda2 * (FM_D(restored, target) + VGG(restored, target))
 
-with lambda1 = 60, lambda2 = 10 (method.md). The patch discriminator sees ``target`` as real, so it
+with lambda1 = 60, lambda2 = 10 (the paper, Wan et al. 2020). The patch discriminator sees ``target`` as real, so it
 judges the mapping and not the VAE_B's reconstruction quality.
 
 Scratch and hr mappings get synthetic photos with structured defects and their masks; the defect pixels

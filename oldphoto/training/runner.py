@@ -86,45 +86,55 @@ def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: i
     textures = D.load_textures(o.data, seed=o.seed)
     note: dict[str, Any] = {"clean": split_note, "clean_photos": len(clean),
                             "textures": "fetched textures" if o.data else "procedural textures"}
-    real = None
-    if need_real:
-        if o.real:
-            review, given = (Path(o.data) / "real").resolve() if o.data else None, Path(o.real).resolve()
-            if review is not None and (given.is_relative_to(review) or review.is_relative_to(given)):
-                raise ValueError(f"--real {o.real}: DATA/real/ is the real-photo review set, never trained on")
-            real = D.PhotoPool.from_uri(o.real)
-            note["real_old_photos"] = f"{len(real)} photos from {o.real}"
-            log(f"real old photos (domain R): {len(real)} images from {o.real}")
-        else:
-            # DATA/real/ (Solvay 1927, gramps) is the review set: never a training pool
-            note["real_old_photos"] = "strongly degraded synthetic photos only (no --real given)"
-            log("no --real given: domain R = strongly degraded synthetic photos (DATA/real/ is the "
-                "review set, never trained on)")
-    faces = None
-    if faces_size is not None:
-        # the cache is named after a hash of the source photos' bytes: another set of photos (e.g. after
-        # `oldphoto data fetch` added DIR/faces/) gets a new cache instead of a stale one
-        sources = D.face_source_photos(o.data)
-        key = D.face_sources_key(sources, faces_size)
-        cache = Path(o.out) / "face" / f"aligned_faces_{faces_size}_{key}.npz"
-        z = np.load(cache) if cache.is_file() else None
-        if z is not None and "key" in z.files and str(z["key"]) == key:
-            imgs, n_photos = list(z["faces"]), int(z["n_photos"])
-            log(f"aligned faces from cache {cache}")
-        else:
-            log(f"detecting and aligning faces (dlib) in {len(sources)} photos ...")
-            imgs, names = D.face_images(o.data, faces_size, sources=sources)
-            n_photos = len(names)
-            if imgs:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(cache, faces=np.stack(imgs), n_photos=n_photos, key=key,
-                                    photos=np.array(names))
-        if not imgs:
-            raise RuntimeError("no faces found to train the face enhancer on")
-        faces = face_pool(imgs, faces_size)
-        note["faces"] = f"{len(imgs)} aligned faces (dlib HOG + 68 landmarks) from {n_photos} photos"
-        log(f"face training set: {len(imgs)} aligned faces from {n_photos} photos")
+    real = _real_pool(o, log, note) if need_real else None
+    faces = _face_training_pool(o, log, note, faces_size) if faces_size is not None else None
     return D.BatchSource(clean, textures, real=real, faces=faces), note
+
+
+def _real_pool(o: TrainOptions, log: Callable, note: dict[str, Any]):
+    """Domain R for the VAE_A: the photos of --real (never the DATA/real/ review set), else None (strongly
+    degraded synthetic photos)."""
+    from . import datasets as D
+
+    if not o.real:
+        # DATA/real/ (Solvay 1927, gramps) is the review set: never a training pool
+        note["real_old_photos"] = "strongly degraded synthetic photos only (no --real given)"
+        log("no --real given: domain R = strongly degraded synthetic photos (DATA/real/ is the "
+            "review set, never trained on)")
+        return None
+    review, given = (Path(o.data) / "real").resolve() if o.data else None, Path(o.real).resolve()
+    if review is not None and (given.is_relative_to(review) or review.is_relative_to(given)):
+        raise ValueError(f"--real {o.real}: DATA/real/ is the real-photo review set, never trained on")
+    real = D.PhotoPool.from_uri(o.real)
+    note["real_old_photos"] = f"{len(real)} photos from {o.real}"
+    log(f"real old photos (domain R): {len(real)} images from {o.real}")
+    return real
+
+
+def _face_training_pool(o: TrainOptions, log: Callable, note: dict[str, Any], faces_size: int):
+    """Aligned faces for the face enhancer, cached under OUT/face/ by a hash of the source photos' bytes (another
+    set of photos, e.g. after `oldphoto data fetch` added DIR/faces/, gets a new cache instead of a stale one)."""
+    from . import datasets as D
+
+    sources = D.face_source_photos(o.data)
+    key = D.face_sources_key(sources, faces_size)
+    cache = Path(o.out) / "face" / f"aligned_faces_{faces_size}_{key}.npz"
+    z = np.load(cache) if cache.is_file() else None
+    if z is not None and "key" in z.files and str(z["key"]) == key:
+        imgs, n_photos = list(z["faces"]), int(z["n_photos"])
+        log(f"aligned faces from cache {cache}")
+    else:
+        log(f"detecting and aligning faces (dlib) in {len(sources)} photos ...")
+        imgs, names = D.face_images(o.data, faces_size, sources=sources)
+        n_photos = len(names)
+        if imgs:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(cache, faces=np.stack(imgs), n_photos=n_photos, key=key, photos=np.array(names))
+    if not imgs:
+        raise RuntimeError("no faces found to train the face enhancer on")
+    note["faces"] = f"{len(imgs)} aligned faces (dlib HOG + 68 landmarks) from {n_photos} photos"
+    log(f"face training set: {len(imgs)} aligned faces from {n_photos} photos")
+    return face_pool(imgs, faces_size)
 
 
 def face_pool(faces: list[np.ndarray], size: int):
@@ -200,79 +210,9 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     run_name = {"mapping": f"mapping-{o.kind}", "face": "face-hr" if o.hr else "face"}.get(stage, stage)
     run_dir = Path(o.out) / run_name
     notes: list[str] = []
-    metrics: dict[str, Any] = {}
-
-    if stage == "scratch":
-        from . import scratch as M
-
-        cfg = M.ScratchStageConfig.preset(o.config)
-        # the detector sees photos at a short side of 256 (detector_size): train at about that scale
-        data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
-        note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates)
-        tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
-        _warm_start(tr, o, note, log)
-        tr.run(resume=o.resume)
-        val, where = _val_source(o)
-        crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
-        n_eval = 2 * o.eval_images
-        grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5)
-        metrics = {**M.evaluate(tr.net, grey, mask),
-                   "eval_set": f"{n_eval} synthetic {crop}px crops (half textured crops without local defects), "
-                               f"{where}, seed 1234"}
-    elif stage in ("vae-a", "vae-b"):
-        from . import vae as M
-
-        cfg = M.VAEStageConfig.preset(o.config)
-        data, note = _data(o, log, need_real=stage == "vae-a")
-        tr = M.VAETrainer(settings_for(M, o, stage), run_dir, cfg, data, domain=stage[-1], log=log, data_note=note)
-        tr.run(resume=o.resume)
-        val, where = _val_source(o)
-        rng = np.random.default_rng(1234)
-        imgs = val.pairs(o.eval_images, 64, rng)["x"] if stage == "vae-a" else val.clean_crops(o.eval_images, 64, rng)
-        metrics = {**M.reconstruction_metrics(tr.vae, imgs),
-                   "eval_set": f"{o.eval_images} {'synthetic old' if stage == 'vae-a' else 'clean'} 64px crops, {where}"}
-    elif stage == "mapping":
-        from oldphoto.weights import load_weights
-
-        from . import mapping as M
-
-        fa, fb = _vae_file(o, "a", o.kind), _vae_file(o, "b", o.kind)
-        for f in (fa, fb):
-            if not f.is_file():
-                raise FileNotFoundError(f"the mapping needs the trained VAEs first: {f} is missing "
-                                        "(run `oldphoto train vae-a` and `oldphoto train vae-b`, or pass --vae-a/--vae-b)")
-        vae_a, ia = load_weights(fa, expect_network="vae")
-        vae_b, ib = load_weights(fb, expect_network="vae")
-        cfg = M.MappingStageConfig.preset(o.config, o.kind, latent_channels=vae_a.cfg.channels)
-        data, note = _data(o, log)
-        vgg = _vgg(o, cfg.vgg_layers, log)
-        if vgg is None and cfg.vgg_layers:
-            notes.append("trained without the VGG16 perceptual term (--no-vgg)")
-        tr = M.MappingTrainer(settings_for(M, o, stage), run_dir, cfg, data, vae_a, vae_b, vgg=vgg, log=log,
-                              data_note=note, vae_files={"vae_a": ia.file_sha256, "vae_b": ib.file_sha256})
-        _warm_start(tr, o, note, log)
-        tr.run(resume=o.resume)
-        val, where = _val_source(o)
-        b = val.pairs(o.eval_images, 64, np.random.default_rng(1234), structured=o.kind != "quality")
-        if o.kind != "quality":
-            from .datasets import fill_holes_white
-            b["x"] = fill_holes_white(b["x"], b["mask"])
-        metrics = {**M.restoration_metrics(vae_a, tr.net, vae_b, b, o.kind),
-                   "eval_set": f"{o.eval_images} synthetic 64px pairs, {where}"}
-    else:  # face
-        from . import face as M
-
-        cfg = M.FaceStageConfig.preset(o.config, hr=o.hr)
-        data, note = _data(o, log, faces_size=cfg.net.load_size)
-        vgg = _vgg(o, cfg.vgg_layers, log)
-        tr = M.FaceTrainer(settings_for(M, o, stage), run_dir, cfg, data, vgg=vgg, log=log, data_note=note)
-        _warm_start(tr, o, note, log)
-        tr.run(resume=o.resume)
-        val, where = held_out_faces(o, cfg.net.load_size)
-        if val is None:
-            val, where = data, f"training faces with fresh degradations ({where})"
-        b = val.face_pairs(min(8, o.eval_images), cfg.net.load_size, np.random.default_rng(1234))
-        metrics = {**M.face_metrics(tr.net, b), "eval_set": where}
+    trainers = {"scratch": _train_scratch, "vae-a": _train_vae, "vae-b": _train_vae, "mapping": _train_mapping,
+                "face": _train_face}
+    tr, metrics = trainers[stage](stage, o, log, run_dir, notes)
 
     export_kw = {"role": "face_512" if o.hr else "face_256"} if stage == "face" else {}
     files = tr.export(o.weights, fp16=o.fp16, metrics=_round(metrics), **export_kw)
@@ -281,6 +221,97 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     for f in files:
         log(f"[{run_name}] wrote {f} ({f.stat().st_size / 1e6:.2f} MB)")
     return StageResult(run_name, files, metrics, tr.step, time.monotonic() - t0, run_dir, notes)
+
+
+def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The scratch detector. Returns the trainer and its metrics."""
+    from . import scratch as M
+
+    cfg = M.ScratchStageConfig.preset(o.config)
+    # the detector sees photos at a short side of 256 (detector_size): train at about that scale
+    data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
+    note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates)
+    tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
+    _warm_start(tr, o, note, log)
+    tr.run(resume=o.resume)
+    val, where = _val_source(o)
+    crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
+    n_eval = 2 * o.eval_images
+    grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5)
+    metrics = {**M.evaluate(tr.net, grey, mask),
+               "eval_set": f"{n_eval} synthetic {crop}px crops (half textured crops without local defects), "
+                           f"{where}, seed 1234"}
+    return tr, metrics
+
+
+def _train_vae(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """VAE_A (old photos) or VAE_B (clean photos). Returns the trainer and its metrics."""
+    from . import vae as M
+
+    cfg = M.VAEStageConfig.preset(o.config)
+    data, note = _data(o, log, need_real=stage == "vae-a")
+    tr = M.VAETrainer(settings_for(M, o, stage), run_dir, cfg, data, domain=stage[-1], log=log, data_note=note)
+    tr.run(resume=o.resume)
+    val, where = _val_source(o)
+    rng = np.random.default_rng(1234)
+    imgs = val.pairs(o.eval_images, 64, rng)["x"] if stage == "vae-a" else val.clean_crops(o.eval_images, 64, rng)
+    metrics = {**M.reconstruction_metrics(tr.vae, imgs),
+               "eval_set": f"{o.eval_images} {'synthetic old' if stage == 'vae-a' else 'clean'} 64px crops, {where}"}
+    return tr, metrics
+
+
+def _train_mapping(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """A latent mapping (o.kind) between the trained VAEs. Returns the trainer and its metrics."""
+    from oldphoto.weights import load_weights
+
+    from . import mapping as M
+
+    fa, fb = _vae_file(o, "a", o.kind), _vae_file(o, "b", o.kind)
+    for f in (fa, fb):
+        if not f.is_file():
+            raise FileNotFoundError(f"the mapping needs the trained VAEs first: {f} is missing "
+                                    "(run `oldphoto train vae-a` and `oldphoto train vae-b`, or pass --vae-a/--vae-b)")
+    vae_a, ia = load_weights(fa, expect_network="vae")
+    vae_b, ib = load_weights(fb, expect_network="vae")
+    cfg = M.MappingStageConfig.preset(o.config, o.kind, latent_channels=vae_a.cfg.channels)
+    data, note = _data(o, log)
+    vgg = _vgg(o, cfg.vgg_layers, log)
+    if vgg is None and cfg.vgg_layers:
+        notes.append("trained without the VGG16 perceptual term (--no-vgg)")
+    tr = M.MappingTrainer(settings_for(M, o, stage), run_dir, cfg, data, vae_a, vae_b, vgg=vgg, log=log,
+                          data_note=note, vae_files={"vae_a": ia.file_sha256, "vae_b": ib.file_sha256})
+    _warm_start(tr, o, note, log)
+    tr.run(resume=o.resume)
+    val, where = _val_source(o)
+    b = val.pairs(o.eval_images, 64, np.random.default_rng(1234), structured=o.kind != "quality")
+    if o.kind != "quality":
+        from .datasets import fill_holes_white
+        b["x"] = fill_holes_white(b["x"], b["mask"])
+    metrics = {**M.restoration_metrics(vae_a, tr.net, vae_b, b, o.kind),
+               "eval_set": f"{o.eval_images} synthetic 64px pairs, {where}"}
+    return tr, metrics
+
+
+def _train_face(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                 notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The face enhancer (256, or 512 with o.hr). Returns the trainer and its metrics."""
+    from . import face as M
+
+    cfg = M.FaceStageConfig.preset(o.config, hr=o.hr)
+    data, note = _data(o, log, faces_size=cfg.net.load_size)
+    vgg = _vgg(o, cfg.vgg_layers, log)
+    tr = M.FaceTrainer(settings_for(M, o, stage), run_dir, cfg, data, vgg=vgg, log=log, data_note=note)
+    _warm_start(tr, o, note, log)
+    tr.run(resume=o.resume)
+    val, where = held_out_faces(o, cfg.net.load_size)
+    if val is None:
+        val, where = data, f"training faces with fresh degradations ({where})"
+    b = val.face_pairs(min(8, o.eval_images), cfg.net.load_size, np.random.default_rng(1234))
+    metrics = {**M.face_metrics(tr.net, b), "eval_set": where}
+    return tr, metrics
 
 
 def _warm_start(tr: Any, o: TrainOptions, note: dict[str, Any], log: Callable) -> None:
@@ -396,7 +427,3 @@ def write_model_card(weights_dir: str | Path, path: str | Path | None = None, he
     lines += ["", "## Per-network details", ""] + details
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def options_dict(o: TrainOptions) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(o).items()}

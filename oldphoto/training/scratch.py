@@ -1,6 +1,6 @@
 """The scratch detector: a U-Net on grey images predicting the structured-defect mask.
 
-Objective (method.md): ``L = L_CE + beta * L_focal`` with class-balanced cross-entropy (each mask's
+Objective (the paper, Wan et al. 2020): ``L = L_CE + beta * L_focal`` with class-balanced cross-entropy (each mask's
 positive/negative proportion sets the class weights, computed on the fly) and focal loss gamma 0.2,
 beta 10 (``losses.scratch_loss``). Trained on synthetic scratches/holes from ``oldphoto.synthesis``
 (the masks of the blended defects are the labels); the paper then fine-tunes on real annotated scratches,
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oldphoto.networks.unet import ScratchUNet, ScratchUNetConfig
+from oldphoto.networks.unet import OFFICIAL_THRESHOLD, ScratchUNet, ScratchUNetConfig
 
 from . import losses as L
 from .common import Trainer, TrainSettings, adam, count_parameters
@@ -95,7 +95,7 @@ class ScratchTrainer(Trainer):
 
         prov = self.provenance(role="scratch_unet", network_parameters=count_parameters(self.net),
                                data=self.data_note, objective="class-balanced CE + 10*focal(gamma 0.2)",
-                               threshold=0.4, metrics=metrics or {})
+                               threshold=OFFICIAL_THRESHOLD, metrics=metrics or {})
         p = Path(weights_dir) / "scratch_unet.safetensors"
         save_weights(p, self.net.cpu(), "scratch_unet", self.cfg.net, provenance=prov, fp16=fp16)
         self.net.to(self.device)
@@ -154,9 +154,9 @@ def eval_set(data: BatchSource, n: int, crop: int, seed: int = 1234,
 
 
 @torch.no_grad()
-def evaluate(net: ScratchUNet, grey: torch.Tensor, mask: torch.Tensor, threshold: float = 0.4,
+def evaluate(net: ScratchUNet, grey: torch.Tensor, mask: torch.Tensor, threshold: float = OFFICIAL_THRESHOLD,
              batch: int = 4) -> dict[str, float]:
-    """Pixel ROC AUC, and precision/recall/IoU at the pipeline's threshold (0.4), in eval mode."""
+    """Pixel ROC AUC, and precision/recall/IoU at the official threshold (0.4), in eval mode."""
     net.eval()
     probs = torch.cat([torch.sigmoid(net(grey[i:i + batch])) for i in range(0, len(grey), batch)])
     clean_crop = (mask.reshape(len(mask), -1).amax(dim=1) == 0).numpy()

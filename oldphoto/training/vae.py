@@ -1,6 +1,6 @@
 """Stage 1: the two VAEs (VAE_A on real + synthetic old photos, VAE_B on clean photos).
 
-Objective per VAE (method.md): ``KL + alpha * L1(G(z), input) + L_GAN`` (LSGAN, patch discriminator),
+Objective per VAE (the paper, Wan et al. 2020): ``KL + alpha * L1(G(z), input) + L_GAN`` (LSGAN, patch discriminator),
 alpha = 10, with the reparameterisation trick. The official networks have a deterministic latent (no
 log-variance head), so we take the encoder output as the mean mu of a Gaussian with *fixed variance*
 sigma^2: ``z = mu + sigma * eps``, ``KL = 0.5 * mean(mu^2)`` (``losses.kl_unit_variance``; with sigma

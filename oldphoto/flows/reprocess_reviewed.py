@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.restore_archive import catalog_url
+from oldphoto.flows.restore_archive import catalog_url
 from oldphoto.distributed import WeightsSource
 
 

@@ -93,22 +93,7 @@ def plan_run(source: str | None, destination: str | None, limit: int | None, rep
     cat = _catalog(catalog)
     cat.upgrade()
     if reprocess_failed:
-        failed = cat.failed_items()
-        if source:
-            listed = {it.uri: it for it in list_inputs([source]).items}
-            items = [listed[f.source_uri] for f in failed if f.source_uri in listed]
-        else:
-            items = [WorkItem(f.source_uri, f.name) for f in failed]
-        if destination is None:
-            dests = {(cat.run(f.last_run_id).parameters or {}).get("destination") for f in failed if f.last_run_id}
-            dests.discard(None)
-            if len(dests) != 1:
-                raise ValueError(f"the failed items were written to {len(dests)} destinations "
-                                 f"({', '.join(sorted(map(str, dests))) or 'none recorded'}): pass `destination`")
-            destination = dests.pop()
-        items = items[:limit] if limit else items
-        logger.info("reprocessing %d failed item(s) into %s", len(items), destination)
-        return Plan(items, [], [], destination)
+        return _plan_failed(cat, source, destination, limit, logger)
     if not source:
         raise ValueError("restore-archive needs `source` (s3://bucket/prefix/, file:///path or a folder)")
     if destination is None:
@@ -119,6 +104,31 @@ def plan_run(source: str | None, destination: str | None, limit: int | None, rep
     logger.info("%d image(s) below %s: %d to do, %d already done; %d other file(s) skipped (hidden or not images)",
                 len(items), source, len(todo), len(done), len(listing.skipped))
     return Plan(todo, done, listing.skipped, destination)
+
+
+def _plan_failed(cat: Any, source: str | None, destination: str | None, limit: int | None, logger: Any) -> Plan:
+    """The catalog's failed items (those below `source` when given), written where their last run wrote unless
+    `destination` says otherwise."""
+    failed = cat.failed_items()
+    if source:
+        listed = {it.uri: it for it in list_inputs([source]).items}
+        items = [listed[f.source_uri] for f in failed if f.source_uri in listed]
+    else:
+        items = [WorkItem(f.source_uri, f.name) for f in failed]
+    if destination is None:
+        destination = _failed_destination(cat, failed)
+    items = items[:limit] if limit else items
+    logger.info("reprocessing %d failed item(s) into %s", len(items), destination)
+    return Plan(items, [], [], destination)
+
+
+def _failed_destination(cat: Any, failed: list[Any]) -> str:
+    dests = {(cat.run(f.last_run_id).parameters or {}).get("destination") for f in failed if f.last_run_id}
+    dests.discard(None)
+    if len(dests) != 1:
+        raise ValueError(f"the failed items were written to {len(dests)} destinations "
+                         f"({', '.join(sorted(map(str, dests))) or 'none recorded'}): pass `destination`")
+    return dests.pop()
 
 
 @task(name="open-run", **RETRIES)
@@ -188,6 +198,14 @@ def summarise(results: list[dict[str, Any]], plan: Plan, run_id: str) -> tuple[d
     counts["total"] = len(results) + len(skipped)
     failures = [{"name": r["name"], "uri": r["uri"], "error": r["error"]} for r in results if r["status"] == "failed"]
     reviews = [r["review"] for r in results if r["status"] == "done" and r["review"]]
+    summary = {"run_id": run_id, "destination": destination, "counts": counts, "failures": failures,
+               "skipped": skipped, "review_sheets": reviews}
+    return summary, _summary_markdown(summary, plan)
+
+
+def _summary_markdown(summary: dict[str, Any], plan: Plan) -> str:
+    run_id, destination, counts = summary["run_id"], summary["destination"], summary["counts"]
+    failures, reviews = summary["failures"], summary["review_sheets"]
     lines = [f"# Restore run `{run_id}`", "", f"Destination: `{destination}`", "",
              "| done | failed | skipped | total |", "|---:|---:|---:|---:|",
              f"| {counts['done']} | {counts['failed']} | {counts['skipped']} | {counts['total']} |", "",
@@ -201,9 +219,7 @@ def summarise(results: list[dict[str, Any]], plan: Plan, run_id: str) -> tuple[d
         lines += [f"- {u}" for u in reviews[:200]]
         if len(reviews) > 200:
             lines.append(f"- ... and {len(reviews) - 200} more, under `{destination}`")
-    summary = {"run_id": run_id, "destination": destination, "counts": counts, "failures": failures,
-               "skipped": skipped, "review_sheets": reviews}
-    return summary, "\n".join(lines)
+    return "\n".join(lines)
 
 
 def publish_summary(summary: dict[str, Any], markdown: str, logger: Any) -> None:
