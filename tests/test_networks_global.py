@@ -325,7 +325,9 @@ def test_scratch_mapping_batch_uses_own_masks():
     with torch.no_grad():
         both = net(z, masks)
         for i in range(2):
-            assert _maxdiff(both[i : i + 1], net(z[i : i + 1], masks[i : i + 1])) < 1e-5
+            # float32 batched vs single matmuls differ by ~1e-5 depending on the kernel chosen; a mixed-up mask
+            # would change the output by O(1)
+            assert _maxdiff(both[i : i + 1], net(z[i : i + 1], masks[i : i + 1])) < 1e-4
 
 
 # ------------------------------------------------------------------------------------------
