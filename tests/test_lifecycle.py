@@ -287,8 +287,8 @@ def test_postgres_outage_delays_recording_and_loses_nothing(tmp_path, weights):
             while time.time() < deadline and not list(out.glob("*/provenance.json")):
                 assert proc.poll() is None, proc.stdout.read()
                 time.sleep(0.05)
-            pg.pause()                       # the database goes away for 30 s while results are being recorded
-            time.sleep(30)
+            pg.pause()                       # the database goes away for a minute while results are being recorded
+            time.sleep(60)
             pg.resume()
             output, _ = proc.communicate(timeout=300)
         finally:
