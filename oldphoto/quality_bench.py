@@ -392,7 +392,8 @@ def _restore_synthetic(ours: _Ours, rec: Any, d: Any, u: Any, size: int, entry: 
     entry["image"]["ours"] = _scores(d.clean, restored)
     _score_ours_faces(entry["faces"], d.clean, restored, st)
     if ours.opts.scratch == "auto":
-        tally.decisions.append({"id": rec.id, "defects": True, "scratch_path": bool(st.use_scratch),
+        # the synthesis leaves some photos without any local defect (no mask): those are not "scratched"
+        tally.decisions.append({"id": rec.id, "defects": bool(d.mask.any()), "scratch_path": bool(st.use_scratch),
                                 "coverage": st.provenance.mask_coverage})
         _, su = _restore(ours.restorer, u.degraded, rec.id.replace("/", "_") + "_nodefects")
         if su is not None and not su.failed:
