@@ -23,16 +23,14 @@ SCRATCH_CHOICES = ("auto", "on", "off")
 
 
 # ------------------------------------------------------------------------------------------- models
-def load_models(weights: Path | None, official: Path | None, device: str):
-    from oldphoto.models import ModelSet
+def weights_source(weights: Path | None, official: Path | None):
+    """The `WeightsSource` of --weights / --official (at most one)."""
+    from oldphoto.weights_source import WeightsSource
 
-    if weights is not None and official is not None:
-        raise typer.BadParameter("give either --weights or --official, not both")
-    if weights is not None:
-        return ModelSet.from_weights_dir(weights, device=device)
-    if official is not None:
-        return ModelSet.from_official(official, device=device)
-    return ModelSet.default(device=device)
+    try:
+        return WeightsSource.from_options(weights, official)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _open_catalog(url: str, options, models, extra: dict):
@@ -104,7 +102,7 @@ def restore(
     from oldphoto.models import MissingWeightsError
 
     try:
-        models = load_models(weights, official, device)
+        models = weights_source(weights, official).load(device)
         check_models(models, options)
     except MissingWeightsError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)

@@ -3,7 +3,7 @@
     items ─▶ fetch+decode (tasks) ─▶ scratch pool ─▶ global pool ─▶ face pool ─▶ encode+write (tasks) ─▶ driver
                                      (actors, GPU)   (actors, GPU)  (actors, GPU)
 
-Every box runs the stage objects of `oldphoto.pipeline.build_stages_from_source(ModelSource, options)`, the
+Every box runs the stage objects of `oldphoto.pipeline.build_stages_from_source(WeightsSource, options)`, the
 classes `oldphoto restore` runs in sequence (no second copy of any stage logic): DecodeStage in the fetch tasks,
 ScratchDetectionStage / GlobalRestorationStage / FaceStage (detect + align + enhance + blend) in one actor pool
 each, EncodeStage in the write tasks. Each pool is a `map_batches` over an `ActorPoolStrategy` with its own
@@ -32,9 +32,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from oldphoto.distributed.config import DistributedConfig, PoolConfig, WeightsSource
+from oldphoto.distributed.config import DistributedConfig, PoolConfig
 from oldphoto.lifecycle import WorkItem, item_base, list_inputs, run_fingerprint, start_item, write_item
 from oldphoto.provenance import ItemProvenance, StageRecord
+from oldphoto.weights_source import WeightsSource
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class StageSource:
         once per process)."""
         from oldphoto.pipeline import build_stages_from_source
 
-        stages = build_stages_from_source(self.weights.model_source(device), self.restore_options(device))
+        stages = build_stages_from_source(self.weights, self.restore_options(device))
         out: dict[str, Any] = {}
         for stage in stages:
             role = STAGE_ROLES.get(type(stage).__name__)
@@ -158,18 +159,6 @@ def _run_stage(stage, state, role: str):
         return _fail_state(state, role, f"{type(exc).__name__}: {exc}")
 
 
-# ------------------------------------------------------------------------------------------ per-process caches
-_STAGES: dict[tuple[bytes, str], dict[str, Any]] = {}
-
-
-def _stages_cached(source: StageSource, device: str = "cpu") -> dict[str, Any]:
-    """Stage objects for I/O tasks, built once per worker process (tasks reuse their worker processes)."""
-    key = (pickle.dumps(source), device)
-    if key not in _STAGES:
-        _STAGES[key] = source.build(device)
-    return _STAGES[key]
-
-
 def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
     keys = list(batch)
     for vals in zip(*(batch[k] for k in keys)):
@@ -194,7 +183,7 @@ def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination
     for row in _rows(batch):
         uri, name = str(row["uri"]), str(row["name"])
         state = start_item(WorkItem(uri, name), destination, source.restore_options(), source.run_id)
-        state = _run_stage(_stages_cached(source)["decode"], state, "decode")
+        state = _run_stage(source.build()["decode"], state, "decode")
         sha = state.provenance.input.sha256 or ""
         out.append({"uri": uri, "name": name, "sha256": sha, "state": pickle.dumps(state, protocol=5)})
     return _batch(out, _STATE_KEYS)
@@ -261,7 +250,7 @@ def _encode_write(batch: dict[str, np.ndarray], source: StageSource, destination
 
 def write_state(state, source: StageSource, destination: str) -> ItemResult:
     """Run EncodeStage on a state and write its files under DEST/NAME/ (`oldphoto.lifecycle.write_item`)."""
-    state = _run_stage(_stages_cached(source)["encode"], state, "encode")
+    state = _run_stage(source.build()["encode"], state, "encode")
     outputs = write_item(state, destination)
     prov = state.provenance
     status = "failed" if state.failed else "done"

@@ -3,7 +3,7 @@
 A stage is `__call__(state) -> state` (one item) plus `batch(states) -> states` (several items, batched where
 shapes allow). Stages never raise on bad input: the failure is put on the state (`state.error`) and recorded in
 provenance; later stages pass failed states through untouched. Stages hold their models (loaded once per
-process) and are picklable: a stage built with `from_source(ModelSource, options)` drops its models when
+process) and are picklable: a stage built with `from_source(WeightsSource, options)` drops its models when
 pickled and reloads them lazily in the receiving process (a Ray actor).
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import datetime as _dt
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Iterator
 
 import numpy as np
@@ -22,6 +21,7 @@ from oldphoto import __version__
 from oldphoto.imageops.io import DEFAULT_MAX_PIXELS, DecodedImage
 from oldphoto.networks.unet import OFFICIAL_THRESHOLD
 from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, StageRecord
+from oldphoto.weights_source import WeightsSource
 
 # The detector's operating point: the pixel threshold on its sigmoid, and the share of detected pixels from which
 # `--scratch auto` takes the scratch path (below it, isolated false positives would only punch holes into a photo
@@ -163,49 +163,26 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-# ------------------------------------------------------------------------------------------- model source
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a process gets its models: our weights folder, an official release folder, or the shipped default."""
-
-    weights_dir: str | None = None
-    official_dir: str | None = None
-    device: str = "cpu"
-
-    def load(self):
-        return _load_models(self)
-
-
-@lru_cache(maxsize=4)
-def _load_models(source: ModelSource):
-    from oldphoto.models import ModelSet
-
-    if source.weights_dir:
-        return ModelSet.from_weights_dir(source.weights_dir, device=source.device)
-    if source.official_dir:
-        return ModelSet.from_official(source.official_dir, device=source.device)
-    return ModelSet.default(device=source.device)
-
-
 # ------------------------------------------------------------------------------------------- stage base
 class Stage:
     """Base class: holds models + options; subclasses implement `process(state)`."""
 
     name = "stage"
 
-    def __init__(self, models: Any, options: RestoreOptions, source: ModelSource | None = None) -> None:
+    def __init__(self, models: Any, options: RestoreOptions, source: WeightsSource | None = None) -> None:
         self._models = models
         self.options = options
         self.source = source
 
     @classmethod
-    def from_source(cls, source: ModelSource, options: RestoreOptions) -> "Stage":
+    def from_source(cls, source: WeightsSource, options: RestoreOptions) -> "Stage":
+        """A stage that loads its models from `source` (on `options.device`) on first use."""
         return cls(None, options, source=source)
 
     @property
     def models(self) -> Any:
         if self._models is None and self.source is not None:
-            self._models = self.source.load()
+            self._models = self.source.load(self.options.device)
         return self._models
 
     def __getstate__(self) -> dict:
