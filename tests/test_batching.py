@@ -13,13 +13,14 @@ from oldphoto.distributed.pipeline import _STATE_KEYS, _batch, _PoolActor, _rows
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.vae import VAE, VAEConfig
 from oldphoto.pipeline import ItemState, RestoreOptions
+from oldphoto.provenance import StageName
 from oldphoto.stages import GlobalRestorationStage
 from oldphoto.stages.base import Stage
 from stage_helpers import Nets, decoded_state
 
 
 class RecordingStage(Stage):
-    name = "global_restoration"
+    steps = (StageName.GLOBAL_RESTORATION,)
 
     def __init__(self):
         super().__init__(None, RestoreOptions())

@@ -187,13 +187,14 @@ def _check_choices(scratch: str, precision: str, device: str, console) -> None:
 def _restore_item(restorer, item, destination: str, options, run_id: str | None):
     """One item through the stages and written; an unexpected error fails only this item."""
     from oldphoto.lifecycle import start_item, write_item
+    from oldphoto.provenance import StageName
 
     try:
         state = restorer.process(start_item(item, destination, options, run_id))
         write_item(state, destination)
     except Exception as e:  # noqa: BLE001 - one item's unexpected error never stops the run
         state = start_item(item, destination, options, run_id)
-        state.fail("restore", f"{type(e).__name__}: {e}")
+        state.fail(StageName.RESTORE, f"{type(e).__name__}: {e}")
         state.data = None
         write_item(state, destination)
     return state

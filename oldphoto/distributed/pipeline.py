@@ -34,22 +34,20 @@ import numpy as np
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig
 from oldphoto.lifecycle import WorkItem, item_base, list_inputs, run_fingerprint, start_item, write_item
-from oldphoto.provenance import ItemProvenance, StageRecord
+from oldphoto.provenance import ItemProvenance, StageName
 from oldphoto.weights_source import WeightsSource
 
 log = logging.getLogger(__name__)
 
-# stage class name -> role in this pipeline
+# role in this pipeline -> the first step of the stage that plays it
 STAGE_ROLES = {
-    "DecodeStage": "decode",
-    "ScratchDetectionStage": "scratch",
-    "GlobalRestorationStage": "global",
-    "FaceStage": "face",
-    "EncodeStage": "encode",
+    "decode": StageName.LOAD,
+    "scratch": StageName.SCRATCH_DETECTION,
+    "global": StageName.GLOBAL_RESTORATION,
+    "face": StageName.FACE_DETECTION,
+    "encode": StageName.WRITE,
 }
 POOL_ORDER = ("scratch", "global", "face")
-_PROVENANCE_STAGE = {"decode": "load", "scratch": "scratch_detection", "global": "global_restoration",
-                     "face": "face_enhancement", "encode": "write"}
 
 
 @dataclass
@@ -103,14 +101,8 @@ class StageSource:
         once per process)."""
         from oldphoto.pipeline import build_stages_from_source
 
-        stages = build_stages_from_source(self.weights, self.restore_options(device))
-        out: dict[str, Any] = {}
-        for stage in stages:
-            role = STAGE_ROLES.get(type(stage).__name__)
-            if role is None:
-                raise TypeError(f"unknown stage class {type(stage).__name__}; expected one of {sorted(STAGE_ROLES)}")
-            out[role] = stage
-        return out
+        stages = {stage.name: stage for stage in build_stages_from_source(self.weights, self.restore_options(device))}
+        return {role: stages[name] for role, name in STAGE_ROLES.items()}
 
     def pools(self) -> list[str]:
         """The model pools this run needs (no face pool when faces are off)."""
@@ -140,25 +132,6 @@ def _new_state(source: StageSource, uri: str, name: str, data: bytes | None, out
     return ItemState.new(uri, data, source.restore_options(), name=name, out_dir=out_dir, run_id=source.run_id)
 
 
-def _fail_state(state, role: str, message: str):
-    """Mark `state` failed in `role` with `message` (an exception that escaped a stage, or a write error)."""
-    stage = _PROVENANCE_STAGE[role]
-    if not state.error:
-        state.fail(stage, message)
-        state.provenance.stages.append(StageRecord(name=stage, status="failed", error=state.error))
-    return state
-
-
-def _run_stage(stage, state, role: str):
-    from oldphoto.stages.base import run_stage
-
-    try:
-        return run_stage(stage, state)
-    except Exception as exc:  # a stage must not raise; if one does, it is this item's error, not the run's
-        log.warning("stage %s raised on %s: %s", role, state.uri, exc)
-        return _fail_state(state, role, f"{type(exc).__name__}: {exc}")
-
-
 def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
     keys = list(batch)
     for vals in zip(*(batch[k] for k in keys)):
@@ -179,11 +152,13 @@ _STATE_KEYS = ("uri", "name", "sha256", "state")
 
 def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination: str) -> dict[str, np.ndarray]:
     """Task: read each input and decode it (DecodeStage)."""
+    from oldphoto.stages.base import run_stage
+
     out = []
     for row in _rows(batch):
         uri, name = str(row["uri"]), str(row["name"])
         state = start_item(WorkItem(uri, name), destination, source.restore_options(), source.run_id)
-        state = _run_stage(source.build()["decode"], state, "decode")
+        state = run_stage(source.build()["decode"], state)
         sha = state.provenance.input.sha256 or ""
         out.append({"uri": uri, "name": name, "sha256": sha, "state": pickle.dumps(state, protocol=5)})
     return _batch(out, _STATE_KEYS)
@@ -229,8 +204,10 @@ class _PoolActor:
         try:
             states = self.stage.batch([st for _, st in live]) if live else []
         except Exception as exc:                    # batch() must not raise; if it does, item by item
+            from oldphoto.stages.base import run_stage
+
             log.warning("stage %s batch raised: %s", self.role, exc)
-            states = [_run_stage(self.stage, st, self.role) for _, st in live]
+            states = [run_stage(self.stage, st) for _, st in live]
         for (row, _), state in zip(live, states):
             out.append({**row, "state": pickle.dumps(state, protocol=5)})
         return _batch(out, _STATE_KEYS)
@@ -250,7 +227,9 @@ def _encode_write(batch: dict[str, np.ndarray], source: StageSource, destination
 
 def write_state(state, source: StageSource, destination: str) -> ItemResult:
     """Run EncodeStage on a state and write its files under DEST/NAME/ (`oldphoto.lifecycle.write_item`)."""
-    state = _run_stage(source.build()["encode"], state, "encode")
+    from oldphoto.stages.base import run_stage
+
+    state = run_stage(source.build()["encode"], state)
     outputs = write_item(state, destination)
     prov = state.provenance
     status = "failed" if state.failed else "done"
@@ -392,7 +371,7 @@ def _lost(item: WorkItem, source: StageSource, destination: str, attempts: int) 
     from oldphoto.stages.base import now_iso
 
     state = _new_state(source, item.uri, item.name, None, item_base(destination, item.name))
-    state.fail("worker crashed", f"a stage actor died every time it processed this item ({attempts} attempts: "
+    state.fail(StageName.WORKER_CRASHED, f"a stage actor died every time it processed this item ({attempts} attempts: "
                                  "out of memory, or a crash in native code)")
     state.provenance.finished = now_iso()
     return ItemResult(item.uri, item.name, "failed", error=state.error, provenance=state.provenance)
