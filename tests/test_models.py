@@ -160,14 +160,6 @@ def test_role_file_holding_the_wrong_network_is_refused(random_set, tmp_path):
         ModelSet.from_weights_dir(wrong).get("vae_a")
 
 
-def test_default_set_is_the_package_weights_folder():
-    ms = ModelSet.default()
-    assert ms.root == models.DEFAULT_WEIGHTS_DIR
-    assert ms.root.parent.name == "oldphoto" and ms.root.name == "weights"
-    for role in ROLES:
-        assert ms.has(role) == (models.DEFAULT_WEIGHTS_DIR / f"{role}.safetensors").is_file()
-
-
 # ------------------------------------------------------------------------------------------- WeightsSource
 def test_weights_source_parses_describes_and_loads_through_the_one_cache(random_set, official_dir, monkeypatch):
     from oldphoto.pipeline import RestoreOptions, build_stages_from_source
