@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig
-from oldphoto.distributed.pipeline import _STATE_KEYS, _batch, _PoolActor, _rows
+from oldphoto.distributed.pipeline import _STATE_KEYS, PoolActor, _batch, _rows
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.vae import VAE, VAEConfig
 from oldphoto.pipeline import ItemState, RestoreOptions
@@ -34,8 +34,8 @@ class RecordingStage(Stage):
 
 
 def test_pool_actor_hands_the_whole_batch_to_stage_batch():
-    actor = object.__new__(_PoolActor)          # the actor's __call__ without Ray or model loading
-    actor.role, actor.stage, actor.fault = "global", RecordingStage(), None
+    actor = object.__new__(PoolActor)           # the actor's __call__ without Ray or model loading
+    actor.role, actor.stage = "global", RecordingStage()
     opts = RestoreOptions()
     states = [ItemState.new(f"{n}.png", None, opts) for n in ("a", "b", "c", "d")]
     states[2].fail("load", "broken")

@@ -71,9 +71,9 @@ class DistributedConfig:
     scratch: PoolConfig = field(default_factory=PoolConfig)
     global_: PoolConfig = field(default_factory=PoolConfig)
     face: PoolConfig = field(default_factory=PoolConfig)
-    # Testing hook: "exit-once:<substring>:<marker file>" makes a stage actor os._exit() on the first item
-    # whose name contains <substring> (the marker file remembers it happened); "exit-always:<substring>"
-    # on every attempt; several rules separated by ";". None in production.
+    # Tests only: rules that make the actors of `fault_pool` die on chosen items (oldphoto.distributed.faults:
+    # "exit-once:<substring>:<marker file>", "exit-always:<substring>", separated by ";"). None in production:
+    # the production actor has no such hook.
     fault_injection: str | None = None
     fault_pool: str = "global"
     # GPUs for the model pools: "auto" gives every pool left at num_gpus=0 an equal share of one GPU when the

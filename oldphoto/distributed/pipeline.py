@@ -6,15 +6,17 @@
 Every box runs the stage objects of `oldphoto.pipeline.build_stages_from_source(WeightsSource, options)`, the
 classes `oldphoto restore` runs in sequence (no second copy of any stage logic): DecodeStage in the fetch tasks,
 ScratchDetectionStage / GlobalRestorationStage / FaceStage (detect + align + enhance + blend) in one actor pool
-each, EncodeStage in the write tasks. Each pool is a `map_batches` over an `ActorPoolStrategy` with its own
-`num_gpus` (fractions share a GPU); an actor loads its networks once, when it starts. Items travel between
-boxes as pickled `ItemState`s.
+each, EncodeStage in the write tasks. Each pool is a `map_batches` with a callable class (`PoolActor`) over an
+`ActorPoolStrategy` with its own `num_gpus` (fractions share a GPU); an actor loads its networks once, when it
+starts. Items travel between boxes as pickled `ItemState`s. The tests' fault injection (actors that die on chosen
+items) is a subclass in `oldphoto.distributed.faults`, not part of the production actor.
 
 Backpressure: a Ray Data object-store budget (`DataContext.execution_options.resource_limits`) and
 `max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). Bad input is the stages' business: they set
 the error on the state and later stages pass it through. An exception escaping a stage becomes that item's
 error. An actor that dies (OOM, segfault, a killed node) is restarted by Ray and its batch retried
-`max_item_retries` times; an item still not through after that is reported failed with the reason, so every
+`max_item_retries` times; an item still not through after that is reported failed with the reason ("worker
+crashed: ...", `StageName.WORKER_CRASHED`, through the stages' `ItemState.fail`), so every
 input ends as exactly one result: done or failed (with its error). What is already done is decided before, on
 the driver (`oldphoto.lifecycle.plan_items`), and never reaches the pipeline.
 """
@@ -164,10 +166,11 @@ def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination
     return _batch(out, _STATE_KEYS)
 
 
-class _PoolActor:
-    """An actor of one model pool: builds its stage and loads the pool's networks once, then runs items."""
+class PoolActor:
+    """An actor of one model pool (the callable class of its `map_batches`): builds its stage and loads the
+    pool's networks once, then runs batches of items through the stage's `batch()`."""
 
-    def __init__(self, source: StageSource, role: str, pool: PoolConfig, fault: str | None = None):
+    def __init__(self, source: StageSource, role: str, pool: PoolConfig):
         if pool.device == "cpu":
             import torch
 
@@ -175,21 +178,6 @@ class _PoolActor:
         self.role = role
         self.stage = source.build(pool.device)[role]
         self.loaded = source.preload(self.stage, role)
-        self.fault = fault
-
-    def _maybe_crash(self, name: str) -> None:
-        """The testing hook of `DistributedConfig.fault_injection` (inactive when None)."""
-        for rule in (self.fault or "").split(";"):
-            kind, _, rest = rule.partition(":")
-            needle, _, marker = rest.partition(":")
-            if not needle or needle not in name:
-                continue
-            if kind == "exit-always":
-                os._exit(17)
-            if kind == "exit-once" and marker and not os.path.exists(marker):
-                with open(marker, "w") as f:
-                    f.write(f"{os.getpid()} {name}\n")
-                os._exit(17)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out, live = [], []
@@ -198,7 +186,6 @@ class _PoolActor:
             if state.failed:
                 out.append(row)                     # failed earlier: passed through untouched
                 continue
-            self._maybe_crash(str(row["name"]))
             live.append((row, state))
         # the whole batch through the stage's batch(): same-size items share forward passes where it can
         try:
@@ -316,15 +303,20 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
         if role not in roles:
             continue
         pool = config.pool(role)
-        fault = config.fault_injection if config.fault_pool == role else None
+        actor, kwargs = PoolActor, {"source": source, "role": role, "pool": pool}
+        if config.fault_injection and config.fault_pool == role:     # tests only: oldphoto.distributed.faults
+            from oldphoto.distributed.faults import FaultInjectingActor
+
+            actor, kwargs = FaultInjectingActor, {**kwargs, "fault": config.fault_injection}
         ds = ds.map_batches(
-            _PoolActor,
-            fn_constructor_kwargs={"source": source, "role": role, "pool": pool, "fault": fault},
+            actor,
+            fn_constructor_kwargs=kwargs,
             batch_size=pool.batch_size or config.batch_size,
             compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
                                       max_tasks_in_flight_per_actor=pool.max_tasks_in_flight),
             num_gpus=pool.num_gpus, num_cpus=pool.num_cpus,
-            max_restarts=-1, max_task_retries=config.max_item_retries)
+            max_task_retries=config.max_item_retries)   # dead actors are restarted (Ray's default), a batch
+                                                        # is retried this often, then its items are lost
     ds = ds.map_batches(_encode_write, fn_kwargs={"source": source, "destination": destination}, batch_size=1,
                         num_cpus=config.io_num_cpus, max_retries=2)
     return ds
@@ -378,6 +370,9 @@ def _lost(item: WorkItem, source: StageSource, destination: str, attempts: int) 
 
 
 def _stream(items, destination, source, config) -> Iterator[ItemResult]:
+    # Ray 2.60 deprecates the remote-args keywords of map_batches but has no named parameter yet for what
+    # they set here (max_task_retries of an actor pool, max_retries of a task; Ray's actor-pool code itself
+    # points to these keywords), and the bound is what ends a poison item instead of retrying it forever.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
         ds = build_dataset(items, destination, source, config)
