@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig
-from oldphoto.distributed.pipeline import _STATE_KEYS, PoolActor, _batch, _rows
+from oldphoto.distributed.pipeline import PoolActor
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.vae import VAE, VAEConfig
 from oldphoto.pipeline import ItemState, RestoreOptions
@@ -39,11 +39,11 @@ def test_pool_actor_hands_the_whole_batch_to_stage_batch():
     opts = RestoreOptions()
     states = [ItemState.new(f"{n}.png", None, opts) for n in ("a", "b", "c", "d")]
     states[2].fail("load", "broken")
-    rows = [{"uri": s.uri, "name": s.name, "sha256": "", "state": pickle.dumps(s)} for s in states]
-    out = list(_rows(actor(_batch(rows, _STATE_KEYS))))     # (items already done are skipped on the driver)
+    batch = {"state": np.array(pickle.loads(pickle.dumps(states)), dtype=object)}   # as Ray hands it over
+    out = actor(batch)["state"]                              # (items already done are skipped on the driver)
     assert actor.stage.calls == [["a", "b", "d"]]            # one call: failed items pass through
-    assert sorted(r["name"] for r in out) == ["a", "b", "c", "d"]
-    done = {r["name"]: pickle.loads(r["state"]) for r in out if r["state"]}
+    assert [st.name for st in out] == ["a", "b", "c", "d"]
+    done = {st.name: st for st in out}
     assert done["a"].restored is not None and done["c"].restored is None and done["c"].failed
 
 

@@ -8,12 +8,10 @@ Used only when `DistributedConfig.fault_injection` is set (`build_dataset` then 
 from __future__ import annotations
 
 import os
-import pickle
+from typing import Any
 
-import numpy as np
-
-from oldphoto.distributed.pipeline import PoolActor, StageSource, _rows
 from oldphoto.distributed.config import PoolConfig
+from oldphoto.distributed.pipeline import PoolActor, StageSource
 
 
 class FaultInjectingActor(PoolActor):
@@ -23,10 +21,10 @@ class FaultInjectingActor(PoolActor):
         super().__init__(source, role, pool)
         self.fault = fault
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for row in _rows(batch):
-            if not pickle.loads(row["state"]).failed:
-                self._maybe_crash(str(row["name"]))
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        for state in batch["state"]:
+            if not state.failed:
+                self._maybe_crash(state.name)
         return super().__call__(batch)
 
     def _maybe_crash(self, name: str) -> None:

@@ -8,7 +8,8 @@ classes `oldphoto restore` runs in sequence (no second copy of any stage logic):
 ScratchDetectionStage / GlobalRestorationStage / FaceStage (detect + align + enhance + blend) in one actor pool
 each, EncodeStage in the write tasks. Each pool is a `map_batches` with a callable class (`PoolActor`) over an
 `ActorPoolStrategy` with its own `num_gpus` (fractions share a GPU); an actor loads its networks once, when it
-starts. Items travel between boxes as pickled `ItemState`s. The tests' fault injection (actors that die on chosen
+starts. Rows are plain dicts: the item's `ItemState` in one column (a Python-object column, serialised by Ray),
+and the results as strings (`ItemResult.to_row`). The tests' fault injection (actors that die on chosen
 items) is a subclass in `oldphoto.distributed.faults`, not part of the production actor.
 
 Backpressure: a Ray Data object-store budget (`DataContext.execution_options.resource_limits`) and
@@ -26,13 +27,10 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
-
-import numpy as np
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig
 from oldphoto.lifecycle import WorkItem, item_base, list_inputs, run_fingerprint, start_item, write_item
@@ -134,36 +132,15 @@ def _new_state(source: StageSource, uri: str, name: str, data: bytes | None, out
     return ItemState.new(uri, data, source.restore_options(), name=name, out_dir=out_dir, run_id=source.run_id)
 
 
-def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
-    keys = list(batch)
-    for vals in zip(*(batch[k] for k in keys)):
-        yield dict(zip(keys, vals))
-
-
-def _batch(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for k in keys:
-        arr = np.empty(len(rows), dtype=object)
-        arr[:] = [r[k] for r in rows]
-        out[k] = arr
-    return out
-
-
-_STATE_KEYS = ("uri", "name", "sha256", "state")
-
-
-def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination: str) -> dict[str, np.ndarray]:
-    """Task: read each input and decode it (DecodeStage)."""
+def _fetch_decode(batch: dict[str, Any], source: StageSource, destination: str) -> dict[str, list]:
+    """Task: read each input and decode it (DecodeStage); the rows carry the item's `ItemState`."""
     from oldphoto.stages.base import run_stage
 
-    out = []
-    for row in _rows(batch):
-        uri, name = str(row["uri"]), str(row["name"])
-        state = start_item(WorkItem(uri, name), destination, source.restore_options(), source.run_id)
-        state = run_stage(source.build()["decode"], state)
-        sha = state.provenance.input.sha256 or ""
-        out.append({"uri": uri, "name": name, "sha256": sha, "state": pickle.dumps(state, protocol=5)})
-    return _batch(out, _STATE_KEYS)
+    decode = source.build()["decode"]
+    states = [run_stage(decode, start_item(WorkItem(str(uri), str(name)), destination, source.restore_options(),
+                                           source.run_id))
+              for uri, name in zip(batch["uri"], batch["name"])]
+    return {"state": states}
 
 
 class PoolActor:
@@ -179,37 +156,29 @@ class PoolActor:
         self.stage = source.build(pool.device)[role]
         self.loaded = source.preload(self.stage, role)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out, live = [], []
-        for row in _rows(batch):
-            state = pickle.loads(row["state"])
-            if state.failed:
-                out.append(row)                     # failed earlier: passed through untouched
-                continue
-            live.append((row, state))
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        states = list(batch["state"])
+        live = [i for i, st in enumerate(states) if not st.failed]   # items failed earlier pass through untouched
         # the whole batch through the stage's batch(): same-size items share forward passes where it can
         try:
-            states = self.stage.batch([st for _, st in live]) if live else []
+            done = self.stage.batch([states[i] for i in live]) if live else []
         except Exception as exc:                    # batch() must not raise; if it does, item by item
             from oldphoto.stages.base import run_stage
 
             log.warning("stage %s batch raised: %s", self.role, exc)
-            states = [run_stage(self.stage, st) for _, st in live]
-        for (row, _), state in zip(live, states):
-            out.append({**row, "state": pickle.dumps(state, protocol=5)})
-        return _batch(out, _STATE_KEYS)
+            done = [run_stage(self.stage, states[i]) for i in live]
+        for i, state in zip(live, done):
+            states[i] = state
+        return {"state": states}
 
 
 _RESULT_KEYS = ("uri", "name", "status", "error", "sha256", "outputs", "provenance")
 
 
-def _encode_write(batch: dict[str, np.ndarray], source: StageSource, destination: str) -> dict[str, np.ndarray]:
+def _encode_write(batch: dict[str, Any], source: StageSource, destination: str) -> dict[str, list]:
     """Task: EncodeStage builds the files; they are written under DEST/NAME/ (the `oldphoto restore` layout)."""
-    out = []
-    for row in _rows(batch):
-        uri, name, sha = str(row["uri"]), str(row["name"]), str(row["sha256"])
-        out.append(write_state(pickle.loads(row["state"]), source, destination).to_row())
-    return _batch(out, _RESULT_KEYS)
+    rows = [write_state(state, source, destination).to_row() for state in batch["state"]]
+    return {k: [r[k] for r in rows] for k in _RESULT_KEYS}
 
 
 def write_state(state, source: StageSource, destination: str) -> ItemResult:
@@ -292,6 +261,7 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
     ctx.execution_options.preserve_order = False
     ctx.max_errored_blocks = -1          # a batch lost with its actor must not stop the others
     ctx.enable_progress_bars = False
+    ctx.enable_fallback_to_arrow_object_ext_type = True   # the ItemState column: Ray serialises it (no warning)
 
     roles = list(roles) if roles is not None else source.pools()
     rows = [{"uri": it.uri, "name": it.name} for it in items]
