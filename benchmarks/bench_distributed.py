@@ -93,14 +93,14 @@ class PeakMemory:
 
 def run_sequential(weights: str, src: Path, out: Path, options) -> tuple[float, int]:
     from oldphoto.distributed import work_items
-    from oldphoto.models import ModelSet
+    from oldphoto.weights_source import WeightsSource
     from oldphoto.pipeline import Restorer
     from oldphoto.storage import open_storage
 
     items = work_items(str(src))
     store = open_storage(str(out))
     t0 = time.perf_counter()
-    restorer = Restorer(ModelSet.from_weights_dir(weights), options)
+    restorer = Restorer(WeightsSource.from_options(weights).load(), options)
     done = 0
     for it in items:
         state = restorer.run(it.uri, Path(it.uri).read_bytes(), name=it.name, out_dir=str(out / it.name))
@@ -112,7 +112,8 @@ def run_sequential(weights: str, src: Path, out: Path, options) -> tuple[float, 
 
 def run_streaming(weights: str, src: Path, out: Path, options, config) -> tuple[float, float, int, int]:
     """(total seconds, seconds from the first to the last result, items done, peak PSS bytes)."""
-    from oldphoto.distributed import StageSource, WeightsSource, iter_pipeline, work_items
+    from oldphoto.distributed import StageSource, iter_pipeline, work_items
+    from oldphoto.weights_source import WeightsSource
 
     items = work_items(str(src))
     source = StageSource(WeightsSource.parse(weights), options)

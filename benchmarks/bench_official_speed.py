@@ -34,13 +34,13 @@ import numpy as np, torch
 torch.set_num_threads(1)
 release, scan, path, out, precision = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 from oldphoto.imageops.io import DecodedImage
-from oldphoto.models import ModelSet
+from oldphoto.weights_source import WeightsSource
 from oldphoto.pipeline import ItemState, RestoreOptions
 from oldphoto.stages import GlobalRestorationStage
 d = np.load(scan)
 extra = {} if precision == "fp32" else {"precision": precision}
 opts = RestoreOptions(scratch="on" if path == "scratch" else "off", faces=False, tone_match=False, **extra)
-stage = GlobalRestorationStage(ModelSet.from_official(release), opts)
+stage = GlobalRestorationStage(WeightsSource.from_options(official=release).load(), opts)
 for role in stage.roles(path == "scratch"):
     stage.models.get(role)
 st = ItemState.new("scan.png", None, opts)

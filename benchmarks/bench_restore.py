@@ -57,11 +57,11 @@ def synth_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 def restore_folder(folder: Path, weights: Path, scratch: str) -> None:
-    from oldphoto.models import ModelSet
+    from oldphoto.weights_source import WeightsSource
     from oldphoto.pipeline import Restorer, RestoreOptions
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    restorer = Restorer(ModelSet.from_weights_dir(weights), RestoreOptions(scratch=scratch))
+    restorer = Restorer(WeightsSource.from_options(weights).load(), RestoreOptions(scratch=scratch))
     restorer.run("warmup.jpg", files[0].read_bytes())          # model loading and dlib outside the timing
     stage = Counter()
     failed = 0
@@ -81,7 +81,7 @@ CHILD = r"""
 import json, resource, sys, time
 mode, path, weights = sys.argv[1], sys.argv[2], sys.argv[3]
 from oldphoto.imageops.io import decode_image
-from oldphoto.models import ModelSet
+from oldphoto.weights_source import WeightsSource
 from oldphoto.pipeline import Restorer, RestoreOptions
 data = open(path, "rb").read()
 t0 = time.perf_counter()
@@ -90,7 +90,7 @@ if mode == "decode":
     dec = decode_image(data)
     out["shape"] = list(dec.pixels.shape)
 else:
-    st = Restorer(ModelSet.from_weights_dir(weights), RestoreOptions(scratch="on")).run(path, data)
+    st = Restorer(WeightsSource.from_options(weights).load(), RestoreOptions(scratch="on")).run(path, data)
     out["error"] = st.error
     out["faces"] = len(st.faces)
     out["stages"] = {r.name: r.seconds for r in st.provenance.stages}

@@ -115,7 +115,7 @@ def quality() -> None:
     from skimage import data
 
     from oldphoto.data import TextureBank
-    from oldphoto.models import ModelSet
+    from oldphoto.weights_source import WeightsSource
     from oldphoto.pipeline import Restorer, RestoreOptions
     from oldphoto.quality import psnr
     from oldphoto.synthesis import synthesize
@@ -123,7 +123,7 @@ def quality() -> None:
     sources = [data.astronaut(), np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg"))), data.coffee(),
                data.chelsea()]
     bank = TextureBank.procedural(0)
-    restorer = Restorer(ModelSet.default(), RestoreOptions(scratch="off", faces=False, tone_match=False,
+    restorer = Restorer(WeightsSource().load(), RestoreOptions(scratch="off", faces=False, tone_match=False,
                                                            review=False))
     rows = {n: [] for n in VARIANTS[1:]}
     diffs = {n: 0.0 for n in VARIANTS[1:]}

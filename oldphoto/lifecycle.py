@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from oldphoto.provenance import StageName, StageStatus
 from oldphoto.storage import IMAGE_SUFFIXES, SYMLINK_NOT_FOLLOWED, StorageError, normalize, open_storage, read_local
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def start_item(item: WorkItem, destination: str, options: Any, run_id: str | Non
     state = ItemState.new(item.uri, data, options, name=item.name, out_dir=item_base(destination, item.name),
                           run_id=run_id)
     if error:
-        state.fail("load", error)
+        state.fail(StageName.LOAD, error)        # before any stage ran: the item's error, no stage record
     return state
 
 
@@ -271,7 +272,7 @@ def write_item(state: Any, destination: str) -> dict[str, str]:
     A write error fails the item, not the run: the files of this attempt already written are removed, the
     provenance is marked failed ("write: <reason>") and a failure provenance.json is written where possible."""
     from oldphoto.provenance import StageRecord
-    from oldphoto.stages.base import now_iso
+    from oldphoto.stages.base import add_record, now_iso
 
     store = open_storage(destination)
     base = item_base(destination, state.name)
@@ -291,8 +292,9 @@ def write_item(state: Any, destination: str) -> dict[str, str]:
         except Exception:  # noqa: BLE001
             pass
     prov = state.provenance
-    state.fail("write", f"cannot write outputs to {base}: {reason}")
-    prov.stages.append(StageRecord(name="write", status="failed", error=state.error))
+    # recorded even when the item had failed before: its failure provenance.json could not be written either
+    add_record(state, StageRecord(name=StageName.WRITE, status=StageStatus.FAILED),
+               f"cannot write outputs to {base}: {reason}", once=False)
     prov.outputs = []
     prov.finished = now_iso()
     state.files = {PROVENANCE_FILE: prov.to_json().encode("utf-8")}

@@ -23,8 +23,12 @@ Sources:
 * `ModelSet.from_official(root)`: the unzipped official release (`oldphoto.compat.official`);
 * `ModelSet.default()`: the weights shipped in the package folder ``oldphoto/weights/``.
 
-Models are loaded on first `get` and cached for the whole process (keyed by file, its size and
-modification time, and device), so several ModelSets or stages naming the same files share one copy.
+Entry points name a source with `oldphoto.weights_source.WeightsSource` ("default", a folder, "official:/path";
+the CLI's --weights/--official) and get their ModelSet from its `load(device)`.
+
+Models are loaded on first `get` and cached for the whole process, keyed by file, its size and modification
+time, and device: the one model cache, so several ModelSets, stages or actors naming the same files share one copy
+(`clear_cache()` forgets them).
 Returned modules are in eval mode with gradients off; treat them as read-only.
 """
 from __future__ import annotations

@@ -5,17 +5,18 @@
     state.files   # {"restored.png": b"...", "mask.png": ..., "faces/...", "review.png", "provenance.json"}
 
 `build_stages(models, options)` gives the stage list (Ray runs the same objects in separate actor pools;
-`build_stages_from_source(ModelSource, options)` builds picklable stages that load their models in the actor).
+`build_stages_from_source(WeightsSource, options)` builds picklable stages that load their models in the actor).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from oldphoto.stages.base import run_stage
-from oldphoto.stages import (DecodeStage, EncodeStage, FaceStage, GlobalRestorationStage, ItemState, ModelSource,
+from oldphoto.stages import (DecodeStage, EncodeStage, FaceStage, GlobalRestorationStage, ItemState,
                              RestoreOptions, ScratchDetectionStage, Stage)
+from oldphoto.weights_source import WeightsSource
 
-__all__ = ["ItemState", "ModelSource", "RestoreOptions", "Restorer", "build_stages", "build_stages_from_source",
+__all__ = ["ItemState", "RestoreOptions", "WeightsSource", "Restorer", "build_stages", "build_stages_from_source",
            "check_models"]
 
 STAGE_CLASSES = (DecodeStage, ScratchDetectionStage, GlobalRestorationStage, FaceStage, EncodeStage)
@@ -25,7 +26,7 @@ def build_stages(models: Any, options: RestoreOptions) -> list[Stage]:
     return [cls(models, options) for cls in STAGE_CLASSES]
 
 
-def build_stages_from_source(source: ModelSource, options: RestoreOptions) -> list[Stage]:
+def build_stages_from_source(source: WeightsSource, options: RestoreOptions) -> list[Stage]:
     return [cls.from_source(source, options) for cls in STAGE_CLASSES]
 
 

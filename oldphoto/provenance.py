@@ -7,6 +7,7 @@ local CLI, the Ray pipeline and the Prefect flows.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,35 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 ITEM_STATUSES = ("pending", "running", "done", "failed", "skipped")
-STAGE_NAMES = ("load", "scratch_detection", "global_restoration", "face_detection", "face_enhancement", "blending", "write")
+
+
+class StageName(enum.StrEnum):
+    """Where an item's work happens. The first seven are the recorded steps (a `StageRecord` each, a catalog
+    stage row and a PREMIS event); the last two only name where an item failed outside a step (its error
+    reads "<where>: <message>")."""
+
+    LOAD = "load"
+    SCRATCH_DETECTION = "scratch_detection"
+    GLOBAL_RESTORATION = "global_restoration"
+    FACE_DETECTION = "face_detection"
+    FACE_ENHANCEMENT = "face_enhancement"
+    BLENDING = "blending"
+    WRITE = "write"
+    RESTORE = "restore"                   # `oldphoto restore`: an unexpected error around the stages
+    WORKER_CRASHED = "worker crashed"     # Ray: the item's actor died on every attempt
+
+    @property
+    def recorded(self) -> bool:
+        return self not in (StageName.RESTORE, StageName.WORKER_CRASHED)
+
+
+class StageStatus(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+STAGE_NAMES = tuple(n.value for n in StageName if n.recorded)
 ARTEFACT_KINDS = ("restored", "mask", "face_before", "face_after", "review", "provenance")
 
 
@@ -41,14 +70,20 @@ class InputRecord:
 
 @dataclass
 class StageRecord:
-    name: str                        # one of STAGE_NAMES
-    status: str                      # "done" | "failed" | "skipped"
+    name: str                        # a recorded StageName (stored as its plain string)
+    status: str                      # a StageStatus: "done" | "failed" | "skipped"
     seconds: float = 0.0
     device: str = "cpu"
     checkpoints: list[CheckpointRef] = field(default_factory=list)
     error: str | None = None
     started: str | None = None       # ISO 8601 UTC, when the stage began and ended (real clock times)
     finished: str | None = None
+
+    def __post_init__(self) -> None:   # enum members become their plain strings (JSON, catalog rows)
+        if isinstance(self.name, enum.Enum):
+            self.name = self.name.value
+        if isinstance(self.status, enum.Enum):
+            self.status = self.status.value
 
 
 @dataclass

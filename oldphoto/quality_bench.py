@@ -293,9 +293,9 @@ class _Ours:
 
         if weights is None:
             return cls(note="no --weights given")
-        from oldphoto.models import ModelSet
+        from oldphoto.weights_source import WeightsSource
 
-        ours = cls(models=ModelSet.from_weights_dir(weights))
+        ours = cls(models=WeightsSource.from_options(weights).load())
         need = ["vae_a", "mapping_quality", "vae_b_quality"]
         if ours.models.missing(need):
             ours.note = f"weights in {weights} lack {ours.models.missing(need)}"

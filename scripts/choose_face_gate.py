@@ -68,10 +68,10 @@ def main() -> None:
         with open(a.json, "w") as f:
             json.dump({"faces": rows, "results": results, "chosen": chosen, "operating_point": point}, f, indent=1)
     if a.write:
-        from oldphoto.models import ModelSet
+        from oldphoto.weights_source import WeightsSource
         from oldphoto.weights import set_operating_point
 
-        path = ModelSet.from_weights_dir(a.weights).path("face_256")
+        path = WeightsSource.from_options(a.weights).load().path("face_256")
         set_operating_point(path, point)
         print(f"wrote the operating point into {path}")
 

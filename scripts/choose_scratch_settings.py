@@ -36,12 +36,12 @@ def main() -> None:
 
     from oldphoto.data import dataset as odata
     from oldphoto.data.textures import TextureBank
-    from oldphoto.models import ModelSet
+    from oldphoto.weights_source import WeightsSource
     from oldphoto.quality import f1
     from oldphoto.quality_bench import _detector_probs
     from oldphoto.synthesis import DEFAULT, synthesize, with_overrides
 
-    models = ModelSet.from_weights_dir(a.weights)
+    models = WeightsSource.from_options(a.weights).load()
     textures = TextureBank.from_dir(a.data)
     no_defects = with_overrides(DEFAULT, defects_prob=0.0)
     recs = odata.split_photos(a.data, a.split)

@@ -45,7 +45,7 @@ def main() -> None:
     from oldphoto.data.dataset import center_crop, held_out_photos, load_rgb, resize_short_side, split_photos
     from oldphoto.data.textures import TextureBank
     from oldphoto.imageops.tone import guided_tone_transfer
-    from oldphoto.models import ModelSet
+    from oldphoto.weights_source import WeightsSource
     from oldphoto.pipeline import Restorer, RestoreOptions
     from oldphoto.quality import psnr, ssim
     from oldphoto.quality_bench import WORKING_SIZE, _png_bytes
@@ -54,7 +54,7 @@ def main() -> None:
     torch.set_num_threads(1)
     recs = held_out_photos(a.data)[0] if a.split == "test" else split_photos(a.data, a.split)
     textures = TextureBank.from_dir(a.data)
-    restorer = Restorer(ModelSet.from_weights_dir(a.weights),
+    restorer = Restorer(WeightsSource.from_options(a.weights).load(),
                         RestoreOptions(scratch=a.scratch, faces=False, review=False, tone_match=False))
     methods = {"degraded input": lambda r, x, v: x, "raw network (tone_match off)": lambda r, x, v: r}
     for sigma in a.sigmas:

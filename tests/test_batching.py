@@ -9,17 +9,18 @@ import pytest
 import torch
 
 from oldphoto.distributed.config import DistributedConfig, PoolConfig
-from oldphoto.distributed.pipeline import _STATE_KEYS, _batch, _PoolActor, _rows
+from oldphoto.distributed.pipeline import PoolActor
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.vae import VAE, VAEConfig
 from oldphoto.pipeline import ItemState, RestoreOptions
+from oldphoto.provenance import StageName
 from oldphoto.stages import GlobalRestorationStage
 from oldphoto.stages.base import Stage
 from stage_helpers import Nets, decoded_state
 
 
 class RecordingStage(Stage):
-    name = "global_restoration"
+    steps = (StageName.GLOBAL_RESTORATION,)
 
     def __init__(self):
         super().__init__(None, RestoreOptions())
@@ -33,16 +34,16 @@ class RecordingStage(Stage):
 
 
 def test_pool_actor_hands_the_whole_batch_to_stage_batch():
-    actor = object.__new__(_PoolActor)          # the actor's __call__ without Ray or model loading
-    actor.role, actor.stage, actor.fault = "global", RecordingStage(), None
+    actor = object.__new__(PoolActor)           # the actor's __call__ without Ray or model loading
+    actor.role, actor.stage = "global", RecordingStage()
     opts = RestoreOptions()
     states = [ItemState.new(f"{n}.png", None, opts) for n in ("a", "b", "c", "d")]
     states[2].fail("load", "broken")
-    rows = [{"uri": s.uri, "name": s.name, "sha256": "", "state": pickle.dumps(s)} for s in states]
-    out = list(_rows(actor(_batch(rows, _STATE_KEYS))))     # (items already done are skipped on the driver)
+    batch = {"state": np.array(pickle.loads(pickle.dumps(states)), dtype=object)}   # as Ray hands it over
+    out = actor(batch)["state"]                              # (items already done are skipped on the driver)
     assert actor.stage.calls == [["a", "b", "d"]]            # one call: failed items pass through
-    assert sorted(r["name"] for r in out) == ["a", "b", "c", "d"]
-    done = {r["name"]: pickle.loads(r["state"]) for r in out if r["state"]}
+    assert [st.name for st in out] == ["a", "b", "c", "d"]
+    done = {st.name: st for st in out}
     assert done["a"].restored is not None and done["c"].restored is None and done["c"].failed
 
 

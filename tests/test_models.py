@@ -160,9 +160,28 @@ def test_role_file_holding_the_wrong_network_is_refused(random_set, tmp_path):
         ModelSet.from_weights_dir(wrong).get("vae_a")
 
 
-def test_default_set_is_the_package_weights_folder():
-    ms = ModelSet.default()
-    assert ms.root == models.DEFAULT_WEIGHTS_DIR
-    assert ms.root.parent.name == "oldphoto" and ms.root.name == "weights"
-    for role in ROLES:
-        assert ms.has(role) == (models.DEFAULT_WEIGHTS_DIR / f"{role}.safetensors").is_file()
+# ------------------------------------------------------------------------------------------- WeightsSource
+def test_weights_source_parses_describes_and_loads_through_the_one_cache(random_set, official_dir, monkeypatch):
+    from oldphoto.pipeline import RestoreOptions, build_stages_from_source
+    from oldphoto.weights_source import WEIGHTS_ENV, WeightsSource
+
+    d, _ = random_set
+    src = WeightsSource.parse(str(d))
+    assert src == WeightsSource("dir", str(d)) == WeightsSource.parse(f"dir:{d}") == WeightsSource.parse(src.spec())
+    assert WeightsSource.parse(None) == WeightsSource.parse("default") == WeightsSource.from_options()
+    off = WeightsSource.parse(f"official:{official_dir}")
+    assert off.kind == "official" and WeightsSource.parse(off.spec()) == off
+    assert WeightsSource.from_options(official=official_dir) == off
+    assert pickle.loads(pickle.dumps(src)) == src and len({src, WeightsSource.parse(str(d))}) == 1
+    assert str(d) in src.describe() and "official" in off.describe()
+    with pytest.raises(ValueError, match="not both"):
+        WeightsSource.from_options(d, official_dir)
+    monkeypatch.setenv(WEIGHTS_ENV, str(d))
+    assert WeightsSource.from_env() == src and WeightsSource.from_env("default").kind == "default"
+    ms = src.load("cpu")
+    assert ms.root == d and ms.source == "weights" and off.load().source == "official"
+    assert WeightsSource.parse("default").load().missing() == []          # the package ships every role
+    # stages built from the source load lazily, and share each network with every other ModelSet of its files
+    stage = build_stages_from_source(src, RestoreOptions(scratch="on", faces=False))[1]
+    stage = pickle.loads(pickle.dumps(stage))
+    assert stage.models.get("scratch_unet") is ms.get("scratch_unet")

@@ -24,8 +24,8 @@ from oldphoto import __version__
 from oldphoto.cli import app
 from oldphoto.models import ModelSet
 from oldphoto.testing.random_weights import make_random_weights
-from oldphoto.pipeline import (ItemState, ModelSource, Restorer, RestoreOptions, build_stages, build_stages_from_source,
-                               check_models)
+from oldphoto.pipeline import (ItemState, Restorer, RestoreOptions, WeightsSource, build_stages,
+                               build_stages_from_source, check_models)
 from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, FACE_MIN_AGREEMENT_DB
 from oldphoto.provenance import ItemProvenance
 
@@ -249,7 +249,7 @@ def test_stages_are_picklable_and_batch_faces(weights_dir, models):
     opts = RestoreOptions(scratch="off")
     stages = build_stages(models, opts)
     again = pickle.loads(pickle.dumps(stages))
-    from_source = pickle.loads(pickle.dumps(build_stages_from_source(ModelSource(weights_dir=str(weights_dir)), opts)))
+    from_source = pickle.loads(pickle.dumps(build_stages_from_source(WeightsSource.parse(weights_dir), opts)))
     check_models(models, opts)
     items = [("astro.jpg", jpeg(astronaut())), ("grace.jpg", jpeg(grace_hopper()))]
     states = [ItemState.new(u, d, opts) for u, d in items]

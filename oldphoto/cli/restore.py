@@ -23,16 +23,14 @@ SCRATCH_CHOICES = ("auto", "on", "off")
 
 
 # ------------------------------------------------------------------------------------------- models
-def load_models(weights: Path | None, official: Path | None, device: str):
-    from oldphoto.models import ModelSet
+def weights_source(weights: Path | None, official: Path | None):
+    """The `WeightsSource` of --weights / --official (at most one)."""
+    from oldphoto.weights_source import WeightsSource
 
-    if weights is not None and official is not None:
-        raise typer.BadParameter("give either --weights or --official, not both")
-    if weights is not None:
-        return ModelSet.from_weights_dir(weights, device=device)
-    if official is not None:
-        return ModelSet.from_official(official, device=device)
-    return ModelSet.default(device=device)
+    try:
+        return WeightsSource.from_options(weights, official)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _open_catalog(url: str, options, models, extra: dict):
@@ -104,7 +102,7 @@ def restore(
     from oldphoto.models import MissingWeightsError
 
     try:
-        models = load_models(weights, official, device)
+        models = weights_source(weights, official).load(device)
         check_models(models, options)
     except MissingWeightsError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
@@ -189,13 +187,14 @@ def _check_choices(scratch: str, precision: str, device: str, console) -> None:
 def _restore_item(restorer, item, destination: str, options, run_id: str | None):
     """One item through the stages and written; an unexpected error fails only this item."""
     from oldphoto.lifecycle import start_item, write_item
+    from oldphoto.provenance import StageName
 
     try:
         state = restorer.process(start_item(item, destination, options, run_id))
         write_item(state, destination)
     except Exception as e:  # noqa: BLE001 - one item's unexpected error never stops the run
         state = start_item(item, destination, options, run_id)
-        state.fail("restore", f"{type(e).__name__}: {e}")
+        state.fail(StageName.RESTORE, f"{type(e).__name__}: {e}")
         state.data = None
         write_item(state, destination)
     return state

@@ -114,13 +114,11 @@ def reprocess(url: Optional[str] = typer.Option(None, "--catalog", "--url", help
                                                     "or 'official:/path/to/release' (default: $OLDPHOTO_WEIGHTS).")) -> None:
     """Run the queued reprocess requests on this machine with the options each reviewer asked for (the
     `reprocess-reviewed` Prefect flow does the same on a worker)."""
-    import os
-
-    from oldphoto.distributed import WeightsSource
     from oldphoto.review.reprocess import run_queue
+    from oldphoto.weights_source import WeightsSource
 
     cat = _catalog(url)
-    models = WeightsSource.parse(weights or os.environ.get("OLDPHOTO_WEIGHTS")).load(device)
+    models = WeightsSource.from_env(weights).load(device)
     runs = run_queue(cat, models, device=device, say=typer.echo)
     typer.echo(f"{len(runs)} run(s): {', '.join(runs) or 'nothing queued'}")
 

@@ -1,4 +1,4 @@
-"""Settings of the distributed (Ray) pipeline: pool sizes, GPUs per actor, backpressure, weights source.
+"""Settings of the distributed (Ray) pipeline: pool sizes, GPUs per actor, backpressure.
 
 Plain dataclasses, so they travel as Prefect parameters (`to_dict`/`from_dict`) and to Ray actors (pickle).
 The defaults fit an embedded 2-CPU local Ray session; `DistributedConfig.gpu_cluster()` is the shape for a
@@ -7,7 +7,6 @@ cluster with GPU workers (one GPU shared by the three model pools).
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,7 @@ FLOW_ENTRYPOINTS = {
 WORKER_ENV = {
     "PREFECT_API_URL": "the Prefect server's API",
     "OLDPHOTO_CATALOG": "catalog database URL (oldphoto.catalog.default_url)",
-    "OLDPHOTO_WEIGHTS": "weights: 'default', a weights folder or 'official:/path' (WeightsSource.parse)",
+    "OLDPHOTO_WEIGHTS": "weights: 'default', a weights folder or 'official:/path' (oldphoto.weights_source)",
     "RAY_ADDRESS": "the Ray cluster (unset: an embedded local Ray session)",
 }
 OPTIONAL_ENV = {"AWS_ENDPOINT_URL": "an S3-compatible endpoint (MinIO, moto); unset for AWS S3"}
@@ -60,46 +59,6 @@ class PoolConfig:
 
 
 @dataclass
-class WeightsSource:
-    """Where actors load models from: our safetensors dir, an official release root, or the shipped set.
-
-    Spec strings (flow parameter `weights`): "default", "official:/path/to/release", "/path/to/weights_dir".
-    Each actor loads its models once, at start.
-    """
-
-    kind: str = "default"           # "default" | "dir" | "official"
-    path: str | None = None
-
-    @classmethod
-    def parse(cls, spec: str | None) -> "WeightsSource":
-        if spec is None or spec in ("", "default"):
-            return cls("default")
-        if spec.startswith("official:"):
-            return cls("official", os.path.abspath(spec[len("official:"):]))
-        return cls("dir", os.path.abspath(spec[len("dir:"):] if spec.startswith("dir:") else spec))
-
-    def spec(self) -> str:
-        return {"default": "default", "official": f"official:{self.path}", "dir": str(self.path)}[self.kind]
-
-    def model_source(self, device: str = "cpu"):
-        """The `oldphoto.pipeline.ModelSource` stages load from (lazily, once per process)."""
-        from oldphoto.pipeline import ModelSource
-
-        return ModelSource(weights_dir=self.path if self.kind == "dir" else None,
-                           official_dir=self.path if self.kind == "official" else None, device=device)
-
-    def load(self, device: str = "cpu"):
-        """The `oldphoto.models.ModelSet` this source names."""
-        from oldphoto.models import ModelSet
-
-        if self.kind == "dir":
-            return ModelSet.from_weights_dir(self.path, device=device)
-        if self.kind == "official":
-            return ModelSet.from_official(self.path, device=device)
-        return ModelSet.default(device=device)
-
-
-@dataclass
 class DistributedConfig:
     """Everything the Ray pipeline needs besides the items, the destination and the restore options."""
 
@@ -112,9 +71,9 @@ class DistributedConfig:
     scratch: PoolConfig = field(default_factory=PoolConfig)
     global_: PoolConfig = field(default_factory=PoolConfig)
     face: PoolConfig = field(default_factory=PoolConfig)
-    # Testing hook: "exit-once:<substring>:<marker file>" makes a stage actor os._exit() on the first item
-    # whose name contains <substring> (the marker file remembers it happened); "exit-always:<substring>"
-    # on every attempt; several rules separated by ";". None in production.
+    # Tests only: rules that make the actors of `fault_pool` die on chosen items (oldphoto.distributed.faults:
+    # "exit-once:<substring>:<marker file>", "exit-always:<substring>", separated by ";"). None in production:
+    # the production actor has no such hook.
     fault_injection: str | None = None
     fault_pool: str = "global"
     # GPUs for the model pools: "auto" gives every pool left at num_gpus=0 an equal share of one GPU when the

@@ -3,18 +3,21 @@
     items ─▶ fetch+decode (tasks) ─▶ scratch pool ─▶ global pool ─▶ face pool ─▶ encode+write (tasks) ─▶ driver
                                      (actors, GPU)   (actors, GPU)  (actors, GPU)
 
-Every box runs the stage objects of `oldphoto.pipeline.build_stages_from_source(ModelSource, options)`, the
+Every box runs the stage objects of `oldphoto.pipeline.build_stages_from_source(WeightsSource, options)`, the
 classes `oldphoto restore` runs in sequence (no second copy of any stage logic): DecodeStage in the fetch tasks,
 ScratchDetectionStage / GlobalRestorationStage / FaceStage (detect + align + enhance + blend) in one actor pool
-each, EncodeStage in the write tasks. Each pool is a `map_batches` over an `ActorPoolStrategy` with its own
-`num_gpus` (fractions share a GPU); an actor loads its networks once, when it starts. Items travel between
-boxes as pickled `ItemState`s.
+each, EncodeStage in the write tasks. Each pool is a `map_batches` with a callable class (`PoolActor`) over an
+`ActorPoolStrategy` with its own `num_gpus` (fractions share a GPU); an actor loads its networks once, when it
+starts. Rows are plain dicts: the item's `ItemState` in one column (a Python-object column, serialised by Ray),
+and the results as strings (`ItemResult.to_row`). The tests' fault injection (actors that die on chosen
+items) is a subclass in `oldphoto.distributed.faults`, not part of the production actor.
 
 Backpressure: a Ray Data object-store budget (`DataContext.execution_options.resource_limits`) and
 `max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). Bad input is the stages' business: they set
 the error on the state and later stages pass it through. An exception escaping a stage becomes that item's
 error. An actor that dies (OOM, segfault, a killed node) is restarted by Ray and its batch retried
-`max_item_retries` times; an item still not through after that is reported failed with the reason, so every
+`max_item_retries` times; an item still not through after that is reported failed with the reason ("worker
+crashed: ...", `StageName.WORKER_CRASHED`, through the stages' `ItemState.fail`), so every
 input ends as exactly one result: done or failed (with its error). What is already done is decided before, on
 the driver (`oldphoto.lifecycle.plan_items`), and never reaches the pipeline.
 """
@@ -24,31 +27,27 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
-from oldphoto.distributed.config import DistributedConfig, PoolConfig, WeightsSource
+from oldphoto.distributed.config import DistributedConfig, PoolConfig
 from oldphoto.lifecycle import WorkItem, item_base, list_inputs, run_fingerprint, start_item, write_item
-from oldphoto.provenance import ItemProvenance, StageRecord
+from oldphoto.provenance import ItemProvenance, StageName
+from oldphoto.weights_source import WeightsSource
 
 log = logging.getLogger(__name__)
 
-# stage class name -> role in this pipeline
+# role in this pipeline -> the first step of the stage that plays it
 STAGE_ROLES = {
-    "DecodeStage": "decode",
-    "ScratchDetectionStage": "scratch",
-    "GlobalRestorationStage": "global",
-    "FaceStage": "face",
-    "EncodeStage": "encode",
+    "decode": StageName.LOAD,
+    "scratch": StageName.SCRATCH_DETECTION,
+    "global": StageName.GLOBAL_RESTORATION,
+    "face": StageName.FACE_DETECTION,
+    "encode": StageName.WRITE,
 }
 POOL_ORDER = ("scratch", "global", "face")
-_PROVENANCE_STAGE = {"decode": "load", "scratch": "scratch_detection", "global": "global_restoration",
-                     "face": "face_enhancement", "encode": "write"}
 
 
 @dataclass
@@ -102,14 +101,8 @@ class StageSource:
         once per process)."""
         from oldphoto.pipeline import build_stages_from_source
 
-        stages = build_stages_from_source(self.weights.model_source(device), self.restore_options(device))
-        out: dict[str, Any] = {}
-        for stage in stages:
-            role = STAGE_ROLES.get(type(stage).__name__)
-            if role is None:
-                raise TypeError(f"unknown stage class {type(stage).__name__}; expected one of {sorted(STAGE_ROLES)}")
-            out[role] = stage
-        return out
+        stages = {stage.name: stage for stage in build_stages_from_source(self.weights, self.restore_options(device))}
+        return {role: stages[name] for role, name in STAGE_ROLES.items()}
 
     def pools(self) -> list[str]:
         """The model pools this run needs (no face pool when faces are off)."""
@@ -139,71 +132,22 @@ def _new_state(source: StageSource, uri: str, name: str, data: bytes | None, out
     return ItemState.new(uri, data, source.restore_options(), name=name, out_dir=out_dir, run_id=source.run_id)
 
 
-def _fail_state(state, role: str, message: str):
-    """Mark `state` failed in `role` with `message` (an exception that escaped a stage, or a write error)."""
-    stage = _PROVENANCE_STAGE[role]
-    if not state.error:
-        state.fail(stage, message)
-        state.provenance.stages.append(StageRecord(name=stage, status="failed", error=state.error))
-    return state
-
-
-def _run_stage(stage, state, role: str):
+def _fetch_decode(batch: dict[str, Any], source: StageSource, destination: str) -> dict[str, list]:
+    """Task: read each input and decode it (DecodeStage); the rows carry the item's `ItemState`."""
     from oldphoto.stages.base import run_stage
 
-    try:
-        return run_stage(stage, state)
-    except Exception as exc:  # a stage must not raise; if one does, it is this item's error, not the run's
-        log.warning("stage %s raised on %s: %s", role, state.uri, exc)
-        return _fail_state(state, role, f"{type(exc).__name__}: {exc}")
+    decode = source.build()["decode"]
+    states = [run_stage(decode, start_item(WorkItem(str(uri), str(name)), destination, source.restore_options(),
+                                           source.run_id))
+              for uri, name in zip(batch["uri"], batch["name"])]
+    return {"state": states}
 
 
-# ------------------------------------------------------------------------------------------ per-process caches
-_STAGES: dict[tuple[bytes, str], dict[str, Any]] = {}
+class PoolActor:
+    """An actor of one model pool (the callable class of its `map_batches`): builds its stage and loads the
+    pool's networks once, then runs batches of items through the stage's `batch()`."""
 
-
-def _stages_cached(source: StageSource, device: str = "cpu") -> dict[str, Any]:
-    """Stage objects for I/O tasks, built once per worker process (tasks reuse their worker processes)."""
-    key = (pickle.dumps(source), device)
-    if key not in _STAGES:
-        _STAGES[key] = source.build(device)
-    return _STAGES[key]
-
-
-def _rows(batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
-    keys = list(batch)
-    for vals in zip(*(batch[k] for k in keys)):
-        yield dict(zip(keys, vals))
-
-
-def _batch(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for k in keys:
-        arr = np.empty(len(rows), dtype=object)
-        arr[:] = [r[k] for r in rows]
-        out[k] = arr
-    return out
-
-
-_STATE_KEYS = ("uri", "name", "sha256", "state")
-
-
-def _fetch_decode(batch: dict[str, np.ndarray], source: StageSource, destination: str) -> dict[str, np.ndarray]:
-    """Task: read each input and decode it (DecodeStage)."""
-    out = []
-    for row in _rows(batch):
-        uri, name = str(row["uri"]), str(row["name"])
-        state = start_item(WorkItem(uri, name), destination, source.restore_options(), source.run_id)
-        state = _run_stage(_stages_cached(source)["decode"], state, "decode")
-        sha = state.provenance.input.sha256 or ""
-        out.append({"uri": uri, "name": name, "sha256": sha, "state": pickle.dumps(state, protocol=5)})
-    return _batch(out, _STATE_KEYS)
-
-
-class _PoolActor:
-    """An actor of one model pool: builds its stage and loads the pool's networks once, then runs items."""
-
-    def __init__(self, source: StageSource, role: str, pool: PoolConfig, fault: str | None = None):
+    def __init__(self, source: StageSource, role: str, pool: PoolConfig):
         if pool.device == "cpu":
             import torch
 
@@ -211,57 +155,37 @@ class _PoolActor:
         self.role = role
         self.stage = source.build(pool.device)[role]
         self.loaded = source.preload(self.stage, role)
-        self.fault = fault
 
-    def _maybe_crash(self, name: str) -> None:
-        """The testing hook of `DistributedConfig.fault_injection` (inactive when None)."""
-        for rule in (self.fault or "").split(";"):
-            kind, _, rest = rule.partition(":")
-            needle, _, marker = rest.partition(":")
-            if not needle or needle not in name:
-                continue
-            if kind == "exit-always":
-                os._exit(17)
-            if kind == "exit-once" and marker and not os.path.exists(marker):
-                with open(marker, "w") as f:
-                    f.write(f"{os.getpid()} {name}\n")
-                os._exit(17)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out, live = [], []
-        for row in _rows(batch):
-            state = pickle.loads(row["state"])
-            if state.failed:
-                out.append(row)                     # failed earlier: passed through untouched
-                continue
-            self._maybe_crash(str(row["name"]))
-            live.append((row, state))
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        states = list(batch["state"])
+        live = [i for i, st in enumerate(states) if not st.failed]   # items failed earlier pass through untouched
         # the whole batch through the stage's batch(): same-size items share forward passes where it can
         try:
-            states = self.stage.batch([st for _, st in live]) if live else []
+            done = self.stage.batch([states[i] for i in live]) if live else []
         except Exception as exc:                    # batch() must not raise; if it does, item by item
+            from oldphoto.stages.base import run_stage
+
             log.warning("stage %s batch raised: %s", self.role, exc)
-            states = [_run_stage(self.stage, st, self.role) for _, st in live]
-        for (row, _), state in zip(live, states):
-            out.append({**row, "state": pickle.dumps(state, protocol=5)})
-        return _batch(out, _STATE_KEYS)
+            done = [run_stage(self.stage, states[i]) for i in live]
+        for i, state in zip(live, done):
+            states[i] = state
+        return {"state": states}
 
 
 _RESULT_KEYS = ("uri", "name", "status", "error", "sha256", "outputs", "provenance")
 
 
-def _encode_write(batch: dict[str, np.ndarray], source: StageSource, destination: str) -> dict[str, np.ndarray]:
+def _encode_write(batch: dict[str, Any], source: StageSource, destination: str) -> dict[str, list]:
     """Task: EncodeStage builds the files; they are written under DEST/NAME/ (the `oldphoto restore` layout)."""
-    out = []
-    for row in _rows(batch):
-        uri, name, sha = str(row["uri"]), str(row["name"]), str(row["sha256"])
-        out.append(write_state(pickle.loads(row["state"]), source, destination).to_row())
-    return _batch(out, _RESULT_KEYS)
+    rows = [write_state(state, source, destination).to_row() for state in batch["state"]]
+    return {k: [r[k] for r in rows] for k in _RESULT_KEYS}
 
 
 def write_state(state, source: StageSource, destination: str) -> ItemResult:
     """Run EncodeStage on a state and write its files under DEST/NAME/ (`oldphoto.lifecycle.write_item`)."""
-    state = _run_stage(_stages_cached(source)["encode"], state, "encode")
+    from oldphoto.stages.base import run_stage
+
+    state = run_stage(source.build()["encode"], state)
     outputs = write_item(state, destination)
     prov = state.provenance
     status = "failed" if state.failed else "done"
@@ -337,6 +261,7 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
     ctx.execution_options.preserve_order = False
     ctx.max_errored_blocks = -1          # a batch lost with its actor must not stop the others
     ctx.enable_progress_bars = False
+    ctx.enable_fallback_to_arrow_object_ext_type = True   # the ItemState column: Ray serialises it (no warning)
 
     roles = list(roles) if roles is not None else source.pools()
     rows = [{"uri": it.uri, "name": it.name} for it in items]
@@ -348,15 +273,20 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
         if role not in roles:
             continue
         pool = config.pool(role)
-        fault = config.fault_injection if config.fault_pool == role else None
+        actor, kwargs = PoolActor, {"source": source, "role": role, "pool": pool}
+        if config.fault_injection and config.fault_pool == role:     # tests only: oldphoto.distributed.faults
+            from oldphoto.distributed.faults import FaultInjectingActor
+
+            actor, kwargs = FaultInjectingActor, {**kwargs, "fault": config.fault_injection}
         ds = ds.map_batches(
-            _PoolActor,
-            fn_constructor_kwargs={"source": source, "role": role, "pool": pool, "fault": fault},
+            actor,
+            fn_constructor_kwargs=kwargs,
             batch_size=pool.batch_size or config.batch_size,
             compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
                                       max_tasks_in_flight_per_actor=pool.max_tasks_in_flight),
             num_gpus=pool.num_gpus, num_cpus=pool.num_cpus,
-            max_restarts=-1, max_task_retries=config.max_item_retries)
+            max_task_retries=config.max_item_retries)   # dead actors are restarted (Ray's default), a batch
+                                                        # is retried this often, then its items are lost
     ds = ds.map_batches(_encode_write, fn_kwargs={"source": source, "destination": destination}, batch_size=1,
                         num_cpus=config.io_num_cpus, max_retries=2)
     return ds
@@ -403,13 +333,16 @@ def _lost(item: WorkItem, source: StageSource, destination: str, attempts: int) 
     from oldphoto.stages.base import now_iso
 
     state = _new_state(source, item.uri, item.name, None, item_base(destination, item.name))
-    state.fail("worker crashed", f"a stage actor died every time it processed this item ({attempts} attempts: "
+    state.fail(StageName.WORKER_CRASHED, f"a stage actor died every time it processed this item ({attempts} attempts: "
                                  "out of memory, or a crash in native code)")
     state.provenance.finished = now_iso()
     return ItemResult(item.uri, item.name, "failed", error=state.error, provenance=state.provenance)
 
 
 def _stream(items, destination, source, config) -> Iterator[ItemResult]:
+    # Ray 2.60 deprecates the remote-args keywords of map_batches but has no named parameter yet for what
+    # they set here (max_task_retries of an actor pool, max_retries of a task; Ray's actor-pool code itself
+    # points to these keywords), and the bound is what ends a poison item instead of retrying it forever.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
         ds = build_dataset(items, destination, source, config)

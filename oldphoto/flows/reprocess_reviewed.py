@@ -6,13 +6,12 @@ that result was written and recorded as a new run (`oldphoto.review.reprocess`; 
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from oldphoto.flows.restore_archive import catalog_url
-from oldphoto.distributed import WeightsSource
+from oldphoto.weights_source import WeightsSource
 
 
 @flow(name="reprocess-reviewed", log_prints=True)
@@ -24,7 +23,7 @@ def reprocess_reviewed(catalog: str | None = None, weights: str | None = None, d
     logger = get_run_logger()
     cat = Catalog(catalog_url(catalog))
     cat.upgrade()
-    models = WeightsSource.parse(weights or os.environ.get("OLDPHOTO_WEIGHTS")).load(device)
+    models = WeightsSource.from_env(weights).load(device)
     runs = run_queue(cat, models, device=device, say=logger.info)
     logger.info("%d run(s) for the reviewers' reprocess requests: %s", len(runs), ", ".join(runs) or "none queued")
     return {"runs": runs}

@@ -25,12 +25,13 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from oldphoto.distributed import DistributedConfig, StageSource, WeightsSource, ensure_ray
+from oldphoto.distributed import DistributedConfig, StageSource, ensure_ray
 from oldphoto.distributed.pipeline import ItemResult, iter_pipeline, run_parameters
 from oldphoto.lifecycle import (Heartbeat, Recorder, SkippedInput, WorkItem, claim_items, list_inputs,
                                 plan_items, with_catalog_retry)
 from oldphoto.progress import ItemProgress
 from oldphoto.storage import open_storage
+from oldphoto.weights_source import WeightsSource
 
 RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
 SUMMARY_KEY = "restore-archive-summary"
@@ -250,7 +251,7 @@ def _restore(source: str | None, destination: str | None, catalog: str | None, o
     if ray_address:
         config.ray_address = ray_address
     opts = RestoreOptions(**{k: v for k, v in options.items() if k != "device"})
-    stage_source = StageSource(WeightsSource.parse(weights or os.environ.get("OLDPHOTO_WEIGHTS")), opts)
+    stage_source = StageSource(WeightsSource.from_env(weights), opts)
     # missing weights stop the run here, with what is missing and how to get it (not once per item)
     check_models(stage_source.weights.load("cpu"), stage_source.restore_options())
     params, fp = run_parameters(stage_source)

@@ -8,7 +8,7 @@ from oldphoto.stages.heap import fix_mmap_threshold
 
 fix_mmap_threshold()
 
-from oldphoto.stages.base import (AUTO_SCRATCH_MIN_COVERAGE, SCRATCH_THRESHOLD, FaceResult, ItemState, ModelSource,
+from oldphoto.stages.base import (AUTO_SCRATCH_MIN_COVERAGE, SCRATCH_THRESHOLD, FaceResult, ItemState,
                                   RestoreOptions, Stage)
 from oldphoto.stages.decode import DecodeStage
 from oldphoto.stages.encode import EncodeStage
@@ -17,5 +17,5 @@ from oldphoto.stages.restore_global import GlobalRestorationStage
 from oldphoto.stages.scratch import ScratchDetectionStage
 
 __all__ = ["AUTO_SCRATCH_MIN_COVERAGE", "SCRATCH_THRESHOLD", "DecodeStage", "EncodeStage", "FaceResult",
-           "FaceStage", "GlobalRestorationStage", "ItemState", "ModelSource", "RestoreOptions",
+           "FaceStage", "GlobalRestorationStage", "ItemState", "RestoreOptions",
            "ScratchDetectionStage", "Stage"]

@@ -3,25 +3,28 @@
 A stage is `__call__(state) -> state` (one item) plus `batch(states) -> states` (several items, batched where
 shapes allow). Stages never raise on bad input: the failure is put on the state (`state.error`) and recorded in
 provenance; later stages pass failed states through untouched. Stages hold their models (loaded once per
-process) and are picklable: a stage built with `from_source(ModelSource, options)` drops its models when
+process) and are picklable: a stage built with `from_source(WeightsSource, options)` drops its models when
 pickled and reloads them lazily in the receiving process (a Ray actor).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from oldphoto import __version__
 from oldphoto.imageops.io import DEFAULT_MAX_PIXELS, DecodedImage
 from oldphoto.networks.unet import OFFICIAL_THRESHOLD
-from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, StageRecord
+from oldphoto.provenance import CheckpointRef, InputRecord, ItemProvenance, StageName, StageRecord, StageStatus
+from oldphoto.weights_source import WeightsSource
+
+log = logging.getLogger(__name__)
 
 # The detector's operating point: the pixel threshold on its sigmoid, and the share of detected pixels from which
 # `--scratch auto` takes the scratch path (below it, isolated false positives would only punch holes into a photo
@@ -145,9 +148,11 @@ class ItemState:
                               parameters=options.to_dict(), oldphoto_version=__version__, started=now_iso())
         return cls(uri=uri, name=name, data=data, provenance=prov, out_dir=out_dir)
 
-    def fail(self, stage: str, message: str) -> None:
+    def fail(self, where: StageName | str, message: str) -> None:
+        """Mark the item failed: error "<where>: <message>" (one line). Stages fail items through their
+        template (`Stage.step`, `add_record`), which also records the step."""
         message = " ".join(str(message).split()) or "unknown error"
-        self.error = f"{stage}: {message}"
+        self.error = f"{StageName(where).value}: {message}"
         self.provenance.status = "failed"
         self.provenance.error = self.error
 
@@ -163,49 +168,55 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-# ------------------------------------------------------------------------------------------- model source
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a process gets its models: our weights folder, an official release folder, or the shipped default."""
-
-    weights_dir: str | None = None
-    official_dir: str | None = None
-    device: str = "cpu"
-
-    def load(self):
-        return _load_models(self)
+# ------------------------------------------------------------------------------------------- records
+def error_message(exc: BaseException) -> str:
+    """An exception as an item's error: a ValueError (bad input) by its message, anything else with its type."""
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
 
 
-@lru_cache(maxsize=4)
-def _load_models(source: ModelSource):
-    from oldphoto.models import ModelSet
-
-    if source.weights_dir:
-        return ModelSet.from_weights_dir(source.weights_dir, device=source.device)
-    if source.official_dir:
-        return ModelSet.from_official(source.official_dir, device=source.device)
-    return ModelSet.default(device=source.device)
+def add_record(state: ItemState, rec: StageRecord, error: str | None = None, *, once: bool = True) -> None:
+    """The one way a stage record gets onto an item. With `error` the record is failed and so is the item
+    ("<stage>: <error>"); with `once`, an item that already failed keeps its first failure and gets no second
+    record."""
+    if error is not None:
+        if once and state.failed:
+            return
+        state.fail(rec.name, error)
+        rec.status, rec.error = StageStatus.FAILED.value, state.error
+    state.provenance.stages.append(rec)
 
 
 # ------------------------------------------------------------------------------------------- stage base
 class Stage:
-    """Base class: holds models + options; subclasses implement `process(state)`."""
+    """Base class: holds models + options; subclasses implement `process(state)` and name their `steps`.
 
-    name = "stage"
+    The template every step goes through: `step()` times a block and records it done, or failed with its error
+    (the item fails, the exception stops there); `skip()` records a skipped step; `fail()` records an exception
+    that escaped outside a step under the stage's first step; batched steps build their record and hand it to
+    `add_record`. `__call__` runs `process` on a live item and passes failed items through."""
 
-    def __init__(self, models: Any, options: RestoreOptions, source: ModelSource | None = None) -> None:
+    steps: tuple[StageName, ...] = ()     # the provenance records this stage writes, in order
+    name: StageName                       # its first step (set from `steps`)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.steps:
+            cls.name = cls.steps[0]
+
+    def __init__(self, models: Any, options: RestoreOptions, source: WeightsSource | None = None) -> None:
         self._models = models
         self.options = options
         self.source = source
 
     @classmethod
-    def from_source(cls, source: ModelSource, options: RestoreOptions) -> "Stage":
+    def from_source(cls, source: WeightsSource, options: RestoreOptions) -> "Stage":
+        """A stage that loads its models from `source` (on `options.device`) on first use."""
         return cls(None, options, source=source)
 
     @property
     def models(self) -> Any:
         if self._models is None and self.source is not None:
-            self._models = self.source.load()
+            self._models = self.source.load(self.options.device)
         return self._models
 
     def __getstate__(self) -> dict:
@@ -215,14 +226,8 @@ class Stage:
         return d
 
     def __call__(self, state: ItemState) -> ItemState:
-        if state.failed:
-            return state
-        try:
-            self.process(state)
-        except Exception as e:          # a stage never raises on bad input: the item fails, the run goes on
-            if not state.failed:
-                state.fail(self.name, f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e))
-                self._fail_record(state)
+        if not state.failed:
+            self.attempt(state, self.process)
         return state
 
     def batch(self, states: list[ItemState]) -> list[ItemState]:
@@ -230,11 +235,6 @@ class Stage:
 
     def process(self, state: ItemState) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def _fail_record(self, state: ItemState) -> None:
-        if not any(r.name == self.name and r.status == "failed" for r in state.provenance.stages):
-            state.provenance.stages.append(StageRecord(name=self.name, status="failed", device=self.device,
-                                                       error=state.error))
 
     @property
     def device(self) -> str:
@@ -246,42 +246,68 @@ class Stage:
         except Exception:
             return None
 
+    def checkpoints(self, roles: tuple[str, ...] = ()) -> list[CheckpointRef]:
+        return [c for c in (self.checkpoint(r) for r in roles) if c is not None]
+
+    # -- the template
+    def attempt(self, state: ItemState, fn: Callable[[ItemState], None]) -> None:
+        """fn(state); an exception that escapes it fails the item (a stage never raises on bad input)."""
+        try:
+            fn(state)
+        except Exception as e:
+            self.fail(state, e)
+
+    def fail(self, state: ItemState, error: BaseException | str) -> None:
+        """Record a failure outside a step, under this stage's first step (nothing if the item already failed)."""
+        message = error if isinstance(error, str) else error_message(error)
+        add_record(state, StageRecord(name=self.name, status=StageStatus.FAILED, device=self.device), message)
+
     @contextmanager
-    def record(self, state: ItemState, name: str, roles: tuple[str, ...] = (),
-               extra_checkpoints: tuple[CheckpointRef, ...] = (), device: str | None = None) -> Iterator[StageRecord]:
-        """Time a stage and append its record (status failed with the error if the body raises)."""
-        rec = StageRecord(name=name, status="done", device=device or self.device, started=now_iso())
+    def step(self, state: ItemState, name: StageName, roles: tuple[str, ...] = (),
+             extra_checkpoints: tuple[CheckpointRef, ...] = (), device: str | None = None) -> Iterator[StageRecord]:
+        """Time the block and record step `name`: done, or failed with the error when the block raises (the
+        exception ends there; code after the block still runs, so a step is a method's whole body)."""
+        rec = StageRecord(name=name, status=StageStatus.DONE, device=device or self.device, started=now_iso())
         t0 = time.perf_counter()
+        error = None
         try:
             yield rec
         except Exception as e:
-            rec.status = "failed"
-            msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-            state.fail(name, msg)
-            rec.error = state.error
-            raise _Recorded() from e
-        finally:
-            rec.seconds = round(time.perf_counter() - t0, 4)
-            rec.finished = now_iso()
-            rec.checkpoints = [c for c in (self.checkpoint(r) for r in roles) if c is not None]
-            rec.checkpoints += list(extra_checkpoints)
-            state.provenance.stages.append(rec)
+            error = error_message(e)
+        rec.seconds = round(time.perf_counter() - t0, 4)
+        rec.finished = now_iso()
+        rec.checkpoints = self.checkpoints(roles) + list(extra_checkpoints)
+        add_record(state, rec, error)
 
     @staticmethod
-    def skipped(state: ItemState, name: str, reason: str = "") -> None:
+    def skip(state: ItemState, name: StageName, reason: str = "") -> None:
         now = now_iso()
-        state.provenance.stages.append(StageRecord(name=name, status="skipped", error=reason or None, started=now,
-                                                   finished=now))
+        add_record(state, StageRecord(name=name, status=StageStatus.SKIPPED, error=reason or None, started=now,
+                                      finished=now))
+
+    def record_group(self, states: list[ItemState], name: StageName, seconds: list[float], error: str | None,
+                     roles: tuple[str, ...] = ()) -> None:
+        """Records of a step run once for several items (a shared forward pass): each item's share of the time,
+        the checkpoints, and the group's error if it failed. Clock times are filled in by `run_stage`."""
+        ckpts = self.checkpoints(roles)
+        for s, sec in zip(states, seconds):
+            add_record(s, StageRecord(name=name, status=StageStatus.DONE, seconds=round(sec, 4), device=self.device,
+                                      checkpoints=list(ckpts)), error)
 
 
 def run_stage(stage: Any, state: ItemState) -> ItemState:
-    """Run one stage on one item (what `oldphoto restore` and the Ray pools both do). Stage records appended
-    without clock times (batched stages time a whole group) get real ones: from the end of the record before
-    (or the call's start) for their measured seconds, never past the call's end."""
+    """Run one stage on one item (what `oldphoto restore` and the Ray pools both do). A stage that raises
+    anyway fails the item through the same template (`Stage.fail`). Stage records appended without clock times
+    (batched stages time a whole group) get real ones: from the end of the record before (or the call's start)
+    for their measured seconds, never past the call's end."""
     from oldphoto.catalog.models import parse_time
 
     n, t0 = len(state.provenance.stages), _dt.datetime.now(_dt.timezone.utc)
-    state = stage(state)
+    try:
+        state = stage(state)
+    except Exception as exc:  # a stage must not raise; if one does, it is this item's error, not the run's
+        log.warning("stage %s raised on %s: %s", stage.name, state.uri, exc)
+        stage.fail(state, exc)
     t1 = _dt.datetime.now(_dt.timezone.utc)
     prev = t0
     for rec in state.provenance.stages[n:]:
@@ -291,7 +317,3 @@ def run_stage(stage: Any, state: ItemState) -> ItemState:
             rec.started, rec.finished = start.isoformat(timespec="milliseconds"), end.isoformat(timespec="milliseconds")
         prev = max(prev, parse_time(rec.finished))
     return state
-
-
-class _Recorded(Exception):
-    """Raised out of `Stage.record` after the failure is already on the state and in provenance."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from oldphoto.imageops.io import ImageDecodeError, decode_image
 from oldphoto.digest import sha256_bytes
+from oldphoto.provenance import StageName
 from oldphoto.stages.base import ItemState, Stage
 
 
 class DecodeStage(Stage):
     """Decode `state.data` (never modified) into `state.decoded`; unreadable files fail with a one-line reason."""
 
-    name = "load"
+    steps = (StageName.LOAD,)
 
     def __init__(self, models=None, options=None, source=None) -> None:
         from oldphoto.stages.base import RestoreOptions
@@ -21,7 +22,7 @@ class DecodeStage(Stage):
 
     def process(self, state: ItemState) -> None:
         rec_input = state.provenance.input
-        with self.record(state, self.name, device="cpu"):
+        with self.step(state, self.name, device="cpu"):
             if state.data is None:
                 raise ValueError("no data (the file could not be read)")
             rec_input.sha256 = sha256_bytes(state.data)

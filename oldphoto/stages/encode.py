@@ -21,7 +21,7 @@ from PIL import Image
 from oldphoto.digest import sha256_bytes
 from oldphoto.imageops.io import check_readable, encode_image, to_grey
 from oldphoto.imageops.review import review_sheet
-from oldphoto.provenance import ArtefactRecord
+from oldphoto.provenance import ArtefactRecord, StageName
 from oldphoto.stages.base import ItemState, Stage, now_iso
 
 
@@ -32,7 +32,7 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 class EncodeStage(Stage):
-    name = "write"
+    steps = (StageName.WRITE,)
 
     def __init__(self, models=None, options=None, source=None) -> None:
         from oldphoto.stages.base import RestoreOptions
@@ -41,11 +41,8 @@ class EncodeStage(Stage):
 
     def __call__(self, state: ItemState) -> ItemState:
         if not state.failed:
-            try:
-                self.process(state)
-            except Exception:
-                pass            # recorded by `record`; provenance.json is still written below
-        self.finish(state)
+            self.attempt(state, self.process)
+        self.finish(state)          # a failed item still gets its provenance.json
         return state
 
     def _add(self, state: ItemState, rel: str, kind: str, data: bytes, **extra) -> None:
@@ -55,7 +52,7 @@ class EncodeStage(Stage):
                                                        bytes=len(data), extra=extra))
 
     def process(self, state: ItemState) -> None:
-        with self.record(state, self.name, device="cpu"):
+        with self.step(state, self.name, device="cpu"):
             dec = state.decoded
             fmt = "TIFF" if dec.format == "TIFF" else "PNG"
             grey = dec.grey and not self.options.colour

@@ -26,8 +26,8 @@ import torch
 from oldphoto.digest import file_sha256
 from oldphoto.imageops import faces as F
 from oldphoto.imageops.io import to_uint
-from oldphoto.provenance import CheckpointRef, FaceRecord
-from oldphoto.stages.base import FACE_MIN_AGREEMENT_DB, FaceResult, ItemState, Stage, _Recorded
+from oldphoto.provenance import CheckpointRef, FaceRecord, StageName
+from oldphoto.stages.base import FACE_MIN_AGREEMENT_DB, FaceResult, ItemState, Stage
 
 
 @lru_cache(maxsize=1)
@@ -49,7 +49,7 @@ def tensor_to_faces(t: torch.Tensor) -> list[np.ndarray]:
 
 
 class FaceStage(Stage):
-    name = "face_detection"
+    steps = (StageName.FACE_DETECTION, StageName.FACE_ENHANCEMENT, StageName.BLENDING)
 
     @property
     def role(self) -> str:
@@ -80,31 +80,21 @@ class FaceStage(Stage):
         if not self.options.faces:
             for s in states:
                 if not s.failed:
-                    for n in ("face_detection", "face_enhancement", "blending"):
-                        self.skipped(s, n, "faces disabled")
+                    for n in self.steps:
+                        self.skip(s, n, "faces disabled")
             return states
         live = [s for s in states if not s.failed]
         for s in live:
-            self._guard(s, self._detect)
+            self.attempt(s, self._detect)
         self._enhance([s for s in live if not s.failed])
         for s in live:
             if not s.failed:
-                self._guard(s, self._blend)
+                self.attempt(s, self._blend)
         return states
-
-    def _guard(self, state: ItemState, fn) -> None:
-        try:
-            fn(state)
-        except _Recorded:
-            pass
-        except Exception as e:
-            if not state.failed:
-                state.fail(self.name, f"{type(e).__name__}: {e}")
-                self._fail_record(state)
 
     # --- stage 2: detection and alignment
     def _detect(self, state: ItemState) -> None:
-        with self.record(state, "face_detection", extra_checkpoints=(landmarks_checkpoint(),), device="cpu"):
+        with self.step(state, StageName.FACE_DETECTION, extra_checkpoints=(landmarks_checkpoint(),), device="cpu"):
             size = self.face_size()
             state.face_size = size
             img8 = to_uint(state.restored, 8)
@@ -135,11 +125,9 @@ class FaceStage(Stage):
         jobs = [(s, f) for s in states for f in s.faces]
         if not jobs:
             for s in states:
-                self.skipped(s, "face_enhancement", "no faces found")
+                self.skip(s, StageName.FACE_ENHANCEMENT, "no faces found")
             return
         import time
-
-        from oldphoto.provenance import StageRecord
 
         t0 = time.perf_counter()
         try:
@@ -154,25 +142,20 @@ class FaceStage(Stage):
             error = None
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
-        seconds = (time.perf_counter() - t0) / max(1, len(jobs))
-        ckpt = [c for c in [self.checkpoint(self.role)] if c is not None]
+        per_face = (time.perf_counter() - t0) / max(1, len(jobs))
         for s in states:
             if not s.faces:
-                self.skipped(s, "face_enhancement", "no faces found")
-                continue
-            rec = StageRecord(name="face_enhancement", status="done", device=self.device,
-                              seconds=round(seconds * len(s.faces), 4), checkpoints=list(ckpt))
-            if error:
-                s.fail("face_enhancement", error)
-                rec.status, rec.error = "failed", s.error
-            s.provenance.stages.append(rec)
+                self.skip(s, StageName.FACE_ENHANCEMENT, "no faces found")
+        with_faces = [s for s in states if s.faces]
+        self.record_group(with_faces, StageName.FACE_ENHANCEMENT, [per_face * len(s.faces) for s in with_faces], error,
+                          roles=(self.role,))
 
     # --- stage 4: blending
     def _blend(self, state: ItemState) -> None:
         if not state.faces:
-            self.skipped(state, "blending", "no faces found")
+            self.skip(state, StageName.BLENDING, "no faces found")
             return
-        with self.record(state, "blending", device="cpu"):
+        with self.step(state, StageName.BLENDING, device="cpu"):
             img8 = to_uint(state.restored, 8)
             scan8 = to_uint(state.decoded.pixels, 8) if state.decoded is not None else img8
             records = {r.index: r for r in state.provenance.faces}

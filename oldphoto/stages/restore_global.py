@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
 from oldphoto.networks.blocks import instance_norms
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
+from oldphoto.provenance import StageName
 from oldphoto.stages.base import ItemState, Stage
 
 HR_DILATION_KERNEL = 3
@@ -83,7 +84,7 @@ def minmax_stretch(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 class GlobalRestorationStage(Stage):
-    name = "global_restoration"
+    steps = (StageName.GLOBAL_RESTORATION,)
 
     def roles(self, use_scratch: bool) -> tuple[str, str, str]:
         if use_scratch:
@@ -230,7 +231,7 @@ class GlobalRestorationStage(Stage):
 
     def process(self, state: ItemState) -> None:
         use_scratch = bool(state.use_scratch and state.mask is not None)
-        with self.record(state, self.name, roles=self.roles(use_scratch)):
+        with self.step(state, self.name, roles=self.roles(use_scratch)):
             use_scratch, multiple, chw = self._prepare(state)
             plan = self.plan(chw.shape[1], chw.shape[2], use_scratch)
             y = self._run(chw, use_scratch, multiple, plan)
@@ -269,8 +270,6 @@ class GlobalRestorationStage(Stage):
         return states
 
     def _run_group(self, group: list[tuple[ItemState, np.ndarray, int]], use_scratch: bool) -> None:
-        from oldphoto.provenance import StageRecord
-
         t0 = time.perf_counter()
         try:
             x = torch.from_numpy(np.stack([chw for _, chw, _ in group])).to(self.options.device)
@@ -284,12 +283,6 @@ class GlobalRestorationStage(Stage):
             error = None
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
-        seconds = round((time.perf_counter() - t0) / len(group), 4)
-        ckpts = [c for c in (self.checkpoint(r) for r in self.roles(use_scratch)) if c is not None]
-        for s, _, _ in group:
-            rec = StageRecord(name=self.name, status="done", seconds=seconds, device=self.device,
-                              checkpoints=list(ckpts))
-            if error:
-                s.fail(self.name, error)
-                rec.status, rec.error = "failed", s.error
-            s.provenance.stages.append(rec)
+        seconds = (time.perf_counter() - t0) / len(group)
+        self.record_group([s for s, _, _ in group], self.name, [seconds] * len(group), error,
+                          roles=self.roles(use_scratch))

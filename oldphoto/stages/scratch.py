@@ -29,6 +29,7 @@ from oldphoto.imageops.geometry import detector_size, full_size_16, run_tiled
 from oldphoto.imageops.io import to_uint
 from oldphoto.imageops.mask import (FACE_GUARD_MARGIN, FACE_GUARD_MAX_THICKNESS, FACE_GUARD_MIN_LENGTH, guard_faces,
                                     scale_box)
+from oldphoto.provenance import StageName
 from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, SCRATCH_THRESHOLD, ItemState, Stage
 from oldphoto.stages.faces import landmarks_checkpoint
 
@@ -64,7 +65,7 @@ def mask_to_size(small: np.ndarray, rounded_hw: tuple[int, int], out_hw: tuple[i
 
 
 class ScratchDetectionStage(Stage):
-    name = "scratch_detection"
+    steps = (StageName.SCRATCH_DETECTION,)
     role = "scratch_unet"
 
     def operating_point(self) -> tuple[float, float, float]:
@@ -82,11 +83,11 @@ class ScratchDetectionStage(Stage):
     def process(self, state: ItemState) -> None:
         opts = self.options
         if opts.scratch == "off":
-            self.skipped(state, self.name, "--scratch off")
+            self.skip(state, self.name, "--scratch off")
             state.use_scratch = False
             return
         extra = (landmarks_checkpoint(),) if opts.face_guard else ()
-        with self.record(state, self.name, roles=(self.role,), extra_checkpoints=extra):
+        with self.step(state, self.name, roles=(self.role,), extra_checkpoints=extra):
             net = self.models.get(self.role)
             pixels = state.decoded.pixels
             x, rounded = detector_input(pixels)
