@@ -105,6 +105,8 @@ class FaceRecord:
     applied: bool | None = None      # True: the enhanced face was blended in; False: the original face stayed
     reason: str | None = None        # why it was (not) applied
     agreement_db: float | None = None  # low-frequency PSNR, scan face vs enhanced face (imageops.faces)
+    structure_kept: float | None = None  # stage 1's face structure over the scan's (imageops.faces.structure_kept)
+    put_back: bool | None = None     # True: stage 1 had smeared the face away, the scan's face was put back
 
 
 @dataclass

@@ -160,6 +160,7 @@ def _score_ours_faces(entries: list[dict[str, Any]], clean: np.ndarray, ours: np
         match = max(st.provenance.faces, key=lambda f: box_iou(tuple(fe["box"]), tuple(f.box)), default=None)
         if match is not None and box_iou(tuple(fe["box"]), tuple(match.box)) >= 0.3:
             fe["pipeline"] = {"applied": match.applied, "agreement_db": match.agreement_db,
+                              "structure_kept": match.structure_kept, "put_back": match.put_back,
                               "detected_on": match.detected_on}
 
 

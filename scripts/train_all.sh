@@ -27,7 +27,8 @@ cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_first.safetensors"
 nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s3" --seed 3 --steps 4000 --crop 128 --max-minutes 45 \
     --init "$OUT/scratch_unet_first.safetensors"
 nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s3" --seed 3 --steps 4000 --crop 128 --max-minutes 100 --resume
-python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 2 --write
+# (2026-12-02) the auto rule re-chosen with 3 seeds and finer cuts, keeping the shipped pixel threshold 0.6
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
 
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic
@@ -36,6 +37,14 @@ wait
 # 3. the two stage-1 mappings, on the frozen VAEs just trained
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind quality --steps 20000 --max-minutes 30 &
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind scratch --steps 20000 --max-minutes 30 &
+wait
+# 3b. (2026-12-02, data v2) both mappings warm-started from step 3 (`--init`) for 80 min each, side by side
+cp "$W/mapping_quality.safetensors" "$OUT/mapping_quality_first.safetensors"
+cp "$W/mapping_scratch.safetensors" "$OUT/mapping_scratch_first.safetensors"
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/m3" --seed 5 --kind quality --steps 20000 --max-minutes 80 \
+    --init "$OUT/mapping_quality_first.safetensors" &
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/m3" --seed 5 --kind scratch --steps 20000 --max-minutes 80 \
+    --init "$OUT/mapping_scratch_first.safetensors" &
 wait
 # 4. the high-resolution scratch mapping (patch attention) and the face enhancer (train/val photos + the
 #    npm face-api group photos; never a test-split photo)

@@ -84,7 +84,7 @@ def test_curator_reviews_a_run_in_chromium(restored, tmp_path):
 
     from oldphoto.catalog import Catalog
     from oldphoto.catalog import review as rq
-    from oldphoto.catalog.premis import validate_premis
+    from premis_check import validate_premis
     from oldphoto.review.app import create_app
     from oldphoto.review.auth import COOKIE, Sessions, hash_password
 

@@ -267,3 +267,56 @@ def blend_face(blended: np.ndarray, source_uint8: np.ndarray, restored_face: np.
     out = (warped.astype(np.float32) / 255.0) * mb + roi * (1.0 - mb)
     blended[y0:y1, x0:x1] = np.clip(out, 0.0, 1.0)
     return blended
+
+
+# ---------------------------------------------------------------------- do no harm: stage 1 on faces
+STRUCTURE_MARGIN = 0.1      # the face box is grown by this fraction of its size on every side
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    img = img.astype(np.float32)
+    return img if img.ndim == 2 else img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def face_window(box: tuple[int, int, int, int] | list[int], height: int, width: int,
+                margin: float = STRUCTURE_MARGIN) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the face box grown by `margin` on every side, clipped to the image."""
+    l, t, r, b = (float(v) for v in box)
+    dx, dy = (r - l) * margin, (b - t) * margin
+    return (max(0, int(t - dy)), min(height, int(np.ceil(b + dy))), max(0, int(l - dx)), min(width, int(np.ceil(r + dx))))
+
+
+def structure_kept(scan: np.ndarray, restored: np.ndarray, box: tuple[int, int, int, int] | list[int]) -> float:
+    """How much of the scan's face structure stage 1 kept: the mean gradient magnitude of the restored face over
+    the scan's, both blurred at a scale that removes pixel noise but keeps eyes, nose and mouth (sigma = face
+    size / 48, at least 0.8 px). ~1: the features are there; well below 1: restoration smeared them away."""
+    y0, y1, x0, x1 = face_window(box, scan.shape[0], scan.shape[1])
+    if y1 - y0 < 4 or x1 - x0 < 4:
+        return 1.0
+    sigma = max(0.8, min(y1 - y0, x1 - x0) / 48.0)
+
+    def energy(img: np.ndarray) -> float:
+        g = cv2.GaussianBlur(_grey(img[y0:y1, x0:x1]), (0, 0), sigma)
+        return float(np.mean(np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))))
+
+    return energy(restored) / max(energy(scan), 1e-6)
+
+
+def put_back(blended: np.ndarray, scan: np.ndarray, box: tuple[int, int, int, int] | list[int]) -> np.ndarray:
+    """The scan's own face into `blended` (in place; H×W×3 float [0,1]) over the face window, feathered over
+    its outer quarter so no seam shows."""
+    h, w = blended.shape[:2]
+    y0, y1, x0, x1 = face_window(box, h, w)
+    if y1 <= y0 or x1 <= x0:
+        return blended
+
+    def ramp(n: int) -> np.ndarray:
+        d = np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5) / max(1.0, n / 4.0)
+        return np.clip(d, 0.0, 1.0).astype(np.float32)
+
+    m = np.outer(ramp(y1 - y0), ramp(x1 - x0))[..., None]
+    src = scan[y0:y1, x0:x1].astype(np.float32)
+    if src.ndim == 2:
+        src = src[..., None]
+    blended[y0:y1, x0:x1] = src * m + blended[y0:y1, x0:x1] * (1.0 - m)
+    return blended

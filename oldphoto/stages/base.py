@@ -37,6 +37,7 @@ SCRATCH_THRESHOLD = OFFICIAL_THRESHOLD
 # An enhanced face is applied only when its low-frequency PSNR against the scan's own face
 # (imageops.faces.face_agreement) reaches this (dB); chosen on val (MODEL_CARD.md).
 FACE_MIN_AGREEMENT_DB = 26.0
+FACE_MIN_STRUCTURE = 0.0          # chosen on val by scripts/choose_face_putback.py (0 = never put back)
 
 
 @dataclass
@@ -68,6 +69,9 @@ class RestoreOptions:
                                           # frequency is not applied (None: the face weights' operating point,
                                           # else FACE_MIN_AGREEMENT_DB); setting it also overrides an operating
                                           # point that keeps every original face
+    face_min_structure: float | None = None  # a face (not enhanced) whose structure stage 1 kept less than this
+                                          # (imageops.faces.structure_kept) gets the scan's face back (None:
+                                          # FACE_MIN_STRUCTURE, chosen on val; 0 = never)
     face_guard: bool = True               # inside faces found on the scan keep only scratch-like mask parts
                                           # (oldphoto.imageops.mask.guard_faces; False = the official mask)
     review: bool = True

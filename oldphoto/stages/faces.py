@@ -27,7 +27,7 @@ from oldphoto.digest import file_sha256
 from oldphoto.imageops import faces as F
 from oldphoto.imageops.io import to_uint
 from oldphoto.provenance import CheckpointRef, FaceRecord, StageName
-from oldphoto.stages.base import FACE_MIN_AGREEMENT_DB, FaceResult, ItemState, Stage
+from oldphoto.stages.base import FACE_MIN_AGREEMENT_DB, FACE_MIN_STRUCTURE, FaceResult, ItemState, Stage
 
 
 @lru_cache(maxsize=1)
@@ -151,6 +151,20 @@ class FaceStage(Stage):
                           roles=(self.role,))
 
     # --- stage 4: blending
+    def _maybe_put_back(self, state: ItemState, blended: np.ndarray, rec: FaceRecord) -> None:
+        """Do no harm: a face stage 1 smeared away (it kept less of the scan's face structure than the minimum)
+        gets the scan's own face back."""
+        floor = self.options.face_min_structure
+        floor = FACE_MIN_STRUCTURE if floor is None else floor
+        kept = F.structure_kept(state.decoded.pixels, state.restored, rec.box)
+        rec.structure_kept = round(kept, 3)
+        rec.put_back = bool(kept < floor)
+        state.provenance.parameters["face_min_structure_used"] = floor
+        if rec.put_back:
+            F.put_back(blended, state.decoded.pixels, rec.box)
+            rec.reason = (f"{rec.reason}; the scan's face was put back: stage 1 kept {kept:.2f} of its structure "
+                          f"(< {floor:g})")
+
     def _blend(self, state: ItemState) -> None:
         if not state.faces:
             self.skip(state, StageName.BLENDING, "no faces found")
@@ -181,4 +195,6 @@ class FaceStage(Stage):
                     rec.applied = True
                     rec.reason = (f"agrees with the scan at low frequency ({agreement:.1f} dB >= "
                                   f"{min_agreement:g} dB); strength {strength:g}")
+                if not rec.applied and state.decoded is not None:
+                    self._maybe_put_back(state, blended, rec)
             state.restored = blended
