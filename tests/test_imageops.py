@@ -608,3 +608,25 @@ def test_face_guard_keeps_scratches_and_drops_features_inside_faces():
     assert mask[40:48, 40:50].all()                      # the input is not modified
     same, none = guard_faces(mask, [])
     assert none == 0 and np.array_equal(same, mask)
+
+
+def test_structure_kept_and_put_back():
+    import cv2
+
+    from oldphoto.imageops.faces import put_back, structure_kept
+
+    rng = np.random.default_rng(0)
+    scan = np.full((96, 96, 3), 0.5, np.float32)
+    for y, x in ((35, 35), (35, 60), (65, 48)):           # two eyes and a mouth-like dark spot
+        cv2.circle(scan, (x, y), 5, (0.1, 0.1, 0.1), -1)
+    scan += rng.normal(0, 0.02, scan.shape).astype(np.float32)
+    box = (20, 20, 76, 80)
+    assert structure_kept(scan, scan.copy(), box) == pytest.approx(1.0)
+    smeared = cv2.GaussianBlur(scan, (0, 0), 6)               # features gone
+    assert structure_kept(scan, smeared, box) < 0.8
+    denoised = cv2.GaussianBlur(scan, (0, 0), 0.7)           # noise gone, features kept
+    assert structure_kept(scan, denoised, box) > 0.9
+    out = smeared.copy()
+    put_back(out, scan, box)
+    assert np.allclose(out[48, 48], scan[48, 48])            # the centre is the scan's own face
+    assert np.allclose(out[2, 2], smeared[2, 2])             # outside the face window nothing changes

@@ -37,7 +37,8 @@ SCRATCH_THRESHOLD = OFFICIAL_THRESHOLD
 # An enhanced face is applied only when its low-frequency PSNR against the scan's own face
 # (imageops.faces.face_agreement) reaches this (dB); chosen on val (MODEL_CARD.md).
 FACE_MIN_AGREEMENT_DB = 26.0
-FACE_MIN_STRUCTURE = 0.0          # chosen on val by scripts/choose_face_putback.py (0 = never put back)
+FACE_MIN_STRUCTURE = 0.8          # chosen on val by scripts/choose_face_putback.py (2026-12-02: the 45 face-val
+                                  # faces keep 0.86-1.0 of their structure, so none is put back up to 0.8)
 
 
 @dataclass
