@@ -13,7 +13,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import free_port, serve  # noqa: E402
-from pg import PostgresServer, PostgresUnavailable  # noqa: E402
 
 from oldphoto.catalog import Catalog  # noqa: E402
 from oldphoto.catalog import review as rq  # noqa: E402
@@ -41,16 +40,6 @@ def prov(name: str, coverage: float | None = None, kept: int = 0, replaced: int 
         status="failed" if failed else "done", error="out of memory" if failed else None, stages=stages,
         outputs=[] if failed else [ArtefactRecord("restored", f"{out}/restored.png", "1" * 64, 10)],
         faces=[] if failed else faces, mask_coverage=None if failed else coverage)
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    try:
-        srv = PostgresServer.start()
-    except PostgresUnavailable as e:
-        pytest.skip(f"PostgreSQL not available: {e}")
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
