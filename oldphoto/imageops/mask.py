@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 FACE_GUARD_MIN_LENGTH = 0.35     # of the face box's shorter side
-FACE_GUARD_MAX_THICKNESS = 2.5   # mean width in mask pixels (the detector's working size: short side 256)
+FACE_GUARD_MAX_THICKNESS = 4.5   # mean width in mask pixels (the detector's working size: short side 256)
 FACE_GUARD_MARGIN = 0.15         # each face box is grown by this fraction of its size on every side
 
 
