@@ -317,6 +317,8 @@ def test_export_parquet_one_row_per_item_with_latest_result(cat, tmp_path):
     one = rows[make_prov(1).input.uri]
     assert (one["status"], one["attempts"], one["run_id"], one["flow_run_id"]) == ("done", 2, r2, "flow-2")
     assert one["restored_uri"].endswith("/restored.png") and one["mask_uri"].endswith("/mask.png")
+    assert one["restored_uri"] in one["output_uris"] and one["mask_uri"] in one["output_uris"]   # every output
+    assert len(one["output_uris"]) == len(make_prov(1).outputs)
     assert one["checkpoints"] == ["scratch_unet@" + "c" * 64, "vae_a@" + "a" * 64, "mapping_quality@" + "b" * 64]
     assert one["mask_coverage"] == pytest.approx(0.0125) and one["n_faces"] == 1
     assert one["started"] == datetime(2026, 11, 21, 22, 0, tzinfo=timezone.utc)

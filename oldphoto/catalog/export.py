@@ -28,6 +28,7 @@ SCHEMA = pa.schema([
     ("oldphoto_version", pa.string()), ("failed_stage", pa.string()),
     ("restored_uri", pa.string()), ("restored_sha256", pa.string()), ("mask_uri", pa.string()),
     ("review_uri", pa.string()), ("provenance_uri", pa.string()), ("checkpoints", pa.list_(pa.string())),
+    ("output_uris", pa.list_(pa.string())),      # every output of the result (face crops included), in order
     # the item's newest curator decision (oldphoto review): approved | rejected | reprocess, on which run's result
     ("review_decision", pa.string()), ("review_note", pa.string()), ("reviewer", pa.string()),
     ("reviewed", TS), ("review_run_id", pa.string()), ("review_options", pa.string()),
@@ -100,6 +101,7 @@ def write_parquet(catalog: "Catalog", path: str | os.PathLike[str], collection: 
                 x["review_uri"] = first.get("review", (None,))[0]
                 x["provenance_uri"] = first.get("provenance", (None,))[0]
                 x["checkpoints"] = list(dict.fromkeys(f"{name}@{sha}" for _, name, sha in k.get(rid, [])))
+                x["output_uris"] = [uri for _, _, uri, _ in a.get(rid, [])]
                 x["failed_stage"] = f.get(rid)
             writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
             total += len(rows)
