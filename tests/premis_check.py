@@ -88,6 +88,12 @@ def _check_children(el: etree._Element, problems: list[str], path: str) -> None:
         _check_children(c, problems, f"{path}/{etree.QName(c).localname}[{k + 1}]")
 
 
+def _ident(el: etree._Element, prefix: str) -> tuple[str | None, str | None]:
+    """(type, value) of a PREMIS identifier element: its <prefix>Type and <prefix>Value children."""
+    ns = {"p": PREMIS_NS}
+    return el.findtext(f"p:{prefix}Type", namespaces=ns), el.findtext(f"p:{prefix}Value", namespaces=ns)
+
+
 def validate_premis(root: etree._Element) -> list[str]:
     """Problems with a PREMIS 3 document's structure (element order/cardinality of the content model above,
     event date-times, links from events to existing agents and objects). Empty list = valid."""
@@ -98,10 +104,8 @@ def validate_premis(root: etree._Element) -> list[str]:
         problems.append("premis/@version is not 3.0")
     _check_children(root, problems, "premis")
     ns = {"p": PREMIS_NS}
-    objects = {(o.findtext("p:objectIdentifierType", namespaces=ns), o.findtext("p:objectIdentifierValue", namespaces=ns))
-               for o in root.iterfind("p:object/p:objectIdentifier", ns)}
-    agents = {(a.findtext("p:agentIdentifierType", namespaces=ns), a.findtext("p:agentIdentifierValue", namespaces=ns))
-              for a in root.iterfind("p:agent/p:agentIdentifier", ns)}
+    objects = {_ident(o, "objectIdentifier") for o in root.iterfind("p:object/p:objectIdentifier", ns)}
+    agents = {_ident(a, "agentIdentifier") for a in root.iterfind("p:agent/p:agentIdentifier", ns)}
     events = {e.findtext("p:eventIdentifierValue", namespaces=ns) for e in root.iterfind("p:event/p:eventIdentifier", ns)}
     for ev in root.iterfind("p:event", ns):
         when = ev.findtext("p:eventDateTime", namespaces=ns)
@@ -111,19 +115,16 @@ def validate_premis(root: etree._Element) -> list[str]:
             except (ValueError, AttributeError):
                 problems.append(f"event date-time {when!r} is not ISO 8601")
         for la in ev.iterfind("p:linkingAgentIdentifier", ns):
-            key = (la.findtext("p:linkingAgentIdentifierType", namespaces=ns),
-                   la.findtext("p:linkingAgentIdentifierValue", namespaces=ns))
+            key = _ident(la, "linkingAgentIdentifier")
             if key not in agents:
                 problems.append(f"event links to unknown agent {key}")
         for lo in ev.iterfind("p:linkingObjectIdentifier", ns):
-            key = (lo.findtext("p:linkingObjectIdentifierType", namespaces=ns),
-                   lo.findtext("p:linkingObjectIdentifierValue", namespaces=ns))
+            key = _ident(lo, "linkingObjectIdentifier")
             if key not in objects:
                 problems.append(f"event links to unknown object {key}")
     for rel in root.iterfind("p:object/p:relationship", ns):
         for ro in rel.iterfind("p:relatedObjectIdentifier", ns):
-            key = (ro.findtext("p:relatedObjectIdentifierType", namespaces=ns),
-                   ro.findtext("p:relatedObjectIdentifierValue", namespaces=ns))
+            key = _ident(ro, "relatedObjectIdentifier")
             if key not in objects:
                 problems.append(f"relationship to unknown object {key}")
         for re_ in rel.iterfind("p:relatedEventIdentifier", ns):

@@ -36,6 +36,9 @@ import cv2
 import numpy as np
 from skimage.transform import ProjectiveTransform, SimilarityTransform, warp
 
+from oldphoto.imageops.io import to_grey
+from oldphoto.imageops.mask import grow_box
+
 TEMPLATE_BASE = np.array([[196.0, 226.0], [316.0, 226.0], [256.0, 286.0], [220.0, 360.4], [292.0, 360.4]],
                          dtype=np.float32)
 TEMPLATE_SCALE = np.float32(1.3)
@@ -273,17 +276,11 @@ def blend_face(blended: np.ndarray, source_uint8: np.ndarray, restored_face: np.
 STRUCTURE_MARGIN = 0.1      # the face box is grown by this fraction of its size on every side
 
 
-def _grey(img: np.ndarray) -> np.ndarray:
-    img = img.astype(np.float32)
-    return img if img.ndim == 2 else img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-
-
 def face_window(box: tuple[int, int, int, int] | list[int], height: int, width: int,
                 margin: float = STRUCTURE_MARGIN) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1): the face box grown by `margin` on every side, clipped to the image."""
-    l, t, r, b = (float(v) for v in box)
-    dx, dy = (r - l) * margin, (b - t) * margin
-    return (max(0, int(t - dy)), min(height, int(np.ceil(b + dy))), max(0, int(l - dx)), min(width, int(np.ceil(r + dx))))
+    """(y0, y1, x0, x1): the face box grown by `margin` on every side, clipped to the image (`mask.grow_box`)."""
+    l, t, r, b = grow_box(box, margin, height, width)
+    return t, b, l, r
 
 
 def structure_kept(scan: np.ndarray, restored: np.ndarray, box: tuple[int, int, int, int] | list[int]) -> float:
@@ -297,7 +294,8 @@ def structure_kept(scan: np.ndarray, restored: np.ndarray, box: tuple[int, int, 
     sigma = max(0.8, min(y1 - y0, x1 - x0) / 48.0)
 
     def band(img: np.ndarray) -> np.ndarray:
-        g = _grey(img[y0:y1, x0:x1])
+        crop = img[y0:y1, x0:x1].astype(np.float32)
+        g = crop if crop.ndim == 2 else to_grey(crop)
         b = cv2.GaussianBlur(g, (0, 0), sigma) - cv2.GaussianBlur(g, (0, 0), 2 * sigma)
         return b - b.mean()
 

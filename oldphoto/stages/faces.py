@@ -151,15 +151,12 @@ class FaceStage(Stage):
                           roles=(self.role,))
 
     # --- stage 4: blending
-    def _maybe_put_back(self, state: ItemState, blended: np.ndarray, rec: FaceRecord) -> None:
-        """Do no harm: a face stage 1 smeared away (it kept less of the scan's face structure than the minimum)
+    def _maybe_put_back(self, state: ItemState, blended: np.ndarray, rec: FaceRecord, floor: float) -> None:
+        """Do no harm: a face stage 1 smeared away (it kept less of the scan's face structure than `floor`)
         gets the scan's own face back."""
-        floor = self.options.face_min_structure
-        floor = FACE_MIN_STRUCTURE if floor is None else floor
         kept = F.structure_kept(state.decoded.pixels, state.restored, rec.box)
         rec.structure_kept = round(kept, 3)
         rec.put_back = bool(kept < floor)
-        state.provenance.parameters["face_min_structure_used"] = floor
         if rec.put_back:
             F.put_back(blended, state.decoded.pixels, rec.box)
             rec.reason = (f"{rec.reason}; the scan's face was put back: stage 1 kept {kept:.2f} of its structure "
@@ -176,6 +173,10 @@ class FaceStage(Stage):
             blended = state.restored
             min_agreement, strength, veto = self.operating_point()
             state.provenance.parameters.update(face_min_agreement_used=min_agreement, face_strength_used=strength)
+            floor = self.options.face_min_structure
+            floor = FACE_MIN_STRUCTURE if floor is None else floor
+            if state.decoded is not None:
+                state.provenance.parameters["face_min_structure_used"] = floor
             grey = state.decoded is not None and state.decoded.grey and not self.options.colour   # written grey
             for f in state.faces:
                 rec = records[f.index]
@@ -196,5 +197,5 @@ class FaceStage(Stage):
                     rec.reason = (f"agrees with the scan at low frequency ({agreement:.1f} dB >= "
                                   f"{min_agreement:g} dB); strength {strength:g}")
                 if not rec.applied and state.decoded is not None:
-                    self._maybe_put_back(state, blended, rec)
+                    self._maybe_put_back(state, blended, rec, floor)
             state.restored = blended
