@@ -257,3 +257,28 @@ def test_roc_auc_against_pair_counting():
     expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
     assert roc_auc(s, y) == pytest.approx(expected)
     assert roc_auc([0.1, 0.9], [0, 1]) == 1.0 and roc_auc([0.9, 0.1], [0, 1]) == 0.0
+
+
+# ------------------------------------------------------------------------ tone transfer (end to end)
+@pytest.mark.parametrize("hole", [None, (5, 30, 10, 14), (0, 37, 8, 30)])
+def test_torch_tone_transfer_equals_the_pipeline_filter(hole):
+    """The differentiable twin used for end-to-end training computes what the pipeline ships: the same guided
+    transfer as oldphoto.imageops.tone (kernel, borders, excluded pixels, the global fit where a window holds
+    no valid pixel: the last case's hole is 22 px wide, wider than both Gaussian passes), and it passes
+    gradients to the restored image."""
+    from oldphoto.imageops.tone import guided_tone_transfer
+
+    rng = np.random.default_rng(0)
+    r = rng.random((37, 45, 3)).astype(np.float32)
+    s = (0.6 * r + 0.4 * rng.random((37, 45, 3))).astype(np.float32)
+    valid = np.ones((37, 45), bool)
+    if hole:
+        y0, y1, x0, x1 = hole
+        valid[y0:y1, x0:x1] = False
+    expected = guided_tone_transfer(r, s, None if hole is None else valid, sigma=2.0, eps=1e-3)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]   # noqa: E731
+    rt = to_t(r).requires_grad_(True)
+    out = L.tone_transfer(rt, to_t(s), torch.from_numpy(valid.astype(np.float32))[None, None], 2.0, 1e-3)
+    assert np.abs(out[0].permute(1, 2, 0).detach().numpy() - expected).max() < 1e-5
+    out.mean().backward()
+    assert rt.grad is not None and float(rt.grad.abs().sum()) > 0

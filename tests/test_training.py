@@ -154,6 +154,35 @@ def test_mapping_step_keeps_vaes_frozen(tmp_path, source, kind):
         assert changed(snap, v) == 0.0
 
 
+@pytest.mark.parametrize("kind", ["quality", "scratch"])
+def test_end_to_end_mapping_step_tunes_only_what_it_says(tmp_path, source, kind):
+    """End-to-end fine-tuning: the image terms are in the losses, the VAE_B decoder changes only with
+    tune_decoder (its encoder and VAE_A never), and the tuned decoder is exported beside the mapping."""
+    from oldphoto.networks.vae import VAE, VAEConfig
+    from oldphoto.training.mapping import MappingStageConfig, MappingTrainer
+    from oldphoto.weights import load_weights
+
+    torch.manual_seed(0)
+    va, vb = VAE(VAEConfig.tiny()), VAE(VAEConfig.tiny())
+    tune = kind == "quality"
+    cfg = MappingStageConfig.preset("tiny", kind, latent_channels=VAEConfig.tiny().channels)
+    cfg.image_weight, cfg.raw_weight, cfg.tune_decoder = 50.0, 10.0, tune
+    snaps = [snapshot(va), snapshot(vb.encoder), snapshot(vb.decoder)]
+    tr = MappingTrainer(settings(steps=2), tmp_path, cfg, source, va, vb, vgg=None)
+    losses = tr.run()
+    assert losses["image_l1"] > 0 and losses["raw_l1"] > 0
+    assert changed(snaps[0], va) == 0.0 and changed(snaps[1], vb.encoder) == 0.0
+    assert (changed(snaps[2], vb.decoder) > 0.9) == tune
+    files = tr.export(tmp_path / "w")
+    assert [f.name for f in files] == [f"mapping_{kind}.safetensors"] + (["vae_b_quality.safetensors"] if tune else [])
+    if tune:
+        net, info = load_weights(files[1], expect_network="vae")
+        assert info.provenance["decoder_tuned_with"] == "mapping_quality"
+        x = torch.rand(1, 3, 32, 32) * 2 - 1
+        with torch.no_grad():
+            assert torch.allclose(net.decode(vb.encode(x)), vb.decode(vb.encode(x)), atol=2e-2)  # fp16 file
+
+
 def test_hr_mapping_training_redraws_crops_without_an_intact_patch(tmp_path, source):
     from oldphoto.networks.vae import VAE, VAEConfig
     from oldphoto.training.mapping import MappingStageConfig, MappingTrainer

@@ -100,11 +100,22 @@ def mapping(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             kind: str = typer.Option("quality", "--kind", help="quality | scratch (partial nonlocal) | hr (patch attention)"),
             vae_a: Optional[Path] = typer.Option(None, "--vae-a", help="Frozen VAE_A (default WEIGHTS/vae_a.safetensors)."),
             vae_b: Optional[Path] = typer.Option(None, "--vae-b", help="Frozen VAE_B (default WEIGHTS/vae_b_<kind>.safetensors)."),
-            vgg: bool = VggOpt, init: Optional[Path] = InitOpt) -> None:
+            vgg: bool = VggOpt, init: Optional[Path] = InitOpt,
+            image_weight: float = typer.Option(0.0, "--image-weight", help="End to end (not in the paper): add "
+                                               "this x L1 of the tone-matched output against the clean photo."),
+            raw_weight: float = typer.Option(0.0, "--raw-weight", help="End to end: add this x L1 of the decoder "
+                                             "output against the clean photo."),
+            tune_decoder: bool = typer.Option(False, "--tune-decoder", help="End to end: train the VAE_B decoder "
+                                              "too and export it as vae_b_<kind> beside the mapping."),
+            gan_weight: Optional[float] = typer.Option(None, "--gan-weight", help="Weight of the generator's "
+                                                       "LSGAN term (default 1, the paper)."),
+            lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4, the paper; "
+                                               "lower for fine-tuning from --init).")) -> None:
     """Latent mapping with frozen VAEs (60 x latent L1 + LSGAN + 10 x (D features + VGG16 features))."""
     _run("mapping", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
-         kind=kind, vae_a=vae_a, vae_b=vae_b, vgg=vgg, init=init)
+         kind=kind, vae_a=vae_a, vae_b=vae_b, vgg=vgg, init=init, image_weight=image_weight, raw_weight=raw_weight,
+         tune_decoder=tune_decoder, gan_weight=gan_weight, lr=lr)
 
 
 @train_app.command("face")

@@ -155,3 +155,64 @@ def scratch_loss(logits: torch.Tensor, mask: torch.Tensor, beta: float = FOCAL_B
                  gamma: float = FOCAL_GAMMA) -> torch.Tensor:
     """Scratch-detector objective: ``L_CE (class-balanced) + beta * L_focal`` (beta 10, gamma 0.2)."""
     return class_balanced_bce(logits, mask) + beta * focal(logits, mask, gamma)
+
+
+# ------------------------------------------------------------------ end-to-end fine-tuning (not in the paper)
+def _gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
+    """The 1-D kernel cv2.GaussianBlur uses for ``sigma`` (size 2*ceil(3*sigma)+1), normalised."""
+    r = int(torch.ceil(torch.tensor(3.0 * sigma)).item())
+    x = torch.arange(-r, r + 1, device=device, dtype=dtype)
+    k = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+def _pad_symmetric(t: torch.Tensor, r: int) -> torch.Tensor:
+    """Pad the last two dims by ``r`` mirroring *with* the edge pixel (cv2.BORDER_REFLECT: ``cba|abc``)."""
+    t = torch.cat([t[..., :r, :].flip(-2), t, t[..., -r:, :].flip(-2)], dim=-2)
+    return torch.cat([t[..., :r].flip(-1), t, t[..., -r:].flip(-1)], dim=-1)
+
+
+def gaussian_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of N×C×H×W with cv2's kernel and border (the torch twin of tone.gaussian_mean)."""
+    k = _gaussian_kernel(sigma, t.device, t.dtype)
+    r = (k.numel() - 1) // 2
+    n, c, h, w = t.shape
+    x = _pad_symmetric(t, r).reshape(n * c, 1, h + 2 * r, w + 2 * r)
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    x = F.conv2d(x, k.view(1, 1, -1, 1))
+    return x.reshape(n, c, h, w)
+
+
+def tone_transfer(restored: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor, sigma: float,
+                  eps: float, min_weight: float = 1e-3) -> torch.Tensor:
+    """Differentiable twin of ``oldphoto.imageops.tone.guided_tone_transfer`` (same formula, same kernel and
+    borders; tested equal) on N×3×H×W images in [0, 1] with ``valid`` N×1×H×W (1 = trusted scan pixel): the
+    restored image's grey level as the guide, each channel of the reference fitted to it in Gaussian windows
+    over the valid pixels; windows without valid weight take the crop's single global fit. Used to train the
+    networks on what the pipeline ships (the tone-matched output), not on the raw decoder output."""
+    g = restored.mean(dim=1, keepdim=True)
+    wt = valid.to(restored.dtype)
+
+    def wmean(t):
+        den = gaussian_blur(wt, sigma)
+        num = gaussian_blur(t * wt, sigma)
+        return num / den.clamp_min(1e-8), den
+
+    mg, den = wmean(g)
+    mgg, _ = wmean(g * g)
+    mp, _ = wmean(reference)
+    mgp, _ = wmean(reference * g)
+    var = (mgg - mg * mg).clamp_min(0.0)
+    a = (mgp - mg * mp) / (var + eps)
+    b = mp - a * mg
+    empty = den < min_weight
+    if bool(empty.any()):
+        n = wt.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+        gm = (g * wt).sum(dim=(2, 3), keepdim=True) / n
+        rm = (reference * wt).sum(dim=(2, 3), keepdim=True) / n
+        gv = ((g * g * wt).sum(dim=(2, 3), keepdim=True) / n - gm * gm).clamp_min(0.0)
+        ga = ((reference * g * wt).sum(dim=(2, 3), keepdim=True) / n - gm * rm) / (gv + eps)
+        gb = rm - ga * gm
+        a = torch.where(empty, ga.expand_as(a), a)
+        b = torch.where(empty, gb.expand_as(b), b)
+    return (gaussian_blur(a, sigma) * g + gaussian_blur(b, sigma)).clamp(0.0, 1.0)

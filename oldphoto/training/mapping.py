@@ -8,6 +8,15 @@ Both VAEs are frozen. On synthetic pairs (x, y): ``z_x = E_A(x)``, ``z_y = E_B(y
 with lambda1 = 60, lambda2 = 10 (the paper, Wan et al. 2020). The patch discriminator sees ``target`` as real, so it
 judges the mapping and not the VAE_B's reconstruction quality.
 
+End-to-end fine-tuning (oldphoto's addition, not in the paper; off unless ``image_weight > 0``): the pipeline
+ships ``tone(G_B(T(E_A(x))), scan)``, the decoder output after the guided tone transfer
+(``oldphoto.imageops.tone``), not the decoder output itself. With ``image_weight`` the objective adds
+``image_weight * L1(tone(restored, x), y_clean)`` through a differentiable twin of that transfer
+(``losses.tone_transfer``) plus ``raw_weight * L1(restored, y_clean)``, so the mapping learns the guide the
+transfer needs; with ``tune_decoder`` the VAE_B decoder is trained too (its encoder stays frozen, so the latent
+target is unchanged) and exported beside the mapping. The scratch path's VAE_B is shared with mapping_hr, so
+its decoder is only tuned when asked.
+
 Scratch and hr mappings get synthetic photos with structured defects and their masks; the defect pixels
 are set to white first, exactly as the official scratch-mode inference does. The quality mapping gets
 photos with unstructured degradations only.
@@ -20,6 +29,8 @@ from typing import Any
 
 import torch
 
+from oldphoto.imageops.tone import DEFAULT_EPS as TONE_EPS
+from oldphoto.imageops.tone import DEFAULT_SIGMA as TONE_SIGMA
 from oldphoto.networks.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from oldphoto.networks.mapping import MappingConfig, MappingNet
 from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMappingNet
@@ -29,6 +40,7 @@ from . import losses as L
 from .common import Trainer, TrainSettings, adam, count_parameters, set_requires_grad
 from .datasets import BatchSource, fill_holes_white
 
+L_TONE = (TONE_SIGMA, TONE_EPS)
 MAX_REDRAWS = 20  # HR mapping: attempts at a batch whose every crop keeps an intact latent patch
 
 KINDS = {  # mapping kind -> (registry network kind, role, config class, net class)
@@ -47,6 +59,11 @@ class MappingStageConfig:
     lambda2: float = L.MAPPING_LAMBDA2
     gan_weight: float = 1.0
     vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    image_weight: float = 0.0          # end-to-end: L1 of the tone-matched output against the clean photo
+    raw_weight: float = 0.0            # end-to-end: L1 of the decoder output against the clean photo
+    tune_decoder: bool = False         # end-to-end: train the VAE_B decoder too (exported as vae_b_<kind>)
+    tone_sigma: float = TONE_SIGMA
+    tone_eps: float = TONE_EPS
 
     @classmethod
     def preset(cls, name: str, kind: str = "quality", latent_channels: int | None = None) -> "MappingStageConfig":
@@ -104,6 +121,8 @@ class MappingTrainer(Trainer):
         for v in (self.vae_a, self.vae_b):
             v.to(dev).eval()
             set_requires_grad(v, False)
+        if self.cfg.tune_decoder:
+            set_requires_grad(self.vae_b.decoder, True)
         if self.vgg is not None:
             self.vgg.to(dev)
         lat = self.vae_a.cfg.channels
@@ -114,7 +133,11 @@ class MappingTrainer(Trainer):
         self.net = net_cls(self.cfg.net).to(dev)
         self.disc = PatchDiscriminator(self.cfg.disc).to(dev)
         self.modules.update(mapping=self.net, disc=self.disc)
-        self.optimizers.update(G=adam(self.net.parameters(), self.s), D=adam(self.disc.parameters(), self.s))
+        g_params = list(self.net.parameters())
+        if self.cfg.tune_decoder:
+            self.modules["vae_b"] = self.vae_b
+            g_params += list(self.vae_b.decoder.parameters())
+        self.optimizers.update(G=adam(g_params, self.s), D=adam(self.disc.parameters(), self.s))
 
     def batch(self) -> dict[str, torch.Tensor]:
         structured = self.cfg.kind != "quality"
@@ -124,6 +147,7 @@ class MappingTrainer(Trainer):
                 break
         b = {k: v.to(self.device) for k, v in b.items()}
         if structured:
+            b["scan"] = b["x"]
             b["x"] = fill_holes_white(b["x"], b["mask"])
         return b
 
@@ -167,13 +191,30 @@ class MappingTrainer(Trainer):
             vgg = L.perceptual(self.vgg, restored.float(), target.float()) if self.vgg is not None \
                 else torch.zeros((), device=self.device)
             loss = c.lambda1 * latent + c.gan_weight * g_gan + c.lambda2 * (fm + vgg)
+            extra = self._image_losses(restored.float(), b) if c.image_weight > 0 or c.raw_weight > 0 else {}
+            for name, weight in (("image_l1", c.image_weight), ("raw_l1", c.raw_weight)):
+                if name in extra:
+                    loss = loss + weight * extra[name]
         self.optimise(loss, "G")
         set_requires_grad(self.disc, True)
         with self.autocast():
             d = L.lsgan_d(self.disc(target), self.disc(restored.detach()))
         self.optimise(d, "D")
         return {"latent_l1": latent.item(), "g_gan": g_gan.item(), "fm": fm.item(), "vgg": vgg.item(),
-                "d": d.item(), "loss_g": loss.item()}
+                "d": d.item(), "loss_g": loss.item(), **{k: v.item() for k, v in extra.items()}}
+
+    def _image_losses(self, restored: torch.Tensor, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """End-to-end terms (module doc): L1 against the clean photo of the tone-matched output and of the raw
+        decoder output, images in [0, 1]; the transfer ignores the defect pixels as the pipeline does."""
+        c = self.cfg
+        y = (b["y"] + 1) / 2
+        raw = ((restored + 1) / 2).clamp(0, 1)
+        out = {"raw_l1": L.l1(raw, y)}
+        if c.image_weight > 0:
+            scan = (b.get("scan", b["x"]) + 1) / 2
+            valid = 1 - b["mask"] if self.cfg.kind != "quality" else torch.ones_like(b["mask"])
+            out["image_l1"] = L.l1(L.tone_transfer(raw, scan, valid, c.tone_sigma, c.tone_eps), y)
+        return out
 
     @property
     def role(self) -> str:
@@ -183,19 +224,34 @@ class MappingTrainer(Trainer):
         from oldphoto.weights import save_weights
 
         network = KINDS[self.cfg.kind][0]
+        c = self.cfg
+        objective = "60*latent L1 + LSGAN + 10*(D feature matching + VGG16)"
+        if c.image_weight > 0 or c.raw_weight > 0:
+            objective += (f" + {c.image_weight:g}*L1(tone-matched output, clean; sigma {c.tone_sigma:g}, eps "
+                          f"{c.tone_eps:g}) + {c.raw_weight:g}*L1(decoder output, clean)")
         prov = self.provenance(role=self.role, network_parameters=count_parameters(self.net), data=self.data_note,
                                frozen_vaes=self.vae_files, vgg_perceptual=self.vgg is not None,
-                               objective="60*latent L1 + LSGAN + 10*(D feature matching + VGG16)",
-                               metrics=metrics or {})
+                               objective=objective, decoder_tuned=c.tune_decoder, metrics=metrics or {})
         p = Path(weights_dir) / f"{self.role}.safetensors"
         save_weights(p, self.net.cpu(), network, self.cfg.net, provenance=prov, fp16=fp16)
         self.net.to(self.device)
-        return [p]
+        paths = [p]
+        if self.cfg.tune_decoder:
+            role = "vae_b_quality" if self.cfg.kind == "quality" else "vae_b_scratch"
+            q = Path(weights_dir) / f"{role}.safetensors"
+            save_weights(q, self.vae_b.cpu(), "vae", self.vae_b.cfg, fp16=fp16, provenance=self.provenance(
+                role=role, network_parameters=count_parameters(self.vae_b), data=self.data_note,
+                decoder_tuned_with=self.role, started_from=self.vae_files.get("vae_b"),
+                objective=f"decoder tuned end to end with {self.role}: {objective}", metrics=metrics or {}))
+            self.vae_b.to(self.device)
+            paths.append(q)
+        return paths
 
 
 @torch.no_grad()
 def restoration_metrics(vae_a, net, vae_b, batch: dict[str, torch.Tensor], kind: str) -> dict[str, float]:
-    """PSNR (dB) of G_B(T(E_A(x))) against the clean y, and of the degraded input itself (the baseline)."""
+    """PSNR (dB) of G_B(T(E_A(x))) against the clean y, of it after the pipeline's tone transfer, and of the
+    degraded input itself (the baseline)."""
     net.eval()
     x, y = batch["x"], batch["y"]
     z = vae_a.encode(x)
@@ -205,4 +261,6 @@ def restoration_metrics(vae_a, net, vae_b, batch: dict[str, torch.Tensor], kind:
         mse = ((a - b) / 2).pow(2).mean().item()
         return 10 * float(torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))
 
-    return {"psnr_restored": psnr(out, y), "psnr_input": psnr(x, y)}
+    valid = 1 - batch["mask"] if kind != "quality" else torch.ones_like(batch["mask"])
+    toned = L.tone_transfer(((out + 1) / 2).clamp(0, 1), (x + 1) / 2, valid, L_TONE[0], L_TONE[1]) * 2 - 1
+    return {"psnr_restored": psnr(out, y), "psnr_tone_matched": psnr(toned, y), "psnr_input": psnr(x, y)}

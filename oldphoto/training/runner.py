@@ -45,6 +45,11 @@ class TrainOptions:
     checkpoint_every: int | None = None
     eval_images: int = 12
     init: Path | None = None            # warm start: trained weights to begin from (scratch detector, mappings, faces)
+    image_weight: float = 0.0           # mapping, end to end: L1 of the tone-matched output (training/mapping.py)
+    raw_weight: float = 0.0             # mapping, end to end: L1 of the decoder output
+    tune_decoder: bool = False          # mapping, end to end: train the VAE_B decoder too
+    gan_weight: float | None = None     # mapping: weight of the generator's LSGAN term (None: the preset's 1)
+    lr: float | None = None             # Adam learning rate (None: the paper's 2e-4)
 
     @property
     def weights(self) -> Path:
@@ -70,6 +75,8 @@ def settings_for(stage_module: Any, o: TrainOptions, stage_key: str) -> TrainSet
         base["batch_size"] = o.batch_size
     if o.crop is not None:
         base["crop"] = o.crop
+    if o.lr is not None:
+        base["lr"] = o.lr
     s = TrainSettings(**base, seed=o.seed, device=o.device, threads=o.threads, progress=o.progress,
                       max_seconds=None if o.max_minutes is None else o.max_minutes * 60)
     s.checkpoint_every = o.checkpoint_every or max(10, min(200, s.steps // 5 or 1))
@@ -277,6 +284,9 @@ def _train_mapping(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     vae_a, ia = load_weights(fa, expect_network="vae")
     vae_b, ib = load_weights(fb, expect_network="vae")
     cfg = M.MappingStageConfig.preset(o.config, o.kind, latent_channels=vae_a.cfg.channels)
+    cfg.image_weight, cfg.raw_weight, cfg.tune_decoder = o.image_weight, o.raw_weight, o.tune_decoder
+    if o.gan_weight is not None:
+        cfg.gan_weight = o.gan_weight
     data, note = _data(o, log)
     vgg = _vgg(o, cfg.vgg_layers, log)
     if vgg is None and cfg.vgg_layers:
