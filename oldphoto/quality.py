@@ -1,8 +1,16 @@
 """Image-quality figures: PSNR, SSIM, ROC AUC / F1 for the scratch detector, NIQE, detail kept.
 
 - `psnr`, `ssim`: scikit-image, images H×W×3 float in [0, 1] (data_range 1); identical images give
-  PSNR = inf and SSIM = 1.
-- `roc_auc(scores, labels)`: the Mann–Whitney rank statistic (ties count one half); `f1(pred, labels)`.
+  PSNR = inf and SSIM = 1. `ssim` is scikit-image's default SSIM: a 7×7 uniform window, sample covariance,
+  the mean over the channels. It is not the Gaussian-window SSIM of Wang et al. that basicsr and most papers
+  report (11×11, σ 1.5, population covariance; `structural_similarity(..., gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False)`), which reads about 0.01–0.03 lower on noisy photographs: the benchmark's SSIM
+  figures are comparable with each other, not with published tables.
+- `roc_auc(scores, labels)`: the Mann–Whitney rank statistic (ties count one half), as
+  `sklearn.metrics.roc_auc_score` (scikit-learn is only a test dependency; `tests/test_quality.py` checks them
+  against each other). `detection_scores(pred, labels)`: precision, recall, F1 and IoU of a binary mask, as
+  scikit-learn's `precision_score`, `recall_score`, `f1_score`, `jaccard_score` with `zero_division=0`, except
+  that an empty prediction of an empty truth scores 1 (nothing to find, nothing found); `f1` is its F1.
 - `niqe(img, params)`: the no-reference NIQE of Mittal et al. (lower = more natural), computed as in the
   reference MATLAB code: Y channel (BT.601, 0–255, rounded), 96×96 blocks, MSCN coefficients with the
   7×7 Gaussian window of the parameter file, 18 AGGD features per block at full and half scale (MATLAB-style
@@ -64,15 +72,22 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def f1(pred: np.ndarray, labels: np.ndarray) -> float:
+def detection_scores(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Precision, recall, F1 and IoU of a binary prediction against binary labels (any shapes of one size)."""
     p = np.asarray(pred).ravel().astype(bool)
     y = np.asarray(labels).ravel().astype(bool)
-    tp = int((p & y).sum())
-    fp = int((p & ~y).sum())
-    fn = int((~p & y).sum())
-    if tp == 0:
-        return 0.0 if (fp or fn) else 1.0
-    return float(2 * tp / (2 * tp + fp + fn))
+    if p.shape != y.shape:
+        raise ValueError("prediction and labels differ in size")
+    tp = int(np.count_nonzero(p & y))
+    n_pred, n_true = int(np.count_nonzero(p)), int(np.count_nonzero(y))
+    if n_pred == 0 and n_true == 0:
+        return {"precision": 1.0, "recall": 1.0, "f1": 1.0, "iou": 1.0}
+    return {"precision": tp / n_pred if n_pred else 0.0, "recall": tp / n_true if n_true else 0.0,
+            "f1": 2 * tp / (n_pred + n_true), "iou": tp / (n_pred + n_true - tp)}
+
+
+def f1(pred: np.ndarray, labels: np.ndarray) -> float:
+    return detection_scores(pred, labels)["f1"]
 
 
 # --------------------------------------------------------------------------------------- NIQE

@@ -246,19 +246,6 @@ def test_real_vgg16_features_separate_images():
     assert L.perceptual(net, shifted, a).item() < L.perceptual(net, b, a).item()
 
 
-# ------------------------------------------------------------------------------------------- ROC AUC
-def test_roc_auc_against_pair_counting():
-    from oldphoto.training.scratch import roc_auc
-
-    rng = np.random.default_rng(0)
-    s = rng.integers(0, 5, 200).astype(float)      # many ties
-    y = rng.random(200) < 0.3
-    pos, neg = s[y], s[~y]
-    expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
-    assert roc_auc(s, y) == pytest.approx(expected)
-    assert roc_auc([0.1, 0.9], [0, 1]) == 1.0 and roc_auc([0.9, 0.1], [0, 1]) == 0.0
-
-
 # ------------------------------------------------------------------------ tone transfer (end to end)
 @pytest.mark.parametrize("hole", [None, (5, 30, 10, 14), (0, 37, 8, 30)])
 def test_torch_tone_transfer_equals_the_pipeline_filter(hole):

@@ -19,7 +19,7 @@ from oldphoto.networks.discriminator import PatchDiscriminator, PatchDiscriminat
 from oldphoto.networks.spade_face import SPADEFaceConfig, SPADEFaceGenerator
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, count_parameters, set_requires_grad
+from .common import Trainer, TrainSettings, adam, count_parameters, psnr_signed, set_requires_grad
 from .datasets import BatchSource
 
 
@@ -129,8 +129,4 @@ def face_metrics(net: SPADEFaceGenerator, batch: dict[str, torch.Tensor]) -> dic
     net.eval()
     out = net(batch["x"])
 
-    def psnr(a, b):
-        mse = ((a - b) / 2).pow(2).mean().item()
-        return 10 * float(torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))
-
-    return {"psnr_enhanced": psnr(out, batch["y"]), "psnr_input": psnr(batch["x"], batch["y"])}
+    return {"psnr_enhanced": psnr_signed(out, batch["y"]), "psnr_input": psnr_signed(batch["x"], batch["y"])}

@@ -37,7 +37,7 @@ from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMa
 from oldphoto.networks.mapping_patch_attention import PatchAttentionMappingConfig, PatchAttentionMappingNet
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, count_parameters, set_requires_grad
+from .common import Trainer, TrainSettings, adam, count_parameters, psnr_signed, set_requires_grad
 from .datasets import BatchSource, fill_holes_white
 
 L_TONE = (TONE_SIGMA, TONE_EPS)
@@ -257,10 +257,7 @@ def restoration_metrics(vae_a, net, vae_b, batch: dict[str, torch.Tensor], kind:
     z = vae_a.encode(x)
     out = vae_b.decode(net(z, batch["mask"]) if kind != "quality" else net(z))
 
-    def psnr(a, b):
-        mse = ((a - b) / 2).pow(2).mean().item()
-        return 10 * float(torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))
-
     valid = 1 - batch["mask"] if kind != "quality" else torch.ones_like(batch["mask"])
     toned = L.tone_transfer(((out + 1) / 2).clamp(0, 1), (x + 1) / 2, valid, L_TONE[0], L_TONE[1]) * 2 - 1
-    return {"psnr_restored": psnr(out, y), "psnr_tone_matched": psnr(toned, y), "psnr_input": psnr(x, y)}
+    return {"psnr_restored": psnr_signed(out, y), "psnr_tone_matched": psnr_signed(toned, y),
+            "psnr_input": psnr_signed(x, y)}

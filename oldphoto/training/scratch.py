@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from oldphoto.networks.unet import OFFICIAL_THRESHOLD, ScratchUNet, ScratchUNetConfig
+from oldphoto.quality import detection_scores, gradient_energy, roc_auc
 
 from . import losses as L
 from .common import Trainer, TrainSettings, adam, count_parameters
@@ -102,31 +103,12 @@ class ScratchTrainer(Trainer):
         return [p]
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel() > 0.5
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("ROC AUC needs both positive and negative pixels")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty_like(s)
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
                    texture_candidates: int = 1) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
 
     Each crop is the most textured of ``texture_candidates`` random crops; with probability ``negative_prob``
     it gets only unstructured degradation (mask all zero), else the full synthesis (local defects in the mask)."""
-    from oldphoto.quality import gradient_energy
-
     from .datasets import mask_tensor, synthesize_pair, to_tensor
 
     xs, ms, neg = [], [], []
@@ -161,13 +143,9 @@ def evaluate(net: ScratchUNet, grey: torch.Tensor, mask: torch.Tensor, threshold
     probs = torch.cat([torch.sigmoid(net(grey[i:i + batch])) for i in range(0, len(grey), batch)])
     clean_crop = (mask.reshape(len(mask), -1).amax(dim=1) == 0).numpy()
     p, m = probs.numpy().ravel(), mask.numpy().ravel() > 0.5
-    pred = p >= threshold
-    tp = float((pred & m).sum())
-    prec = tp / max(1.0, float(pred.sum()))
-    rec = tp / max(1.0, float(m.sum()))
-    iou = tp / max(1.0, float((pred | m).sum()))
-    out = {"roc_auc": roc_auc(p, m), f"precision@{threshold}": prec, f"recall@{threshold}": rec,
-           f"iou@{threshold}": iou, "positive_fraction": float(m.mean()), "pixels": int(m.size)}
+    at = detection_scores(p >= threshold, m)
+    out = {"roc_auc": roc_auc(p, m), f"precision@{threshold}": at["precision"], f"recall@{threshold}": at["recall"],
+           f"iou@{threshold}": at["iou"], "positive_fraction": float(m.mean()), "pixels": int(m.size)}
     if clean_crop.any():   # crops without any local defect: every detected pixel is a false positive
         out[f"fp_rate_clean@{threshold}"] = float((probs.numpy()[clean_crop] >= threshold).mean())
         out["clean_crops"] = int(clean_crop.sum())

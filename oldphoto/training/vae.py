@@ -25,7 +25,7 @@ from oldphoto.networks.discriminator import (LatentDiscriminator, LatentDiscrimi
 from oldphoto.networks.vae import VAE, VAEConfig
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, count_parameters
+from .common import Trainer, TrainSettings, adam, count_parameters, psnr_signed
 from .datasets import BatchSource
 
 
@@ -168,5 +168,4 @@ def reconstruction_metrics(vae: VAE, images: torch.Tensor) -> dict[str, float]:
     """PSNR (dB) and L1 of deterministic reconstructions (decoder on mu) of images in [-1, 1]."""
     vae.eval()
     rec = vae.decode(vae.encode(images))
-    mse = ((rec - images) / 2).pow(2).mean().item()
-    return {"psnr": 10 * float(torch.log10(torch.tensor(1.0 / max(mse, 1e-12)))), "l1": L.l1(rec, images).item()}
+    return {"psnr": psnr_signed(rec, images), "l1": L.l1(rec, images).item()}
