@@ -18,7 +18,7 @@ from catalog_data import CK_MAP, CK_VAE, make_prov, writer
 from premis_check import validate_premis
 
 from oldphoto.catalog import Catalog, CatalogError, fingerprint
-from oldphoto.catalog.models import Base
+from oldphoto.catalog.tables import metadata
 from oldphoto.catalog.premis import PREMIS_NS, events_for
 from oldphoto.provenance import STAGE_NAMES
 
@@ -90,12 +90,12 @@ def test_concurrent_upgrades_of_an_empty_database(url):
         c.close()
 
 
-def test_models_and_migrations_do_not_drift(cat):
+def test_tables_and_migrations_do_not_drift(cat):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
     with cat.engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diffs == []
 
 

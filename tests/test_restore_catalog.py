@@ -67,7 +67,7 @@ def test_catalog_provenance_matches_provenance_json(tmp_path: Path):
     assert grace.checkpoints(), "a done item names the checkpoints it used"
     assert len(grace.faces) >= 1, "dlib finds Grace Hopper's face"
     # stage times are real clock times, in order, within the item's start and end; PREMIS events carry them
-    from oldphoto.catalog.models import parse_time
+    from oldphoto.catalog.tables import parse_time
 
     times = [(parse_time(s.started), parse_time(s.finished)) for s in grace.stages if s.started]
     assert len(times) >= 4 and all(a <= b for a, b in times)

@@ -14,8 +14,7 @@ from sqlalchemy import JSON, create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from oldphoto.catalog import models as m
-from oldphoto.catalog.models import parse_time
+from oldphoto.catalog.tables import UTCDateTime, parse_time
 from oldphoto.catalog.records import _ENCODER, json_dumps
 
 DEFAULT_URL = "sqlite:///./oldphoto-catalog.sqlite"
@@ -113,7 +112,7 @@ def bulk_insert(conn: Connection, dialect: str, table: Any, rows: list[dict[str,
 def _converter(col_type: Any, dialect: str) -> Callable[[Any], Any] | None:
     if isinstance(col_type, JSON):
         return _json
-    if isinstance(col_type, m.UTCDateTime):
+    if isinstance(col_type, UTCDateTime):
         return _sqlite_time if dialect == "sqlite" else _pg_time
     return None
 

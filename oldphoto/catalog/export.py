@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import and_, select
 
-from oldphoto.catalog import models as m
+from oldphoto.catalog.tables import arts_t, ckpt_t, coll_t, items_t, results_t, runs_t, stages_t
 from oldphoto.catalog.review import latest_decisions
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ CHUNK = 5000
 
 def write_parquet(catalog: "Catalog", path: str | os.PathLike[str], collection: str | None = None) -> int:
     """One row per item (latest result = the result of the run that last recorded it); returns rows written."""
-    it, r, ru, co = m.Item.__table__, m.ItemResult.__table__, m.Run.__table__, m.Collection.__table__
-    arts, ck, st = m.Artefact.__table__, m.StageCheckpoint.__table__, m.StageResult.__table__
+    it, r, ru, co = items_t, results_t, runs_t, coll_t
+    arts, ck, st = arts_t, ckpt_t, stages_t
     base = (select(it.c.id.label("item_id"), co.c.name.label("collection"), it.c.source_uri, it.c.name, it.c.sha256,
                    it.c.bytes, it.c.width, it.c.height, it.c.mode, it.c.format, it.c.status, it.c.attempts,
                    it.c.version, it.c.last_error, it.c.created, it.c.updated, it.c.last_run_id.label("run_id"),

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from lxml import etree
 
-from oldphoto.catalog.models import parse_time
+from oldphoto.catalog.tables import parse_time
 from oldphoto.provenance import ItemProvenance
 
 PREMIS_NS = "http://www.loc.gov/premis/v3"

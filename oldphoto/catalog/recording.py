@@ -11,11 +11,10 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from oldphoto.catalog.engine import bulk_insert, dialect_insert
-from oldphoto.catalog.models import parse_time, utcnow
 from oldphoto.catalog.premis import events_for
 from oldphoto.catalog.records import CatalogError
-from oldphoto.catalog.tables import (CHILD_TABLES, arts_t, ckpt_t, events_t, faces_t, items_t, masks_t, results_t,
-                                     stages_t)
+from oldphoto.catalog.tables import (CHILD_TABLES, arts_t, ckpt_t, events_t, faces_t, items_t, masks_t, parse_time,
+                                     results_t, stages_t, utcnow)
 from oldphoto.provenance import ITEM_STATUSES, ItemProvenance
 
 _INPUT_FIELDS = ("sha256", "bytes", "width", "height", "mode", "format")

@@ -29,16 +29,12 @@ from sqlalchemy import and_, case, exists, false, func, select, true, update
 from sqlalchemy.engine import Connection
 
 from oldphoto import __version__
-from oldphoto.catalog import models as m
-from oldphoto.catalog.models import DECISIONS, utcnow
+from oldphoto.catalog.tables import (DECISIONS, QUEUE_STATES, arts_t, ckpt_t, decisions_t, events_t, faces_t,
+                                     items_t, metrics_t, results_t, runs_t, utcnow)
 
 if TYPE_CHECKING:
     from oldphoto.catalog.store import Catalog, ItemHistory
 
-items_t, results_t, runs_t = m.Item.__table__, m.ItemResult.__table__, m.Run.__table__
-faces_t, ckpt_t, events_t = m.Face.__table__, m.StageCheckpoint.__table__, m.Event.__table__
-arts_t = m.Artefact.__table__
-decisions_t, metrics_t = m.ReviewDecision.__table__, m.ReviewMetrics.__table__
 
 COVERAGE_FULL = 0.02       # mask coverage that scores the full 40
 TONE_FULL = 0.10           # mean absolute grey change (0..1) that scores the full 30
@@ -452,8 +448,8 @@ def set_queue_state(cat: "Catalog", decision_ids: list[int], state: str, run_id:
                     expect: str | None = None) -> int:
     """Move reprocess requests to `state` (taken by a run, done); with `expect`, only those in that state
     (so two workers never take the same request). Returns how many moved."""
-    if state not in m.QUEUE_STATES:
-        raise ReviewError(f"queue state must be one of {', '.join(m.QUEUE_STATES)}")
+    if state not in QUEUE_STATES:
+        raise ReviewError(f"queue state must be one of {', '.join(QUEUE_STATES)}")
     conds = [decisions_t.c.id.in_(decision_ids), decisions_t.c.decision == "reprocess"]
     if expect:
         conds.append(decisions_t.c.queue_state == expect)

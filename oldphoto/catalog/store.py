@@ -9,7 +9,7 @@ start with BEGIN IMMEDIATE so two writers never both hold a read lock and wait f
 `Catalog` (runs, leases, recording, queries, exports) is the one interface; it is built from:
 `catalog.engine` (URLs, the engine, the retry helper, the fast insert), `catalog.schema` (Alembic revisions),
 `catalog.recording` (one batch of records in one transaction), `catalog.records` (the dataclasses it returns,
-`CatalogError`, `fingerprint`) and `catalog.tables` (the Core tables). Their public names are importable from
+`CatalogError`, `fingerprint`) and `catalog.tables` (the schema: SQLAlchemy Core tables, no ORM). Their public names are importable from
 here too.
 """
 from __future__ import annotations
@@ -26,17 +26,15 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 
 from oldphoto import __version__
-from oldphoto.catalog import models as m
 from oldphoto.catalog import schema
 from oldphoto.catalog.engine import (DEFAULT_URL, default_url, dialect_insert, make_engine,
                                      normalise_url, with_db_retry)
-from oldphoto.catalog.models import parse_time, utcnow
 from oldphoto.catalog.records import (Attempt, CatalogError, ItemHistory, ItemInfo, RunInfo, fingerprint,
                                       json_dumps)
 from oldphoto.catalog.recording import record_chunk
 from oldphoto.catalog.schema import MIGRATIONS
-from oldphoto.catalog.tables import (CHILD_TABLES, arts_t, ckpt_t, coll_t, events_t, faces_t, items_t, masks_t,
-                                     results_t, runs_t, stages_t)
+from oldphoto.catalog.tables import (CHILD_TABLES, TABLES_IN_ORDER, arts_t, ckpt_t, coll_t, events_t, faces_t,
+                                     items_t, masks_t, parse_time, results_t, runs_t, stages_t, utcnow)
 from oldphoto.provenance import ITEM_STATUSES, InputRecord, ItemProvenance
 
 BATCH = 400          # items per write transaction
@@ -502,7 +500,7 @@ class Catalog:
     def table_counts(self) -> dict[str, int]:
         """Rows per catalog table (for checks and `oldphoto catalog status --verbose`)."""
         def go(c: Connection) -> dict[str, int]:
-            return {t.name: c.execute(select(func.count()).select_from(t)).scalar_one() for t in m.TABLES_IN_ORDER}
+            return {t.name: c.execute(select(func.count()).select_from(t)).scalar_one() for t in TABLES_IN_ORDER}
         return self._read(go)
 
 

@@ -305,7 +305,7 @@ def run_stage(stage: Any, state: ItemState) -> ItemState:
     anyway fails the item through the same template (`Stage.fail`). Stage records appended without clock times
     (batched stages time a whole group) get real ones: from the end of the record before (or the call's start)
     for their measured seconds, never past the call's end."""
-    from oldphoto.catalog.models import parse_time
+    from oldphoto.catalog.tables import parse_time
 
     n, t0 = len(state.provenance.stages), _dt.datetime.now(_dt.timezone.utc)
     try:

@@ -11,10 +11,10 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from oldphoto.catalog.models import Base
+from oldphoto.catalog.tables import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _url() -> str:
