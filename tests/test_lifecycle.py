@@ -113,6 +113,75 @@ def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
         server.stop()
 
 
+# --------------------------------------------------------------------------------- options and fingerprint
+# fingerprints of these options before RestoreOptions was checked with pydantic (they must never move)
+_PINNED_FINGERPRINTS = [      # (options, fingerprint, the same options given as text have the same fingerprint)
+    ({}, "4fa69cac50e53731dcdf3487c054f6d9dcc720d5cab1879fff37f53f9e228e7d", True),
+    (dict(scratch="on", hr=True, tile=256, face_strength=0.5, face_min_agreement=24.0, precision="bf16",
+          max_pixels=50_000_000), "e84481d80a92208444540e1e213d6c30646f0da8d39b54a4d54f133242befcd0", True),
+    # ints given for float fields stay ints (their JSON, "1", is what was fingerprinted); the text "1" is 1.0
+    (dict(face_strength=1, scratch_threshold=0), "15aed76e83faafae134762db67cd3dc98ae43642ed4e3b8c3c7f82d0e39a6330",
+     False),
+]
+
+
+class _OneCheckpoint:
+    def has(self, role):
+        return role == "vae_a"
+
+    def checkpoint(self, role):
+        return ("vae_a", "ab" * 32)
+
+
+@pytest.mark.parametrize("kw,expected,text_same", _PINNED_FINGERPRINTS)
+def test_options_fingerprint_is_unchanged_by_the_checks(kw, expected, text_same):
+    from oldphoto.lifecycle import run_fingerprint
+    from oldphoto.stages.base import RestoreOptions
+
+    params, fp = run_fingerprint(RestoreOptions(**kw), _OneCheckpoint())
+    assert fp == expected
+    assert params == {k: v for k, v in RestoreOptions(**kw).to_dict().items() if k != "device"}
+    # the same options as text (Prefect parameters, forms) are coerced to the same values and fingerprint
+    as_text = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in kw.items()}
+    assert (run_fingerprint(RestoreOptions(**as_text), _OneCheckpoint())[1] == expected) is text_same
+
+
+def test_options_are_checked_with_clear_errors():
+    from oldphoto.stages.base import RestoreOptions
+
+    o = RestoreOptions(tile="256", hr="true", face_strength="0.5", global_batch=2.0)
+    assert (o.tile, o.hr, o.face_strength, o.global_batch) == (256, True, 0.5, 2)
+    assert type(o.tile) is int and type(o.global_batch) is int
+    for kw, words in [(dict(scratch="maybe"), ["scratch", "'auto', 'on' or 'off'", "'maybe'"]),
+                      (dict(precision="fp16"), ["precision", "'fp32' or 'bf16'"]),
+                      (dict(tile=0), ["tile", "greater than 0"]),
+                      (dict(tile_overlap=-1), ["tile_overlap", "greater than or equal to 0"]),
+                      (dict(face_strength=1.5), ["face_strength", "less than or equal to 1"]),
+                      (dict(scratch_threshold=-0.1), ["scratch_threshold"]),
+                      (dict(global_batch=2.5), ["global_batch", "fractional"]),
+                      (dict(faces="perhaps"), ["faces", "boolean"]),
+                      (dict(max_pixels="many"), ["max_pixels", "integer"])]:
+        with pytest.raises(ValueError) as e:
+            RestoreOptions(**kw)
+        msg = str(e.value)
+        assert msg.startswith("invalid restore options: ") and all(w in msg for w in words), msg
+    with pytest.raises(ValueError, match="tile: .*face_batch: "):          # every problem at once
+        RestoreOptions(tile=-1, face_batch=0)
+
+
+def test_restore_cli_reports_a_bad_option(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(_png(seed=1))
+    common = [str(img), "--out", str(tmp_path / "o"), "--catalog", f"sqlite:///{tmp_path / 'c.sqlite'}"]
+    for args, words in [(["--scratch", "maybe"], ["scratch", "'auto', 'on' or 'off'"]),
+                        (["--tile", "0"], ["tile", "greater than 0"]),
+                        (["--max-megapixels", "0"], ["max_pixels", "greater than 0"])]:
+        r = CliRunner().invoke(app, ["restore", *common, *args])
+        text = " ".join(r.output.replace("│", " ").split())       # the message as typer's box wraps it
+        assert r.exit_code == 2 and all(w in text for w in words), r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c.sqlite").exists()
+
+
 # ------------------------------------------------------------------------------ mirror, skip, fingerprint
 @pytest.mark.slow
 def test_restore_mirrors_the_tree_and_skips_what_is_done(tmp_path, weights):

@@ -19,8 +19,6 @@ from typing import Optional
 
 import typer
 
-SCRATCH_CHOICES = ("auto", "on", "off")
-
 
 # ------------------------------------------------------------------------------------------- models
 def weights_source(weights: Path | None, official: Path | None):
@@ -93,12 +91,15 @@ def restore(
     from oldphoto.pipeline import Restorer, RestoreOptions, check_models
 
     console = Console(stderr=True)
-    _check_choices(scratch, precision, device, console)
-    options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
-                             untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
-                             max_pixels=int(max_megapixels * 1_000_000),
-                             face_strength=face_strength, face_min_agreement=face_min_agreement,
-                             face_guard=face_guard)
+    _check_device(device, console)
+    try:     # RestoreOptions checks every value (choices, ranges) and names the option that is wrong
+        options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
+                                 untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
+                                 max_pixels=int(max_megapixels * 1_000_000),
+                                 face_strength=face_strength, face_min_agreement=face_min_agreement,
+                                 face_guard=face_guard)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     from oldphoto.models import MissingWeightsError
 
     try:
@@ -168,11 +169,7 @@ def _no_inputs(listing, console) -> None:
     raise typer.Exit(2)
 
 
-def _check_choices(scratch: str, precision: str, device: str, console) -> None:
-    if scratch not in SCRATCH_CHOICES:
-        raise typer.BadParameter(f"--scratch must be one of {', '.join(SCRATCH_CHOICES)}", param_hint="--scratch")
-    if precision not in ("fp32", "bf16"):
-        raise typer.BadParameter("--precision must be fp32 or bf16", param_hint="--precision")
+def _check_device(device: str, console) -> None:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise typer.BadParameter("--device must be cpu or cuda", param_hint="--device")
     if device.startswith("cuda"):

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator, Literal, get_type_hints
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from oldphoto import __version__
 from oldphoto.imageops.io import DEFAULT_MAX_PIXELS, DecodedImage
@@ -41,37 +43,48 @@ FACE_MIN_STRUCTURE = 0.8          # chosen on val by scripts/choose_face_putback
                                   # faces keep 0.86-1.0 of their structure, so none is put back up to 0.8)
 
 
+Positive = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 @dataclass
 class RestoreOptions:
-    """Everything that changes what a restoration does (all recorded in provenance `parameters`)."""
+    """Everything that changes what a restoration does (all recorded in provenance `parameters`).
 
-    scratch: str = "auto"                 # "auto" | "on" | "off"
+    Checked at construction against the field annotations (pydantic, lax mode: "512" -> 512, "true" -> True,
+    from Prefect parameters, review forms and JSON alike): a wrong type, an unknown choice or a value out of
+    range raises ValueError naming the field. The coerced values replace the given ones, except an int given
+    for a float field (face_strength=1 stays 1), so options of the right types keep their `to_dict()` and
+    run fingerprint byte for byte."""
+
+    scratch: Literal["auto", "on", "off"] = "auto"
     hr: bool = False                      # 512 faces; with scratches, the patch-attention mapping (mapping_hr)
     device: str = "cpu"
     faces: bool = True
     colour: bool = False                  # write grey inputs as RGB instead of keeping them grey
-    tile: int = 512                       # scratch paths: attention spans the whole image up to tile² pixels,
+    tile: Positive = 512                  # scratch paths: attention spans the whole image up to tile² pixels,
                                           # tiles of this side above (stages/restore_global.py)
-    tile_overlap: int = 32                # blend band between those tiles
-    tile_halo: int = 32                   # discarded context around each of those tiles
-    untiled_max_mb: int = 4096            # global restoration runs untiled while its estimated memory fits;
+    tile_overlap: Annotated[int, Field(ge=0)] = 32   # blend band between those tiles
+    tile_halo: Annotated[int, Field(ge=0)] = 32      # discarded context around each of those tiles
+    untiled_max_mb: Positive = 4096       # global restoration runs untiled while its estimated memory fits;
                                           # above, exact tiles (quality path) that fit it
-    global_batch: int = 4                 # same-size untiled items per forward pass (GlobalRestorationStage.batch)
-    precision: str = "fp32"               # global restoration arithmetic: "fp32" (the official result) or "bf16"
-                                          # (autocast: faster on AVX512-BF16 CPUs and GPUs, visibly different)
-    detector_tile: int = 1024             # detector tiles (at its working size; normal photos are one tile)
-    scratch_threshold: float | None = None          # None: the detector's own operating point (see above)
-    auto_scratch_min_coverage: float | None = None  # None: the detector's own operating point
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    face_batch: int = 8                   # faces per enhancement forward pass
-    face_strength: float | None = None    # blend strength of an enhanced face, 0..1 (None: the face weights'
+    global_batch: Positive = 4            # same-size untiled items per forward pass (GlobalRestorationStage.batch)
+    precision: Literal["fp32", "bf16"] = "fp32"   # global restoration arithmetic: "fp32" (the official result)
+                                          # or "bf16" (autocast: faster on AVX512-BF16 CPUs and GPUs, visibly
+                                          # different)
+    detector_tile: Positive = 1024        # detector tiles (at its working size; normal photos are one tile)
+    scratch_threshold: Fraction | None = None          # None: the detector's own operating point (see above)
+    auto_scratch_min_coverage: Fraction | None = None  # None: the detector's own operating point
+    max_pixels: Positive = DEFAULT_MAX_PIXELS
+    face_batch: Positive = 8              # faces per enhancement forward pass
+    face_strength: Fraction | None = None  # blend strength of an enhanced face, 0..1 (None: the face weights'
                                           # operating point, else 1)
     face_min_agreement: float | None = None  # dB; an enhanced face that agrees less with the scan's face at low
                                           # frequency is not applied (None: the face weights' operating point,
                                           # else FACE_MIN_AGREEMENT_DB); setting it also overrides an operating
                                           # point that keeps every original face
-    face_min_structure: float | None = None  # a face (not enhanced) whose structure stage 1 kept less than this
-                                          # (imageops.faces.structure_kept) gets the scan's face back (None:
+    face_min_structure: Fraction | None = None  # a face (not enhanced) whose structure stage 1 kept less than
+                                          # this (imageops.faces.structure_kept) gets the scan's face back (None:
                                           # FACE_MIN_STRUCTURE, chosen on val; 0 = never)
     face_guard: bool = True               # inside faces found on the scan keep only scratch-like mask parts
                                           # (oldphoto.imageops.mask.guard_faces; False = the official mask)
@@ -80,12 +93,19 @@ class RestoreOptions:
                                           # (oldphoto.imageops.tone; False = the official stage-1 output)
 
     def __post_init__(self) -> None:
-        if self.scratch not in ("auto", "on", "off"):
-            raise ValueError(f"scratch must be 'auto', 'on' or 'off', not {self.scratch!r}")
-        if self.face_strength is not None and not 0.0 <= self.face_strength <= 1.0:
-            raise ValueError(f"face strength must be between 0 and 1, not {self.face_strength}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        try:
+            checked = _options_model().model_validate(given)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})"
+                                 for err in e.errors())
+            raise ValueError(f"invalid restore options: {problems}") from None
+        for name, value in given.items():
+            new = getattr(checked, name)
+            if type(value) is int and type(new) is float and new == value:
+                continue            # an int given for a float stays as given (its JSON, hence the fingerprint)
+            if type(new) is not type(value) or new != value:
+                setattr(self, name, new)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +128,14 @@ class RestoreOptions:
         if self.faces:
             roles.append(self.face_role)
         return roles
+
+
+@functools.cache
+def _options_model() -> type[BaseModel]:
+    """The pydantic model that checks RestoreOptions: its fields, their annotations, all required."""
+    hints = get_type_hints(RestoreOptions, include_extras=True)
+    fields: dict[str, Any] = {f.name: (hints[f.name], ...) for f in dataclasses.fields(RestoreOptions)}
+    return create_model("RestoreOptions", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 @dataclass
