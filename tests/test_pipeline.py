@@ -380,7 +380,7 @@ def test_face_strength_zero_keeps_the_face_and_is_validated(weights_dir):
                  RestoreOptions(scratch="off", face_strength=0.0))
     st = r.run("grace.jpg", jpeg(grace_hopper()))
     assert st.provenance.faces and st.provenance.faces[0].applied is False
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(ValueError, match="face_strength: Input should be less than or equal to 1"):
         RestoreOptions(face_strength=1.5)
 
 
