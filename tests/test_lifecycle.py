@@ -612,3 +612,41 @@ def test_archive_flow_s3_down_mid_run_is_retried(tmp_path, weights):
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.ray
+def test_archive_flow_full_disk_fails_only_that_item(tmp_path, weights, small_tmpfs):
+    """The full-disk fault through the restore-archive flow (`oldphoto archive`, items written by Ray tasks, some
+    at once): the scan whose outputs do not fit fails with the reason, leaves no partial file, and the catalog,
+    DEST and the run summary agree item by item."""
+    src = tmp_path / "scans"
+    _tree(src, {"a.png": _png(seed=1), "b_big.png": _png(side=420, noise=True), "c.png": _png(seed=3)})
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    r = subprocess.run(_archive_cmd(src, small_tmpfs, weights) + ["--catalog", url], env=_archive_env(tmp_path),
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-4000:]
+    assert "FAILED b_big: write:" in out and "No space left on device" in out, out[-4000:]
+    assert _no_part_files(small_tmpfs) == [] and not (small_tmpfs / "b_big" / "restored.png").exists()
+    cat = Catalog(url)
+    run = cat.runs()[0]
+    summary = json.loads((small_tmpfs / "_runs" / run.id / "summary.json").read_text())
+    failed = {f["name"]: f["error"] for f in summary["failures"]}
+    assert "b_big" in failed and "No space left on device" in failed["b_big"]
+    assert summary["counts"]["done"] + summary["counts"]["failed"] == 3 == run.n_done + run.n_failed
+    assert (summary["counts"]["done"], summary["counts"]["failed"]) == (run.n_done, run.n_failed)
+    for name in ("a", "b_big", "c"):                       # item by item: catalog, DEST, summary
+        item = cat.item(str(src / f"{name}.png"))
+        prov = small_tmpfs / name / "provenance.json"
+        if item.status == "done":
+            assert name not in failed and (small_tmpfs / name / "restored.png").is_file()
+            assert ItemProvenance.from_json(prov.read_text()).run_id == run.id
+        else:                                              # a failure provenance.json where it fits
+            assert item.status == "failed" and failed[name] == item.last_error
+            assert not (small_tmpfs / name / "restored.png").exists()
+            if prov.exists():
+                p = ItemProvenance.from_json(prov.read_text())
+                assert p.status == "failed" and p.run_id == run.id and p.outputs == []
+    assert cat.item(str(src / "b_big.png")).status == "failed"
