@@ -512,33 +512,40 @@ def _on_a_terminal(cmd: list[str], env: dict[str, str], cwd: Path, timeout: floa
 @pytest.mark.prefect
 @pytest.mark.ray
 def test_archive_progress_bar_on_a_terminal_lines_elsewhere(tmp_path, weights):
-    """`oldphoto archive` on a real pseudo-terminal draws a progress bar (redrawn in place, with the counts);
-    with its output to a pipe it writes plain progress lines (counts, rate, ETA) instead."""
+    """`oldphoto archive` on a real pseudo-terminal draws a progress bar (redrawn in place, with the counts), the
+    run's log lines (a failed item) printed above it, not into it; with its output to a pipe it writes plain
+    progress lines (counts, rate, ETA) instead."""
     import re
 
     src = tmp_path / "scans"
     names = [f"s{i:02d}" for i in range(3)]
     _tree(src, {f"{n}.png": _png(side=64, seed=i) for i, n in enumerate(names)})
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     env = {**_archive_env(tmp_path), "TERM": "xterm-256color"}
     for var in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "LINES", "CI"):
         env.pop(var, None)
     code, raw = _on_a_terminal(_archive_cmd(src, tmp_path / "out_tty", weights), env, tmp_path, timeout=600)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
-    assert code == 0 and "3 done, 0 failed, 0 skipped" in text, text[-4000:]
-    bar = [seg for seg in re.split(r"[\r\n]", text) if re.search(r"restore\s.*\b[0-3]/3\b", seg)]
-    assert any(re.search(r"\b0/3\b", s) for s in bar) and any(re.search(r"\b3/3\b", s) for s in bar), text[-4000:]
+    assert code == 1 and "3 done, 1 failed, 0 skipped" in text, text[-4000:]
+    segments = re.split(r"[\r\n]", text)
+    bar = [seg for seg in segments if re.search(r"restore\s.*\b[0-4]/4\b", seg)]
+    assert any(re.search(r"\b0/4\b", s) for s in bar) and any(re.search(r"\b4/4\b.*1 failed", s) for s in bar), \
+        text[-4000:]
     assert "\r" in raw and "\x1b[2K" in raw                 # redrawn in place: carriage return, erase line
+    warned = [seg for seg in segments if "broken failed: load:" in seg]
+    assert warned and not any("━" in seg for seg in warned), text[-4000:]      # above the bar, not inside it
     assert "item(s) to do" not in text and "items/min" not in text, text[-4000:]     # no plain lines on a terminal
 
     r = subprocess.run(_archive_cmd(src, tmp_path / "out_pipe", weights),
                        env={**env, "OLDPHOTO_PROGRESS_EVERY_S": "0"}, capture_output=True, text=True, timeout=600,
                        cwd=tmp_path)
     out = r.stdout + r.stderr
-    assert r.returncode == 0 and "3 done, 0 failed, 0 skipped" in out, out[-4000:]
-    assert "restore: 3 item(s) to do" in out, out[-4000:]
-    for n in (1, 2, 3):
-        assert re.search(rf"restore {n}/3: \d done, 0 failed; [\d.]+ items/min, ETA ", out), out[-4000:]
-    assert "\r" not in out and "\x1b[2K" not in out                 # no bar drawn into a pipe
+    assert r.returncode == 1 and "3 done, 1 failed, 0 skipped" in out, out[-4000:]
+    assert "restore: 4 item(s) to do" in out, out[-4000:]
+    for n in (1, 2, 3, 4):
+        assert re.search(rf"restore {n}/4: \d done, [01] failed; [\d.]+ items/min, ETA ", out), out[-4000:]
+    assert re.search(r"restore 4/4: 3 done, 1 failed; ", out), out[-4000:]
+    assert "\r" not in out and "\x1b[2K" not in out and "━" not in out        # no bar drawn into a pipe
 
 
 # ------------------------------------------------------------- S3 down mid-run, through the flow (`oldphoto archive`)
