@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,14 +41,20 @@ def stack(tmp_path_factory, moto_s3, prefect_server):
 
     r = prefect_server.run("work-pool", "create", "oldphoto-process", "--type", "process")
     assert r.returncode == 0, r.stdout + r.stderr
-    r = prefect_server.run("--no-prompt", "deploy", "--all")
+    # as a museum with the installed package does it: `prefect deploy` in a folder that holds only prefect.yaml,
+    # the worker started in an empty folder; neither is the checkout
+    deploy_dir, worker_dir = tmp / "deploy", tmp / "worker-cwd"
+    deploy_dir.mkdir()
+    worker_dir.mkdir()
+    shutil.copy(REPO / "prefect.yaml", deploy_dir / "prefect.yaml")
+    r = prefect_server.run("--no-prompt", "deploy", "--all", cwd=deploy_dir)
     assert r.returncode == 0, r.stdout + r.stderr
     for name in ("restore-archive/nightly", "restore-archive/on-demand", "reprocess-failed/on-demand"):
         assert name in r.stdout, r.stdout
     worker = prefect_server.spawn("worker", "start", "--pool", "oldphoto-process", "--type", "process",
-                                  log=tmp / "worker.log")
+                                  log=tmp / "worker.log", cwd=worker_dir)
     try:
-        yield prefect_server, catalog_url
+        yield prefect_server, catalog_url, worker_dir
     finally:
         stop_process(worker)
         head.stop()
@@ -91,7 +98,7 @@ def _get(server, path: str):
 
 
 def test_nightly_archive_workflow(stack, moto_s3):
-    server, catalog_url = stack
+    server, catalog_url, _ = stack
     # the nightly deployment is scheduled by cron on the process pool, as prefect.yaml says
     nightly = _get(server, "/deployments/name/restore-archive/nightly")
     assert nightly["work_pool_name"] == "oldphoto-process"
@@ -163,13 +170,35 @@ def test_nightly_archive_workflow(stack, moto_s3):
         assert src.read_bytes(SRC + name) == data
 
 
+def test_deployments_need_no_checkout(stack, moto_s3):
+    """The deployments name the flows by module path and record no folder: a worker started in an empty folder,
+    away from the checkout, runs them from the installed package, and nothing is copied into its folder."""
+    server, catalog_url, worker_dir = stack
+    for name in ("restore-archive/nightly", "restore-archive/on-demand", "reprocess-failed/on-demand",
+                 "reprocess-reviewed/on-demand"):
+        dep = _get(server, f"/deployments/name/{name}")
+        assert dep["entrypoint"].startswith("oldphoto.flows.") and "/" not in dep["entrypoint"], dep["entrypoint"]
+        assert dep["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
+        assert not dep.get("path") and str(REPO) not in json.dumps(dep), dep
+    src, dest = "s3://night-scans/no-checkout/", "s3://restored/no-checkout/"
+    for bucket in ("night-scans", "restored"):
+        if not open_storage(f"s3://{bucket}").exists(f"s3://{bucket}"):
+            make_bucket(moto_s3, bucket)
+    open_storage(src).write_bytes(src + "one.png", small_scans(2, seed=6)["scan_01.png"])
+    out = _run(server, "restore-archive/on-demand", {"source": src, "destination": dest, "scratch": "off"})
+    assert "Completed" in out
+    prov = json.loads(open_storage(dest).read_bytes(f"{dest}one/provenance.json"))
+    assert prov["status"] == "done" and prov["input"]["uri"] == src + "one.png"
+    assert list(worker_dir.iterdir()) == []
+
+
 @pytest.mark.postgres
 def test_catalog_password_never_reaches_prefect(stack, moto_s3, tmp_path):
     """`oldphoto archive --catalog postgresql://user:PASSWORD@...`: the password is in no flow parameter, so in
     nothing Prefect stores or shows (its database, its logs), nor in any output or log of the run."""
     from pg import PostgresServer, PostgresUnavailable
 
-    server, _ = stack
+    server, _, _ = stack
     sentinel = "Sentinel-" + secrets.token_hex(8)
     try:
         pg = PostgresServer.start()

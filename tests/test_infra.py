@@ -187,10 +187,10 @@ def test_prefect_yaml_entrypoints_import(prefect_yaml):
     deps = prefect_yaml["deployments"]
     seen = set()
     for d in deps:
-        path, attr = d["entrypoint"].split(":")
-        assert (REPO / path).is_file()
-        mod = importlib.import_module(path[:-3].replace("/", "."))
-        fl = getattr(mod, attr)
+        # a module path (package.module.flow), imported from the installed package: no file path, no checkout
+        assert ":" not in d["entrypoint"] and "/" not in d["entrypoint"]
+        module, attr = d["entrypoint"].rsplit(".", 1)
+        fl = getattr(importlib.import_module(module), attr)
         assert isinstance(fl, Flow)
         assert FLOW_ENTRYPOINTS[fl.name] == d["entrypoint"]
         seen.add(f"{fl.name}/{d['name']}")
@@ -200,6 +200,9 @@ def test_prefect_yaml_entrypoints_import(prefect_yaml):
         for s in d.get("schedules") or []:
             Cron(s["cron"], timezone=s.get("timezone"))        # a valid cron expression
     assert {"restore-archive/nightly", "restore-archive/on-demand", "reprocess-failed/on-demand"} <= seen
+    # no checkout path: the one pull step keeps the run in the folder the worker makes for it
+    assert prefect_yaml["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
+    assert all("pull" not in d for d in deps)
     nightly = next(d for d in deps if d["name"] == "nightly")
     assert nightly["schedules"][0]["cron"] and nightly["schedules"][0]["active"]
     wanted = {"source", "destination", "catalog", "scratch", "tone_match", "tile", "colour", "options", "limit", "reprocess_failed", "ray_address", "weights"}

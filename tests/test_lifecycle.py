@@ -523,3 +523,206 @@ def test_archive_kill_9_then_rerun_leaves_nothing_behind(tmp_path, weights):
     output = r.stdout + r.stderr
     assert r.returncode == 1 and "0 done, 2 failed" in output, output[-3000:]
     assert "run state: Failed: every item failed" in output, output[-3000:]
+
+
+# --------------------------------------------------------------------- progress: a bar on a terminal, else lines
+def test_progress_lines_are_periodic():
+    from oldphoto.progress import ItemProgress
+
+    lines: list[str] = []
+    with ItemProgress(5, label="restore", emit=lines.append, every_s=3600) as p:    # one line per hour at most
+        for i in range(5):
+            p.advance(failed=i == 2, name=f"s{i}")
+    assert lines[0] == "restore: 5 item(s) to do"
+    assert len(lines) == 2 and lines[1].startswith("restore 5/5: 4 done, 1 failed; ") and "(s4)" in lines[1]
+    lines.clear()
+    with ItemProgress(3, label="restore", emit=lines.append, every_s=0) as p:      # 0: a line per item
+        for i in range(3):
+            p.advance(name=f"s{i}")
+    assert [ln.split(":")[0] for ln in lines] == ["restore", "restore 1/3", "restore 2/3", "restore 3/3"]
+
+
+def _on_a_terminal(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[int, str]:
+    """Run `cmd` with stdin, stdout and stderr on a new pseudo-terminal (160 columns); its exit code and all it
+    wrote there."""
+    import fcntl
+    import select
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:              # EIO: every process holding the terminal has closed it
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        os.close(master)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.ray
+def test_archive_progress_bar_on_a_terminal_lines_elsewhere(tmp_path, weights):
+    """`oldphoto archive` on a real pseudo-terminal draws a progress bar (redrawn in place, with the counts), the
+    run's log lines (a failed item) printed above it, not into it; with its output to a pipe it writes plain
+    progress lines (counts, rate, ETA) instead."""
+    import re
+
+    src = tmp_path / "scans"
+    names = [f"s{i:02d}" for i in range(3)]
+    _tree(src, {f"{n}.png": _png(side=64, seed=i) for i, n in enumerate(names)})
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    env = {**_archive_env(tmp_path), "TERM": "xterm-256color"}
+    for var in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "LINES", "CI"):
+        env.pop(var, None)
+    code, raw = _on_a_terminal(_archive_cmd(src, tmp_path / "out_tty", weights), env, tmp_path, timeout=600)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    assert code == 1 and "3 done, 1 failed, 0 skipped" in text, text[-4000:]
+    segments = re.split(r"[\r\n]", text)
+    bar = [seg for seg in segments if re.search(r"restore\s.*\b[0-4]/4\b", seg)]
+    assert any(re.search(r"\b0/4\b", s) for s in bar) and any(re.search(r"\b4/4\b.*1 failed", s) for s in bar), \
+        text[-4000:]
+    assert "\r" in raw and "\x1b[2K" in raw                 # redrawn in place: carriage return, erase line
+    warned = [seg for seg in segments if "broken failed: load:" in seg]
+    assert warned and not any("━" in seg for seg in warned), text[-4000:]      # above the bar, not inside it
+    assert "item(s) to do" not in text and "items/min" not in text, text[-4000:]     # no plain lines on a terminal
+
+    r = subprocess.run(_archive_cmd(src, tmp_path / "out_pipe", weights),
+                       env={**env, "OLDPHOTO_PROGRESS_EVERY_S": "0"}, capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "3 done, 1 failed, 0 skipped" in out, out[-4000:]
+    assert "restore: 4 item(s) to do" in out, out[-4000:]
+    for n in (1, 2, 3, 4):
+        assert re.search(rf"restore {n}/4: \d done, [01] failed; [\d.]+ items/min, ETA ", out), out[-4000:]
+    assert re.search(r"restore 4/4: 3 done, 1 failed; ", out), out[-4000:]
+    assert "\r" not in out and "\x1b[2K" not in out and "━" not in out        # no bar drawn into a pipe
+
+
+# ------------------------------------------------------------- S3 down mid-run, through the flow (`oldphoto archive`)
+@pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.ray
+def test_archive_flow_s3_down_mid_run_is_retried(tmp_path, weights):
+    """The restore-archive flow (through `oldphoto archive`: temporary Prefect API, local Ray) from and to (moto)
+    S3, the endpoint stopped for 8 s after the first items are written and started again: every item ends done,
+    once, and the catalog, DEST and the run summary agree item by item."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from oldphoto.storage import open_storage
+    from services import FAKE_AWS, free_port, patched_env
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    bucket = "lifecycle-flow-s3down"
+    src, dest = f"s3://{bucket}/night/", f"s3://{bucket}/restored/"
+    names = [f"s{i:02d}" for i in range(12)]
+    s3_env = {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    proc = None
+    try:
+        with patched_env(s3_env):
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket=bucket)
+            for i, n in enumerate(names):
+                s3.put_object(Bucket=bucket, Key=f"night/{n}.png", Body=_png(side=160, seed=i))
+        url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+        cmd = [sys.executable, "-c", "from oldphoto.cli import main; main()", "archive", src, dest,
+               "--weights", str(weights), "--catalog", url, "--scratch", "off", "--no-faces"]
+        proc = subprocess.Popen(cmd, env={**_archive_env(tmp_path), **s3_env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=tmp_path)
+        deadline = time.time() + 420
+        while time.time() < deadline:
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="restored/").get("Contents", [])]
+            if any(k.endswith("/provenance.json") for k in keys):
+                break
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before S3 could be stopped"
+        server.stop()                         # the S3 endpoint goes away (connections refused) mid-run ...
+        time.sleep(8)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()                        # ... and comes back with the same buckets
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, output[-4000:]
+        assert "12 done, 0 failed, 0 skipped" in output, output[-4000:]
+
+        cat = Catalog(url)
+        run = cat.runs()[0]
+        assert (run.state, run.n_done, run.n_failed, run.n_skipped) == ("finished", len(names), 0, 0)
+        assert cat.status_counts()["done"] == len(names)
+        with patched_env(s3_env):
+            store = open_storage(dest)
+            summary = json.loads(store.read_bytes(f"{dest}_runs/{run.id}/summary.json"))
+            assert summary["run_id"] == run.id and summary["failures"] == [] and summary["skipped"] == []
+            assert summary["counts"] == {"done": len(names), "failed": 0, "skipped": 0, "total": len(names)}
+            assert sorted(summary["review_sheets"]) == [f"{dest}{n}/review.png" for n in names]
+            for i, n in enumerate(names):
+                hist = cat.item_history(f"{src}{n}.png")
+                assert [(a.run_id, a.status) for a in hist.attempts] == [(run.id, "done")], n
+                prov = ItemProvenance.from_json(store.read_bytes(f"{dest}{n}/provenance.json").decode())
+                assert prov.status == "done" and prov.run_id == run.id and prov.input.uri == f"{src}{n}.png"
+                assert prov.input.sha256 == hist.attempts[0].input["sha256"]
+                assert store.exists(f"{dest}{n}/restored.png") and store.exists(f"{dest}{n}/review.png")
+            assert not [k for k in store.fs.find(dest.removeprefix("s3://")) if ".part" in k]
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.ray
+def test_archive_flow_full_disk_fails_only_that_item(tmp_path, weights, small_tmpfs):
+    """The full-disk fault through the restore-archive flow (`oldphoto archive`, items written by Ray tasks, some
+    at once): the scan whose outputs do not fit fails with the reason, leaves no partial file, and the catalog,
+    DEST and the run summary agree item by item."""
+    src = tmp_path / "scans"
+    _tree(src, {"a.png": _png(seed=1), "b_big.png": _png(side=420, noise=True), "c.png": _png(seed=3)})
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    r = subprocess.run(_archive_cmd(src, small_tmpfs, weights) + ["--catalog", url], env=_archive_env(tmp_path),
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-4000:]
+    assert "FAILED b_big: write:" in out and "No space left on device" in out, out[-4000:]
+    assert _no_part_files(small_tmpfs) == [] and not (small_tmpfs / "b_big" / "restored.png").exists()
+    cat = Catalog(url)
+    run = cat.runs()[0]
+    summary = json.loads((small_tmpfs / "_runs" / run.id / "summary.json").read_text())
+    failed = {f["name"]: f["error"] for f in summary["failures"]}
+    assert "b_big" in failed and "No space left on device" in failed["b_big"]
+    assert summary["counts"]["done"] + summary["counts"]["failed"] == 3 == run.n_done + run.n_failed
+    assert (summary["counts"]["done"], summary["counts"]["failed"]) == (run.n_done, run.n_failed)
+    for name in ("a", "b_big", "c"):                       # item by item: catalog, DEST, summary
+        item = cat.item(str(src / f"{name}.png"))
+        prov = small_tmpfs / name / "provenance.json"
+        if item.status == "done":
+            assert name not in failed and (small_tmpfs / name / "restored.png").is_file()
+            assert ItemProvenance.from_json(prov.read_text()).run_id == run.id
+        else:                                              # a failure provenance.json where it fits
+            assert item.status == "failed" and failed[name] == item.last_error
+            assert not (small_tmpfs / name / "restored.png").exists()
+            if prov.exists():
+                p = ItemProvenance.from_json(prov.read_text())
+                assert p.status == "failed" and p.run_id == run.id and p.outputs == []
+    assert cat.item(str(src / "b_big.png")).status == "failed"

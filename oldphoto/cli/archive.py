@@ -57,6 +57,11 @@ def archive(
     from oldphoto.reaper import start_reaper
 
     start_reaper()           # a kill -9 of this process leaves no Prefect API server or Ray agent running
+    from rich.console import Console
+
+    from oldphoto.progress import use_terminal
+
+    use_terminal(Console(stderr=True))    # on a terminal the flow (run here, in-process) draws a progress bar
     from oldphoto.flows.restore_archive import restore_archive
     from oldphoto.models import MissingWeightsError
 

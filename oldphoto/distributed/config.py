@@ -18,9 +18,9 @@ IMAGE_REPOSITORY = "ghcr.io/museum-oldphoto/oldphoto"
 IMAGE_VARIANTS = ("cpu", "cuda")
 WORK_POOL = "oldphoto-process"
 FLOW_ENTRYPOINTS = {
-    "restore-archive": "oldphoto/flows/restore_archive.py:restore_archive",
-    "reprocess-failed": "oldphoto/flows/restore_archive.py:reprocess_failed",
-    "reprocess-reviewed": "oldphoto/flows/reprocess_reviewed.py:reprocess_reviewed",
+    "restore-archive": "oldphoto.flows.restore_archive.restore_archive",
+    "reprocess-failed": "oldphoto.flows.restore_archive.reprocess_failed",
+    "reprocess-reviewed": "oldphoto.flows.reprocess_reviewed.reprocess_reviewed",
 }
 # Environment the flows read on a worker (besides the standard AWS credential variables)
 WORKER_ENV = {

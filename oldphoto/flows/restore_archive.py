@@ -29,7 +29,7 @@ from oldphoto.distributed import DistributedConfig, StageSource, ensure_ray
 from oldphoto.distributed.pipeline import ItemResult, iter_pipeline, run_parameters
 from oldphoto.lifecycle import (Heartbeat, Recorder, SkippedInput, WorkItem, claim_items, list_inputs,
                                 plan_items, with_catalog_retry)
-from oldphoto.progress import ItemProgress
+from oldphoto.progress import ItemProgress, every_s_from_env, terminal_console
 from oldphoto.storage import open_storage
 from oldphoto.weights_source import WeightsSource
 
@@ -167,7 +167,9 @@ def restore_on_ray(items: list[WorkItem], destination: str, source: StageSource,
     ensure_ray(config)
     record = Recorder(_catalog(catalog), run_id, warn=logger.warning)
     results: list[dict[str, Any]] = []
-    progress = ItemProgress(len(items), label="restore", emit=logger.info)
+    terminal = terminal_console()           # `oldphoto archive` on a terminal: a bar; else lines in the flow's log
+    progress = (ItemProgress(len(items), console=terminal, label="restore") if terminal is not None else
+                ItemProgress(len(items), label="restore", emit=logger.info, every_s=every_s_from_env()))
     try:
         with progress:
             for res in iter_pipeline(items, destination, source, config):
