@@ -8,12 +8,19 @@ classes `oldphoto restore` runs in sequence (no second copy of any stage logic):
 ScratchDetectionStage / GlobalRestorationStage / FaceStage (detect + align + enhance + blend) in one actor pool
 each, EncodeStage in the write tasks. Each pool is a `map_batches` with a callable class (`PoolActor`) over an
 `ActorPoolStrategy` with its own `num_gpus` (fractions share a GPU); an actor loads its networks once, when it
-starts. Rows are plain dicts: the item's `ItemState` in one column (a Python-object column, serialised by Ray),
-and the results as strings (`ItemResult.to_row`). The tests' fault injection (actors that die on chosen
-items) is a subclass in `oldphoto.distributed.faults`, not part of the production actor.
+starts. Rows are plain data, as in Ray's batch-inference examples (`oldphoto.distributed.rows`): the item's
+arrays (decoded pixels, mask, restored image, faces) as variable-shaped tensor columns, its other fields as
+Arrow strings, structs and lists, its provenance as its provenance.json text; each actor and task rebuilds the
+`ItemState` from its batch (`batch_states`) and returns a block of the same columns (`states_to_table`), so the
+stage classes see what `oldphoto restore` gives them. No column holds a Python object (Ray's pickled-object
+fallback is off). The results reach the driver as `ItemResult.to_row` rows (strings, a list of
+{path, uri}, the provenance text). The tests' fault injection (actors that die on chosen items) is a subclass
+in `oldphoto.distributed.faults`, not part of the production actor.
 
 Backpressure: a Ray Data object-store budget (`DataContext.execution_options.resource_limits`) and
-`max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). Bad input is the stages' business: they set
+`max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). The retry bounds (`max_retries` of the
+tasks, `max_task_retries` of the pools) go to `map_batches` as Ray remote args: Ray 2.60 has no other way
+to pass them (`_map_batches` says where Ray's source shows it). Bad input is the stages' business: they set
 the error on the state and later stages pass it through. An exception escaping a stage becomes that item's
 error. An actor that dies (OOM, segfault, a killed node) is restarted by Ray and its batch retried
 `max_item_retries` times; an item still not through after that is reported failed with the reason ("worker
@@ -306,7 +313,7 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
 
 
 def _map_batches(ds, fn, retries: dict[str, int], **kwargs):
-    """`ds.map_batches(fn, **kwargs)` with a bound on retries after a worker died: `max_retries` of a task,
+    """`ds.map_batches(fn, **kwargs)` over numpy batches (the rows of `oldphoto.distributed.rows`) with a bound on retries after a worker died: `max_retries` of a task,
     `max_task_retries` of an actor pool's calls (the bound is what ends a poison item instead of retrying it
     forever: Ray Data's defaults are -1, unbounded).
 
@@ -323,7 +330,7 @@ def _map_batches(ds, fn, retries: dict[str, int], **kwargs):
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=RayDeprecationWarning)
-        return ds.map_batches(fn, **kwargs, **retries)
+        return ds.map_batches(fn, batch_format="numpy", **kwargs, **retries)
 
 
 def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSource,
