@@ -3,9 +3,9 @@ Arrow block and the numpy batch Ray Data makes of it (no Ray session needed)."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from ray.data.block import BlockAccessor
+from ray.data.extensions import ArrowPythonObjectType
 from skimage.transform import SimilarityTransform
 
 from oldphoto.distributed.rows import TENSOR_COLUMNS, batch_states, states_to_table, state_from_row, state_to_row
@@ -21,7 +21,7 @@ from services import CORRUPT_JPEG, small_scans
 def _through_ray_block(states: list[ItemState]) -> list[ItemState]:
     """states -> the block a map_batches function returns -> the numpy batch Ray hands the next one -> states."""
     table = states_to_table(states)
-    assert not any(isinstance(t, pa.ExtensionType) and "object" in str(t) for t in table.schema.types)
+    assert not any(isinstance(t, ArrowPythonObjectType) for t in table.schema.types)   # no pickled objects
     return batch_states(BlockAccessor.for_block(table).to_batch_format("numpy"))
 
 

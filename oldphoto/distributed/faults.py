@@ -21,7 +21,7 @@ class FaultInjectingActor(PoolActor):
         super().__init__(source, role, pool)
         self.fault = fault
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, Any]):
         for name, error in zip(batch["name"], batch["error"]):
             if error is None:                     # a live item (failed ones pass through the pool untouched)
                 self._maybe_crash(str(name))

@@ -67,7 +67,7 @@ class ItemResult:
     outputs: dict[str, str] = field(default_factory=dict)   # relpath -> URI written
 
     def to_row(self) -> dict[str, Any]:
-        """The result as a row of `RESULT_SCHEMA` (what the pipeline's last tasks return to the driver)."""
+        """The result as a row of `_result_schema()` (what the pipeline's last tasks send to the driver)."""
         return {"uri": self.uri, "name": self.name, "status": self.status, "error": self.error,
                 "sha256": self.sha256, "outputs": [{"path": k, "uri": v} for k, v in self.outputs.items()],
                 "provenance": self.provenance.to_json() if self.provenance else None}
@@ -313,9 +313,9 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
 
 
 def _map_batches(ds, fn, retries: dict[str, int], **kwargs):
-    """`ds.map_batches(fn, **kwargs)` over numpy batches (the rows of `oldphoto.distributed.rows`) with a bound on retries after a worker died: `max_retries` of a task,
-    `max_task_retries` of an actor pool's calls (the bound is what ends a poison item instead of retrying it
-    forever: Ray Data's defaults are -1, unbounded).
+    """`ds.map_batches(fn, **kwargs)` over numpy batches (the rows of `oldphoto.distributed.rows`), with a bound
+    on retries after a worker died: `max_retries` of a task, `max_task_retries` of an actor pool's calls (the
+    bound is what ends a poison item instead of retrying it forever: Ray Data's defaults are -1, unbounded).
 
     Ray 2.60 has no named parameter for them: they go in `**ray_remote_args`, which map_batches warns about
     (ray/data/dataset.py `_warn_on_ray_remote_args`: "`ray_remote_args` is deprecated and will be removed in
