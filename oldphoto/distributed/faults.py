@@ -21,10 +21,10 @@ class FaultInjectingActor(PoolActor):
         super().__init__(source, role, pool)
         self.fault = fault
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        for state in batch["state"]:
-            if not state.failed:
-                self._maybe_crash(state.name)
+    def __call__(self, batch: dict[str, Any]):
+        for name, error in zip(batch["name"], batch["error"]):
+            if error is None:                     # a live item (failed ones pass through the pool untouched)
+                self._maybe_crash(str(name))
         return super().__call__(batch)
 
     def _maybe_crash(self, name: str) -> None:

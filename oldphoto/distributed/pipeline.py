@@ -8,12 +8,19 @@ classes `oldphoto restore` runs in sequence (no second copy of any stage logic):
 ScratchDetectionStage / GlobalRestorationStage / FaceStage (detect + align + enhance + blend) in one actor pool
 each, EncodeStage in the write tasks. Each pool is a `map_batches` with a callable class (`PoolActor`) over an
 `ActorPoolStrategy` with its own `num_gpus` (fractions share a GPU); an actor loads its networks once, when it
-starts. Rows are plain dicts: the item's `ItemState` in one column (a Python-object column, serialised by Ray),
-and the results as strings (`ItemResult.to_row`). The tests' fault injection (actors that die on chosen
-items) is a subclass in `oldphoto.distributed.faults`, not part of the production actor.
+starts. Rows are plain data, as in Ray's batch-inference examples (`oldphoto.distributed.rows`): the item's
+arrays (decoded pixels, mask, restored image, faces) as variable-shaped tensor columns, its other fields as
+Arrow strings, structs and lists, its provenance as its provenance.json text; each actor and task rebuilds the
+`ItemState` from its batch (`batch_states`) and returns a block of the same columns (`states_to_table`), so the
+stage classes see what `oldphoto restore` gives them. No column holds a Python object (Ray's pickled-object
+fallback is off). The results reach the driver as `ItemResult.to_row` rows (strings, a list of
+{path, uri}, the provenance text). The tests' fault injection (actors that die on chosen items) is a subclass
+in `oldphoto.distributed.faults`, not part of the production actor.
 
 Backpressure: a Ray Data object-store budget (`DataContext.execution_options.resource_limits`) and
-`max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). Bad input is the stages' business: they set
+`max_tasks_in_flight_per_actor` per pool (`DistributedConfig`). The retry bounds (`max_retries` of the
+tasks, `max_task_retries` of the pools) go to `map_batches` as Ray remote args: Ray 2.60 has no other way
+to pass them (`_map_batches` says where Ray's source shows it). Bad input is the stages' business: they set
 the error on the state and later stages pass it through. An exception escaping a stage becomes that item's
 error. An actor that dies (OOM, segfault, a killed node) is restarted by Ray and its batch retried
 `max_item_retries` times; an item still not through after that is reported failed with the reason ("worker
@@ -24,7 +31,6 @@ the driver (`oldphoto.lifecycle.plan_items`), and never reaches the pipeline.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -61,17 +67,28 @@ class ItemResult:
     outputs: dict[str, str] = field(default_factory=dict)   # relpath -> URI written
 
     def to_row(self) -> dict[str, Any]:
-        return {"uri": self.uri, "name": self.name, "status": self.status, "error": self.error or "",
-                "sha256": self.sha256 or "", "outputs": json.dumps(self.outputs),
-                "provenance": self.provenance.to_json() if self.provenance else ""}
+        """The result as a row of `_result_schema()` (what the pipeline's last tasks send to the driver)."""
+        return {"uri": self.uri, "name": self.name, "status": self.status, "error": self.error,
+                "sha256": self.sha256, "outputs": [{"path": k, "uri": v} for k, v in self.outputs.items()],
+                "provenance": self.provenance.to_json() if self.provenance else None}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "ItemResult":
-        prov = row.get("provenance") or ""
+        prov = row.get("provenance")
         return cls(uri=str(row["uri"]), name=str(row["name"]), status=str(row["status"]),
-                   error=str(row["error"]) or None, sha256=str(row["sha256"]) or None,
+                   error=row["error"] or None, sha256=row["sha256"] or None,
                    provenance=ItemProvenance.from_json(prov) if prov else None,
-                   outputs=json.loads(row["outputs"] or "{}"))
+                   outputs={str(o["path"]): str(o["uri"]) for o in row["outputs"] or ()})
+
+
+def _result_schema():
+    import pyarrow as pa
+
+    # provenance: its provenance.json text (an open record: see oldphoto.distributed.rows)
+    return pa.schema([("uri", pa.string()), ("name", pa.string()), ("status", pa.string()), ("error", pa.string()),
+                      ("sha256", pa.string()),
+                      ("outputs", pa.list_(pa.struct([("path", pa.string()), ("uri", pa.string())]))),
+                      ("provenance", pa.string())])
 
 
 # ModelSet roles each pool loads when its actor starts (those the options use and the weights have)
@@ -132,15 +149,17 @@ def _new_state(source: StageSource, uri: str, name: str, data: bytes | None, out
     return ItemState.new(uri, data, source.restore_options(), name=name, out_dir=out_dir, run_id=source.run_id)
 
 
-def _fetch_decode(batch: dict[str, Any], source: StageSource, destination: str) -> dict[str, list]:
-    """Task: read each input and decode it (DecodeStage); the rows carry the item's `ItemState`."""
+def _fetch_decode(batch: dict[str, Any], source: StageSource, destination: str):
+    """Task: read each input and decode it (DecodeStage); the rows out are the items' states as plain columns
+    (`oldphoto.distributed.rows`: the decoded pixels as a tensor, the rest as Arrow values)."""
+    from oldphoto.distributed.rows import states_to_table
     from oldphoto.stages.base import run_stage
 
     decode = source.build()["decode"]
     states = [run_stage(decode, start_item(WorkItem(str(uri), str(name)), destination, source.restore_options(),
                                            source.run_id))
               for uri, name in zip(batch["uri"], batch["name"])]
-    return {"state": states}
+    return states_to_table(states)
 
 
 class PoolActor:
@@ -156,8 +175,10 @@ class PoolActor:
         self.stage = source.build(pool.device)[role]
         self.loaded = source.preload(self.stage, role)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        states = list(batch["state"])
+    def __call__(self, batch: dict[str, Any]):
+        from oldphoto.distributed.rows import batch_states, states_to_table
+
+        states = batch_states(batch)          # each row back as the ItemState the stage classes take
         live = [i for i, st in enumerate(states) if not st.failed]   # items failed earlier pass through untouched
         # the whole batch through the stage's batch(): same-size items share forward passes where it can
         try:
@@ -169,16 +190,17 @@ class PoolActor:
             done = [run_stage(self.stage, states[i]) for i in live]
         for i, state in zip(live, done):
             states[i] = state
-        return {"state": states}
+        return states_to_table(states)
 
 
-_RESULT_KEYS = ("uri", "name", "status", "error", "sha256", "outputs", "provenance")
-
-
-def _encode_write(batch: dict[str, Any], source: StageSource, destination: str) -> dict[str, list]:
+def _encode_write(batch: dict[str, Any], source: StageSource, destination: str):
     """Task: EncodeStage builds the files; they are written under DEST/NAME/ (the `oldphoto restore` layout)."""
-    rows = [write_state(state, source, destination).to_row() for state in batch["state"]]
-    return {k: [r[k] for r in rows] for k in _RESULT_KEYS}
+    import pyarrow as pa
+
+    from oldphoto.distributed.rows import batch_states
+
+    rows = [write_state(state, source, destination).to_row() for state in batch_states(batch)]
+    return pa.Table.from_pylist(rows, schema=_result_schema())
 
 
 def write_state(state, source: StageSource, destination: str) -> ItemResult:
@@ -261,14 +283,14 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
     ctx.execution_options.preserve_order = False
     ctx.max_errored_blocks = -1          # a batch lost with its actor must not stop the others
     ctx.enable_progress_bars = False
-    ctx.enable_fallback_to_arrow_object_ext_type = True   # the ItemState column: Ray serialises it (no warning)
+    ctx.enable_fallback_to_arrow_object_ext_type = False  # rows are plain data (oldphoto.distributed.rows): a
+                                                          # Python-object column is an error, never pickled
 
     roles = list(roles) if roles is not None else source.pools()
     rows = [{"uri": it.uri, "name": it.name} for it in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map_batches(_fetch_decode, fn_kwargs={"source": source, "destination": destination},
-                        batch_size=1,
-                        num_cpus=config.io_num_cpus, max_retries=2)
+    ds = _map_batches(ds, _fetch_decode, {"max_retries": 2}, fn_kwargs={"source": source, "destination": destination},
+                      batch_size=1, num_cpus=config.io_num_cpus)
     for role in POOL_ORDER:
         if role not in roles:
             continue
@@ -278,18 +300,37 @@ def build_dataset(items: Sequence[WorkItem], destination: str, source: StageSour
             from oldphoto.distributed.faults import FaultInjectingActor
 
             actor, kwargs = FaultInjectingActor, {**kwargs, "fault": config.fault_injection}
-        ds = ds.map_batches(
-            actor,
-            fn_constructor_kwargs=kwargs,
-            batch_size=pool.batch_size or config.batch_size,
-            compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
-                                      max_tasks_in_flight_per_actor=pool.max_tasks_in_flight),
-            num_gpus=pool.num_gpus, num_cpus=pool.num_cpus,
-            max_task_retries=config.max_item_retries)   # dead actors are restarted (Ray's default), a batch
-                                                        # is retried this often, then its items are lost
-    ds = ds.map_batches(_encode_write, fn_kwargs={"source": source, "destination": destination}, batch_size=1,
-                        num_cpus=config.io_num_cpus, max_retries=2)
+        # dead actors are restarted (Ray's default), a batch is retried max_item_retries times, then its items
+        # are lost (and reported by iter_pipeline)
+        ds = _map_batches(ds, actor, {"max_task_retries": config.max_item_retries},
+                          fn_constructor_kwargs=kwargs, batch_size=pool.batch_size or config.batch_size,
+                          compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size,
+                                                    max_tasks_in_flight_per_actor=pool.max_tasks_in_flight),
+                          num_gpus=pool.num_gpus, num_cpus=pool.num_cpus)
+    ds = _map_batches(ds, _encode_write, {"max_retries": 2}, fn_kwargs={"source": source, "destination": destination},
+                      batch_size=1, num_cpus=config.io_num_cpus)
     return ds
+
+
+def _map_batches(ds, fn, retries: dict[str, int], **kwargs):
+    """`ds.map_batches(fn, **kwargs)` over numpy batches (the rows of `oldphoto.distributed.rows`), with a bound
+    on retries after a worker died: `max_retries` of a task, `max_task_retries` of an actor pool's calls (the
+    bound is what ends a poison item instead of retrying it forever: Ray Data's defaults are -1, unbounded).
+
+    Ray 2.60 has no named parameter for them: they go in `**ray_remote_args`, which map_batches warns about
+    (ray/data/dataset.py `_warn_on_ray_remote_args`: "`ray_remote_args` is deprecated and will be removed in
+    Ray 2.64. Use the named remote parameters instead."), while the named ones (`label_selector`,
+    `fallback_strategy`, `max_calls`, `resources`, `accelerator_type`, `runtime_env`) and DataContext
+    (`retried_map_errors`/`max_map_retries`: exceptions raised by the function, not a dead worker) have none,
+    and Ray's own actor pool points to these keywords (ray/data/_internal/execution/operators/
+    actor_pool_map_operator.py `_apply_default_remote_args`: "The user can customize this in map_batches via
+    extra kwargs (e.g., map_batches(..., max_restarts=0) to disable)."). So that one warning, for exactly
+    these keywords, is silenced here, and only here; any other deprecation still shows."""
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=RayDeprecationWarning)
+        return ds.map_batches(fn, batch_format="numpy", **kwargs, **retries)
 
 
 def iter_pipeline(items: Sequence[WorkItem], destination: str, source: StageSource,
@@ -340,12 +381,7 @@ def _lost(item: WorkItem, source: StageSource, destination: str, attempts: int) 
 
 
 def _stream(items, destination, source, config) -> Iterator[ItemResult]:
-    # Ray 2.60 deprecates the remote-args keywords of map_batches but has no named parameter yet for what
-    # they set here (max_task_retries of an actor pool, max_retries of a task; Ray's actor-pool code itself
-    # points to these keywords), and the bound is what ends a poison item instead of retrying it forever.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
-        ds = build_dataset(items, destination, source, config)
+    ds = build_dataset(items, destination, source, config)
     for row in ds.iter_rows():
         yield ItemResult.from_row(row)
 
