@@ -188,7 +188,7 @@ def run_fingerprint(options: Any, models: Any) -> tuple[dict[str, Any], str]:
     from oldphoto.catalog import fingerprint
 
     params = {k: v for k, v in options.to_dict().items() if k != "device"}
-    checkpoints = [models.checkpoint(r) for r in options.required_roles() if models.has(r)]
+    checkpoints = [models.checkpoint(r) for r in options.required_roles() + options.optional_roles() if models.has(r)]
     return params, fingerprint(params, checkpoints)
 
 

@@ -14,6 +14,8 @@ role                what it does                                   network kind
 ``scratch_unet``    scratch detection                               scratch_unet
 ``face_256``        face enhancement, 256 px                        spade_face
 ``face_512``        face enhancement, 512 px (HR mode)              spade_face
+``colour``          global tone/colour correction (optional; not    colour_mlp
+                    in the official method, no official file)
 ==================  =============================================  =================
 
 Sources:
@@ -65,6 +67,7 @@ ROLES: tuple[str, ...] = (
     "scratch_unet",
     "face_256",
     "face_512",
+    "colour",
 )
 
 ROLE_NETWORK: dict[str, str] = {
@@ -77,6 +80,7 @@ ROLE_NETWORK: dict[str, str] = {
     "scratch_unet": "scratch_unet",
     "face_256": "spade_face",
     "face_512": "spade_face",
+    "colour": "colour_mlp",
 }
 
 ROLE_PURPOSE: dict[str, str] = {
@@ -89,6 +93,7 @@ ROLE_PURPOSE: dict[str, str] = {
     "scratch_unet": "scratch-detection U-Net",
     "face_256": "face enhancement generator, 256 px",
     "face_512": "face enhancement generator, 512 px (HR mode)",
+    "colour": "global tone/colour correction regressor (optional)",
 }
 
 # how each role is trained (shown in MissingWeightsError)
@@ -102,6 +107,7 @@ _TRAIN_HINT: dict[str, str] = {
     "scratch_unet": "oldphoto train scratch",
     "face_256": "oldphoto train face",
     "face_512": "oldphoto train face",
+    "colour": "oldphoto train colour",
 }
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -266,6 +272,8 @@ class ModelSet:
             return self.root / f"{role}{WEIGHTS_SUFFIX}"
         from oldphoto.compat.official import OFFICIAL_FILES, find_official_file
 
+        if role not in OFFICIAL_FILES:          # oldphoto's own additions have no official file
+            return self.root / f"{role}{WEIGHTS_SUFFIX}"
         found = find_official_file(self.root, role) if self.root.is_dir() else None
         return found if found is not None else self.root / OFFICIAL_FILES[role]
 

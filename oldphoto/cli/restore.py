@@ -73,6 +73,13 @@ def restore(
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
                                          "official stage-1 output."),
+    colour_correct: bool = typer.Option(True, "--colour-correct/--no-colour-correct",
+                                        help="With tone matching: correct global fading and colour casts (a "
+                                             "per-channel gain and offset predicted from the scan; not in the "
+                                             "official method; grey scans stay grey)."),
+    colour_strength: Optional[float] = typer.Option(None, "--colour-strength", min=0.0, max=1.0,
+                                                    help="Strength of that correction, 0..1 (default: the value "
+                                                         "chosen on val, stored in the weights)."),
     tile: int = typer.Option(512, "--tile", help="Scratch paths: the nonlocal attention spans the whole image up to "
                                                   "TILE² pixels, tiles of TILE px above."),
     untiled_max_mb: int = typer.Option(4096, "--untiled-max-mb",
@@ -95,6 +102,7 @@ def restore(
     try:     # RestoreOptions checks every value (choices, ranges) and names the option that is wrong
         options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
                                  untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
+                                 colour_correct=colour_correct, colour_strength=colour_strength,
                                  max_pixels=int(max_megapixels * 1_000_000),
                                  face_strength=face_strength, face_min_agreement=face_min_agreement,
                                  face_guard=face_guard)

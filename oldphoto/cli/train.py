@@ -133,6 +133,17 @@ def face(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Option
          hr=hr, init=init)
 
 
+@train_app.command("colour")
+def colour(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+           config: str = ConfigOpt, steps: Optional[int] = StepsOpt, seed: int = SeedOpt, device: str = DeviceOpt,
+           resume: bool = ResumeOpt, threads: Optional[int] = ThreadsOpt,
+           max_minutes: Optional[float] = MinutesOpt) -> None:
+    """Global tone/colour regressor (not in the paper): per-channel gain and offset from the scan's statistics,
+    strength chosen on val."""
+    _run("colour", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, seed=seed,
+         device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=False)
+
+
 @train_app.command("all")
 def all_stages(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
                config: str = ConfigOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,

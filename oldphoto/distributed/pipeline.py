@@ -94,7 +94,7 @@ def _result_schema():
 # ModelSet roles each pool loads when its actor starts (those the options use and the weights have)
 POOL_ROLES = {
     "scratch": ("scratch_unet",),
-    "global": ("vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch", "mapping_hr"),
+    "global": ("vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch", "mapping_hr", "colour"),
     "face": ("face_256", "face_512"),
 }
 
@@ -130,7 +130,8 @@ class StageSource:
         """Load the networks `pool` can use now (at actor start), not on its first item."""
         models = stage.models
         loaded = []
-        for role in self.restore_options().required_roles():
+        opts = self.restore_options()
+        for role in opts.required_roles() + opts.optional_roles():
             if role in POOL_ROLES[pool] and models.has(role):
                 models.get(role)
                 loaded.append(role)

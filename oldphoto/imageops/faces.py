@@ -31,6 +31,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -304,9 +305,11 @@ def structure_kept(scan: np.ndarray, restored: np.ndarray, box: tuple[int, int, 
     return float((a * b).sum() / den) if den > 1e-12 else 1.0
 
 
-def put_back(blended: np.ndarray, scan: np.ndarray, box: tuple[int, int, int, int] | list[int]) -> np.ndarray:
+def put_back(blended: np.ndarray, scan: np.ndarray, box: tuple[int, int, int, int] | list[int],
+             colour: Any = None) -> np.ndarray:
     """The scan's own face into `blended` (in place; H×W×3 float [0,1]) over the face window, feathered over
-    its outer quarter so no seam shows."""
+    its outer quarter so no seam shows; `colour` (an imageops.colour.ColourAffine): the global correction the
+    rest of the photo had, applied to the scan's face first."""
     h, w = blended.shape[:2]
     y0, y1, x0, x1 = face_window(box, h, w)
     if y1 <= y0 or x1 <= x0:
@@ -318,6 +321,8 @@ def put_back(blended: np.ndarray, scan: np.ndarray, box: tuple[int, int, int, in
 
     m = np.outer(ramp(y1 - y0), ramp(x1 - x0))[..., None]
     src = scan[y0:y1, x0:x1].astype(np.float32)
+    if colour is not None:
+        src = colour.apply(src, out=src)
     if src.ndim == 2:
         src = src[..., None]
     blended[y0:y1, x0:x1] = src * m + blended[y0:y1, x0:x1] * (1.0 - m)

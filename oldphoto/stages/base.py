@@ -91,6 +91,9 @@ class RestoreOptions:
     review: bool = True
     tone_match: bool = True               # keep the scan's local tone/colour after global restoration
                                           # (oldphoto.imageops.tone; False = the official stage-1 output)
+    colour_correct: bool = True           # with tone_match: global tone/colour correction when the weights have
+                                          # the `colour` regressor (oldphoto.imageops.colour; not official)
+    colour_strength: Fraction | None = None   # its strength 0..1 (None: the regressor's operating point)
 
     def __post_init__(self) -> None:
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -128,6 +131,10 @@ class RestoreOptions:
         if self.faces:
             roles.append(self.face_role)
         return roles
+
+    def optional_roles(self) -> list[str]:
+        """Roles this configuration uses when the weights have them (not required): the colour regressor."""
+        return ["colour"] if self.colour_correct and self.tone_match else []
 
 
 @functools.cache

@@ -25,6 +25,7 @@ import torch
 
 from oldphoto.digest import file_sha256
 from oldphoto.imageops import faces as F
+from oldphoto.imageops.colour import ColourAffine
 from oldphoto.imageops.io import to_uint
 from oldphoto.provenance import CheckpointRef, FaceRecord, StageName
 from oldphoto.stages.base import FACE_MIN_AGREEMENT_DB, FACE_MIN_STRUCTURE, FaceResult, ItemState, Stage
@@ -158,7 +159,9 @@ class FaceStage(Stage):
         rec.structure_kept = round(kept, 3)
         rec.put_back = bool(kept < floor)
         if rec.put_back:
-            F.put_back(blended, state.decoded.pixels, rec.box)
+            cc = state.provenance.parameters.get("colour_correction")   # the scan's face gets the same global
+            F.put_back(blended, state.decoded.pixels, rec.box,              # correction as the rest of the photo
+                       colour=ColourAffine.from_dict(cc) if cc else None)
             rec.reason = (f"{rec.reason}; the scan's face was put back: stage 1 kept {kept:.2f} of its structure "
                           f"(< {floor:g})")
 

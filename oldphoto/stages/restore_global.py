@@ -34,7 +34,12 @@ scan's local tone and colour are transferred onto the restored image by a guided
 image as the guide and ignores the scratched pixels (`oldphoto.imageops.tone.guided_tone_transfer`, sigma and
 eps recorded in provenance ``parameters["tone_transfer"]``). It keeps the scan's tonality where a small network
 is less faithful to it (and compensates instance-normalised VAEs, which cannot carry a region's mean colour at
-all). `tone_match=False` (`--no-tone-match`) gives exactly the official stage-1
+all). Global tone/colour correction (`options.colour_correct`, default on with tone matching; **not in the official
+method**; oldphoto.imageops.colour): when the weights have the `colour` regressor, a per-channel gain and offset
+predicted from the scan's global statistics (fading, yellowing, colour casts), scaled by its strength (the
+file's operating point, chosen on val, or `options.colour_strength`), is applied after the tone transfer; a
+grey scan gets one gain and offset for all channels; provenance ``parameters["colour_correction"]`` records
+the numbers. `tone_match=False` (`--no-tone-match`) gives exactly the official stage-1
 semantics (decoder output, min-max stretch, nothing else).
 """
 from __future__ import annotations
@@ -49,6 +54,7 @@ import torch.nn.functional as F
 
 from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
 from oldphoto.networks.blocks import instance_norms
+from oldphoto.imageops.colour import ColourAffine, colour_features, is_grey_features
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
 from oldphoto.provenance import StageName
 from oldphoto.stages.base import ItemState, Stage
@@ -87,9 +93,34 @@ class GlobalRestorationStage(Stage):
     steps = (StageName.GLOBAL_RESTORATION,)
 
     def roles(self, use_scratch: bool) -> tuple[str, str, str]:
+        """The three networks of the path: VAE_A, the mapping, VAE_B."""
         if use_scratch:
             return "vae_a", self.options.scratch_mapping_role, "vae_b_scratch"
         return "vae_a", "mapping_quality", "vae_b_quality"
+
+    def recorded_roles(self, use_scratch: bool) -> tuple[str, ...]:
+        """The checkpoints the step records: the path's networks and, when it runs, the colour regressor."""
+        return self.roles(use_scratch) + (("colour",) if self._colour_on() else ())
+
+    def _colour_on(self) -> bool:
+        """The global tone/colour correction runs: asked for, with tone matching, and the weights have it."""
+        o = self.options
+        return bool(o.colour_correct and o.tone_match and self.models.has("colour"))
+
+    def _colour_correct(self, state: ItemState, restored: np.ndarray) -> None:
+        """The global tone/colour correction (module doc) of `restored`, in place, recorded in provenance."""
+        net = self.models.get("colour")
+        strength = self.options.colour_strength
+        if strength is None:
+            strength = float(self.models.operating_point("colour").get("strength", 1.0))
+        features = colour_features(state.decoded.pixels)
+        with torch.inference_mode():
+            pred = net(torch.from_numpy(features)[None].to(self.options.device))[0].float().cpu().numpy()
+        affine = ColourAffine.from_prediction(pred, strength, grey=is_grey_features(features))
+        affine.apply(restored, out=restored)
+        state.provenance.parameters["colour_correction"] = {
+            "method": "per-channel gain and offset predicted from the scan's global statistics", "strength": strength,
+            "grey_scan": is_grey_features(features), **affine.to_dict()}
 
     def _mask_used(self, state: ItemState, use_scratch: bool) -> np.ndarray | None:
         """The defect mask the networks saw (dilated in HR mode), None on the quality path."""
@@ -223,6 +254,8 @@ class GlobalRestorationStage(Stage):
             state.provenance.parameters["tone_transfer"] = {
                 "method": "guided filter (guide: restored grey; source: scan; scratched pixels excluded)",
                 "sigma": DEFAULT_SIGMA, "eps": DEFAULT_EPS}
+            if self._colour_on():
+                self._colour_correct(state, restored)
         else:
             restored = np.ascontiguousarray(stretched)
         state.restored = restored
@@ -231,7 +264,7 @@ class GlobalRestorationStage(Stage):
 
     def process(self, state: ItemState) -> None:
         use_scratch = bool(state.use_scratch and state.mask is not None)
-        with self.step(state, self.name, roles=self.roles(use_scratch)):
+        with self.step(state, self.name, roles=self.recorded_roles(use_scratch)):
             use_scratch, multiple, chw = self._prepare(state)
             plan = self.plan(chw.shape[1], chw.shape[2], use_scratch)
             y = self._run(chw, use_scratch, multiple, plan)
@@ -285,4 +318,4 @@ class GlobalRestorationStage(Stage):
             error = f"{type(e).__name__}: {e}"
         seconds = (time.perf_counter() - t0) / len(group)
         self.record_group([s for s, _, _ in group], self.name, [seconds] * len(group), error,
-                          roles=self.roles(use_scratch))
+                          roles=self.recorded_roles(use_scratch))

@@ -16,7 +16,7 @@ import torch
 
 from .common import TrainSettings
 
-STAGES = ("scratch", "vae-a", "vae-b", "mapping", "face")
+STAGES = ("scratch", "vae-a", "vae-b", "mapping", "face", "colour")
 CONFIGS = ("tiny", "small", "official")
 
 
@@ -218,7 +218,7 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     run_dir = Path(o.out) / run_name
     notes: list[str] = []
     trainers = {"scratch": _train_scratch, "vae-a": _train_vae, "vae-b": _train_vae, "mapping": _train_mapping,
-                "face": _train_face}
+                "face": _train_face, "colour": _train_colour}
     tr, metrics = trainers[stage](stage, o, log, run_dir, notes)
 
     export_kw = {"role": "face_512" if o.hr else "face_256"} if stage == "face" else {}
@@ -305,6 +305,32 @@ def _train_mapping(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     return tr, metrics
 
 
+def _train_colour(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                  notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The global tone/colour regressor; its strength (operating point) chosen on the val photos."""
+    from oldphoto.data import dataset as odata
+    from oldphoto.synthesis import synthesize
+
+    from . import colour as M
+
+    cfg = M.ColourStageConfig.preset(o.config)
+    data, note = _data(o, log)
+    tr = M.ColourTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
+    tr.run(resume=o.resume)
+    val, where = _val_source(o)
+    pairs = []
+    for i, img in enumerate(val.clean.images):
+        clean = odata.center_crop(odata.resize_short_side(img, 256), 256)
+        for k in range(cfg.val_seeds):
+            d = synthesize(clean, np.random.default_rng([k, i]), val.textures)
+            pairs.append((d.degraded, d.clean))
+    strength, table = M.choose_strength(tr.net, pairs)
+    tr.operating_point = {"strength": strength, "chosen_on": f"{len(pairs)} degraded 256 px val photos ({where})"}
+    metrics = {**table, "strength": strength,
+               "eval_set": f"{len(val.clean.images)} photos x {cfg.val_seeds} synthetic degradations, 256 px, {where}"}
+    return tr, metrics
+
+
 def _train_face(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
                  notes: list[str]) -> tuple[Any, dict[str, Any]]:
     """The face enhancer (256, or 512 with o.hr). Returns the trainer and its metrics."""
@@ -338,7 +364,7 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ model card
 ROLE_ORDER = ("scratch_unet", "vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch",
-              "mapping_hr", "face_256", "face_512")
+              "mapping_hr", "face_256", "face_512", "colour")
 
 
 BENCH_NAME = "quality_bench.json"   # `oldphoto bench quality` result kept beside the weights it measured
