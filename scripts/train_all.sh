@@ -59,7 +59,7 @@ nice -n 10 "$OP" train face "${COMMON[@]}" --out "$OUT/f3" --seed 3 --steps 6000
 python scripts/choose_face_gate.py --weights "$W" --data "$DATA" --write
 
 # 4c. (2026-12-02) the global tone/colour regressor (not in the paper; oldphoto.imageops.colour): 2,048 synthetic old
-#     photos of the train split, 4,000 steps (about a minute); its strength chosen on the val photos and stored
+#     photos of the train split (8,192 made first, ~4 min), 8,000 steps (~2.5 min); strength chosen on val, stored
 nice -n 10 "$OP" train colour "${COMMON[@]}"
 
 # 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json

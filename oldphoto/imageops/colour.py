@@ -55,6 +55,12 @@ def is_grey_features(features: np.ndarray) -> bool:
     return float(features[3 * (len(PERCENTILES) + 2) + 4] + features[3 * (len(PERCENTILES) + 2) + 5]) < GREY_CHROMA
 
 
+def mean_colour(features: np.ndarray) -> np.ndarray:
+    """The scan's mean colour (3,) from its features."""
+    n = len(PERCENTILES) + 2
+    return np.array([features[c * n + len(PERCENTILES)] for c in range(3)], np.float64)
+
+
 @dataclass(frozen=True)
 class ColourAffine:
     """out_c = gain_c · in_c + offset_c per channel, clipped to [0, 1]."""
@@ -63,13 +69,27 @@ class ColourAffine:
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @classmethod
-    def from_prediction(cls, pred: np.ndarray, strength: float, grey: bool = False) -> "ColourAffine":
-        """The regressor's six outputs (gain − 1, offset per channel, interleaved) scaled by `strength` in [0, 1];
-        `grey`: one gain and offset (the channel means) for all three channels."""
+    def from_prediction(cls, pred: np.ndarray, strength: float, features: np.ndarray | None = None) -> "ColourAffine":
+        """The regressor's six outputs (gain − 1, offset per channel, interleaved) scaled by `strength` in [0, 1],
+        made safe with the scan's `features`:
+
+        - a grey scan gets one gain and offset (the channel means) for all three channels: it stays grey;
+        - the photo's mean colour may move towards neutral grey but never past it nor further from it: its
+          chroma (mean colour minus its grey level) after the correction is λ times the scan's, λ in [0, 1]
+          (the offsets are shifted by the difference, which keeps the mean grey level), so a warm sepia
+          print may be neutralised but never turned blue, and no cast is added to a neutral photo."""
         p = np.asarray(pred, np.float64).reshape(3, 2) * float(strength)
         gain, offset = 1.0 + p[:, 0], p[:, 1]
-        if grey:
+        if features is not None and is_grey_features(features):
             gain, offset = np.full(3, gain.mean()), np.full(3, offset.mean())
+        elif features is not None:
+            m = mean_colour(features)
+            c = m - m.mean()
+            after = gain * m + offset
+            c_after = after - after.mean()
+            norm = float(c @ c)
+            lam = 0.0 if norm < 1e-12 else float(np.clip((c_after @ c) / norm, 0.0, 1.0))
+            offset = offset + (lam * c - c_after)
         return cls(tuple(round(float(v), 6) for v in gain), tuple(round(float(v), 6) for v in offset))
 
     @property

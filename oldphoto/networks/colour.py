@@ -20,12 +20,12 @@ from oldphoto.imageops.colour import N_FEATURES
 @dataclass
 class ColourNetConfig:
     n_features: int = N_FEATURES
-    hidden: int = 64
+    hidden: int = 128
     layers: int = 2                 # hidden layers
 
     @classmethod
     def tiny(cls) -> "ColourNetConfig":
-        return cls(hidden=8, layers=1)
+        return cls(hidden=16, layers=1)
 
     @classmethod
     def official(cls) -> "ColourNetConfig":     # no official counterpart: the shipped shape

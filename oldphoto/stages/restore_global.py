@@ -116,7 +116,7 @@ class GlobalRestorationStage(Stage):
         features = colour_features(state.decoded.pixels)
         with torch.inference_mode():
             pred = net(torch.from_numpy(features)[None].to(self.options.device))[0].float().cpu().numpy()
-        affine = ColourAffine.from_prediction(pred, strength, grey=is_grey_features(features))
+        affine = ColourAffine.from_prediction(pred, strength, features)
         affine.apply(restored, out=restored)
         state.provenance.parameters["colour_correction"] = {
             "method": "per-channel gain and offset predicted from the scan's global statistics", "strength": strength,

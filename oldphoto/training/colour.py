@@ -1,6 +1,6 @@
 """The global tone/colour regressor (oldphoto's addition; oldphoto.imageops.colour, oldphoto.networks.colour).
 
-Data: ``samples`` synthetic old photos made once at the start (``oldphoto.synthesis.synthesize``, the bench's own
+Data: ``samples`` (8,192) synthetic old photos made once at the start (``oldphoto.synthesis.synthesize``, the bench's own
 degradation model, every kind: fading, sepia, grey, colour jitter, paper, noise, scratches...) from random
 ``crop``-pixel crops of the train photos; for each, the features of the degraded crop and 64 px area-downscaled
 thumbnails of the degraded and the clean crop. The dataset is written to the run folder, so `--resume` reuses it.
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from oldphoto.imageops.colour import ColourAffine, colour_features, is_grey_features
+from oldphoto.imageops.colour import ColourAffine, colour_features
 from oldphoto.networks.colour import ColourNet, ColourNetConfig, apply_prediction
 
 from .common import Trainer, TrainSettings, adam, count_parameters
@@ -35,7 +35,7 @@ DATASET_NAME = "colour_dataset.npz"
 @dataclass
 class ColourStageConfig:
     net: ColourNetConfig = field(default_factory=ColourNetConfig)
-    samples: int = 2048
+    samples: int = 8192
     val_seeds: int = 3
 
     @classmethod
@@ -43,14 +43,14 @@ class ColourStageConfig:
         if name in ("small", "official"):
             return cls()
         if name == "tiny":
-            return cls(ColourNetConfig.tiny(), samples=16, val_seeds=1)
+            return cls(ColourNetConfig.tiny(), samples=256, val_seeds=1)
         raise ValueError(f"unknown config {name!r}: choose tiny, small or official")
 
 
 SETTINGS = {
     "tiny": dict(steps=20, batch_size=8, crop=64),
-    "small": dict(steps=4000, batch_size=64, crop=256),
-    "official": dict(steps=4000, batch_size=64, crop=256),
+    "small": dict(steps=8000, batch_size=64, crop=256),
+    "official": dict(steps=8000, batch_size=64, crop=256),
 }
 
 
@@ -138,7 +138,7 @@ def choose_strength(net: ColourNet, pairs: list[tuple[np.ndarray, np.ndarray]]) 
     preds = [predict(net, d) for d, _ in pairs]
     table = {}
     for s in STRENGTHS:
-        table[s] = float(np.mean([psnr(c, ColourAffine.from_prediction(p, s, is_grey_features(f)).apply(d))
+        table[s] = float(np.mean([psnr(c, ColourAffine.from_prediction(p, s, f).apply(d))
                                   for (d, c), (p, f) in zip(pairs, preds)]))
     best = max(STRENGTHS, key=lambda s: (round(table[s], 3), -s))
     return best, {f"psnr@{s:g}": round(v, 3) for s, v in table.items()}
