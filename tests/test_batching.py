@@ -2,7 +2,6 @@
 global stage runs same-size untiled items in shared forward passes of at most `global_batch` items."""
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -39,8 +38,15 @@ def test_pool_actor_hands_the_whole_batch_to_stage_batch():
     opts = RestoreOptions()
     states = [ItemState.new(f"{n}.png", None, opts) for n in ("a", "b", "c", "d")]
     states[2].fail("load", "broken")
-    batch = {"state": np.array(pickle.loads(pickle.dumps(states)), dtype=object)}   # as Ray hands it over
-    out = actor(batch)["state"]                              # (items already done are skipped on the driver)
+    from ray.data.block import BlockAccessor
+
+    from oldphoto.distributed.rows import batch_states, states_to_table
+
+    def as_ray_hands_it_over(table):
+        return BlockAccessor.for_block(table).to_batch_format("numpy")
+
+    batch = as_ray_hands_it_over(states_to_table(states))      # the numpy batch of plain columns Ray gives
+    out = batch_states(as_ray_hands_it_over(actor(batch)))    # (items already done are skipped on the driver)
     assert actor.stage.calls == [["a", "b", "d"]]            # one call: failed items pass through
     assert [st.name for st in out] == ["a", "b", "c", "d"]
     done = {st.name: st for st in out}

@@ -59,39 +59,56 @@ ROW_SCHEMA = pa.schema([
 
 
 # ----------------------------------------------------------------------------------------------- state -> row
+def _decoded_row(dec: Any) -> dict[str, Any] | None:
+    if dec is None:
+        return None
+    return {"grey": bool(dec.grey), "bit_depth": int(dec.bit_depth), "format": dec.format, "mode": dec.mode,
+            "icc_profile": dec.icc_profile, "exif": dec.exif, "orientation": int(dec.orientation),
+            "tiff_tags": None if dec.tiff_tags is None else [
+                {"tag": int(t), "value": v} for t, v in dec.tiff_tags.items() if isinstance(v, str)],
+            "dpi": None if dec.dpi is None else [float(x) for x in dec.dpi],
+            "warnings": list(dec.warnings)}
+
+
+def _scan_faces_row(scan_faces: Any) -> list[dict[str, Any]] | None:
+    if scan_faces is None:
+        return None
+    return [{"box": [int(x) for x in f.box], "landmarks68": _flat(f.landmarks68), "score": _opt_float(f.score),
+             "points5": _flat(f.points5)} for f in scan_faces]
+
+
+def _face_tensors(faces: list[Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(aligned, enhanced) faces stacked; a face not enhanced has zeros (its row says `enhanced` False)."""
+    if not faces:
+        empty = np.zeros((0, size, size, 3), np.uint8)
+        return empty, empty
+    return (np.stack([f.aligned for f in faces]),
+            np.stack([f.enhanced if f.enhanced is not None else np.zeros_like(f.aligned) for f in faces]))
+
+
+def _or_empty(value: Any, column: str) -> np.ndarray:
+    return value if value is not None else _empty(column)
+
+
 def state_to_row(state: Any) -> dict[str, Any]:
     """The row of an `ItemState`: plain values for `ROW_SCHEMA`, numpy arrays for `TENSOR_COLUMNS`."""
     dec = state.decoded
     faces = state.faces
     size = int(state.face_size)
-    row: dict[str, Any] = {
+    aligned, enhanced = _face_tensors(faces, size)
+    return {
         "uri": state.uri, "name": state.name, "out_dir": state.out_dir, "error": state.error,
-        "provenance": state.provenance.to_json(),
-        "decoded": None if dec is None else {
-            "grey": bool(dec.grey), "bit_depth": int(dec.bit_depth), "format": dec.format, "mode": dec.mode,
-            "icc_profile": dec.icc_profile, "exif": dec.exif, "orientation": int(dec.orientation),
-            "tiff_tags": None if dec.tiff_tags is None else [
-                {"tag": int(t), "value": v} for t, v in dec.tiff_tags.items() if isinstance(v, str)],
-            "dpi": None if dec.dpi is None else [float(x) for x in dec.dpi],
-            "warnings": list(dec.warnings)},
-        "use_scratch": bool(state.use_scratch),
-        "scan_faces": None if state.scan_faces is None else [
-            {"box": [int(x) for x in f.box], "landmarks68": _flat(f.landmarks68), "score": _opt_float(f.score),
-             "points5": _flat(f.points5)} for f in state.scan_faces],
-        "face_size": size,
+        "provenance": state.provenance.to_json(), "decoded": _decoded_row(dec),
+        "use_scratch": bool(state.use_scratch), "scan_faces": _scan_faces_row(state.scan_faces), "face_size": size,
         "faces": [{"index": int(f.index), "box": [int(x) for x in f.box], "points5": _flat(f.points5),
                    "score": _opt_float(f.score), "tform": _flat(f.tform.params), "detected_on": f.detected_on,
                    "enhanced": f.enhanced is not None} for f in faces],
         "files": [{"name": k, "data": v} for k, v in state.files.items()],
-        "pixels": dec.pixels if dec is not None else _empty("pixels"),
-        "mask": state.mask if state.mask is not None else _empty("mask"),
-        "restored": state.restored if state.restored is not None else _empty("restored"),
-        "face_aligned": (np.stack([f.aligned for f in faces]) if faces
-                         else np.zeros((0, size, size, 3), np.uint8)),
-        "face_enhanced": (np.stack([f.enhanced if f.enhanced is not None else np.zeros_like(f.aligned)
-                                    for f in faces]) if faces else np.zeros((0, size, size, 3), np.uint8)),
+        "pixels": _or_empty(None if dec is None else dec.pixels, "pixels"),
+        "mask": _or_empty(state.mask, "mask"),
+        "restored": _or_empty(state.restored, "restored"),
+        "face_aligned": aligned, "face_enhanced": enhanced,
     }
-    return row
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -111,46 +128,62 @@ def states_to_table(states: Sequence[Any]) -> pa.Table:
 
 
 # ----------------------------------------------------------------------------------------------- row -> state
-def state_from_row(row: dict[str, Any]) -> Any:
-    """The `ItemState` of a row (a row of a numpy batch, of `iter_rows`, or of `state_to_row`)."""
-    from skimage.transform import SimilarityTransform
-
-    from oldphoto.imageops.faces import DetectedFace
+def _decoded_from_row(row: dict[str, Any]) -> Any:
     from oldphoto.imageops.io import DecodedImage
-    from oldphoto.provenance import ItemProvenance
-    from oldphoto.stages.base import FaceResult, ItemState
 
     d = row["decoded"]
-    decoded = None
-    if d is not None:
-        tags = d["tiff_tags"]
-        decoded = DecodedImage(
-            pixels=_array(row["pixels"], "pixels"), grey=bool(d["grey"]), bit_depth=int(d["bit_depth"]),
-            format=d["format"], mode=d["mode"], icc_profile=_opt_bytes(d["icc_profile"]), exif=_opt_bytes(d["exif"]),
-            orientation=int(d["orientation"]),
-            tiff_tags=None if tags is None else {int(t["tag"]): str(t["value"]) for t in tags},
-            dpi=None if d["dpi"] is None else tuple(float(x) for x in d["dpi"]),
-            warnings=[str(w) for w in d["warnings"]])
-    scan = row["scan_faces"]
-    scan_faces = None if scan is None else [
-        DetectedFace(box=tuple(int(x) for x in f["box"]), landmarks68=_points(f["landmarks68"]),
-                     score=_opt_float(f["score"]), points5=_points(f["points5"])) for f in scan]
-    size = int(row["face_size"])
+    if d is None:
+        return None
+    tags = d["tiff_tags"]
+    return DecodedImage(
+        pixels=_array(row["pixels"], "pixels"), grey=bool(d["grey"]), bit_depth=int(d["bit_depth"]),
+        format=d["format"], mode=d["mode"], icc_profile=_opt_bytes(d["icc_profile"]), exif=_opt_bytes(d["exif"]),
+        orientation=int(d["orientation"]),
+        tiff_tags=None if tags is None else {int(t["tag"]): str(t["value"]) for t in tags},
+        dpi=None if d["dpi"] is None else tuple(float(x) for x in d["dpi"]),
+        warnings=[str(w) for w in d["warnings"]])
+
+
+def _scan_faces_from_row(scan: Any) -> list[Any] | None:
+    from oldphoto.imageops.faces import DetectedFace
+
+    if scan is None:
+        return None
+    return [DetectedFace(box=tuple(int(x) for x in f["box"]), landmarks68=_points(f["landmarks68"]),
+                         score=_opt_float(f["score"]), points5=_points(f["points5"])) for f in scan]
+
+
+def _faces_from_row(row: dict[str, Any]) -> list[Any]:
+    from skimage.transform import SimilarityTransform
+
+    from oldphoto.stages.base import FaceResult
+
     aligned, enhanced = _array(row["face_aligned"], "face_aligned"), _array(row["face_enhanced"], "face_enhanced")
-    faces = [FaceResult(index=int(f["index"]), box=tuple(int(x) for x in f["box"]), points5=_points(f["points5"]),
-                        score=_opt_float(f["score"]),
-                        tform=SimilarityTransform(matrix=np.asarray(f["tform"], np.float64).reshape(3, 3)),
-                        aligned=aligned[k], detected_on=str(f["detected_on"]),
-                        enhanced=enhanced[k] if f["enhanced"] else None)
-             for k, f in enumerate(row["faces"])]
+    return [FaceResult(index=int(f["index"]), box=tuple(int(x) for x in f["box"]), points5=_points(f["points5"]),
+                       score=_opt_float(f["score"]),
+                       tform=SimilarityTransform(matrix=np.asarray(f["tform"], np.float64).reshape(3, 3)),
+                       aligned=aligned[k], detected_on=str(f["detected_on"]),
+                       enhanced=enhanced[k] if f["enhanced"] else None)
+            for k, f in enumerate(row["faces"])]
+
+
+def _opt_str(x: Any) -> str | None:
+    return None if x is None else str(x)
+
+
+def state_from_row(row: dict[str, Any]) -> Any:
+    """The `ItemState` of a row (a row of a numpy batch, of `iter_rows`, or of `state_to_row`)."""
+    from oldphoto.provenance import ItemProvenance
+    from oldphoto.stages.base import ItemState
+
     return ItemState(
         uri=str(row["uri"]), name=str(row["name"]), data=None,
-        provenance=ItemProvenance.from_json(row["provenance"]), decoded=decoded,
+        provenance=ItemProvenance.from_json(row["provenance"]), decoded=_decoded_from_row(row),
         mask=_array(row["mask"], "mask", absent=True), use_scratch=bool(row["use_scratch"]),
-        restored=_array(row["restored"], "restored", absent=True), faces=faces, scan_faces=scan_faces,
-        face_size=size, files={str(f["name"]): bytes(f["data"]) for f in row["files"]},
-        out_dir=None if row["out_dir"] is None else str(row["out_dir"]),
-        error=None if row["error"] is None else str(row["error"]))
+        restored=_array(row["restored"], "restored", absent=True), faces=_faces_from_row(row),
+        scan_faces=_scan_faces_from_row(row["scan_faces"]), face_size=int(row["face_size"]),
+        files={str(f["name"]): bytes(f["data"]) for f in row["files"]},
+        out_dir=_opt_str(row["out_dir"]), error=_opt_str(row["error"]))
 
 
 def batch_rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
