@@ -46,6 +46,18 @@ nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/m3" --seed 5 --kind qu
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/m3" --seed 5 --kind scratch --steps 20000 --max-minutes 80 \
     --init "$OUT/mapping_scratch_first.safetensors" &
 wait
+# 3c. (2026-12-02, evening) end to end: both mappings warm-started from 3b for 90 min each, side by side, with L1 of
+#     the tone-matched output and of the decoder output added (mapping_quality also tunes the VAE_B quality decoder,
+#     written beside it; the scratch decoder is shared with mapping_hr and stays frozen)
+cp "$W/mapping_quality.safetensors" "$OUT/mapping_quality_second.safetensors"
+cp "$W/mapping_scratch.safetensors" "$OUT/mapping_scratch_second.safetensors"
+E2E=(--steps 20000 --crop 96 --seed 7 --max-minutes 90 --image-weight 50 --raw-weight 50 --gan-weight 0.1 --lr 1e-4)
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/e2e" --kind quality "${E2E[@]}" --tune-decoder \
+    --init "$OUT/mapping_quality_second.safetensors" &
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/e2e" --kind scratch "${E2E[@]}" \
+    --init "$OUT/mapping_scratch_second.safetensors" &
+wait
+
 # 4. the high-resolution scratch mapping (patch attention) and the face enhancer (train/val photos + the
 #    npm face-api group photos; never a test-split photo)
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind hr --steps 20000 --max-minutes 25 &
