@@ -263,7 +263,13 @@ class ModelSet:
 
     @property
     def roles(self) -> tuple[str, ...]:
-        return ROLES
+        """The roles this source can have: every role for our weights; for the official release, its files
+        (oldphoto's own additions, e.g. the colour regressor, have no official counterpart)."""
+        if self.source == "weights":
+            return ROLES
+        from oldphoto.compat.official import OFFICIAL_FILES
+
+        return tuple(r for r in ROLES if r in OFFICIAL_FILES)
 
     def path(self, role: str) -> Path:
         """The file used for ``role`` (where it is expected, if it is missing)."""
@@ -284,7 +290,7 @@ class ModelSet:
         return [r for r in ROLES if self.has(r)]
 
     def missing(self, roles: Iterable[str] | None = None) -> list[str]:
-        return [r for r in (ROLES if roles is None else roles) if not self.has(r)]
+        return [r for r in (self.roles if roles is None else roles) if not self.has(r)]
 
     def require(self, roles: Iterable[str] | None = None) -> None:
         """Raise `MissingWeightsError` naming every one of ``roles`` (default: all) that is missing."""
