@@ -321,26 +321,22 @@ def put_back(blended: np.ndarray, scan: np.ndarray, box: tuple[int, int, int, in
     y0, y1, x0, x1 = face_window(box, h, w)
     if y1 <= y0 or x1 <= x0:
         return blended
-    if denoise is not None:
-        from oldphoto.imageops.tone import _halo, guided_tone_transfer
+    if denoise is None:
+        src = scan[y0:y1, x0:x1].astype(np.float32)
+    else:      # filtered with the context its Gaussian passes reach, so the window is what a full-image pass gives
+        from oldphoto.imageops.tone import guided_tone_transfer, halo
 
         sigma, eps = denoise
-        r = _halo(sigma)
-        cy0, cy1, cx0, cx1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
-        crop = np.asarray(scan[cy0:cy1, cx0:cx1], np.float32)
-        scan = guided_tone_transfer(crop, crop, None, sigma=sigma, eps=eps)
-        oy, ox = y0 - cy0, x0 - cx0
-        scan = scan[oy:oy + (y1 - y0), ox:ox + (x1 - x0)]
-        y0s, x0s = 0, 0
-    else:
-        y0s, x0s = y0, x0
+        r = halo(sigma)
+        cy0, cx0 = max(0, y0 - r), max(0, x0 - r)
+        crop = np.asarray(scan[cy0:min(h, y1 + r), cx0:min(w, x1 + r)], np.float32)
+        src = guided_tone_transfer(crop, crop, None, sigma=sigma, eps=eps)[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
 
     def ramp(n: int) -> np.ndarray:
         d = np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5) / max(1.0, n / 4.0)
         return np.clip(d, 0.0, 1.0).astype(np.float32)
 
     m = np.outer(ramp(y1 - y0), ramp(x1 - x0))[..., None]
-    src = scan[y0s:y0s + (y1 - y0), x0s:x0s + (x1 - x0)].astype(np.float32)
     if colour is not None:
         src = colour.apply(src, out=src)
     if src.ndim == 2:

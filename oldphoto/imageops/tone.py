@@ -63,7 +63,7 @@ def gaussian_mean(img: np.ndarray, sigma: float, weight: np.ndarray | None = Non
 TILE = 512               # core side of the tiles the transfer is computed in (memory bound)
 
 
-def _halo(sigma: float) -> int:
+def halo(sigma: float) -> int:
     """Context around a tile that makes it exact: two Gaussian passes of radius ceil(3·sigma), plus one."""
     return 2 * int(np.ceil(3 * sigma)) + 1
 
@@ -128,7 +128,7 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
     reference may be trusted (False on scratches), None = everywhere. Returns float32 in [0, 1], same shape.
     Pure function: the inputs are not modified.
 
-    Computed in `tile`×`tile` tiles, each with a context of `_halo(sigma)` pixels on every side that reaches
+    Computed in `tile`×`tile` tiles, each with a context of `halo(sigma)` pixels on every side that reaches
     past both Gaussian passes, so the result equals the untiled computation (up to float rounding; tested)
     while the working set is a few tiles plus the output, whatever the image's size or shape.
     """
@@ -152,13 +152,13 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
     rst = restored if restored.ndim == 3 else restored[..., None]
     global_fit = None if v.all() else _global_fit(rst, ref, v, eps, tile)
     out = np.empty(ref.shape, np.float32)
-    halo = _halo(sigma)
+    ctx = halo(sigma)
     for y0 in range(0, h, tile):
         y1 = min(h, y0 + tile)
-        cy0, cy1 = max(0, y0 - halo), min(h, y1 + halo)
+        cy0, cy1 = max(0, y0 - ctx), min(h, y1 + ctx)
         for x0 in range(0, w, tile):
             x1 = min(w, x0 + tile)
-            cx0, cx1 = max(0, x0 - halo), min(w, x1 + halo)
+            cx0, cx1 = max(0, x0 - ctx), min(w, x1 + ctx)
             crop = _transfer_crop(_guide(rst, cy0, cy1, cx0, cx1), ref[cy0:cy1, cx0:cx1],
                                   v[cy0:cy1, cx0:cx1].astype(np.float32), sigma, eps, global_fit)
             out[y0:y1, x0:x1] = crop[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from oldphoto.imageops.colour import N_FEATURES
+from oldphoto.imageops.colour import N_FEATURES, ColourAffine, colour_features
 
 
 @dataclass
@@ -60,3 +61,12 @@ def apply_prediction(images: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     used by the trainer)."""
     gain, offset = 1 + pred[:, 0::2], pred[:, 1::2]
     return (images * gain[:, None, None, :] + offset[:, None, None, :]).clamp(0, 1)
+
+
+@torch.no_grad()
+def predict_correction(net: ColourNet, img: np.ndarray, strength: float) -> tuple[ColourAffine, np.ndarray]:
+    """(the safe correction at `strength`, the scan's features) for an H×W×3 float [0, 1] scan: the one way the
+    pipeline and the strength choice turn the network's output into a `ColourAffine`."""
+    features = colour_features(img)
+    pred = net(torch.from_numpy(features)[None].to(net.feature_mean.device))[0].float().cpu().numpy()
+    return ColourAffine.from_prediction(pred, strength, features), features

@@ -52,10 +52,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oldphoto.imageops.colour import is_grey_features
 from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
-from oldphoto.networks.blocks import instance_norms
-from oldphoto.imageops.colour import ColourAffine, colour_features, is_grey_features
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
+from oldphoto.networks.blocks import instance_norms
+from oldphoto.networks.colour import predict_correction
 from oldphoto.provenance import StageName
 from oldphoto.stages.base import ItemState, Stage
 
@@ -103,20 +104,16 @@ class GlobalRestorationStage(Stage):
         return self.roles(use_scratch) + (("colour",) if self._colour_on() else ())
 
     def _colour_on(self) -> bool:
-        """The global tone/colour correction runs: asked for, with tone matching, and the weights have it."""
-        o = self.options
-        return bool(o.colour_correct and o.tone_match and self.models.has("colour"))
+        """The global tone/colour correction runs: the options use it (`RestoreOptions.optional_roles`) and the
+        weights have it."""
+        return "colour" in self.options.optional_roles() and self.models.has("colour")
 
     def _colour_correct(self, state: ItemState, restored: np.ndarray) -> None:
         """The global tone/colour correction (module doc) of `restored`, in place, recorded in provenance."""
-        net = self.models.get("colour")
         strength = self.options.colour_strength
         if strength is None:
             strength = float(self.models.operating_point("colour").get("strength", 1.0))
-        features = colour_features(state.decoded.pixels)
-        with torch.inference_mode():
-            pred = net(torch.from_numpy(features)[None].to(self.options.device))[0].float().cpu().numpy()
-        affine = ColourAffine.from_prediction(pred, strength, features)
+        affine, features = predict_correction(self.models.get("colour"), state.decoded.pixels, strength)
         affine.apply(restored, out=restored)
         state.provenance.parameters["colour_correction"] = {
             "method": "per-channel gain and offset predicted from the scan's global statistics", "strength": strength,

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from oldphoto.imageops.colour import ColourAffine, colour_features
-from oldphoto.networks.colour import ColourNet, ColourNetConfig, apply_prediction
+from oldphoto.imageops.colour import colour_features
+from oldphoto.networks.colour import ColourNet, ColourNetConfig, apply_prediction, predict_correction
 
 from .common import Trainer, TrainSettings, adam, count_parameters
 
@@ -122,23 +122,13 @@ class ColourTrainer(Trainer):
         return [p]
 
 
-@torch.no_grad()
-def predict(net: ColourNet, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the network's six outputs, the features) for an H×W×3 float [0, 1] scan."""
-    f = colour_features(img)
-    return net(torch.from_numpy(f)[None].to(next(net.parameters()).device))[0].cpu().numpy(), f
-
-
 def choose_strength(net: ColourNet, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict]:
     """The operating point on held-out (degraded, clean) pairs: the strength with the best mean PSNR of the corrected
     degraded photo (ties to the smaller); returns it and the PSNR table."""
     from oldphoto.quality import psnr
 
     net.eval()
-    preds = [predict(net, d) for d, _ in pairs]
-    table = {}
-    for s in STRENGTHS:
-        table[s] = float(np.mean([psnr(c, ColourAffine.from_prediction(p, s, f).apply(d))
-                                  for (d, c), (p, f) in zip(pairs, preds)]))
+    table = {s: float(np.mean([psnr(c, predict_correction(net, d, s)[0].apply(d)) for d, c in pairs]))
+             for s in STRENGTHS}
     best = max(STRENGTHS, key=lambda s: (round(table[s], 3), -s))
     return best, {f"psnr@{s:g}": round(v, 3) for s, v in table.items()}

@@ -40,7 +40,6 @@ from . import losses as L
 from .common import Trainer, TrainSettings, adam, count_parameters, psnr_signed, set_requires_grad
 from .datasets import BatchSource, fill_holes_white
 
-L_TONE = (TONE_SIGMA, TONE_EPS)
 MAX_REDRAWS = 20  # HR mapping: attempts at a batch whose every crop keeps an intact latent patch
 
 KINDS = {  # mapping kind -> (registry network kind, role, config class, net class)
@@ -212,7 +211,7 @@ class MappingTrainer(Trainer):
         out = {"raw_l1": L.l1(raw, y)}
         if c.image_weight > 0:
             scan = (b.get("scan", b["x"]) + 1) / 2
-            valid = 1 - b["mask"] if self.cfg.kind != "quality" else torch.ones_like(b["mask"])
+            valid = trusted_pixels(b["mask"], self.cfg.kind)
             out["image_l1"] = L.l1(L.tone_transfer(raw, scan, valid, c.tone_sigma, c.tone_eps), y)
         return out
 
@@ -248,6 +247,11 @@ class MappingTrainer(Trainer):
         return paths
 
 
+def trusted_pixels(mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """What the pipeline's tone transfer fits to: every pixel on the quality path, the unscratched ones else."""
+    return 1 - mask if kind != "quality" else torch.ones_like(mask)
+
+
 @torch.no_grad()
 def restoration_metrics(vae_a, net, vae_b, batch: dict[str, torch.Tensor], kind: str) -> dict[str, float]:
     """PSNR (dB) of G_B(T(E_A(x))) against the clean y, of it after the pipeline's tone transfer, and of the
@@ -257,7 +261,7 @@ def restoration_metrics(vae_a, net, vae_b, batch: dict[str, torch.Tensor], kind:
     z = vae_a.encode(x)
     out = vae_b.decode(net(z, batch["mask"]) if kind != "quality" else net(z))
 
-    valid = 1 - batch["mask"] if kind != "quality" else torch.ones_like(batch["mask"])
-    toned = L.tone_transfer(((out + 1) / 2).clamp(0, 1), (x + 1) / 2, valid, L_TONE[0], L_TONE[1]) * 2 - 1
+    toned = L.tone_transfer(((out + 1) / 2).clamp(0, 1), (x + 1) / 2, trusted_pixels(batch["mask"], kind),
+                            TONE_SIGMA, TONE_EPS) * 2 - 1
     return {"psnr_restored": psnr_signed(out, y), "psnr_tone_matched": psnr_signed(toned, y),
             "psnr_input": psnr_signed(x, y)}
