@@ -106,6 +106,30 @@ def test_detector_batches_hold_hard_negatives(source):
     assert gradient_energy(stripes) > gradient_energy(flat) == 0.0
 
 
+def test_detector_defects_are_synthesised_at_the_working_scale(source, monkeypatch):
+    """Holes and scratch stamps scale with their canvas, so the detector's training defects are synthesised on a
+    canvas of the working size and the training crop is a window of that degraded canvas (image and mask)."""
+    from oldphoto.training import datasets
+    from oldphoto.training.scratch import detector_batch
+
+    canvases = []
+    real = datasets.synthesize_pair
+
+    def spy(clean, *a, **k):
+        canvases.append(real(clean, *a, **k))
+        return canvases[-1]
+
+    monkeypatch.setattr(datasets, "synthesize_pair", spy)
+    b = detector_batch(source, 3, 32, np.random.default_rng(3), negative_prob=0.0, synth_size=64)
+    assert b["x"].shape == b["mask"].shape == (3, 1, 32, 32)
+    for x, m, p in zip(b["x"][:, 0].numpy(), b["mask"][:, 0].numpy(), canvases):
+        assert p.degraded.shape[:2] == (64, 64)
+        grey = datasets.to_grey(datasets.to_tensor(p.degraded)[None])[0, 0].numpy()
+        err = [(np.abs(grey[y:y + 32, x0:x0 + 32] - x).max(), y, x0) for y in range(33) for x0 in range(33)]
+        e, y, x0 = min(err)
+        assert e < 1e-6 and np.array_equal(p.mask[y:y + 32, x0:x0 + 32], m)
+
+
 def test_warm_start_begins_from_the_given_weights(tmp_path, source):
     from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
 

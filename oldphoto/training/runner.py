@@ -238,17 +238,17 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     cfg = M.ScratchStageConfig.preset(o.config)
     # the detector sees photos at a short side of 256 (detector_size): train at about that scale
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
-    note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates)
+    note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)
     val, where = _val_source(o)
     crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
     n_eval = 2 * o.eval_images
-    grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5)
+    grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5, synth_size=cfg.synth_size)
     metrics = {**M.evaluate(tr.net, grey, mask),
-               "eval_set": f"{n_eval} synthetic {crop}px crops (half textured crops without local defects), "
-                           f"{where}, seed 1234"}
+               "eval_set": f"{n_eval} synthetic {crop}px crops of {cfg.synth_size}px degraded canvases (half textured "
+                           f"crops without local defects), {where}, seed 1234"}
     return tr, metrics
 
 

@@ -30,6 +30,12 @@ from .common import Trainer, TrainSettings, adam, count_parameters
 from .datasets import BatchSource, to_grey
 
 
+# Defects are synthesised on a canvas of the detector's working size (short side 256) and the training crop is cut
+# from it: holes and scratch stamps scale with their canvas, so synthesised on the crop itself they would be half
+# the size the pipeline sees (the large white holes the bench found missed).
+SYNTH_SIZE = 256
+
+
 @dataclass
 class ScratchStageConfig:
     net: ScratchUNetConfig = field(default_factory=ScratchUNetConfig)
@@ -37,6 +43,7 @@ class ScratchStageConfig:
     gamma: float = L.FOCAL_GAMMA
     negative_prob: float = 0.4        # share of crops without any local defect (all-zero mask)
     texture_candidates: int = 4       # each crop: the most textured of this many random crops
+    synth_size: int = SYNTH_SIZE      # defects synthesised on a canvas of this side, then the crop cut from it
 
     @classmethod
     def preset(cls, name: str) -> "ScratchStageConfig":
@@ -77,7 +84,7 @@ class ScratchTrainer(Trainer):
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = detector_batch(self.data, self.s.batch_size, self.s.crop, self.data_rng, self.cfg.negative_prob,
-                           self.cfg.texture_candidates)
+                           self.cfg.texture_candidates, self.cfg.synth_size)
         return b["x"].to(self.device), b["mask"].to(self.device)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -104,32 +111,36 @@ class ScratchTrainer(Trainer):
 
 
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
-                   texture_candidates: int = 1) -> dict[str, torch.Tensor]:
+                   texture_candidates: int = 1, synth_size: int | None = None) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
 
-    Each crop is the most textured of ``texture_candidates`` random crops; with probability ``negative_prob``
-    it gets only unstructured degradation (mask all zero), else the full synthesis (local defects in the mask)."""
+    Each canvas (``synth_size``, at least ``crop``; default ``crop``) is the most textured of ``texture_candidates``
+    random crops; with probability ``negative_prob`` it gets only unstructured degradation (mask all zero), else
+    the full synthesis (local defects in the mask); a random ``crop``×``crop`` window of it is the sample."""
     from .datasets import mask_tensor, synthesize_pair, to_tensor
 
+    canvas = max(crop, synth_size or crop)
     xs, ms, neg = [], [], []
     for _ in range(n):
-        cands = [data.clean.crop(crop, rng) for _ in range(max(1, texture_candidates))]
+        cands = [data.clean.crop(canvas, rng) for _ in range(max(1, texture_candidates))]
         clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
         negative = bool(rng.random() < negative_prob)
         p = synthesize_pair(clean, rng, data.textures, structured=not negative)
-        xs.append(to_tensor(p.degraded))
-        ms.append(mask_tensor(p.mask))
+        y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
+        window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
+        xs.append(to_tensor(np.ascontiguousarray(p.degraded[window])))
+        ms.append(mask_tensor(np.ascontiguousarray(p.mask[window])))
         neg.append(negative)
     return {"x": to_grey(torch.stack(xs)), "mask": torch.stack(ms), "negative": torch.tensor(neg)}
 
 
 def eval_set(data: BatchSource, n: int, crop: int, seed: int = 1234,
-             negative_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+             negative_prob: float = 0.0, synth_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed held-out synthetic set (grey images, masks) from ``data``'s photos (``negative_prob`` of them
-    textured crops without local defects)."""
+    textured crops without local defects; defects synthesised on ``synth_size`` canvases as in training)."""
     rng = np.random.default_rng(seed)
     if negative_prob > 0:
-        b = detector_batch(data, n, crop, rng, negative_prob, texture_candidates=4)
+        b = detector_batch(data, n, crop, rng, negative_prob, texture_candidates=4, synth_size=synth_size)
         return b["x"], b["mask"]
     b = data.pairs(n, crop, rng, structured=True)
     return to_grey(b["x"]), b["mask"]
