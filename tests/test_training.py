@@ -130,6 +130,19 @@ def test_detector_defects_are_synthesised_at_the_working_scale(source, monkeypat
         assert e < 1e-6 and np.array_equal(p.mask[y:y + 32, x0:x0 + 32], m)
 
 
+def test_detector_defect_mix_changes_the_structured_samples_only(source):
+    """--hole-prob / --dark-scratch-prob reach the synthesis of the scratched samples, not the hard negatives."""
+    from oldphoto.training.scratch import detector_batch
+
+    def coverage(mix, negative_prob=0.0):
+        b = detector_batch(source, 8, 32, np.random.default_rng(4), negative_prob=negative_prob, synth_size=64,
+                           defect_mix=mix)
+        return float(b["mask"].mean())
+
+    assert coverage({"hole_prob": 1.0}) > coverage({"hole_prob": 0.0}) + 0.01
+    assert coverage({"hole_prob": 1.0}, negative_prob=1.0) == 0.0
+
+
 def test_warm_start_begins_from_the_given_weights(tmp_path, source):
     from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
 

@@ -60,11 +60,17 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
             crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
             threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
-            fp16: bool = Fp16Opt, init: Optional[Path] = InitOpt) -> None:
+            fp16: bool = Fp16Opt, init: Optional[Path] = InitOpt,
+            dark_scratch_prob: Optional[float] = typer.Option(None, "--dark-scratch-prob", min=0.0, max=1.0,
+                                                             help="Share of scratch sets drawn dark (default 0.2, "
+                                                                  "the synthesis' own)."),
+            hole_prob: Optional[float] = typer.Option(None, "--hole-prob", min=0.0, max=1.0,
+                                                      help="Share of scratched photos with holes (default 0.25, "
+                                                           "the synthesis' own).")) -> None:
     """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
     _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
-         init=init)
+         init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob)
 
 
 @train_app.command("vae-a")

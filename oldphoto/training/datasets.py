@@ -181,11 +181,15 @@ def synthesis_config(structured: bool = True, strong: bool = False):
 
 
 def synthesize_pair(clean: np.ndarray, rng: np.random.Generator, textures: Any = None,
-                    structured: bool = True, strong: bool = False) -> Pair:
-    """One synthetic old photo from a clean uint8 crop via ``oldphoto.synthesis.synthesize``."""
+                    structured: bool = True, strong: bool = False, overrides: dict[str, float] | None = None) -> Pair:
+    """One synthetic old photo from a clean uint8 crop via ``oldphoto.synthesis.synthesize`` (``overrides``:
+    SynthesisConfig fields changed for the local defects of a structured sample)."""
     from oldphoto import synthesis
 
-    out = synthesis.synthesize(clean, rng, textures, config=synthesis_config(structured, strong))
+    config = synthesis_config(structured, strong)
+    if overrides and structured and not strong:
+        config = synthesis.with_overrides(config, **overrides)
+    out = synthesis.synthesize(clean, rng, textures, config=config)
     deg = np.rint(np.clip(np.asarray(out.degraded), 0, 1) * 255).astype(np.uint8)
     mask = (np.asarray(out.mask) > 0.5).astype(np.float32)
     if deg.shape[:2] != clean.shape[:2]:

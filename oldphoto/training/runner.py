@@ -50,6 +50,8 @@ class TrainOptions:
     tune_decoder: bool = False          # mapping, end to end: train the VAE_B decoder too
     gan_weight: float | None = None     # mapping: weight of the generator's LSGAN term (None: the preset's 1)
     lr: float | None = None             # Adam learning rate (None: the paper's 2e-4)
+    dark_scratch_prob: float | None = None  # scratch detector: share of scratch sets drawn dark (None: synthesis')
+    hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
 
     @property
     def weights(self) -> Path:
@@ -236,16 +238,19 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     from . import scratch as M
 
     cfg = M.ScratchStageConfig.preset(o.config)
+    cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
+                      if v is not None}
     # the detector sees photos at a short side of 256 (detector_size): train at about that scale
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
-    note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size)
+    note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
+                defect_mix=cfg.defect_mix)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)
     val, where = _val_source(o)
     crop = max(cfg.net.size_multiple, (128 // cfg.net.size_multiple) * cfg.net.size_multiple)
     n_eval = 2 * o.eval_images
-    grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5, synth_size=cfg.synth_size)
+    grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5, synth_size=cfg.synth_size)  # the default mix
     metrics = {**M.evaluate(tr.net, grey, mask),
                "eval_set": f"{n_eval} synthetic {crop}px crops of {cfg.synth_size}px degraded canvases (half textured "
                            f"crops without local defects), {where}, seed 1234"}

@@ -44,6 +44,7 @@ class ScratchStageConfig:
     negative_prob: float = 0.4        # share of crops without any local defect (all-zero mask)
     texture_candidates: int = 4       # each crop: the most textured of this many random crops
     synth_size: int = SYNTH_SIZE      # defects synthesised on a canvas of this side, then the crop cut from it
+    defect_mix: dict[str, float] = field(default_factory=dict)  # SynthesisConfig overrides (dark scratches, holes)
 
     @classmethod
     def preset(cls, name: str) -> "ScratchStageConfig":
@@ -84,7 +85,7 @@ class ScratchTrainer(Trainer):
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = detector_batch(self.data, self.s.batch_size, self.s.crop, self.data_rng, self.cfg.negative_prob,
-                           self.cfg.texture_candidates, self.cfg.synth_size)
+                           self.cfg.texture_candidates, self.cfg.synth_size, self.cfg.defect_mix)
         return b["x"].to(self.device), b["mask"].to(self.device)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -111,12 +112,14 @@ class ScratchTrainer(Trainer):
 
 
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
-                   texture_candidates: int = 1, synth_size: int | None = None) -> dict[str, torch.Tensor]:
+                   texture_candidates: int = 1, synth_size: int | None = None,
+                   defect_mix: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
 
     Each canvas (``synth_size``, at least ``crop``; default ``crop``) is the most textured of ``texture_candidates``
     random crops; with probability ``negative_prob`` it gets only unstructured degradation (mask all zero), else
-    the full synthesis (local defects in the mask); a random ``crop``×``crop`` window of it is the sample."""
+    the full synthesis (local defects in the mask; ``defect_mix`` overrides its SynthesisConfig, e.g. more dark
+    scratches or holes); a random ``crop``×``crop`` window of it is the sample."""
     from .datasets import mask_tensor, synthesize_pair, to_tensor
 
     canvas = max(crop, synth_size or crop)
@@ -125,7 +128,7 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
         cands = [data.clean.crop(canvas, rng) for _ in range(max(1, texture_candidates))]
         clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
         negative = bool(rng.random() < negative_prob)
-        p = synthesize_pair(clean, rng, data.textures, structured=not negative)
+        p = synthesize_pair(clean, rng, data.textures, structured=not negative, overrides=defect_mix)
         y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
         window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
         xs.append(to_tensor(np.ascontiguousarray(p.degraded[window])))
