@@ -2,14 +2,15 @@
 
     python scripts/choose_scratch_settings.py --weights oldphoto/weights --data DATA [--split val] [--seeds 3]
 
-Each val photo (short side 256, centre crop, as `oldphoto bench quality`) is degraded with each seed twice: with
-the default synthesis (local defects: scratches, dust, holes; the mask is the truth) and with the same synthesis
-without local defects (a photo with no structured defect: every detected pixel is a false positive). For every
-threshold the script prints the false-positive pixel rate on the photos without defects, F1 and recall on the
-scratched ones, and the coverage rule (minimum share of detected pixels) that best separates the two kinds,
-with its accuracy. The pixel threshold chosen: the lowest whose false-positive rate is at most half the 0.5 %
-budget; the `auto` rule chosen: the (threshold, coverage cut) pair of best accuracy over all thresholds (the
-decision may count pixels at a higher threshold than the mask's; ties: the lower threshold, the lower cut). `--write` stores it in the detector file
+Each val photo (short side 256, centre crop, as `oldphoto bench quality`) is degraded with each seed twice: with the
+default synthesis (local defects: scratches, dust, holes; the mask is the truth) and with the same synthesis without
+local defects (a photo with no structured defect: every detected pixel is a false positive). It prints the pooled
+pixel ROC AUC on the scratched photos (the bench's figure: the one for choosing between detectors), then for every
+threshold the false-positive pixel rate on the photos without defects, F1 and recall on the scratched ones, and the
+coverage rule (minimum share of detected pixels) that best separates the two kinds, with its accuracy. The pixel
+threshold chosen: the lowest whose false-positive rate is at most half the 0.5 % budget; the `auto` rule chosen: the
+(threshold, coverage cut) pair of best accuracy over all thresholds (the decision may count pixels at a higher
+threshold than the mask's; ties: the lower threshold, the lower cut). `--write` stores it in the detector file
 ("operating_point" in its metadata), which the pipeline then uses. Never run this on the test split to choose.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
     from oldphoto.data import dataset as odata
     from oldphoto.data.textures import TextureBank
     from oldphoto.weights_source import WeightsSource
-    from oldphoto.quality import f1
+    from oldphoto.quality import f1, roc_auc
     from oldphoto.quality_bench import _detector_probs
     from oldphoto.synthesis import DEFAULT, synthesize, with_overrides
 
@@ -57,6 +58,8 @@ def main() -> None:
             clean_probs.append(_detector_probs(models, u.degraded))
     print(f"{len(recs)} {a.split} photos x {a.seeds} seeds: {len(scratched)} scratched, {len(clean_probs)} without "
           "local defects")
+    auc = roc_auc(np.concatenate([p.ravel() for p, _ in scratched]), np.concatenate([m.ravel() for _, m in scratched]))
+    print(f"pixel ROC AUC on the scratched photos (pooled, as the bench): {auc:.4f}")
     rows = []
     cuts = [float(c) for c in np.geomspace(5e-5, 0.03, 48)]
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
@@ -87,7 +90,8 @@ def main() -> None:
           f"{chosen['auto_min_coverage']:.3%} ({chosen['auto_accuracy']:.1%} right on {a.split})")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"split": a.split, "seeds": a.seeds, "photos": len(recs), "rows": rows, "chosen": chosen}, f,
+            json.dump({"split": a.split, "seeds": a.seeds, "photos": len(recs), "roc_auc": auc, "rows": rows,
+                       "chosen": chosen}, f,
                       indent=1)
     if a.write:
         from oldphoto.weights import set_operating_point
@@ -98,7 +102,7 @@ def main() -> None:
             "auto_min_coverage": chosen["auto_min_coverage"],
             "chosen_on": f"{a.split} split, {len(recs)} photos x {a.seeds} seeds (scripts/choose_scratch_settings.py)",
             "val_fp_rate": round(chosen["fp_rate"], 5), "val_auto_accuracy": round(chosen["auto_accuracy"], 4),
-            "val_f1": round(chosen["f1"], 4)})
+            "val_f1": round(chosen["f1"], 4), "val_roc_auc": round(auc, 4)})
         print(f"wrote the operating point into {path}")
 
 
