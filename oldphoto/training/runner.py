@@ -52,6 +52,7 @@ class TrainOptions:
     lr: float | None = None             # Adam learning rate (None: the paper's 2e-4)
     dark_scratch_prob: float | None = None  # scratch detector: share of scratch sets drawn dark (None: synthesis')
     hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
+    synth_size: int | None = None           # scratch detector: canvas side the defects are synthesised on (None: the crop)
 
     @property
     def weights(self) -> Path:
@@ -238,6 +239,7 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     from . import scratch as M
 
     cfg = M.ScratchStageConfig.preset(o.config)
+    cfg.synth_size = o.synth_size
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
     # the detector sees photos at a short side of 256 (detector_size): train at about that scale
@@ -252,7 +254,7 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     n_eval = 2 * o.eval_images
     grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5, synth_size=cfg.synth_size)  # the default mix
     metrics = {**M.evaluate(tr.net, grey, mask),
-               "eval_set": f"{n_eval} synthetic {crop}px crops of {cfg.synth_size}px degraded canvases (half textured "
+               "eval_set": f"{n_eval} synthetic {crop}px crops of {cfg.synth_size or crop}px degraded canvases (half textured "
                            f"crops without local defects), {where}, seed 1234"}
     return tr, metrics
 

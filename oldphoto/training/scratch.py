@@ -30,10 +30,10 @@ from .common import Trainer, TrainSettings, adam, count_parameters
 from .datasets import BatchSource, to_grey
 
 
-# Defects are synthesised on a canvas of the detector's working size (short side 256) and the training crop is cut
-# from it: holes and scratch stamps scale with their canvas, so synthesised on the crop itself they would be half
-# the size the pipeline sees (the large white holes the bench found missed).
-SYNTH_SIZE = 256
+# `--synth-size 256`: defects synthesised on a canvas of the detector's working size (short side 256) and the training
+# crop cut from it. Holes and scratch stamps scale with their canvas, so synthesised on a 128 px crop they are half
+# the size the pipeline sees. Not the default: a run with it (2026-12-02, resume/) was better on every synthetic
+# figure but took large bright flat areas of real photos (light suits, sky) for holes.
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ScratchStageConfig:
     gamma: float = L.FOCAL_GAMMA
     negative_prob: float = 0.4        # share of crops without any local defect (all-zero mask)
     texture_candidates: int = 4       # each crop: the most textured of this many random crops
-    synth_size: int = SYNTH_SIZE      # defects synthesised on a canvas of this side, then the crop cut from it
+    synth_size: int | None = None     # defects synthesised on a canvas of this side, then the crop cut from it
     defect_mix: dict[str, float] = field(default_factory=dict)  # SynthesisConfig overrides (dark scratches, holes)
 
     @classmethod
