@@ -143,16 +143,6 @@ def test_detector_defect_mix_changes_the_structured_samples_only(source):
     assert coverage({"hole_prob": 1.0}, negative_prob=1.0) == 0.0
 
 
-def test_overexposed_training_photos_are_brighter_with_clipped_highlights(source):
-    from oldphoto.training.scratch import detector_batch, overexpose
-
-    img = np.array([[[10, 100, 200]]], np.uint8)
-    assert overexpose(img, 2.0).tolist() == [[[20, 200, 255]]]
-    plain = detector_batch(source, 6, 32, np.random.default_rng(5), negative_prob=1.0)
-    bright = detector_batch(source, 6, 32, np.random.default_rng(5), negative_prob=1.0, overexpose_prob=1.0)
-    assert float(bright["x"].mean()) > float(plain["x"].mean()) + 0.1 and bright["mask"].sum() == 0
-
-
 def test_warm_start_begins_from_the_given_weights(tmp_path, source):
     from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
 

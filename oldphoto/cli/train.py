@@ -71,16 +71,12 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                                      help="Synthesise the defects on a canvas of this side and cut "
                                                           "the crop from it (256: the detector's working size; "
                                                           "default: on the crop itself)."),
-            overexpose_prob: float = typer.Option(0.0, "--overexpose-prob", min=0.0, max=1.0,
-                                                  help="Share of training photos brightened first (blown "
-                                                       "highlights: bright flat areas that are not holes)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4; lower for "
                                                "fine-tuning from --init).")) -> None:
     """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
     _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
-         init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob, synth_size=synth_size,
-         overexpose_prob=overexpose_prob, lr=lr)
+         init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob, synth_size=synth_size, lr=lr)
 
 
 @train_app.command("vae-a")

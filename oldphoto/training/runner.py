@@ -53,7 +53,6 @@ class TrainOptions:
     dark_scratch_prob: float | None = None  # scratch detector: share of scratch sets drawn dark (None: synthesis')
     hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
     synth_size: int | None = None           # scratch detector: canvas side the defects are synthesised on (None: the crop)
-    overexpose_prob: float = 0.0            # scratch detector: share of canvases brightened first (bright flat areas)
 
     @property
     def weights(self) -> Path:
@@ -241,13 +240,12 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
 
     cfg = M.ScratchStageConfig.preset(o.config)
     cfg.synth_size = o.synth_size
-    cfg.overexpose_prob = o.overexpose_prob
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
     # the detector sees photos at a short side of 256 (detector_size): train at about that scale
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
     note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
-                defect_mix=cfg.defect_mix, overexpose_prob=cfg.overexpose_prob)
+                defect_mix=cfg.defect_mix)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)

@@ -45,7 +45,6 @@ class ScratchStageConfig:
     texture_candidates: int = 4       # each crop: the most textured of this many random crops
     synth_size: int | None = None     # defects synthesised on a canvas of this side, then the crop cut from it
     defect_mix: dict[str, float] = field(default_factory=dict)  # SynthesisConfig overrides (dark scratches, holes)
-    overexpose_prob: float = 0.0      # share of canvases brightened first (blown highlights: large bright flat areas)
 
     @classmethod
     def preset(cls, name: str) -> "ScratchStageConfig":
@@ -86,8 +85,7 @@ class ScratchTrainer(Trainer):
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = detector_batch(self.data, self.s.batch_size, self.s.crop, self.data_rng, self.cfg.negative_prob,
-                           self.cfg.texture_candidates, self.cfg.synth_size, self.cfg.defect_mix,
-                           self.cfg.overexpose_prob)
+                           self.cfg.texture_candidates, self.cfg.synth_size, self.cfg.defect_mix)
         return b["x"].to(self.device), b["mask"].to(self.device)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -115,15 +113,13 @@ class ScratchTrainer(Trainer):
 
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
                    texture_candidates: int = 1, synth_size: int | None = None,
-                   defect_mix: dict[str, float] | None = None, overexpose_prob: float = 0.0
-                   ) -> dict[str, torch.Tensor]:
+                   defect_mix: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
 
     Each canvas (``synth_size``, at least ``crop``; default ``crop``) is the most textured of ``texture_candidates``
     random crops; with probability ``negative_prob`` it gets only unstructured degradation (mask all zero), else
     the full synthesis (local defects in the mask; ``defect_mix`` overrides its SynthesisConfig, e.g. more dark
-    scratches or holes); a random ``crop``×``crop`` window of it is the sample. With probability ``overexpose_prob``
-    the clean canvas is first brightened (`overexpose`): large bright flat areas that are not holes."""
+    scratches or holes); a random ``crop``×``crop`` window of it is the sample."""
     from .datasets import mask_tensor, synthesize_pair, to_tensor
 
     canvas = max(crop, synth_size or crop)
@@ -131,8 +127,6 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
     for _ in range(n):
         cands = [data.clean.crop(canvas, rng) for _ in range(max(1, texture_candidates))]
         clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
-        if overexpose_prob > 0 and rng.random() < overexpose_prob:
-            clean = overexpose(clean, float(rng.uniform(1.3, 2.2)))
         negative = bool(rng.random() < negative_prob)
         p = synthesize_pair(clean, rng, data.textures, structured=not negative, overrides=defect_mix)
         y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
@@ -141,11 +135,6 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
         ms.append(mask_tensor(np.ascontiguousarray(p.mask[window])))
         neg.append(negative)
     return {"x": to_grey(torch.stack(xs)), "mask": torch.stack(ms), "negative": torch.tensor(neg)}
-
-
-def overexpose(img: np.ndarray, gain: float) -> np.ndarray:
-    """A uint8 photo brightened by `gain` with its highlights clipped (blown skies, light clothing, paper margins)."""
-    return np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
 def eval_set(data: BatchSource, n: int, crop: int, seed: int = 1234,
