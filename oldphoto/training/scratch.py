@@ -32,8 +32,8 @@ from .datasets import BatchSource, to_grey
 
 # `--synth-size 256`: defects synthesised on a canvas of the detector's working size (short side 256) and the training
 # crop cut from it. Holes and scratch stamps scale with their canvas, so synthesised on a 128 px crop they are half
-# the size the pipeline sees. Not the default: a run with it (2026-12-02, resume/) was better on every synthetic
-# figure but took large bright flat areas of real photos (light suits, sky) for holes.
+# the size the pipeline sees. Not the default: a run with it (2026-12-02, resume/) was better on the synthetic
+# figures (detail kept aside) but took large bright flat areas of real photos (light suits, sky) for holes.
 
 
 @dataclass
