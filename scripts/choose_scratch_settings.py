@@ -91,8 +91,7 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"split": a.split, "seeds": a.seeds, "photos": len(recs), "roc_auc": auc, "rows": rows,
-                       "chosen": chosen}, f,
-                      indent=1)
+                       "chosen": chosen}, f, indent=1)
     if a.write:
         from oldphoto.weights import set_operating_point
 

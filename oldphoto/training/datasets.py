@@ -183,11 +183,12 @@ def synthesis_config(structured: bool = True, strong: bool = False):
 def synthesize_pair(clean: np.ndarray, rng: np.random.Generator, textures: Any = None,
                     structured: bool = True, strong: bool = False, overrides: dict[str, float] | None = None) -> Pair:
     """One synthetic old photo from a clean uint8 crop via ``oldphoto.synthesis.synthesize`` (``overrides``:
-    SynthesisConfig fields changed for the local defects of a structured sample)."""
+    SynthesisConfig fields changed, e.g. the defect mix; a sample without local defects draws none whatever they
+    say)."""
     from oldphoto import synthesis
 
     config = synthesis_config(structured, strong)
-    if overrides and structured and not strong:
+    if overrides:
         config = synthesis.with_overrides(config, **overrides)
     out = synthesis.synthesize(clean, rng, textures, config=config)
     deg = np.rint(np.clip(np.asarray(out.degraded), 0, 1) * 255).astype(np.uint8)

@@ -52,7 +52,7 @@ class TrainOptions:
     lr: float | None = None             # Adam learning rate (None: the paper's 2e-4)
     dark_scratch_prob: float | None = None  # scratch detector: share of scratch sets drawn dark (None: synthesis')
     hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
-    synth_size: int | None = None           # scratch detector: canvas side the defects are synthesised on (None: the crop)
+    synth_size: int | None = None           # scratch detector: canvas side the defects are drawn on (None: the crop)
 
     @property
     def weights(self) -> Path:
@@ -254,8 +254,8 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     n_eval = 2 * o.eval_images
     grey, mask = M.eval_set(val, n_eval, crop, negative_prob=0.5, synth_size=cfg.synth_size)  # the default mix
     metrics = {**M.evaluate(tr.net, grey, mask),
-               "eval_set": f"{n_eval} synthetic {crop}px crops of {cfg.synth_size or crop}px degraded canvases (half textured "
-                           f"crops without local defects), {where}, seed 1234"}
+               "eval_set": f"{n_eval} synthetic {crop}px crops of {cfg.synth_size or crop}px degraded canvases "
+                           f"(half textured crops without local defects), {where}, seed 1234"}
     return tr, metrics
 
 
