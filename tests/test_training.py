@@ -143,6 +143,49 @@ def test_detector_defect_mix_changes_the_structured_samples_only(source):
     assert coverage({"hole_prob": 1.0}, negative_prob=1.0) == 0.0
 
 
+def test_flat_negatives_are_bright_flat_windows_without_defects(source, monkeypatch):
+    """--flat-negative-prob: those negatives are cut from the least textured candidate and brightened (mask empty,
+    brighter and flatter than the textured negatives); none is a constant window (batch norm would divide by zero);
+    with the option at 0 the batches are the earlier ones, draw for draw."""
+    from oldphoto.quality import gradient_energy
+    from oldphoto.training import scratch
+    from oldphoto.training.scratch import brighten, detector_batch
+
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(brighten(ramp, 1.0), ramp) and (brighten(ramp, 0.5) >= ramp).all()
+    assert brighten(ramp, 0.5)[8, 0] > ramp[8, 0] + 40 and brighten(ramp, 0.5)[-1, -1] == 255
+
+    def batch(flat, seed=7, n=8):
+        return detector_batch(source, n, 32, np.random.default_rng(seed), negative_prob=1.0, texture_candidates=4,
+                              synth_size=64, flat_negative_prob=flat)
+
+    textured, flat = batch(0.0), batch(1.0)
+    assert flat["mask"].sum() == 0 and flat["negative"].all()
+    assert flat["x"].mean() > textured["x"].mean() + 0.1
+    energy = [np.mean([gradient_energy(x[0].numpy()) for x in b["x"]]) for b in (textured, flat)]
+    assert energy[1] < energy[0]
+    assert all(float(x.std()) > 0 for x in flat["x"])
+    a, b = (detector_batch(source, 4, 32, np.random.default_rng(9), 0.5, 4, 64, None, 0.0) for _ in range(2))
+    c = detector_batch(source, 4, 32, np.random.default_rng(9), 0.5, 4, 64)
+    assert torch.equal(a["x"], b["x"]) and torch.equal(a["x"], c["x"])
+
+    # a constant window (the first two syntheses here) is drawn again, not returned
+    from oldphoto.training import datasets
+    real, calls = datasets.synthesize_pair, []
+
+    def constant_first(clean, *a, **k):
+        calls.append(1)
+        p = real(clean, *a, **k)
+        if len(calls) <= 2:
+            p.degraded = np.full_like(p.degraded, 255)
+        return p
+
+    monkeypatch.setattr(datasets, "synthesize_pair", constant_first)
+    b = detector_batch(source, 4, 32, np.random.default_rng(2), negative_prob=1.0, texture_candidates=2,
+                       synth_size=64, flat_negative_prob=0.5)
+    assert len(calls) == 6 and all(float(x.std()) > 0 for x in b["x"])
+
+
 def test_warm_start_begins_from_the_given_weights(tmp_path, source):
     from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
 

@@ -53,6 +53,7 @@ class TrainOptions:
     dark_scratch_prob: float | None = None  # scratch detector: share of scratch sets drawn dark (None: synthesis')
     hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
     synth_size: int | None = None           # scratch detector: canvas side the defects are drawn on (None: the crop)
+    flat_negative_prob: float = 0.0         # scratch detector: share of negatives that are bright flat areas
 
     @property
     def weights(self) -> Path:
@@ -240,12 +241,13 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
 
     cfg = M.ScratchStageConfig.preset(o.config)
     cfg.synth_size = o.synth_size
+    cfg.flat_negative_prob = o.flat_negative_prob
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
     # the detector sees photos at a short side of 256 (detector_size): train at about that scale
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
     note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
-                defect_mix=cfg.defect_mix)
+                defect_mix=cfg.defect_mix, flat_negative_prob=cfg.flat_negative_prob)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)

@@ -45,6 +45,7 @@ class ScratchStageConfig:
     texture_candidates: int = 4       # each crop: the most textured of this many random crops
     synth_size: int | None = None     # defects synthesised on a canvas of this side, then the crop cut from it
     defect_mix: dict[str, float] = field(default_factory=dict)  # SynthesisConfig overrides (dark scratches, holes)
+    flat_negative_prob: float = 0.0   # share of negatives cut from the flattest candidate, brightened (sky, suits)
 
     @classmethod
     def preset(cls, name: str) -> "ScratchStageConfig":
@@ -85,7 +86,8 @@ class ScratchTrainer(Trainer):
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = detector_batch(self.data, self.s.batch_size, self.s.crop, self.data_rng, self.cfg.negative_prob,
-                           self.cfg.texture_candidates, self.cfg.synth_size, self.cfg.defect_mix)
+                           self.cfg.texture_candidates, self.cfg.synth_size, self.cfg.defect_mix,
+                           self.cfg.flat_negative_prob)
         return b["x"].to(self.device), b["mask"].to(self.device)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -111,27 +113,50 @@ class ScratchTrainer(Trainer):
         return [p]
 
 
+def brighten(img: np.ndarray, gamma: float) -> np.ndarray:
+    """``img`` (uint8) through the power curve ``x ** gamma`` (gamma < 1 lifts the mid-tones toward white without
+    clipping, so a flat area stays a little textured): the overexposed skies, light clothes and paper margins of
+    real photos."""
+    lut = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+    return lut[np.asarray(img, np.uint8)]
+
+
+FLAT_GAMMA = (0.3, 1.0)   # flat negatives: brightening power drawn from this range
+MIN_CROP_STD = 1.0        # a window flatter than this (uint8 levels) is drawn again: constant crops break batch norm
+
+
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
                    texture_candidates: int = 1, synth_size: int | None = None,
-                   defect_mix: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+                   defect_mix: dict[str, float] | None = None,
+                   flat_negative_prob: float = 0.0) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
 
     Each canvas (``synth_size``, at least ``crop``; default ``crop``) is the most textured of ``texture_candidates``
     random crops; with probability ``negative_prob`` it gets only unstructured degradation (mask all zero), else
     the full synthesis (local defects in the mask; ``defect_mix`` overrides its SynthesisConfig, e.g. more dark
-    scratches or holes); a random ``crop``×``crop`` window of it is the sample."""
+    scratches or holes); a random ``crop``×``crop`` window of it is the sample. A share ``flat_negative_prob`` of
+    the negatives takes the *least* textured candidate instead, brightened (``brighten``, gamma in ``FLAT_GAMMA``):
+    large bright flat areas without a defect, which a detector trained on textured crops alone takes for holes.
+    With ``flat_negative_prob`` 0 the batches are exactly those of earlier versions (no extra random draws)."""
     from .datasets import mask_tensor, synthesize_pair, to_tensor
 
     canvas = max(crop, synth_size or crop)
     xs, ms, neg = [], [], []
-    for _ in range(n):
+    while len(xs) < n:
         cands = [data.clean.crop(canvas, rng) for _ in range(max(1, texture_candidates))]
-        clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
         negative = bool(rng.random() < negative_prob)
+        flat = negative and flat_negative_prob > 0 and bool(rng.random() < flat_negative_prob)
+        if flat:
+            clean = brighten(min(cands, key=gradient_energy), float(rng.uniform(*FLAT_GAMMA)))
+        else:
+            clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
         p = synthesize_pair(clean, rng, data.textures, structured=not negative, overrides=defect_mix)
         y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
         window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        xs.append(to_tensor(np.ascontiguousarray(p.degraded[window])))
+        x = np.ascontiguousarray(p.degraded[window])
+        if flat_negative_prob > 0 and float(x.std()) < MIN_CROP_STD:
+            continue
+        xs.append(to_tensor(x))
         ms.append(mask_tensor(np.ascontiguousarray(p.mask[window])))
         neg.append(negative)
     return {"x": to_grey(torch.stack(xs)), "mask": torch.stack(ms), "negative": torch.tensor(neg)}
