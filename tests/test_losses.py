@@ -123,6 +123,17 @@ def test_focal_matches_formula():
     assert L.focal(t(3.0), t(1.0), gamma=2.0).item() == pytest.approx((1 - p) ** 2 * -math.log(p), rel=1e-5)
 
 
+def test_focal_gradient_stays_finite_on_certain_pixels():
+    """gamma 0.2: (1 - p_t)^gamma has an infinite slope at p_t = 1; a pixel predicted with certainty (p_t exactly 1
+    in float32, logit beyond about 17) made the gradient NaN and killed two training runs (2026-12-02)."""
+    logits = torch.tensor([-30.0, 40.0, 2.0, -1.0], requires_grad=True)
+    mask = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    loss = L.scratch_loss(logits.view(1, 1, 2, 2), mask.view(1, 1, 2, 2))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert logits.grad[:2].abs().max() < 1e-6 and logits.grad[2:].abs().min() > 1e-3
+
+
 def test_scratch_loss_is_ce_plus_ten_focal():
     logits = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]]])
     mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])

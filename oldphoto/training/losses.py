@@ -141,6 +141,9 @@ def class_balanced_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return F.binary_cross_entropy_with_logits(logits, mask, weight=weight, reduction="mean")
 
 
+FOCAL_MIN_MISS = 1e-12
+
+
 def focal(logits: torch.Tensor, mask: torch.Tensor, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
     """Binary focal loss ``-(1 - p_t)^gamma * log(p_t)``, mean over pixels."""
     mask = mask.to(logits.dtype)
@@ -148,7 +151,9 @@ def focal(logits: torch.Tensor, mask: torch.Tensor, gamma: float = FOCAL_GAMMA) 
     log_1mp = F.logsigmoid(-logits)
     log_pt = mask * log_p + (1.0 - mask) * log_1mp
     pt = log_pt.exp()
-    return (-(1.0 - pt).clamp_min(0).pow(gamma) * log_pt).mean()
+    # (1 - pt)^gamma has an infinite slope at pt = 1 (gamma < 1): a pixel predicted with certainty (pt exactly 1 in
+    # float) would make the gradient 0 * inf = NaN; below FOCAL_MIN_MISS the term is held constant instead
+    return (-(1.0 - pt).clamp_min(FOCAL_MIN_MISS).pow(gamma) * log_pt).mean()
 
 
 def scratch_loss(logits: torch.Tensor, mask: torch.Tensor, beta: float = FOCAL_BETA,
