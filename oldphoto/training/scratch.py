@@ -122,7 +122,6 @@ def brighten(img: np.ndarray, gamma: float) -> np.ndarray:
 
 
 FLAT_GAMMA = (0.3, 1.0)   # flat negatives: brightening power drawn from this range
-MIN_CROP_STD = 1.0        # a window flatter than this (uint8 levels) is drawn again: constant crops break batch norm
 
 
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
@@ -142,7 +141,7 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
 
     canvas = max(crop, synth_size or crop)
     xs, ms, neg = [], [], []
-    while len(xs) < n:
+    for _ in range(n):
         cands = [data.clean.crop(canvas, rng) for _ in range(max(1, texture_candidates))]
         negative = bool(rng.random() < negative_prob)
         flat = negative and flat_negative_prob > 0 and bool(rng.random() < flat_negative_prob)
@@ -153,10 +152,7 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
         p = synthesize_pair(clean, rng, data.textures, structured=not negative, overrides=defect_mix)
         y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
         window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        x = np.ascontiguousarray(p.degraded[window])
-        if flat_negative_prob > 0 and float(x.std()) < MIN_CROP_STD:
-            continue
-        xs.append(to_tensor(x))
+        xs.append(to_tensor(np.ascontiguousarray(p.degraded[window])))
         ms.append(mask_tensor(np.ascontiguousarray(p.mask[window])))
         neg.append(negative)
     return {"x": to_grey(torch.stack(xs)), "mask": torch.stack(ms), "negative": torch.tensor(neg)}
