@@ -610,6 +610,36 @@ def test_face_guard_keeps_scratches_and_drops_features_inside_faces():
     assert none == 0 and np.array_equal(same, mask)
 
 
+def test_blob_guard_keeps_scratches_and_dust_and_drops_large_blobs():
+    """Anywhere in the image: a large irregular area the detector took for a hole goes, a long thin scratch (also a
+    slanted, anti-aliased 3 px one) and dust specks stay."""
+    import cv2
+
+    from oldphoto.imageops.mask import BLOB_GUARD_MAX_SPECK, guard_blobs
+
+    mask = np.zeros((200, 300), bool)
+    cv2.ellipse(mask.view(np.uint8), (80, 100), (30, 18), 20, 0, 360, 1, -1)   # a light-suit blob: ~1700 px
+    mask[5:150, 200:203] = True                                                # a vertical scratch, 3 px wide
+    cv2.line(mask.view(np.uint8), (150, 10), (260, 120), 1, 2)                 # and one crossing it: an X
+    cv2.line(mask.view(np.uint8), (10, 190), (290, 160), 1, 3)                 # a slanted one
+    mask[20:26, 20:26] = True                                                  # dust: 36 px
+    blob = np.zeros_like(mask)
+    cv2.ellipse(blob.view(np.uint8), (80, 100), (30, 18), 20, 0, 360, 1, -1)
+    out, removed = guard_blobs(mask)
+    assert removed == blob.sum() > 1500
+    assert not out[blob].any()
+    assert out[5:150, 200:203].all() and out[20:26, 20:26].all() and out[175, 150] and out[60, 200]
+    assert mask[blob].all()                                                    # the input is not modified
+    # a square larger than a speck is a blob; one of speck size is dust
+    sq = np.zeros((60, 60), bool)
+    sq[10:19, 10:19] = True                                                    # 81 px
+    kept, removed = guard_blobs(sq)
+    assert 81 > BLOB_GUARD_MAX_SPECK and removed == 81 and not kept.any()
+    sq[10:19, 10:19], sq[10:18, 10:18] = False, True                           # 64 px
+    kept, none = guard_blobs(sq)
+    assert none == 0 and np.array_equal(kept, sq)
+
+
 def test_structure_kept_and_put_back():
     import cv2
 

@@ -409,6 +409,26 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     assert st.provenance.parameters["auto_scratch_threshold_used"] == 0.3                    # the decision's too
 
 
+def test_blob_guard_drops_large_mask_blobs_and_records_it(weights_dir):
+    """A large bright area the (stub) detector marks as a defect beside drawn scratches: the blob guard takes it out
+    of the mask (recorded in provenance) and keeps the scratches; --no-blob-guard keeps the detector's own mask."""
+    import cv2
+
+    img = np.asarray(Image.fromarray(skdata.astronaut()).resize((320, 256), Image.BICUBIC))
+    scratched, drawn = draw_scratches(img)
+    blob = np.zeros(drawn.shape, np.uint8)
+    cv2.ellipse(blob, (250, 180), (40, 25), 0, 0, 360, 1, -1)
+    scratched[blob.astype(bool)] = 250
+    on = _restorer(weights_dir, scratch="on").run("s.png", _png(scratched))
+    off = _restorer(weights_dir, scratch="on", blob_guard=False).run("s.png", _png(scratched))
+    removed = on.provenance.parameters["blob_guard"]["mask_fraction_removed"]
+    assert off.provenance.parameters["blob_guard"] is False              # the option, no record
+    assert off.mask[blob.astype(bool)].mean() > 0.9 and on.mask[blob.astype(bool)].mean() < 0.1
+    assert removed > 0.02 and not (on.mask & ~off.mask).any()          # the guard only ever takes pixels away
+    lines = drawn & ~cv2.dilate(blob, np.ones((9, 9), np.uint8)).astype(bool)
+    assert on.mask[lines].mean() > 0.9                                   # the scratches stay
+
+
 @pytest.mark.slow
 def test_face_operating_point_from_the_weights_can_keep_every_original(tmp_path, weights_dir):
     import shutil

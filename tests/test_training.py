@@ -145,7 +145,8 @@ def test_detector_defect_mix_changes_the_structured_samples_only(source):
 
 def test_flat_negatives_are_bright_flat_windows_without_defects(source):
     """--flat-negative-prob: those negatives are cut from the least textured candidate and brightened (mask empty,
-    brighter and flatter than the textured negatives); with the option at 0 the batches are the earlier ones, draw for draw."""
+    brighter and flatter than the textured negatives); with the option at 0 the batches are the earlier ones, draw
+    for draw."""
     from oldphoto.quality import gradient_energy
     from oldphoto.training import scratch
     from oldphoto.training.scratch import brighten, detector_batch

@@ -68,7 +68,11 @@ def restore(
     face_guard: bool = typer.Option(True, "--face-guard/--no-face-guard",
                                     help="Inside faces found on the scan, keep only scratch-like parts of the mask, so "
                                          "facial features are never inpainted (not in the official method; "
-                                         "--no-face-guard gives the official mask)."),
+                                         "with --no-blob-guard, --no-face-guard gives the official mask)."),
+    blob_guard: bool = typer.Option(True, "--blob-guard/--no-blob-guard",
+                                    help="Anywhere in the photo, keep only scratch-like parts of the mask larger than "
+                                         "a dust speck, so large areas taken for holes are not repainted (not in the "
+                                         "official method; with --no-face-guard it gives the official mask)."),
     tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match",
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
@@ -105,7 +109,7 @@ def restore(
                                  colour_correct=colour_correct, colour_strength=colour_strength,
                                  max_pixels=int(max_megapixels * 1_000_000),
                                  face_strength=face_strength, face_min_agreement=face_min_agreement,
-                                 face_guard=face_guard)
+                                 face_guard=face_guard, blob_guard=blob_guard)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     from oldphoto.models import MissingWeightsError

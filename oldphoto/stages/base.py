@@ -88,6 +88,8 @@ class RestoreOptions:
                                           # FACE_MIN_STRUCTURE, chosen on val; 0 = never)
     face_guard: bool = True               # inside faces found on the scan keep only scratch-like mask parts
                                           # (oldphoto.imageops.mask.guard_faces; False = the official mask)
+    blob_guard: bool = True               # keep only scratch-like mask parts larger than a dust speck anywhere
+                                          # (oldphoto.imageops.mask.guard_blobs; False = the detector's own mask)
     review: bool = True
     tone_match: bool = True               # keep the scan's local tone/colour after global restoration
                                           # (oldphoto.imageops.tone; False = the official stage-1 output)

@@ -7,10 +7,16 @@ addition, the official mask stays at the rounded size) nearest to the input's ow
 tiles (`run_tiled`, `options.detector_tile`) so even a very elongated scan has a bounded working set; a normal
 photo is one tile at the working size.
 
-Face guard (`options.face_guard`, default on; **not in the official method**, `--no-face-guard` gives the official
-mask): dlib finds the faces on the scan, and inside each face only scratch-like parts of the mask are kept
-(`oldphoto.imageops.mask.guard_faces`: long and thin), so eyes, lips and beards are not inpainted; the faces found
-are kept in the item's state for the face stage.
+Face guard (`options.face_guard`, default on; **not in the official method**, `--no-face-guard --no-blob-guard`
+give the official mask): dlib finds the faces on the scan, and inside each face only scratch-like parts of the mask
+are kept (`oldphoto.imageops.mask.guard_faces`: long and thin), so eyes, lips and beards are not inpainted; the
+faces found are kept in the item's state for the face stage.
+
+Blob guard (`options.blob_guard`, default on; not in the official method either, `--no-blob-guard`): anywhere in
+the image, the parts of the mask thicker than a scratch (blobs) are dropped, dust specks kept
+(`oldphoto.imageops.mask.guard_blobs`), so large areas the detector takes for holes on real photos (light clothes,
+sky, margins) are not repainted; large real holes are then not inpainted either. Both guards are recorded in
+provenance, and what they removed does not count for the `auto` decision.
 
 `--scratch off` skips the stage. `--scratch on` always uses the scratch path. `--scratch auto` uses it only
 when the mask covers at least the auto coverage of the pixels; the mask is saved whenever the detector ran. The
@@ -27,7 +33,8 @@ from PIL import Image
 
 from oldphoto.imageops.geometry import detector_size, full_size_16, run_tiled
 from oldphoto.imageops.io import to_uint
-from oldphoto.imageops.mask import (FACE_GUARD_MARGIN, FACE_GUARD_MAX_THICKNESS, FACE_GUARD_MIN_LENGTH, guard_faces,
+from oldphoto.imageops.mask import (BLOB_GUARD_MAX_SPECK, BLOB_GUARD_MAX_THICKNESS, FACE_GUARD_MARGIN,
+                                    FACE_GUARD_MAX_THICKNESS, FACE_GUARD_MIN_LENGTH, guard_blobs, guard_faces,
                                     scale_box)
 from oldphoto.provenance import StageName
 from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, SCRATCH_THRESHOLD, ItemState, Stage
@@ -97,6 +104,11 @@ class ScratchDetectionStage(Stage):
             prob = 1.0 / (1.0 + np.exp(-logits[0].astype(np.float64)))
             small = prob >= threshold
             kept = self._guard_faces(state, small) if opts.face_guard else small
+            if opts.blob_guard:
+                kept, removed = guard_blobs(kept)
+                state.provenance.parameters["blob_guard"] = {
+                    "mask_fraction_removed": round(removed / kept.size, 6), "max_speck": BLOB_GUARD_MAX_SPECK,
+                    "max_thickness": BLOB_GUARD_MAX_THICKNESS}
             mask = mask_to_size(kept, rounded, pixels.shape[:2])
             state.mask = mask
             state.provenance.mask_coverage = round(float(mask.mean()), 6)
