@@ -29,6 +29,14 @@ nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s3" --seed 3 --steps 4
 nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s3" --seed 3 --steps 4000 --crop 128 --max-minutes 100 --resume
 # (2026-12-02) the auto rule re-chosen with 3 seeds and finer cuts, keeping the shipped pixel threshold 0.6
 python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
+# (2026-12-02, sessions 6-7) defects synthesised at the working size, 105 min; then bright flat hard negatives, 75 min
+cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_hardneg.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s6" --seed 12 --steps 20000 --crop 128 --max-minutes 105 \
+    --init "$OUT/scratch_unet_hardneg.safetensors" --synth-size 256
+cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_synth256.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s7" --seed 13 --steps 20000 --crop 128 --max-minutes 75 \
+    --init "$OUT/scratch_unet_synth256.safetensors" --synth-size 256 --flat-negative-prob 0.3 --lr 1e-4
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
 
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic

@@ -22,8 +22,8 @@ C=(--data "$DATA" --config small --out "$OUT" --weights-dir "$W" --device cuda -
 # minutes 0-3: both VAEs; 0-9: the detector (hard negatives) and the face enhancer
 "$OP" train vae-a   "${C[@]}" --steps 20000 --batch-size 32 --crop 128 --max-minutes 3 > "$OUT/vae_a.log" 2>&1 &
 "$OP" train vae-b   "${C[@]}" --steps 20000 --batch-size 32 --crop 128 --max-minutes 3 > "$OUT/vae_b.log" 2>&1 &
-"$OP" train scratch "${C[@]}" --steps 20000 --batch-size 32 --crop 256 --max-minutes 8.5 \
-    --init oldphoto/weights/scratch_unet.safetensors > "$OUT/scratch.log" 2>&1 &
+"$OP" train scratch "${C[@]}" --steps 20000 --batch-size 32 --crop 256 --max-minutes 8.5 --synth-size 256 \
+    --flat-negative-prob 0.3 --lr 1e-4 --init oldphoto/weights/scratch_unet.safetensors > "$OUT/scratch.log" 2>&1 &
 "$OP" train face    "${C[@]}" --steps 20000 --batch-size 16 --max-minutes 8.5 \
     --init oldphoto/weights/face_256.safetensors > "$OUT/face.log" 2>&1 &
 wait %1 %2
