@@ -25,7 +25,7 @@ FACE_GUARD_MIN_LENGTH = 0.35     # of the face box's shorter side
 FACE_GUARD_MAX_THICKNESS = 4.5   # mean width in mask pixels (the detector's working size: short side 256)
 FACE_GUARD_MARGIN = 0.15         # each face box is grown by this fraction of its size on every side
 BLOB_GUARD_MAX_SPECK = 64        # mask pixels (working size): smaller parts are dust and always kept
-BLOB_GUARD_MAX_THICKNESS = 6.0   # mean width in mask pixels of a kept larger part (scratches are 1-4 px wide)
+BLOB_GUARD_MAX_THICKNESS = 6.0   # mask pixels: a part holding a wider disc is a blob (scratches are 1-4 px wide)
 
 
 def grow_box(box: Sequence[float], margin: float, height: int, width: int) -> tuple[int, int, int, int]:
