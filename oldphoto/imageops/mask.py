@@ -93,7 +93,7 @@ def guard_blobs(mask: np.ndarray, max_speck: int = BLOB_GUARD_MAX_SPECK,
     if not core.any():
         return out, 0
     blob = cv2.dilate(core, np.ones((3, 3), np.uint8)).astype(bool) & out
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
     speck = (stats[:, cv2.CC_STAT_AREA] <= max_speck)[labels]
     blob &= ~speck
     out &= ~blob
