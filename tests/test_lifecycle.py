@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -289,12 +290,29 @@ def _agree(cat: Catalog, src: Path, out: Path, names: list[str]) -> None:
         assert prov.input.sha256 == done[0].input["sha256"]
 
 
-def _wait_for_items(proc: subprocess.Popen, out: Path, n: int, timeout: float) -> None:
-    """Wait until `n` items are written below `out`, then a random moment more (the point of the kill)."""
+def _n_done_in_catalog(db: Path) -> int:
+    """Items the catalog at `db` (SQLite) records as done; 0 while it or its tables do not exist yet. Read-only, so
+    the run being watched is not disturbed."""
+    if not db.is_file():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT count(*) FROM item_results WHERE status = 'done'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:            # not created yet, or locked by the writer for a moment
+        return 0
+
+
+def _wait_for_items(proc: subprocess.Popen, db: Path, n: int, timeout: float) -> None:
+    """Wait until the catalog at `db` records `n` items as done (an output file alone is written before its record),
+    then a random moment more (the point of the kill)."""
     deadline = time.time() + timeout
-    while time.time() < deadline and len(list(out.glob("*/provenance.json"))) < n:
+    while time.time() < deadline and _n_done_in_catalog(db) < n:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
+    assert _n_done_in_catalog(db) >= n, f"{n} items were not recorded within {timeout:.0f} s"
     time.sleep(random.uniform(0, 0.5))
     assert proc.poll() is None, "the run ended before it could be killed"
 
@@ -311,7 +329,7 @@ def test_kill_9_then_rerun(tmp_path, weights):
     proc = subprocess.Popen(_restore_cmd(src, out, weights, url), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for_items(proc, out, 2, timeout=300)
+        _wait_for_items(proc, tmp_path / "cat.sqlite", 2, timeout=300)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -481,7 +499,7 @@ def test_archive_kill_9_then_rerun_leaves_nothing_behind(tmp_path, weights):
                             stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
     helpers: dict[int, int] = {}
     try:
-        _wait_for_items(proc, out, 2, timeout=420)
+        _wait_for_items(proc, out / "catalog.sqlite", 2, timeout=420)
         helpers = descendants(proc.pid)
         cmd = {p: _cmdline(p) for p in alive(helpers)}
         helpers = {p: t for p, t in helpers.items() if "oldphoto.reaper" not in cmd.get(p, "")}
