@@ -66,6 +66,13 @@ nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/e2e" --kind scratch "$
     --init "$OUT/mapping_scratch_second.safetensors" &
 wait
 
+# 3d. (2026-12-02, session 8) mapping_scratch end to end once more, warm-started from 3c, 105 min (8,647 steps); the same
+#     run of mapping_quality (--tune-decoder, seed 8, 10,219 steps) was not kept: val 19.86 dB against 19.88
+cp "$W/mapping_scratch.safetensors" "$OUT/mapping_scratch_third.safetensors"
+nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/e2e2" --kind scratch --steps 20000 --crop 96 --seed 9 \
+    --max-minutes 105 --image-weight 50 --raw-weight 50 --gan-weight 0.1 --lr 1e-4 \
+    --init "$OUT/mapping_scratch_third.safetensors"
+
 # 4. the high-resolution scratch mapping (patch attention) and the face enhancer (train/val photos + the
 #    npm face-api group photos; never a test-split photo)
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --kind hr --steps 20000 --max-minutes 25 &
