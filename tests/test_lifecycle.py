@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from oldphoto.catalog import Catalog
+from oldphoto.catalog import Catalog, CatalogError
 from oldphoto.cli import app
 from oldphoto.lifecycle import MAX_PART_BYTES, list_inputs, output_names, safe_part
 from oldphoto.provenance import ItemProvenance
@@ -290,29 +289,24 @@ def _agree(cat: Catalog, src: Path, out: Path, names: list[str]) -> None:
         assert prov.input.sha256 == done[0].input["sha256"]
 
 
-def _n_done_in_catalog(db: Path) -> int:
-    """Items the catalog at `db` (SQLite) records as done; 0 while it or its tables do not exist yet. Read-only, so
-    the run being watched is not disturbed."""
-    if not db.is_file():
-        return 0
+def _n_done(db: Path) -> int:
+    """Items the SQLite catalog at `db` records as done; 0 while the run has not created it (or its schema) yet
+    (opening a missing catalog creates nothing)."""
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT count(*) FROM item_results WHERE status = 'done'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:            # not created yet, or locked by the writer for a moment
+        with Catalog(f"sqlite:///{db}") as cat:
+            return cat.status_counts()["done"]
+    except CatalogError:
         return 0
 
 
 def _wait_for_items(proc: subprocess.Popen, db: Path, n: int, timeout: float) -> None:
-    """Wait until the catalog at `db` records `n` items as done (an output file alone is written before its record),
-    then a random moment more (the point of the kill)."""
+    """Wait until the SQLite catalog at `db` records `n` items as done (an output file alone is written before its
+    record), then a random moment more (the point of the kill)."""
     deadline = time.time() + timeout
-    while time.time() < deadline and _n_done_in_catalog(db) < n:
+    while time.time() < deadline and _n_done(db) < n:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
-    assert _n_done_in_catalog(db) >= n, f"{n} items were not recorded within {timeout:.0f} s"
+    assert _n_done(db) >= n, f"{n} items were not recorded within {timeout:.0f} s"
     time.sleep(random.uniform(0, 0.5))
     assert proc.poll() is None, "the run ended before it could be killed"
 
