@@ -215,3 +215,32 @@ def detail_ratio(clean: np.ndarray, img: np.ndarray) -> float:
     """Fine detail kept: `gradient_energy` of `img` over that of the clean photo (1 = as much texture as the
     original; below 1 = smoothed away, e.g. print, fabric, hair; noise pushes it above 1)."""
     return gradient_energy(img) / max(gradient_energy(clean), 1e-6)
+
+
+# --------------------------------------------------------------------------------------- grid artefacts
+GRID_PERIODS = (2, 4)        # the strides of the networks' down/upsampling: where their grid artefacts repeat
+
+
+def grid_artefact(img: np.ndarray, periods: tuple[int, ...] = GRID_PERIODS, highpass_sigma: float = 3.0) -> float:
+    """How strongly an image repeats with the networks' strides (no reference needed; about 1 for a photo, several
+    times that for an output striped or checkered every 2 or 4 pixels, e.g. by a decoder trained with a GAN).
+
+    The luma's high-pass (minus a Gaussian blur of `highpass_sigma`) is Fourier-transformed along the rows and
+    along the columns; the magnitude at each frequency 1/p (p in `periods`), averaged over the other axis, is
+    divided by the median magnitude of that axis' spectrum. Returns the largest such ratio. Images with a side
+    shorter than 16 px return nan."""
+    import cv2
+
+    a = np.asarray(img, np.float32)
+    g = a @ np.array([0.299, 0.587, 0.114], np.float32) if a.ndim == 3 else a
+    if min(g.shape) < 16:
+        return float("nan")
+    hp = g - cv2.GaussianBlur(g, (0, 0), highpass_sigma, borderType=cv2.BORDER_REFLECT)
+    worst = 0.0
+    for axis in (0, 1):
+        spec = np.abs(np.fft.rfft(hp, axis=axis)).mean(axis=1 - axis)
+        n = g.shape[axis]
+        ref = max(float(np.median(spec[1:])), 1e-12)
+        for p in periods:
+            worst = max(worst, float(spec[min(int(round(n / p)), len(spec) - 1)]) / ref)
+    return worst

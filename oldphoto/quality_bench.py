@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from oldphoto.quality import NIQEParams, detail_ratio, f1, niqe, psnr, roc_auc, ssim
+from oldphoto.quality import NIQEParams, detail_ratio, f1, grid_artefact, niqe, psnr, roc_auc, ssim
 
 WORKING_SIZE = 256          # test photos: short side resized to 256, centre 256×256 crop
 
@@ -128,7 +128,10 @@ def _scores(clean: np.ndarray, img: np.ndarray | None, box: tuple[int, int, int,
     if box is not None:
         l, t, r, b = box
         clean, img = clean[t:b, l:r], img[t:b, l:r]
-    return {"psnr": psnr(clean, img), "ssim": ssim(clean, img), "detail": detail_ratio(clean, img)}
+    scores = {"psnr": psnr(clean, img), "ssim": ssim(clean, img), "detail": detail_ratio(clean, img)}
+    if box is None:
+        scores["grid"] = grid_artefact(img)
+    return scores
 
 
 def _face_boxes(clean: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -201,7 +204,8 @@ def _summary(per_photo: list[dict], key: str, part: str = "image") -> dict[str, 
     if not vals:
         return {}
     return {"psnr": _mean([v["psnr"] for v in vals]), "ssim": _mean([v["ssim"] for v in vals]),
-            "detail": _mean([v.get("detail") for v in vals]), "n": len(vals)}
+            "detail": _mean([v.get("detail") for v in vals]), **({"grid": g} if (g := _mean([v.get("grid") for v in vals]))
+                                                                 is not None else {}), "n": len(vals)}
 
 
 def run_quality_bench(weights: str | Path | None = None, data: str | Path | None = None, seed: int = 0,
@@ -220,7 +224,8 @@ def run_quality_bench(weights: str | Path | None = None, data: str | Path | None
     the whole image and, separately, every face dlib finds on the clean image (box grown by 20 %). Scratch
     detector: ROC AUC/F1 against the synthetic masks (at the detector's operating point), false-positive pixel rate on the photos
     without structured defects, and the accuracy of the `auto` decision on both kinds. Detail kept
-    (`detail_ratio`, 1 = as much fine texture as the clean photo) beside PSNR/SSIM. Real photos: NIQE on
+    (`detail_ratio`, 1 = as much fine texture as the clean photo) and grid artefacts (`grid_artefact`, about 1 for a
+    photo; stripes or checks every 2 or 4 pixels push it up) beside PSNR/SSIM. Real photos: NIQE on
     the 1927 photo, and a review grid (input / ours / mask) of every real old photo in the data folder (never
     trained on).
     """

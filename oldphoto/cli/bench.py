@@ -91,12 +91,13 @@ def _print_tables(console, f: dict, size: int, seed: int) -> None:
     t.add_column("PSNR (dB)", justify="right")
     t.add_column("SSIM", justify="right")
     t.add_column("detail kept", justify="right")
+    t.add_column("grid artefacts", justify="right")
     t.add_column(f"faces PSNR ({f['faces'].get('degraded', {}).get('n', 0)})", justify="right")
     t.add_column("faces SSIM", justify="right")
     for key, label in keys.items():
         m, fm = f["methods"].get(key), f["faces"].get(key)
         t.add_row(label, _fmt(m and m["psnr"]), _fmt(m and m["ssim"], 3), _fmt(m and m.get("detail"), 2),
-                  _fmt(fm and fm["psnr"]),
+                  _fmt(m and m.get("grid"), 2), _fmt(fm and fm["psnr"]),
                   _fmt(fm and fm["ssim"], 3))
     console.print(t)
     if "faces_worse_than_input" in f["faces"]:
