@@ -280,3 +280,21 @@ def test_torch_tone_transfer_equals_the_pipeline_filter(hole):
     assert np.abs(out[0].permute(1, 2, 0).detach().numpy() - expected).max() < 1e-5
     out.mean().backward()
     assert rt.grad is not None and float(rt.grad.abs().sum()) > 0
+
+
+def test_ssim_loss_is_differentiable_ssim():
+    from skimage import data
+
+    from oldphoto.quality import ssim as ssim_np
+    from oldphoto.training import losses as L
+
+    clean = data.astronaut()[:96, :96].astype(np.float32) / 255
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]          # noqa: E731
+    assert float(L.ssim(t(clean), t(clean))) == pytest.approx(1.0, abs=1e-5)
+    x = t(noisy).requires_grad_(True)
+    s = L.ssim(x, t(clean))
+    assert 0.1 < float(s) < 0.9 and abs(float(s) - ssim_np(clean, noisy)) < 0.05   # Gaussian vs 7x7 window
+    (1 - s).backward()
+    step = (x - 0.05 * x.grad / x.grad.abs().max()).detach().clamp(0, 1)        # a step down its gradient
+    assert float(L.ssim(step, t(clean))) > float(s)

@@ -231,10 +231,12 @@ def test_end_to_end_mapping_step_tunes_only_what_it_says(tmp_path, source, kind)
     tune = kind == "quality"
     cfg = MappingStageConfig.preset("tiny", kind, latent_channels=VAEConfig.tiny().channels)
     cfg.image_weight, cfg.raw_weight, cfg.tune_decoder = 50.0, 10.0, tune
+    cfg.ssim_weight = 20.0 if kind == "scratch" else 0.0
     snaps = [snapshot(va), snapshot(vb.encoder), snapshot(vb.decoder)]
     tr = MappingTrainer(settings(steps=2), tmp_path, cfg, source, va, vb, vgg=None)
     losses = tr.run()
     assert losses["image_l1"] > 0 and losses["raw_l1"] > 0
+    assert ("image_dssim" in losses) == (kind == "scratch") and losses.get("image_dssim", 1.0) > 0
     assert changed(snaps[0], va) == 0.0 and changed(snaps[1], vb.encoder) == 0.0
     assert (changed(snaps[2], vb.decoder) > 0.9) == tune
     files = tr.export(tmp_path / "w")

@@ -122,6 +122,8 @@ def mapping(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                                "this x L1 of the tone-matched output against the clean photo."),
             raw_weight: float = typer.Option(0.0, "--raw-weight", help="End to end: add this x L1 of the decoder "
                                              "output against the clean photo."),
+            ssim_weight: float = typer.Option(0.0, "--ssim-weight", help="End to end: add this x (1 - SSIM) of "
+                                              "the tone-matched output against the clean photo."),
             tune_decoder: bool = typer.Option(False, "--tune-decoder", help="End to end: train the VAE_B decoder "
                                               "too and export it as vae_b_<kind> beside the mapping."),
             gan_weight: Optional[float] = typer.Option(None, "--gan-weight", help="Weight of the generator's "
@@ -132,7 +134,7 @@ def mapping(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
     _run("mapping", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
          kind=kind, vae_a=vae_a, vae_b=vae_b, vgg=vgg, init=init, image_weight=image_weight, raw_weight=raw_weight,
-         tune_decoder=tune_decoder, gan_weight=gan_weight, lr=lr)
+         ssim_weight=ssim_weight, tune_decoder=tune_decoder, gan_weight=gan_weight, lr=lr)
 
 
 @train_app.command("face")

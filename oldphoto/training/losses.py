@@ -221,3 +221,19 @@ def tone_transfer(restored: torch.Tensor, reference: torch.Tensor, valid: torch.
         a = torch.where(empty, ga.expand_as(a), a)
         b = torch.where(empty, gb.expand_as(b), b)
     return (gaussian_blur(a, sigma) * g + gaussian_blur(b, sigma)).clamp(0.0, 1.0)
+
+
+SSIM_SIGMA = 1.5          # the Gaussian window of SSIM (Wang et al. 2004; skimage's gaussian_weights=True)
+SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Mean SSIM of two N×C×H×W images in [0, 1] (Gaussian window of std ``sigma``, reflected borders, per channel;
+    constants for a data range of 1). Differentiable: ``1 - ssim`` is the end-to-end structure term."""
+    mu_a, mu_b = gaussian_blur(a, sigma), gaussian_blur(b, sigma)
+    va = gaussian_blur(a * a, sigma) - mu_a * mu_a
+    vb = gaussian_blur(b * b, sigma) - mu_b * mu_b
+    cov = gaussian_blur(a * b, sigma) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)
+    den = (mu_a * mu_a + mu_b * mu_b + SSIM_C1) * (va + vb + SSIM_C2)
+    return (num / den).mean()

@@ -8,12 +8,13 @@ Both VAEs are frozen. On synthetic pairs (x, y): ``z_x = E_A(x)``, ``z_y = E_B(y
 with lambda1 = 60, lambda2 = 10 (the paper, Wan et al. 2020). The patch discriminator sees ``target`` as real, so it
 judges the mapping and not the VAE_B's reconstruction quality.
 
-End-to-end fine-tuning (oldphoto's addition, not in the paper; off unless ``image_weight > 0``): the pipeline
+End-to-end fine-tuning (oldphoto's addition, not in the paper; off unless one of its weights is > 0): the pipeline
 ships ``tone(G_B(T(E_A(x))), scan)``, the decoder output after the guided tone transfer
 (``oldphoto.imageops.tone``), not the decoder output itself. With ``image_weight`` the objective adds
 ``image_weight * L1(tone(restored, x), y_clean)`` through a differentiable twin of that transfer
 (``losses.tone_transfer``) plus ``raw_weight * L1(restored, y_clean)``, so the mapping learns the guide the
-transfer needs; with ``tune_decoder`` the VAE_B decoder is trained too (its encoder stays frozen, so the latent
+transfer needs (``ssim_weight`` adds ``ssim_weight * (1 - SSIM(tone(restored, x), y_clean))``, a structure term
+for what smoothing loses); with ``tune_decoder`` the VAE_B decoder is trained too (its encoder stays frozen, so the latent
 target is unchanged) and exported beside the mapping. The scratch path's VAE_B is shared with mapping_hr, so
 its decoder is only tuned when asked.
 
@@ -60,6 +61,7 @@ class MappingStageConfig:
     vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
     image_weight: float = 0.0          # end-to-end: L1 of the tone-matched output against the clean photo
     raw_weight: float = 0.0            # end-to-end: L1 of the decoder output against the clean photo
+    ssim_weight: float = 0.0           # end-to-end: 1 - SSIM of the tone-matched output against the clean photo
     tune_decoder: bool = False         # end-to-end: train the VAE_B decoder too (exported as vae_b_<kind>)
     tone_sigma: float = TONE_SIGMA
     tone_eps: float = TONE_EPS
@@ -190,8 +192,9 @@ class MappingTrainer(Trainer):
             vgg = L.perceptual(self.vgg, restored.float(), target.float()) if self.vgg is not None \
                 else torch.zeros((), device=self.device)
             loss = c.lambda1 * latent + c.gan_weight * g_gan + c.lambda2 * (fm + vgg)
-            extra = self._image_losses(restored.float(), b) if c.image_weight > 0 or c.raw_weight > 0 else {}
-            for name, weight in (("image_l1", c.image_weight), ("raw_l1", c.raw_weight)):
+            extra = self._image_losses(restored.float(), b) if self._end_to_end else {}
+            for name, weight in (("image_l1", c.image_weight), ("raw_l1", c.raw_weight),
+                                 ("image_dssim", c.ssim_weight)):
                 if name in extra:
                     loss = loss + weight * extra[name]
         self.optimise(loss, "G")
@@ -209,11 +212,19 @@ class MappingTrainer(Trainer):
         y = (b["y"] + 1) / 2
         raw = ((restored + 1) / 2).clamp(0, 1)
         out = {"raw_l1": L.l1(raw, y)}
-        if c.image_weight > 0:
+        if c.image_weight > 0 or c.ssim_weight > 0:
             scan = (b.get("scan", b["x"]) + 1) / 2
             valid = trusted_pixels(b["mask"], self.cfg.kind)
-            out["image_l1"] = L.l1(L.tone_transfer(raw, scan, valid, c.tone_sigma, c.tone_eps), y)
+            toned = L.tone_transfer(raw, scan, valid, c.tone_sigma, c.tone_eps)
+            out["image_l1"] = L.l1(toned, y)
+            if c.ssim_weight > 0:
+                out["image_dssim"] = 1 - L.ssim(toned, y)
         return out
+
+    @property
+    def _end_to_end(self) -> bool:
+        c = self.cfg
+        return c.image_weight > 0 or c.raw_weight > 0 or c.ssim_weight > 0
 
     @property
     def role(self) -> str:
@@ -225,9 +236,11 @@ class MappingTrainer(Trainer):
         network = KINDS[self.cfg.kind][0]
         c = self.cfg
         objective = "60*latent L1 + LSGAN + 10*(D feature matching + VGG16)"
-        if c.image_weight > 0 or c.raw_weight > 0:
+        if self._end_to_end:
             objective += (f" + {c.image_weight:g}*L1(tone-matched output, clean; sigma {c.tone_sigma:g}, eps "
                           f"{c.tone_eps:g}) + {c.raw_weight:g}*L1(decoder output, clean)")
+            if c.ssim_weight > 0:
+                objective += f" + {c.ssim_weight:g}*(1 - SSIM(tone-matched output, clean))"
         prov = self.provenance(role=self.role, network_parameters=count_parameters(self.net), data=self.data_note,
                                frozen_vaes=self.vae_files, vgg_perceptual=self.vgg is not None,
                                objective=objective, decoder_tuned=c.tune_decoder, metrics=metrics or {})

@@ -47,6 +47,7 @@ class TrainOptions:
     init: Path | None = None            # warm start: trained weights to begin from (scratch detector, mappings, faces)
     image_weight: float = 0.0           # mapping, end to end: L1 of the tone-matched output (training/mapping.py)
     raw_weight: float = 0.0             # mapping, end to end: L1 of the decoder output
+    ssim_weight: float = 0.0            # mapping, end to end: 1 - SSIM of the tone-matched output
     tune_decoder: bool = False          # mapping, end to end: train the VAE_B decoder too
     gan_weight: float | None = None     # mapping: weight of the generator's LSGAN term (None: the preset's 1)
     lr: float | None = None             # Adam learning rate (None: the paper's 2e-4)
@@ -294,6 +295,7 @@ def _train_mapping(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     vae_b, ib = load_weights(fb, expect_network="vae")
     cfg = M.MappingStageConfig.preset(o.config, o.kind, latent_channels=vae_a.cfg.channels)
     cfg.image_weight, cfg.raw_weight, cfg.tune_decoder = o.image_weight, o.raw_weight, o.tune_decoder
+    cfg.ssim_weight = o.ssim_weight
     if o.gan_weight is not None:
         cfg.gan_weight = o.gan_weight
     data, note = _data(o, log)
