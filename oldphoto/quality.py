@@ -204,10 +204,18 @@ def niqe(img: np.ndarray, params: NIQEParams, block: int = 96) -> float:
 
 
 # --------------------------------------------------------------------------------------- detail
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)      # BT.601
+
+
+def luma(img: np.ndarray) -> np.ndarray:
+    """H×W float32 luma of an H×W×3 image (BT.601 weights, same scale); an H×W image passes through as float32."""
+    a = np.asarray(img, np.float32)
+    return a @ LUMA_WEIGHTS if a.ndim == 3 else a
+
+
 def gradient_energy(img: np.ndarray) -> float:
     """Mean gradient magnitude of an image's luma (H×W×3 or H×W, any scale): how much texture and edges it holds."""
-    a = np.asarray(img, np.float32)
-    g = a @ np.array([0.299, 0.587, 0.114], np.float32) if a.ndim == 3 else a
+    g = luma(img)
     return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
 
 
@@ -231,8 +239,7 @@ def grid_artefact(img: np.ndarray, periods: tuple[int, ...] = GRID_PERIODS, high
     shorter than 16 px return nan."""
     import cv2
 
-    a = np.asarray(img, np.float32)
-    g = a @ np.array([0.299, 0.587, 0.114], np.float32) if a.ndim == 3 else a
+    g = luma(img)
     if min(g.shape) < 16:
         return float("nan")
     hp = g - cv2.GaussianBlur(g, (0, 0), highpass_sigma, borderType=cv2.BORDER_REFLECT)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from oldphoto.quality import NIQEParams, detail_ratio, f1, grid_artefact, niqe, psnr, roc_auc, ssim
+from oldphoto.quality import NIQEParams, detail_ratio, f1, grid_artefact, luma, niqe, psnr, roc_auc, ssim
 
 WORKING_SIZE = 256          # test photos: short side resized to 256, centre 256×256 crop
 
@@ -30,8 +30,7 @@ TOPHAT_THRESHOLD = 0.25     # top-hat response (of 1) above which a pixel is a d
 def tophat_mask(img: np.ndarray, kernel: int = TOPHAT_KERNEL, threshold: float = TOPHAT_THRESHOLD) -> np.ndarray:
     """The classical baseline's own defect mask: white and black morphological top-hat of the luma (thin bright
     scratches and dust, thin dark cracks), thresholded. What a user could run instead of our detector."""
-    a = np.asarray(img, dtype=np.float32)
-    grey = a @ np.array([0.299, 0.587, 0.114], np.float32) if a.ndim == 3 else a
+    grey = luma(img)
     se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
     white = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, se)
     black = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, se)
@@ -203,9 +202,12 @@ def _summary(per_photo: list[dict], key: str, part: str = "image") -> dict[str, 
     vals = [p[part][key] for p in per_photo if key in p.get(part, {}) and "psnr" in p[part][key]]
     if not vals:
         return {}
-    return {"psnr": _mean([v["psnr"] for v in vals]), "ssim": _mean([v["ssim"] for v in vals]),
-            "detail": _mean([v.get("detail") for v in vals]), **({"grid": g} if (g := _mean([v.get("grid") for v in vals]))
-                                                                 is not None else {}), "n": len(vals)}
+    summary = {"psnr": _mean([v["psnr"] for v in vals]), "ssim": _mean([v["ssim"] for v in vals]),
+               "detail": _mean([v.get("detail") for v in vals]), "n": len(vals)}
+    grid = _mean([v.get("grid") for v in vals])           # whole images only (`_scores`), not face crops
+    if grid is not None:
+        summary["grid"] = grid
+    return summary
 
 
 def run_quality_bench(weights: str | Path | None = None, data: str | Path | None = None, seed: int = 0,

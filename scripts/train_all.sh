@@ -54,10 +54,11 @@ nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/m3" --seed 5 --kind qu
 nice -n 10 "$OP" train mapping "${COMMON[@]}" --out "$OUT/m3" --seed 5 --kind scratch --steps 20000 --max-minutes 80 \
     --init "$OUT/mapping_scratch_first.safetensors" &
 wait
-# 3c. (2026-12-02, evening; session 9: the quality half NOT shipped any more: its tuned decoder striped the output every
-#     4 rows, so mapping_quality and vae_b_quality are those of step 3b) end to end: both mappings warm-started from 3b for 90 min each, side by side, with L1 of
+# 3c. (2026-12-02, evening) end to end: both mappings warm-started from 3b for 90 min each, side by side, with L1 of
 #     the tone-matched output and of the decoder output added (mapping_quality also tunes the VAE_B quality decoder,
-#     written beside it; the scratch decoder is shared with mapping_hr and stays frozen)
+#     written beside it; the scratch decoder is shared with mapping_hr and stays frozen). Session 9: the quality half
+#     is NOT shipped any more (its tuned decoder striped the output every 4 rows): the shipped mapping_quality and
+#     vae_b_quality are those of step 3b.
 cp "$W/mapping_quality.safetensors" "$OUT/mapping_quality_second.safetensors"
 cp "$W/mapping_scratch.safetensors" "$OUT/mapping_scratch_second.safetensors"
 E2E=(--steps 20000 --crop 96 --seed 7 --max-minutes 90 --image-weight 50 --raw-weight 50 --gan-weight 0.1 --lr 1e-4)
