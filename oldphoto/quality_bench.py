@@ -19,6 +19,7 @@ from PIL import Image
 from oldphoto.quality import NIQEParams, detail_ratio, f1, grid_artefact, luma, niqe, psnr, roc_auc, ssim
 
 WORKING_SIZE = 256          # test photos: short side resized to 256, centre 256×256 crop
+LARGE_SCAN_FACTOR = 2       # the detector is also scored on the photos degraded at this many times that side
 
 
 # --------------------------------------------------------------------------------------- baseline
@@ -328,6 +329,8 @@ class _Tally:
     labels: list[np.ndarray] = field(default_factory=list)
     fp_pixels: int = 0
     fp_total: int = 0
+    large_scores: list[np.ndarray] = field(default_factory=list)    # the same photos degraded as 2x larger scans
+    large_labels: list[np.ndarray] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def detector(self, ours: _Ours) -> dict[str, Any]:
@@ -338,6 +341,10 @@ class _Tally:
             detector = {"auc": roc_auc(s, y), "f1": f1(s >= ours.threshold, y), "threshold": ours.threshold,
                         "pixels": int(y.size), "positive_fraction": float(y.mean()),
                         "fp_rate_no_defects": self.fp_pixels / max(1, self.fp_total)}
+            if self.large_scores:
+                detector["auc_large_scans"] = roc_auc(np.concatenate(self.large_scores),
+                                                      np.concatenate(self.large_labels))
+                detector["large_scan_side"] = LARGE_SCAN_FACTOR
         else:
             detector = {"unavailable": "no scratch_unet weights" if not ours.has_detector
                         else "no masks with both classes"}
@@ -370,7 +377,10 @@ def _synthetic_photo(i: int, rec: Any, seed: int, size: int, textures: Any, ours
                              "image": {"degraded": _scores(d.clean, d.degraded),
                                        "baseline": _scores(d.clean, base)},
                              "faces": _face_entries(d.clean, d.degraded, base)}
-    det_mask = _detect(ours, d, u, entry, tally) if ours.has_detector else None
+    det_mask = None
+    if ours.has_detector:
+        det_mask = _detect(ours, d, u, entry, tally)
+        _detect_large_scan(ours, rec, i, seed, size, textures, tally)
     restored = _restore_synthetic(ours, rec, d, u, size, entry, tally) if ours.restorer is not None else None
     return entry, [d.clean, d.degraded, base, restored, d.mask,
                    det_mask.astype(np.float32) if det_mask is not None else None]
@@ -388,6 +398,20 @@ def _detect(ours: _Ours, d: Any, u: Any, entry: dict[str, Any], tally: _Tally) -
     tally.fp_total += fp.size
     entry["fp_rate_no_defects"] = float(fp.mean())
     return prob >= ours.threshold
+
+
+def _detect_large_scan(ours: _Ours, rec: Any, i: int, seed: int, size: int, textures: Any, tally: _Tally) -> None:
+    """The photo degraded as a LARGE_SCAN_FACTOR x larger scan (defects, grain and JPEG at that side), which the
+    pipeline shrinks to its working size as it does every real scan: the detector scored against that scan's own
+    mask at its size (`auc_large_scans`)."""
+    from oldphoto.data import dataset as odata
+    from oldphoto.synthesis import synthesize
+
+    big = synthesize(odata.square_crop(rec.path, LARGE_SCAN_FACTOR * size),
+                     np.random.default_rng([seed, i, LARGE_SCAN_FACTOR]), textures)
+    if big.mask.any() and not big.mask.all():
+        tally.large_scores.append(_detector_probs(ours.models, big.degraded).ravel())
+        tally.large_labels.append(big.mask.ravel() > 0.5)
 
 
 def _restore_synthetic(ours: _Ours, rec: Any, d: Any, u: Any, size: int, entry: dict[str, Any], tally: _Tally

@@ -185,7 +185,31 @@ def test_bench_quality_with_random_tiny_weights(tmp_path):
     det = f["scratch_detector"]
     assert ("auc" in det and 0.0 <= det["auc"] <= 1.0) or "unavailable" in det
     assert 0.0 <= det["fp_rate_no_defects"] <= 1.0
+    if "auc_large_scans" in det:
+        assert 0.0 <= det["auc_large_scans"] <= 1.0 and det["large_scan_side"] == 2
     # the auto decision is measured on the scratched photo and on its twin without structured defects
     assert det["auto_decision"]["n"] == 2 and {d["defects"] for d in f["auto_decisions"]} == {True, False}
     assert set(f["per_photo"][0]["image"]) == {"degraded", "baseline", "ours"}
     assert res.grid.ndim == 3 and res.grid.dtype == np.uint8
+
+
+def test_bench_scores_the_detector_on_larger_scans_at_their_size(tmp_path):
+    """The large-scan figure: the same photo degraded at 2x the side (its own defects and mask), the detector run
+    through the pipeline's shrink, the probabilities scored at the scan's size against that mask."""
+    from oldphoto.data import dataset as odata
+    from oldphoto.quality_bench import LARGE_SCAN_FACTOR, _detect_large_scan, _Ours, _Tally
+    from oldphoto.testing.random_weights import make_random_weights
+
+    make_random_weights(tmp_path / "w", seed=0, tiny=True)
+    ours = _Ours.make(tmp_path / "w", None)
+    rec = odata.held_out_photos(None)[0][0]
+    tally = _Tally()
+    for i in range(4):
+        _detect_large_scan(ours, rec, i, 0, 64, None, tally)
+    assert tally.large_scores and len(tally.large_scores) == len(tally.large_labels)
+    side = LARGE_SCAN_FACTOR * 64
+    assert all(sc.shape == lab.shape == (side * side,) for sc, lab in zip(tally.large_scores, tally.large_labels))
+    assert all(lab.any() and not lab.all() for lab in tally.large_labels)
+    tally.scores, tally.labels = tally.large_scores[:1], tally.large_labels[:1]   # reported beside the main AUC
+    det = tally.detector(ours)
+    assert 0.0 <= det["auc_large_scans"] <= 1.0 and det["large_scan_side"] == LARGE_SCAN_FACTOR

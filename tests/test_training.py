@@ -130,6 +130,43 @@ def test_detector_defects_are_synthesised_at_the_working_scale(source, monkeypat
         assert e < 1e-6 and np.array_equal(p.mask[y:y + 32, x0:x0 + 32], m)
 
 
+def test_detector_large_scan_crops_are_shrunk_like_the_pipeline(source, monkeypatch):
+    """--large-scan-prob: such crops are degraded on a canvas 1.5-3x the crop's side and shrunk to it exactly as
+    the detection stage shrinks a scan (its own function, which `detector_input` uses); the label is the
+    shrunk mask's area coverage >= LARGE_SCAN_LABEL, so a 2 px scratch on a 3x canvas stays labelled."""
+    import cv2
+
+    from oldphoto.stages import scratch as scratch_stage
+    from oldphoto.training import datasets
+    from oldphoto.training.scratch import LARGE_SCAN_LABEL, detector_batch, shrink_like_pipeline
+
+    canvases = []
+    real = datasets.synthesize_pair
+
+    def spy(clean, *a, **k):
+        canvases.append(real(clean, *a, **k))
+        return canvases[-1]
+
+    monkeypatch.setattr(datasets, "synthesize_pair", spy)
+    b = detector_batch(source, 4, 32, np.random.default_rng(5), negative_prob=0.0, large_scan_prob=1.0)
+    assert b["x"].shape == b["mask"].shape == (4, 1, 32, 32)
+    for x, m, p in zip(b["x"][:, 0], b["mask"][:, 0].numpy(), canvases):
+        side = p.degraded.shape[0]
+        assert 48 <= side <= 96 and p.degraded.shape[:2] == (side, side)
+        # the grey canvas shrunk by the detection stage's own function (not antialiased: that differs by ~0.05)
+        grey = datasets.to_grey(datasets.to_tensor(p.degraded)[None])
+        ref = scratch_stage.shrink_to_working_size(grey, (32, 32))
+        assert float((x - ref[0, 0]).abs().max()) < 1e-5
+        cover = cv2.resize(p.mask.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(m, (cover >= LARGE_SCAN_LABEL).astype(np.float32))
+    line = np.zeros((96, 96), bool)
+    line[:, 40:42] = True
+    img = torch.zeros(3, 96, 96)
+    img[:, :, 40:42] = 1.0
+    small, label = shrink_like_pipeline(img, line, 32)
+    assert label[0].sum(axis=0).nonzero()[0].tolist() == [13] and float(small.amax()) > 0.3
+
+
 def test_detector_defect_mix_changes_the_structured_samples_only(source):
     """--hole-prob / --dark-scratch-prob reach the synthesis of the scratched samples, not the hard negatives."""
     from oldphoto.training.scratch import detector_batch

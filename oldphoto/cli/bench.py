@@ -108,6 +108,9 @@ def _print_detector(console, d: dict) -> None:
     if "auc" in d:
         console.print(f"scratch detector: ROC AUC {d['auc']:.3f}, F1@{d['threshold']} {d['f1']:.3f}, false-positive "
                       f"pixels on photos without structured defects {d['fp_rate_no_defects']:.3%}")
+        if "auc_large_scans" in d:
+            console.print(f"scratch detector on the photos degraded as {d['large_scan_side']}x larger scans (shrunk "
+                          f"to its working size): ROC AUC {d['auc_large_scans']:.3f}")
     else:
         console.print(f"scratch detector: {d['unavailable']}")
     if "auto_decision" in d:

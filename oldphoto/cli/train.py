@@ -75,13 +75,17 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                                      help="Share of the negatives (crops without defects) cut from "
                                                           "the flattest of the candidate windows and brightened: "
                                                           "sky, light clothes, margins (default 0)."),
+            large_scan_prob: float = typer.Option(0.0, "--large-scan-prob", min=0.0, max=1.0,
+                                                  help="Share of the crops degraded as a scan 1.5-3x larger and "
+                                                       "shrunk to the crop as the pipeline shrinks scans to its "
+                                                       "working size (default 0)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4; lower for "
                                                "fine-tuning from --init).")) -> None:
     """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
     _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
          init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob, synth_size=synth_size, lr=lr,
-         flat_negative_prob=flat_negative_prob)
+         flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob)
 
 
 @train_app.command("vae-a")

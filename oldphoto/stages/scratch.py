@@ -57,9 +57,13 @@ def detector_input(pixels: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
     grey = np.asarray(rgb.convert("L"), dtype=np.float32)
     del rgb
     x = torch.from_numpy((grey / 255.0 - 0.5) / 0.5)[None, None]
-    hn, wn = detector_size(h16, w16)
-    x = F.interpolate(x, size=(hn, wn), mode="bilinear", align_corners=False)
-    return x, (h16, w16)
+    return shrink_to_working_size(x, detector_size(h16, w16)), (h16, w16)
+
+
+def shrink_to_working_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N×C×H×W → N×C×size: torch bilinear without antialias (the official preprocessing; the detector's training
+    shrinks its "large scan" crops with this same function)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def mask_to_size(small: np.ndarray, rounded_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:

@@ -55,6 +55,7 @@ class TrainOptions:
     hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
     synth_size: int | None = None           # scratch detector: canvas side the defects are drawn on (None: the crop)
     flat_negative_prob: float = 0.0         # scratch detector: share of negatives that are bright flat areas
+    large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
 
     @property
     def weights(self) -> Path:
@@ -243,12 +244,14 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     cfg = M.ScratchStageConfig.preset(o.config)
     cfg.synth_size = o.synth_size
     cfg.flat_negative_prob = o.flat_negative_prob
+    cfg.large_scan_prob = o.large_scan_prob
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
     # the detector sees photos at a short side of 256 (detector_size): train at about that scale
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
     note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
-                defect_mix=cfg.defect_mix, flat_negative_prob=cfg.flat_negative_prob)
+                defect_mix=cfg.defect_mix, flat_negative_prob=cfg.flat_negative_prob,
+                large_scan_prob=cfg.large_scan_prob)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)
@@ -414,6 +417,9 @@ def bench_section(bench: dict[str, Any]) -> list[str]:
                       f"F1@{det.get('threshold', 0.4)} {_fmt(det.get('f1'), 3)}"
                       + (f"; false-positive pixels on the same photos without structured defects "
                          f"{_fmt(100 * det['fp_rate_no_defects'], 2)} %" if "fp_rate_no_defects" in det else "")
+                      + (f"; ROC AUC on the same photos degraded as {det['large_scan_side']}x larger scans (which the "
+                         f"pipeline shrinks to its working size) {_fmt(det['auc_large_scans'], 3)}"
+                         if "auc_large_scans" in det else "")
                       + "."]
         a = det.get("auto_decision")
         if a:

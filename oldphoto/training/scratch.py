@@ -36,6 +36,17 @@ from .datasets import BatchSource, to_grey
 # figures (detail kept aside) but took large bright flat areas of real photos (light suits, sky) for holes.
 
 
+# `--large-scan-prob`: the pipeline shrinks every scan to the working size (short side 256, bilinear without antialias,
+# as the official code) *after* it was degraded at its own resolution, where grain, JPEG blocks and the defects'
+# edges are finer; the shipped detector, trained on defects drawn at the working size, lost ROC AUC on val photos
+# degraded at 2x and 4x that size (0.964 -> 0.908 -> 0.883) and missed the dark scratches of the 512 px astronaut
+# sample. Such crops are degraded at k x the crop's side (k uniform in [LARGE_SCAN_MIN, large_scan_max]) and
+# shrunk the pipeline's way; their label is the shrunk mask's area coverage >= LARGE_SCAN_LABEL.
+LARGE_SCAN_MIN = 1.5
+LARGE_SCAN_MAX = 3.0
+LARGE_SCAN_LABEL = 0.3
+
+
 @dataclass
 class ScratchStageConfig:
     net: ScratchUNetConfig = field(default_factory=ScratchUNetConfig)
@@ -46,6 +57,8 @@ class ScratchStageConfig:
     synth_size: int | None = None     # defects synthesised on a canvas of this side, then the crop cut from it
     defect_mix: dict[str, float] = field(default_factory=dict)  # SynthesisConfig overrides (dark scratches, holes)
     flat_negative_prob: float = 0.0   # share of negatives cut from the flattest candidate, brightened (sky, suits)
+    large_scan_prob: float = 0.0      # share of crops degraded as a larger scan and shrunk as the pipeline does
+    large_scan_max: float = LARGE_SCAN_MAX
 
     @classmethod
     def preset(cls, name: str) -> "ScratchStageConfig":
@@ -87,7 +100,7 @@ class ScratchTrainer(Trainer):
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = detector_batch(self.data, self.s.batch_size, self.s.crop, self.data_rng, self.cfg.negative_prob,
                            self.cfg.texture_candidates, self.cfg.synth_size, self.cfg.defect_mix,
-                           self.cfg.flat_negative_prob)
+                           self.cfg.flat_negative_prob, self.cfg.large_scan_prob, self.cfg.large_scan_max)
         return b["x"].to(self.device), b["mask"].to(self.device)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -127,7 +140,8 @@ FLAT_GAMMA = (0.3, 1.0)   # flat negatives: brightening power drawn from this ra
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
                    texture_candidates: int = 1, synth_size: int | None = None,
                    defect_mix: dict[str, float] | None = None,
-                   flat_negative_prob: float = 0.0) -> dict[str, torch.Tensor]:
+                   flat_negative_prob: float = 0.0, large_scan_prob: float = 0.0,
+                   large_scan_max: float = LARGE_SCAN_MAX) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
 
     Each canvas (``synth_size``, at least ``crop``; default ``crop``) is the most textured of ``texture_candidates``
@@ -136,12 +150,18 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
     scratches or holes); a random ``crop``×``crop`` window of it is the sample. A share ``flat_negative_prob`` of
     the negatives takes the *least* textured candidate instead, brightened (``brighten``, gamma in ``FLAT_GAMMA``):
     large bright flat areas without a defect, which a detector trained on textured crops alone takes for holes.
-    With ``flat_negative_prob`` 0 the batches are exactly those of earlier versions (no extra random draws)."""
+    A share ``large_scan_prob`` of the samples is degraded as a larger scan (``large_scan_crop``) on a canvas of
+    k x ``crop`` and shrunk to the crop the way the pipeline shrinks a scan (``shrink_like_pipeline``).
+    With ``flat_negative_prob`` and ``large_scan_prob`` 0 the batches are exactly those of earlier versions (no extra
+    random draws)."""
     from .datasets import mask_tensor, synthesize_pair, to_tensor
 
-    canvas = max(crop, synth_size or crop)
     xs, ms, neg = [], [], []
     for _ in range(n):
+        canvas = max(crop, synth_size or crop)
+        large = large_scan_prob > 0 and bool(rng.random() < large_scan_prob)
+        if large:
+            canvas = round(crop * float(rng.uniform(LARGE_SCAN_MIN, max(LARGE_SCAN_MIN, large_scan_max))))
         cands = [data.clean.crop(canvas, rng) for _ in range(max(1, texture_candidates))]
         negative = bool(rng.random() < negative_prob)
         flat = negative and flat_negative_prob > 0 and bool(rng.random() < flat_negative_prob)
@@ -150,12 +170,31 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
         else:
             clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
         p = synthesize_pair(clean, rng, data.textures, structured=not negative, overrides=defect_mix)
+        if large:
+            x, m = shrink_like_pipeline(to_tensor(p.degraded), p.mask, crop)
+            xs.append(x)
+            ms.append(m)
+            neg.append(negative)
+            continue
         y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
         window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
         xs.append(to_tensor(np.ascontiguousarray(p.degraded[window])))
         ms.append(mask_tensor(np.ascontiguousarray(p.mask[window])))
         neg.append(negative)
     return {"x": to_grey(torch.stack(xs)), "mask": torch.stack(ms), "negative": torch.tensor(neg)}
+
+
+def shrink_like_pipeline(x: torch.Tensor, mask: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A degraded C×H×W image shrunk to size×size as the detection stage shrinks a scan (its own
+    `shrink_to_working_size`), and its H×W mask shrunk by area: 1×size×size labels where the coverage is >=
+    LARGE_SCAN_LABEL."""
+    import cv2
+
+    from oldphoto.stages.scratch import shrink_to_working_size
+
+    small = shrink_to_working_size(x[None], (size, size))[0]
+    cover = cv2.resize(np.asarray(mask, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return small, torch.from_numpy((cover >= LARGE_SCAN_LABEL).astype(np.float32))[None]
 
 
 def eval_set(data: BatchSource, n: int, crop: int, seed: int = 1234,
