@@ -35,6 +35,8 @@ from scipy.special import gamma as gamma_fn
 from scipy.stats import rankdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from oldphoto.imageops.io import LUMA_WEIGHTS
+
 
 
 # --------------------------------------------------------------------------------------- full reference
@@ -204,9 +206,6 @@ def niqe(img: np.ndarray, params: NIQEParams, block: int = 96) -> float:
 
 
 # --------------------------------------------------------------------------------------- detail
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)      # BT.601
-
-
 def luma(img: np.ndarray) -> np.ndarray:
     """H×W float32 luma of an H×W×3 image (BT.601 weights, same scale); an H×W image passes through as float32."""
     a = np.asarray(img, np.float32)

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from skimage.transform import ProjectiveTransform, SimilarityTransform, warp
 
-from oldphoto.imageops.io import to_grey
+from oldphoto.imageops.io import LUMA_WEIGHTS, to_grey
 from oldphoto.imageops.mask import grow_box
 
 TEMPLATE_BASE = np.array([[196.0, 226.0], [316.0, 226.0], [256.0, 286.0], [220.0, 360.4], [292.0, 360.4]],
@@ -197,8 +197,7 @@ def face_agreement(original: np.ndarray, candidate: np.ndarray, size: int = AGRE
     compare luma only (a grey scan is written grey, so the network's colour never reaches the output)."""
     a, b = low_frequency(original, size), low_frequency(candidate, size)
     if grey:
-        luma = np.array([0.299, 0.587, 0.114], np.float32)
-        a, b = a @ luma, b @ luma
+        a, b = a @ LUMA_WEIGHTS, b @ LUMA_WEIGHTS
     mse = float(np.mean((a - b) ** 2))
     return 99.0 if mse <= 1e-10 else float(10.0 * np.log10(1.0 / mse))
 

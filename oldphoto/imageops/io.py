@@ -400,9 +400,14 @@ def to_uint(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
+LUMA = (0.299, 0.587, 0.114)                      # ITU-R BT.601 (PIL's convert("L")): oldphoto's one copy
+LUMA_WEIGHTS = np.array(LUMA, np.float32)
+
+
 def to_grey(pixels: np.ndarray) -> np.ndarray:
     """H×W×3 float → H×W float with ITU-R 601 luma (the weights PIL's convert("L") uses)."""
-    return pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
+    r, g, b = LUMA
+    return pixels[..., 0] * r + pixels[..., 1] * g + pixels[..., 2] * b
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from oldphoto.data.textures import procedural_paper, procedural_scratch_stamp
+from oldphoto.imageops.io import to_grey
 from oldphoto.synthesis.scratches import ALPHA_MIN
 
 BLEND_MODES = ("add", "lighten", "screen")
@@ -97,7 +98,7 @@ def age_tone(img: np.ndarray, rng: np.random.Generator, grey_prob: float, sepia_
     """Global toning: greyscale, sepia, and fading towards a yellowed paper white."""
     ops = []
     out = img
-    lum = (0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2])[..., None]
+    lum = to_grey(img)[..., None]
     if rng.random() < grey_prob:
         out = np.repeat(lum, 3, axis=2)
         ops.append("grey")

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from oldphoto.imageops.io import LUMA_WEIGHTS
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 
 
@@ -40,7 +42,7 @@ def mask_tensor(mask: np.ndarray) -> torch.Tensor:
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
     """RGB N x 3 x H x W in [-1, 1] -> luminance N x 1 x H x W (ITU-R 601, as PIL's "L")."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    w = torch.from_numpy(LUMA_WEIGHTS).to(dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
 
 
