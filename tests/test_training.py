@@ -106,20 +106,28 @@ def test_detector_batches_hold_hard_negatives(source):
     assert gradient_energy(stripes) > gradient_energy(flat) == 0.0
 
 
-def test_detector_defects_are_synthesised_at_the_working_scale(source, monkeypatch):
+@pytest.fixture
+def canvases(monkeypatch) -> list:
+    """The degraded canvases the detector's batches are cut or shrunk from, in order (a spy on synthesize_pair)."""
+    from oldphoto.training import datasets
+
+    made: list = []
+    real = datasets.synthesize_pair
+
+    def spy(clean, *a, **k):
+        made.append(real(clean, *a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(datasets, "synthesize_pair", spy)
+    return made
+
+
+def test_detector_defects_are_synthesised_at_the_working_scale(source, canvases):
     """Holes and scratch stamps scale with their canvas, so the detector's training defects are synthesised on a
     canvas of the working size and the training crop is a window of that degraded canvas (image and mask)."""
     from oldphoto.training import datasets
     from oldphoto.training.scratch import detector_batch
 
-    canvases = []
-    real = datasets.synthesize_pair
-
-    def spy(clean, *a, **k):
-        canvases.append(real(clean, *a, **k))
-        return canvases[-1]
-
-    monkeypatch.setattr(datasets, "synthesize_pair", spy)
     b = detector_batch(source, 3, 32, np.random.default_rng(3), negative_prob=0.0, synth_size=64)
     assert b["x"].shape == b["mask"].shape == (3, 1, 32, 32)
     for x, m, p in zip(b["x"][:, 0].numpy(), b["mask"][:, 0].numpy(), canvases):
@@ -130,7 +138,7 @@ def test_detector_defects_are_synthesised_at_the_working_scale(source, monkeypat
         assert e < 1e-6 and np.array_equal(p.mask[y:y + 32, x0:x0 + 32], m)
 
 
-def test_detector_large_scan_crops_are_shrunk_like_the_pipeline(source, monkeypatch):
+def test_detector_large_scan_crops_are_shrunk_like_the_pipeline(source, canvases):
     """--large-scan-prob: such crops are degraded on a canvas 1.5-3x the crop's side and shrunk to it exactly as
     the detection stage shrinks a scan (its own function, which `detector_input` uses); the label is the
     shrunk mask's area coverage >= LARGE_SCAN_LABEL, so a 2 px scratch on a 3x canvas stays labelled."""
@@ -140,14 +148,6 @@ def test_detector_large_scan_crops_are_shrunk_like_the_pipeline(source, monkeypa
     from oldphoto.training import datasets
     from oldphoto.training.scratch import LARGE_SCAN_LABEL, detector_batch, shrink_like_pipeline
 
-    canvases = []
-    real = datasets.synthesize_pair
-
-    def spy(clean, *a, **k):
-        canvases.append(real(clean, *a, **k))
-        return canvases[-1]
-
-    monkeypatch.setattr(datasets, "synthesize_pair", spy)
     b = detector_batch(source, 4, 32, np.random.default_rng(5), negative_prob=0.0, large_scan_prob=1.0)
     assert b["x"].shape == b["mask"].shape == (4, 1, 32, 32)
     for x, m, p in zip(b["x"][:, 0], b["mask"][:, 0].numpy(), canvases):
