@@ -37,6 +37,15 @@ cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_synth256.safetensors"
 nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s7" --seed 13 --steps 20000 --crop 128 --max-minutes 75 \
     --init "$OUT/scratch_unet_synth256.safetensors" --synth-size 256 --flat-negative-prob 0.3 --lr 1e-4
 python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
+# 1b. (sessions 9-10) half, then 30 % of the scratch sets dark: 110 min, then 62 min (its run was stopped after 36 min
+#     at step 6,200 and resumed; 11,222 steps in all); the operating point re-chosen on val at the same threshold
+cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_s7.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s9" --seed 21 --steps 40000 --crop 128 --max-minutes 110 \
+    --init "$OUT/scratch_unet_s7.safetensors" --synth-size 256 --flat-negative-prob 0.3 --dark-scratch-prob 0.5 --lr 1e-4
+cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_dark2.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s10" --seed 41 --steps 40000 --crop 128 --max-minutes 62 \
+    --init "$OUT/scratch_unet_dark2.safetensors" --synth-size 256 --flat-negative-prob 0.3 --dark-scratch-prob 0.3 --lr 1e-4
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
 
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic

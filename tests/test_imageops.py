@@ -608,6 +608,20 @@ def test_face_guard_keeps_scratches_and_drops_features_inside_faces():
     assert mask[40:48, 40:50].all()                      # the input is not modified
     same, none = guard_faces(mask, [])
     assert none == 0 and np.array_equal(same, mask)
+    # a scratch the detector marked in two pieces (a 4 px gap), each alone shorter than 0.35 of the face: kept,
+    # as one scratch; judged piece by piece (max_gap=0) both would go
+    pieces = np.zeros((120, 160), bool)
+    pieces[30:50, 60] = True
+    pieces[54:74, 61] = True
+    kept, lost = guard_faces(pieces, [(25, 25, 95, 95)])
+    assert lost == 0 and np.array_equal(kept, pieces)
+    assert guard_faces(pieces, [(25, 25, 95, 95)], max_gap=0)[1] == 40
+    # two features 4 px apart are grouped and still dropped (thick), and the gap is not added to the mask
+    eyes = np.zeros((120, 160), bool)
+    eyes[40:48, 40:50] = True
+    eyes[40:48, 54:64] = True
+    kept, lost = guard_faces(eyes, [(25, 25, 95, 95)])
+    assert lost == 160 and not kept.any()
 
 
 def test_blob_guard_keeps_scratches_and_dust_and_drops_large_blobs():

@@ -3,8 +3,9 @@
 `guard_faces`: do no harm to faces. Inside a face, a detector that fires on eyes, lips, beards or glasses makes
 the partial nonlocal block repaint the face from its surroundings. Inside each face box only what looks like a
 scratch is kept: a connected part of the mask at least `min_length` of the face's size long and at most
-`max_thickness` pixels thick on average (area / length). Blobs and specks there (features, catchlights, texture)
-are dropped; the face stage and the global restoration still clean the face, without inpainting it. Outside the
+`max_thickness` pixels thick on average (area / length); parts separated by gaps of up to `max_gap` pixels are
+judged together, on their own pixels (a scratch the detector marks in pieces is one scratch, and its pieces are kept
+although each alone is too short). Blobs and specks there (features, catchlights, texture) are dropped; the face stage and the global restoration still clean the face, without inpainting it. Outside the
 faces the mask is unchanged.
 
 `guard_blobs`: do no harm anywhere. On real old photos a detector trained on synthetic defects also marks large
@@ -24,6 +25,7 @@ import numpy as np
 FACE_GUARD_MIN_LENGTH = 0.35     # of the face box's shorter side
 FACE_GUARD_MAX_THICKNESS = 4.5   # mean width in mask pixels (the detector's working size: short side 256)
 FACE_GUARD_MARGIN = 0.15         # each face box is grown by this fraction of its size on every side
+FACE_GUARD_MAX_GAP = 4           # mask pixels: parts this close are one part (a scratch marked in pieces)
 BLOB_GUARD_MAX_SPECK = 64        # mask pixels (working size): smaller parts are dust and always kept
 BLOB_GUARD_MAX_THICKNESS = 6.0   # mask pixels: a part holding a wider disc is a blob (scratches are 1-4 px wide)
 
@@ -51,14 +53,16 @@ def is_line_like(points_xy: np.ndarray, min_length: float, max_thickness: float)
 
 
 def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: float = FACE_GUARD_MIN_LENGTH,
-                max_thickness: float = FACE_GUARD_MAX_THICKNESS,
-                margin: float = FACE_GUARD_MARGIN) -> tuple[np.ndarray, int]:
+                max_thickness: float = FACE_GUARD_MAX_THICKNESS, margin: float = FACE_GUARD_MARGIN,
+                max_gap: int = FACE_GUARD_MAX_GAP) -> tuple[np.ndarray, int]:
     """(mask with only scratch-like parts kept inside the face boxes, number of mask pixels removed).
 
-    `boxes` are (left, top, right, bottom) in the mask's pixel coordinates. The input is not modified."""
+    `boxes` are (left, top, right, bottom) in the mask's pixel coordinates; parts at most `max_gap` pixels apart
+    are judged as one (on their own pixels, not the gap's). The input is not modified."""
     out = mask.astype(bool, copy=True)
     h, w = out.shape
     removed = 0
+    reach = (max_gap + 1) // 2                         # a gap of max_gap closes when both sides grow by this
     for box in boxes:
         l, t, r, b = grow_box(box, margin, h, w)
         if r <= l or b <= t:
@@ -66,11 +70,17 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
         crop = out[t:b, l:r]
         if not crop.any():
             continue
-        n, labels = cv2.connectedComponents(crop.astype(np.uint8), connectivity=8)
+        grouped = crop.astype(np.uint8)
+        if reach > 0:
+            grouped = cv2.dilate(grouped, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+        n, labels = cv2.connectedComponents(grouped, connectivity=8)
+        labels[~crop] = 0                              # each group judged on its own mask pixels
         size = min(box[2] - box[0], box[3] - box[1])
         need = max(4.0, min_length * size)
         for k in range(1, n):
             ys, xs = np.nonzero(labels == k)
+            if not len(ys):
+                continue
             if not is_line_like(np.stack([xs, ys], 1), need, max_thickness):
                 crop[ys, xs] = False
                 removed += len(ys)
