@@ -38,7 +38,6 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from oldphoto.imageops.io import LUMA_WEIGHTS
 
 
-
 # --------------------------------------------------------------------------------------- full reference
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(a, dtype=np.float64)

@@ -5,8 +5,9 @@ the partial nonlocal block repaint the face from its surroundings. Inside each f
 scratch is kept: a connected part of the mask at least `min_length` of the face's size long and at most
 `max_thickness` pixels thick on average (area / length); parts separated by gaps of up to `max_gap` pixels are
 judged together, on their own pixels (a scratch the detector marks in pieces is one scratch, and its pieces are kept
-although each alone is too short). Blobs and specks there (features, catchlights, texture) are dropped; the face stage and the global restoration still clean the face, without inpainting it. Outside the
-faces the mask is unchanged.
+although each alone is too short). Blobs and specks there (features, catchlights, texture) are dropped; the face
+stage and the global restoration still clean the face, without inpainting it. Outside the faces the mask is
+unchanged.
 
 `guard_blobs`: do no harm anywhere. On real old photos a detector trained on synthetic defects also marks large
 irregular areas (light suits, sky, paper margins next to dark figures) that the partial nonlocal block would then
@@ -78,9 +79,7 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
         size = min(box[2] - box[0], box[3] - box[1])
         need = max(4.0, min_length * size)
         for k in range(1, n):
-            ys, xs = np.nonzero(labels == k)
-            if not len(ys):
-                continue
+            ys, xs = np.nonzero(labels == k)           # never empty: every group grew from mask pixels
             if not is_line_like(np.stack([xs, ys], 1), need, max_thickness):
                 crop[ys, xs] = False
                 removed += len(ys)

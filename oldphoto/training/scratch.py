@@ -152,7 +152,8 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
     scratches or holes); a random ``crop``×``crop`` window of it is the sample. A share ``flat_negative_prob`` of
     the negatives takes the *least* textured candidate instead, brightened (``brighten``, gamma in ``FLAT_GAMMA``):
     large bright flat areas without a defect, which a detector trained on textured crops alone takes for holes.
-    A share ``large_scan_prob`` of the samples is degraded as a larger scan, on a canvas of k x ``crop`` and shrunk to the crop the way the pipeline shrinks a scan (``shrink_like_pipeline``).
+    A share ``large_scan_prob`` of the samples is degraded as a larger scan, on a canvas of k x ``crop``, and
+    shrunk to the crop the way the pipeline shrinks a scan (``shrink_like_pipeline``).
     With ``flat_negative_prob`` and ``large_scan_prob`` 0 the batches are exactly those of earlier versions (no extra
     random draws)."""
     from .datasets import mask_tensor, synthesize_pair, to_tensor
@@ -173,14 +174,13 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
         p = synthesize_pair(clean, rng, data.textures, structured=not negative, overrides=defect_mix)
         if large:
             x, m = shrink_like_pipeline(to_tensor(p.degraded), p.mask, crop)
-            xs.append(x)
-            ms.append(m)
-            neg.append(negative)
-            continue
-        y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
-        window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        xs.append(to_tensor(np.ascontiguousarray(p.degraded[window])))
-        ms.append(mask_tensor(np.ascontiguousarray(p.mask[window])))
+        else:
+            y0, x0 = (int(rng.integers(0, canvas - crop + 1)) for _ in range(2))
+            window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
+            x = to_tensor(np.ascontiguousarray(p.degraded[window]))
+            m = mask_tensor(np.ascontiguousarray(p.mask[window]))
+        xs.append(x)
+        ms.append(m)
         neg.append(negative)
     return {"x": to_grey(torch.stack(xs)), "mask": torch.stack(ms), "negative": torch.tensor(neg)}
 
