@@ -16,6 +16,8 @@ role                what it does                                   network kind
 ``face_512``        face enhancement, 512 px (HR mode)              spade_face
 ``colour``          global tone/colour correction (optional; not    colour_mlp
                     in the official method, no official file)
+``refiner``         detail refiner after stage 1 (optional; not     refiner
+                    in the official method, no official file)
 ==================  =============================================  =================
 
 Sources:
@@ -68,6 +70,7 @@ ROLES: tuple[str, ...] = (
     "face_256",
     "face_512",
     "colour",
+    "refiner",
 )
 
 ROLE_NETWORK: dict[str, str] = {
@@ -81,6 +84,7 @@ ROLE_NETWORK: dict[str, str] = {
     "face_256": "spade_face",
     "face_512": "spade_face",
     "colour": "colour_mlp",
+    "refiner": "refiner",
 }
 
 ROLE_PURPOSE: dict[str, str] = {
@@ -94,6 +98,7 @@ ROLE_PURPOSE: dict[str, str] = {
     "face_256": "face enhancement generator, 256 px",
     "face_512": "face enhancement generator, 512 px (HR mode)",
     "colour": "global tone/colour correction regressor (optional)",
+    "refiner": "detail refiner after stage 1 (optional)",
 }
 
 # how each role is trained (shown in MissingWeightsError)
@@ -108,6 +113,7 @@ _TRAIN_HINT: dict[str, str] = {
     "face_256": "oldphoto train face",
     "face_512": "oldphoto train face",
     "colour": "oldphoto train colour",
+    "refiner": "oldphoto train refiner",
 }
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -167,26 +167,6 @@ def _score_ours_faces(entries: list[dict[str, Any]], clean: np.ndarray, ours: np
                               "detected_on": match.detected_on}
 
 
-def _face_crops(photo: np.ndarray, size: int, max_faces: int = 4) -> list[np.ndarray]:
-    """size×size crops centred on the faces dlib finds in a photo, the face about 40 % of the crop's side."""
-    from oldphoto.imageops.faces import detect_faces
-
-    out = []
-    h, w = photo.shape[:2]
-    for f in detect_faces(photo)[:max_faces]:
-        l, t, r, b = f.box
-        side = min(int(2.5 * max(r - l, b - t)), h, w)       # a square window, shifted to fit the photo
-        cx, cy = (l + r) // 2, (t + b) // 2
-        x0 = min(max(0, cx - side // 2), w - side)
-        y0 = min(max(0, cy - side // 2), h - side)
-        crop = photo[y0:y0 + side, x0:x0 + side]
-        if min(crop.shape[:2]) < 64:
-            continue
-        out.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size
-                              else cv2.INTER_CUBIC))
-    return out
-
-
 def _restore(restorer: Any, img: np.ndarray, name: str, size: int | None = None) -> tuple[np.ndarray | None, Any]:
     st = restorer.run(f"bench/{name}.png", _png_bytes(img), name=name)
     if st.failed or st.restored is None:
@@ -438,12 +418,13 @@ def _face_photo_entries(data: str | Path | None, split: str, seed: int, size: in
                         say: Any) -> list[dict[str, Any]]:
     """Held-out face photos (never trained on): a face-centred crop per face, degraded and restored the same way."""
     from oldphoto.data import dataset as odata
+    from oldphoto.imageops.faces import face_centred_crops
     from oldphoto.synthesis import synthesize
 
     entries = []
     face_photos = odata.held_out_face_photos(data, split) if data is not None else []
     for j, path in enumerate(face_photos):
-        for k, crop in enumerate(_face_crops(odata.load_rgb(path, max_short_side=1024), size)):
+        for k, crop in enumerate(face_centred_crops(odata.load_rgb(path, max_short_side=1024), size)):
             say(f"face photo {path.name} #{k + 1}")
             d = synthesize(crop, np.random.default_rng([seed, 10_000 + j, k]), textures)
             base = classical_restore(d.degraded)

@@ -116,13 +116,14 @@ def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
 # --------------------------------------------------------------------------------- options and fingerprint
 # fingerprints of these options (pinned when RestoreOptions became checked with pydantic, which must not move them;
 # re-pinned on 2026-12-02 when the colour_correct and colour_strength options were added: a new option is a new
-# record of what is computed, so every fingerprint moved once, on purpose; and again in session 7 for blob_guard)
+# record of what is computed, so every fingerprint moved once, on purpose; and again in session 7 for blob_guard
+# and in session 11 for refine)
 _PINNED_FINGERPRINTS = [      # (options, fingerprint, the same options given as text have the same fingerprint)
-    ({}, "0bce1df79556e29853d6cec489fd50832ba4a5a214e8481ec3c0827b928016be", True),
+    ({}, "b614fd651315ac234c17dbbbf7ed65c81c8a8dc0ae9da766a67f4382a70d6581", True),
     (dict(scratch="on", hr=True, tile=256, face_strength=0.5, face_min_agreement=24.0, precision="bf16",
-          max_pixels=50_000_000), "42586299547550d7f2266e8693232de39731b1e0c28d4ebcdbfcb381c3f9a768", True),
+          max_pixels=50_000_000), "01422b31982be7f0904d4d9fb1ad0aa234371c789c7d1ba72ebbc61226e13708", True),
     # ints given for float fields stay ints (their JSON, "1", is what was fingerprinted); the text "1" is 1.0
-    (dict(face_strength=1, scratch_threshold=0), "8485f5eb5d360f322e2a48f75f6c7aa4160f82d2be4618308f40bf3a1b91d827",
+    (dict(face_strength=1, scratch_threshold=0), "fac5e7448b366d56189754b9cf817b430d565861fcb9a63fdfa4d1d4ba7333c0",
      False),
 ]
 

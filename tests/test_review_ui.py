@@ -223,7 +223,8 @@ def test_curator_reviews_a_run_in_chromium(restored, tmp_path):
     assert got["hopper"][0].note == "face looks waxy; keep the scan"
     (queued,) = rq.reprocess_queue(cat)
     assert queued["item_id"] == truth["cup"].item_id
-    assert queued["options"] == {"scratch": "off", "faces": False, "tone_match": True, "colour_correct": True}
+    assert queued["options"] == {"scratch": "off", "faces": False, "tone_match": True, "colour_correct": True,
+                                 "refine": True}
     # review images were made once, in DEST beside the outputs
     for n, r in truth.items():
         assert (dest / n / "_review" / f"r{r.result_id}" / "thumb.jpg").is_file()

@@ -167,6 +167,19 @@ def colour(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opti
          device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=False)
 
 
+@train_app.command("refiner")
+def refiner(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
+            config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+            crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+            threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
+            lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3).")) -> None:
+    """Detail refiner (not in the paper): corrects the stage-1 output of the weights in --weights-dir where it
+    lost what the scan still had; strength chosen on val."""
+    _run("refiner", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
+         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=False,
+         lr=lr)
+
+
 @train_app.command("all")
 def all_stages(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optional[Path] = WeightsOpt,
                config: str = ConfigOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,

@@ -94,7 +94,8 @@ def _result_schema():
 # ModelSet roles each pool loads when its actor starts (those the options use and the weights have)
 POOL_ROLES = {
     "scratch": ("scratch_unet",),
-    "global": ("vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch", "mapping_hr", "colour"),
+    "global": ("vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch", "mapping_hr", "colour",
+               "refiner"),
     "face": ("face_256", "face_512"),
 }
 

@@ -342,3 +342,21 @@ def put_back(blended: np.ndarray, scan: np.ndarray, box: tuple[int, int, int, in
         src = src[..., None]
     blended[y0:y1, x0:x1] = src * m + blended[y0:y1, x0:x1] * (1.0 - m)
     return blended
+
+
+def face_centred_crops(photo: np.ndarray, size: int, max_faces: int = 4) -> list[np.ndarray]:
+    """size×size crops centred on the faces dlib finds in a photo, the face about 40 % of the crop's side."""
+    out = []
+    h, w = photo.shape[:2]
+    for f in detect_faces(photo)[:max_faces]:
+        l, t, r, b = f.box
+        side = min(int(2.5 * max(r - l, b - t)), h, w)       # a square window, shifted to fit the photo
+        cx, cy = (l + r) // 2, (t + b) // 2
+        x0 = min(max(0, cx - side // 2), w - side)
+        y0 = min(max(0, cy - side // 2), h - side)
+        crop = photo[y0:y0 + side, x0:x0 + side]
+        if min(crop.shape[:2]) < 64:
+            continue
+        out.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size
+                              else cv2.INTER_CUBIC))
+    return out

@@ -43,6 +43,7 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
     "scratch_unet": ("oldphoto.networks.unet", "ScratchUNetConfig", "ScratchUNet"),
     "spade_face": ("oldphoto.networks.spade_face", "SPADEFaceConfig", "SPADEFaceGenerator"),
     "colour_mlp": ("oldphoto.networks.colour", "ColourNetConfig", "ColourNet"),
+    "refiner": ("oldphoto.networks.refiner", "RefinerConfig", "Refiner"),
 }
 
 

@@ -96,6 +96,8 @@ class RestoreOptions:
     colour_correct: bool = True           # with tone_match: global tone/colour correction when the weights have
                                           # the `colour` regressor (oldphoto.imageops.colour; not official)
     colour_strength: Fraction | None = None   # its strength 0..1 (None: the regressor's operating point)
+    refine: bool = True                   # the detail refiner after stage 1 when the weights have it
+                                          # (oldphoto.networks.refiner; not official)
 
     def __post_init__(self) -> None:
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -135,8 +137,9 @@ class RestoreOptions:
         return roles
 
     def optional_roles(self) -> list[str]:
-        """Roles this configuration uses when the weights have them (not required): the colour regressor."""
-        return ["colour"] if self.colour_correct and self.tone_match else []
+        """Roles this configuration uses when the weights have them (not required): the colour regressor, the
+        detail refiner."""
+        return (["colour"] if self.colour_correct and self.tone_match else []) + (["refiner"] if self.refine else [])
 
 
 @functools.cache

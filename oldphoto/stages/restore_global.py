@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oldphoto.imageops.colour import is_grey_features
+from oldphoto.imageops.colour import ColourAffine, is_grey_features
 from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
 from oldphoto.networks.blocks import instance_norms
@@ -64,6 +64,7 @@ HR_DILATION_KERNEL = 3
 LIVE_ACTIVATIONS = 4          # untiled memory estimate: this many of the largest activation at once
 MIN_NETWORK_SIDE = 32         # tiny inputs are padded up to this (instance norm needs > 1 latent pixel)
 HR_DILATION_ITERATIONS = 3
+REFINER_TILE = 1024          # the detail refiner runs in tiles of this side (plus its receptive radius as halo)
 
 
 def hole_fill(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -100,8 +101,41 @@ class GlobalRestorationStage(Stage):
         return "vae_a", "mapping_quality", "vae_b_quality"
 
     def recorded_roles(self, use_scratch: bool) -> tuple[str, ...]:
-        """The checkpoints the step records: the path's networks and, when it runs, the colour regressor."""
-        return self.roles(use_scratch) + (("colour",) if self._colour_on() else ())
+        """The checkpoints the step records: the path's networks and, when they run, the colour regressor and the
+        detail refiner."""
+        return (self.roles(use_scratch) + (("colour",) if self._colour_on() else ())
+                + (("refiner",) if self._refine_on() else ()))
+
+    def _refine_on(self) -> bool:
+        """The detail refiner runs: the options use it, tone matching is on (it was trained on tone-matched,
+        colour-corrected stage-1 output) and the weights have it."""
+        return self.options.tone_match and "refiner" in self.options.optional_roles() and self.models.has("refiner")
+
+    def _refine(self, state: ItemState, restored: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """The detail refiner (oldphoto.networks.refiner) on `restored`, beside the scan with the same global colour
+        correction, in tiles with a halo of its receptive radius; its residual scaled by the weights' strength
+        (chosen on val). Recorded in provenance ``parameters["refiner"]``."""
+        net = self.models.get("refiner")
+        strength = float(self.models.operating_point("refiner").get("strength", 1.0))
+        h, w = restored.shape[:2]
+        scan = state.decoded.pixels
+        cc = state.provenance.parameters.get("colour_correction")
+        scan_cc = ColourAffine.from_dict(cc).apply(scan) if cc else np.asarray(scan, np.float32)
+        if scan_cc.ndim == 2:
+            scan_cc = np.repeat(scan_cc[..., None], 3, axis=2)
+        m = np.zeros((h, w, 1), np.float32) if mask is None else mask[..., None].astype(np.float32)
+        x = pad_to_multiple(np.concatenate([restored, scan_cc, m], axis=2), net.cfg.size_multiple)
+        del scan_cc, m
+        x = np.ascontiguousarray(x.transpose(2, 0, 1))
+        out = run_tiled(lambda t: net(t[:, :3], t[:, 3:6], t[:, 6:7]), x, out_channels=3,
+                        tile=REFINER_TILE, overlap=0, halo=net.cfg.receptive_radius, multiple=net.cfg.size_multiple,
+                        device=self.options.device)[:, :h, :w].transpose(1, 2, 0)
+        del x
+        if strength != 1.0:
+            out = restored + strength * (out - restored)
+        state.provenance.parameters["refiner"] = {
+            "method": "residual U-Net on the stage-1 output beside the colour-corrected scan", "strength": strength}
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
 
     def _colour_on(self) -> bool:
         """The global tone/colour correction runs: the options use it (`RestoreOptions.optional_roles`) and the
@@ -253,6 +287,8 @@ class GlobalRestorationStage(Stage):
                 "sigma": DEFAULT_SIGMA, "eps": DEFAULT_EPS}
             if self._colour_on():
                 self._colour_correct(state, restored)
+            if self._refine_on():
+                restored = self._refine(state, restored, mask)
         else:
             restored = np.ascontiguousarray(stretched)
         state.restored = restored

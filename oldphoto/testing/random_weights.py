@@ -32,6 +32,7 @@ def random_weights_configs(tiny: bool = True) -> dict[str, Any]:
         "face_256": cfg("spade_face", load_size=256),
         "face_512": cfg("spade_face", load_size=512),
         "colour": cfg("colour_mlp"),
+        "refiner": cfg("refiner"),
     }
     if tiny:   # the smallest face generators that still produce 256 / 512 px faces
         import dataclasses

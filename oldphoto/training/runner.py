@@ -16,7 +16,7 @@ import torch
 
 from .common import TrainSettings
 
-STAGES = ("scratch", "vae-a", "vae-b", "mapping", "face", "colour")
+STAGES = ("scratch", "vae-a", "vae-b", "mapping", "face", "colour", "refiner")
 CONFIGS = ("tiny", "small", "official")
 
 
@@ -224,7 +224,7 @@ def train_stage(stage: str, o: TrainOptions, log: Callable = print) -> StageResu
     run_dir = Path(o.out) / run_name
     notes: list[str] = []
     trainers = {"scratch": _train_scratch, "vae-a": _train_vae, "vae-b": _train_vae, "mapping": _train_mapping,
-                "face": _train_face, "colour": _train_colour}
+                "face": _train_face, "colour": _train_colour, "refiner": _train_refiner}
     tr, metrics = trainers[stage](stage, o, log, run_dir, notes)
 
     export_kw = {"role": "face_512" if o.hr else "face_256"} if stage == "face" else {}
@@ -376,9 +376,39 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
 
+def _train_refiner(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
+                   notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The detail refiner on the stage-1 output of the weights in --weights-dir; its strength chosen on val
+    samples made the same way from the val photos."""
+    from . import datasets as D
+    from . import refine as M
+
+    cfg = M.RefinerStageConfig.preset(o.config)
+    clean = D.clean_photos(o.data, "train", max_short=M.POOL_MAX_SHORT)
+    textures = D.load_textures(o.data, seed=o.seed)
+    restorer = M.stage1_restorer(o.weights)
+    faces = M.train_face_crops(o.data, cfg.size, log) if cfg.face_share > 0 else []
+    note: dict[str, Any] = {"clean": "train split of " + str(o.data) if o.data else "builtin photos (smoke runs only)",
+                            "clean_photos": len(clean), "face_crops": len(faces), "face_share": cfg.face_share,
+                            "textures": "fetched textures" if o.data else "procedural textures",
+                            "stage1_weights": str(o.weights)}
+    crops = M.crop_source(clean, cfg.size, faces, cfg.face_share)
+    samples = lambda n, rng: M.make_samples(restorer, crops, n, rng, textures, log)
+    tr = M.RefinerTrainer(settings_for(M, o, stage), run_dir, cfg, samples, log=log, data_note=note)
+    tr.run(resume=o.resume)
+    val_pool = D.clean_photos(o.data, "val", max_short=M.POOL_MAX_SHORT) if o.data else clean
+    where = f"val split of {o.data}" if o.data else "builtin photos"
+    n_val = max(2, min(M.VAL_SAMPLES, len(val_pool)) if o.config != "tiny" else 2)
+    val = M.make_samples(restorer, M.crop_source(val_pool, cfg.size, [], 0.0), n_val,
+                         np.random.default_rng([o.seed, 92]), D.load_textures(o.data, seed=o.seed + 1), log)
+    strength, table = M.choose_strength(tr.net, val)
+    tr.operating_point = {"strength": strength, "chosen_on": f"{n_val} degraded {cfg.size} px crops of the {where}"}
+    return tr, {**table, "strength": strength, "eval_set": f"{n_val} synthetic degradations, {cfg.size} px, {where}"}
+
+
 # ------------------------------------------------------------------------------------------ model card
 ROLE_ORDER = ("scratch_unet", "vae_a", "vae_b_quality", "vae_b_scratch", "mapping_quality", "mapping_scratch",
-              "mapping_hr", "face_256", "face_512", "colour")
+              "mapping_hr", "face_256", "face_512", "colour", "refiner")
 
 
 BENCH_NAME = "quality_bench.json"   # `oldphoto bench quality` result kept beside the weights it measured
