@@ -89,6 +89,9 @@ def test_pipeline_applies_records_and_tiles_the_refiner(tmp_path, monkeypatch):
     full = _run(_weights(tmp_path / "full", _random_refiner(2), strength=1.0))
     np.testing.assert_allclose(on.restored, np.clip(off.restored + 0.5 * (full.restored - off.restored), 0, 1),
                                atol=2e-5)
+    zero = _run(w, refine_strength=0.0)                          # the option overrides the file's strength
+    np.testing.assert_array_equal(zero.restored, off.restored)
+    assert zero.provenance.parameters["refiner"]["strength"] == 0.0
     monkeypatch.setattr(G, "REFINER_TILE", 64)                   # 200×260: several tiles
     tiled = _run(w)
     np.testing.assert_allclose(tiled.restored, on.restored, atol=1e-5)

@@ -88,6 +88,9 @@ def restore(
                                 help="With tone matching: the detail refiner after global restoration, when the "
                                      "weights have one (a small network that gives back fine structure stage 1 "
                                      "smoothed away; not in the official method)."),
+    refine_strength: Optional[float] = typer.Option(None, "--refine-strength", min=0.0, max=1.0,
+                                                    help="Strength of the refiner, 0..1 (default: the value chosen "
+                                                         "on val, stored in the weights)."),
     tile: int = typer.Option(512, "--tile", help="Scratch paths: the nonlocal attention spans the whole image up to "
                                                   "TILE² pixels, tiles of TILE px above."),
     untiled_max_mb: int = typer.Option(4096, "--untiled-max-mb",
@@ -111,6 +114,7 @@ def restore(
         options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
                                  untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
                                  colour_correct=colour_correct, colour_strength=colour_strength, refine=refine,
+                                 refine_strength=refine_strength,
                                  max_pixels=int(max_megapixels * 1_000_000),
                                  face_strength=face_strength, face_min_agreement=face_min_agreement,
                                  face_guard=face_guard, blob_guard=blob_guard)

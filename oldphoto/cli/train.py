@@ -64,6 +64,9 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             dark_scratch_prob: Optional[float] = typer.Option(None, "--dark-scratch-prob", min=0.0, max=1.0,
                                                              help="Share of scratch sets drawn dark (default 0.2, "
                                                                   "the synthesis' own)."),
+            scratch_width_max: Optional[float] = typer.Option(None, "--scratch-width-max", min=1.0,
+                                                              help="Widest procedural scratch, px at a 256 px "
+                                                                   "image (default 3.5, the synthesis' own)."),
             hole_prob: Optional[float] = typer.Option(None, "--hole-prob", min=0.0, max=1.0,
                                                       help="Share of scratched photos with holes (default 0.25, "
                                                            "the synthesis' own)."),
@@ -84,7 +87,8 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
     """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
     _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
-         init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob, synth_size=synth_size, lr=lr,
+         init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob,
+         scratch_width_max=scratch_width_max, synth_size=synth_size, lr=lr,
          flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob)
 
 

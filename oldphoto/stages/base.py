@@ -98,6 +98,7 @@ class RestoreOptions:
     colour_strength: Fraction | None = None   # its strength 0..1 (None: the regressor's operating point)
     refine: bool = True                   # the detail refiner after stage 1 when the weights have it
                                           # (oldphoto.networks.refiner; not official)
+    refine_strength: Fraction | None = None   # its strength 0..1 (None: the refiner's operating point)
 
     def __post_init__(self) -> None:
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

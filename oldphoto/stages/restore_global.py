@@ -116,7 +116,12 @@ class GlobalRestorationStage(Stage):
         correction, in tiles with a halo of its receptive radius; its residual scaled by the weights' strength
         (chosen on val). Recorded in provenance ``parameters["refiner"]``."""
         net = self.models.get("refiner")
-        strength = float(self.models.operating_point("refiner").get("strength", 1.0))
+        strength = self.options.refine_strength
+        if strength is None:
+            strength = float(self.models.operating_point("refiner").get("strength", 1.0))
+        if strength <= 0:
+            state.provenance.parameters["refiner"] = {"strength": 0.0}
+            return restored
         h, w = restored.shape[:2]
         scan = state.decoded.pixels
         cc = state.provenance.parameters.get("colour_correction")

@@ -46,6 +46,7 @@ class SynthesisConfig:
     texture_opacity: tuple[float, float] = (0.5, 1.0)
     procedural_scratches: tuple[int, int] = (0, 6)
     dark_scratch_prob: float = 0.2
+    scratch_width: tuple[float, float] = (0.6, 3.5)   # procedural scratch width, px at a 256 px image
     dust_density: tuple[float, float] = (0.0, 2.5)
     hole_prob: float = 0.25
     holes: tuple[int, int] = (1, 3)
@@ -164,7 +165,7 @@ def _procedural_scratches(x: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     h, w = mask.shape
     n = _irange(rng, cfg.procedural_scratches)
     if n:
-        alpha = scratch_alpha(rng, h, w, n)
+        alpha = scratch_alpha(rng, h, w, n, cfg.scratch_width)
         if rng.random() < cfg.dark_scratch_prob:
             value = np.full((h, w, 3), rng.uniform(0.0, 0.2), np.float32)
             x = st.blend(x, value, alpha, "normal")

@@ -29,14 +29,16 @@ def _curve(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return pts
 
 
-def scratch_alpha(rng: np.random.Generator, h: int, w: int, n: int) -> np.ndarray:
-    """Alpha of `n` scratches: anti-aliased polylines, width 1–4 px (scaled with the image), varying opacity."""
+def scratch_alpha(rng: np.random.Generator, h: int, w: int, n: int,
+                  width: tuple[float, float] = (0.6, 3.5)) -> np.ndarray:
+    """Alpha of `n` scratches: anti-aliased polylines, width drawn from `width` (px at a 256 px image, scaled with
+    the image; rounded, at least 1: 1–4 px by default), varying opacity."""
     alpha = np.zeros((h, w), np.float32)
     base_w = max(1.0, min(h, w) / 256.0)
     for _ in range(n):
         pts = _curve(rng, h, w)
         layer = np.zeros((h, w), np.float32)
-        width = max(1, int(round(rng.uniform(0.6, 3.5) * base_w)))
+        px = max(1, int(round(rng.uniform(*width) * base_w)))
         # split into segments with their own opacity (scratches fade in and out)
         k = int(rng.integers(1, 4))
         cuts = np.sort(rng.integers(1, len(pts) - 1, size=k - 1)) if k > 1 else np.array([], int)
@@ -44,7 +46,7 @@ def scratch_alpha(rng: np.random.Generator, h: int, w: int, n: int) -> np.ndarra
             if len(seg) < 2:
                 continue
             cv2.polylines(layer, [np.round(seg * 16).astype(np.int32).reshape(-1, 1, 2)], False,
-                          float(rng.uniform(0.5, 1.0)), width, cv2.LINE_AA, shift=4)
+                          float(rng.uniform(0.5, 1.0)), px, cv2.LINE_AA, shift=4)
         alpha = np.maximum(alpha, layer * float(rng.uniform(0.6, 1.0)))
     alpha[alpha < ALPHA_MIN] = 0.0
     return alpha

@@ -183,7 +183,7 @@ def synthesis_config(structured: bool = True, strong: bool = False):
 
 
 def synthesize_pair(clean: np.ndarray, rng: np.random.Generator, textures: Any = None,
-                    structured: bool = True, strong: bool = False, overrides: dict[str, float] | None = None) -> Pair:
+                    structured: bool = True, strong: bool = False, overrides: dict[str, Any] | None = None) -> Pair:
     """One synthetic old photo from a clean uint8 crop via ``oldphoto.synthesis.synthesize`` (``overrides``:
     SynthesisConfig fields changed, e.g. the defect mix; a sample without local defects draws none whatever they
     say)."""

@@ -52,6 +52,7 @@ class TrainOptions:
     gan_weight: float | None = None     # mapping: weight of the generator's LSGAN term (None: the preset's 1)
     lr: float | None = None             # Adam learning rate (None: the paper's 2e-4)
     dark_scratch_prob: float | None = None  # scratch detector: share of scratch sets drawn dark (None: synthesis')
+    scratch_width_max: float | None = None  # scratch detector: widest procedural scratch, px at 256 (None: synthesis')
     hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
     synth_size: int | None = None           # scratch detector: canvas side the defects are drawn on (None: the crop)
     flat_negative_prob: float = 0.0         # scratch detector: share of negatives that are bright flat areas
@@ -247,6 +248,10 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     cfg.large_scan_prob = o.large_scan_prob
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
+    if o.scratch_width_max is not None:
+        from oldphoto.synthesis import DEFAULT as SYNTH
+
+        cfg.defect_mix["scratch_width"] = (SYNTH.scratch_width[0], o.scratch_width_max)
     # the detector sees photos at a short side of 256 (detector_size): train at about that scale
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
     note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
@@ -398,7 +403,7 @@ def _train_refiner(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     tr.run(resume=o.resume)
     val_pool = D.clean_photos(o.data, "val", max_short=M.POOL_MAX_SHORT) if o.data else clean
     where = f"val split of {o.data}" if o.data else "builtin photos"
-    n_val = max(2, min(M.VAL_SAMPLES, len(val_pool)) if o.config != "tiny" else 2)
+    n_val = M.VAL_SAMPLES if o.config != "tiny" else 2          # random crops of random val photos
     val = M.make_samples(restorer, M.crop_source(val_pool, cfg.size, [], 0.0), n_val,
                          np.random.default_rng([o.seed, 92]), D.load_textures(o.data, seed=o.seed + 1), log)
     strength, table = M.choose_strength(tr.net, val)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class ScratchStageConfig:
     negative_prob: float = 0.4        # share of crops without any local defect (all-zero mask)
     texture_candidates: int = 4       # each crop: the most textured of this many random crops
     synth_size: int | None = None     # defects synthesised on a canvas of this side, then the crop cut from it
-    defect_mix: dict[str, float] = field(default_factory=dict)  # SynthesisConfig overrides (dark scratches, holes)
+    defect_mix: dict[str, Any] = field(default_factory=dict)  # SynthesisConfig overrides (dark scratches, holes, width)
     flat_negative_prob: float = 0.0   # share of negatives cut from the flattest candidate, brightened (sky, suits)
     large_scan_prob: float = 0.0      # share of crops degraded as a larger scan and shrunk as the pipeline does
     large_scan_max: float = LARGE_SCAN_MAX
@@ -141,7 +142,7 @@ FLAT_GAMMA = (0.3, 1.0)   # flat negatives: brightening power drawn from this ra
 
 def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generator, negative_prob: float,
                    texture_candidates: int = 1, synth_size: int | None = None,
-                   defect_mix: dict[str, float] | None = None,
+                   defect_mix: dict[str, Any] | None = None,
                    flat_negative_prob: float = 0.0, large_scan_prob: float = 0.0,
                    large_scan_max: float = LARGE_SCAN_MAX) -> dict[str, torch.Tensor]:
     """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
