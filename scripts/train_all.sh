@@ -100,6 +100,13 @@ python scripts/choose_face_gate.py --weights "$W" --data "$DATA" --write
 #     photos of the train split (8,192 made first, ~4 min), 8,000 steps (~2.5 min); strength chosen on val, stored
 nice -n 10 "$OP" train colour "${COMMON[@]}"
 
+# 4d. (2026-12-03, session 11) the detail refiner (not in the paper; oldphoto.networks.refiner), last: its samples are
+#     the stage-1 output of the weights above (640 synthetic old photos of the train split and its face photos,
+#     ~6 min), 30 min, resumed to 60 min in all; then its strength chosen on the val bench (fewest faces worse, then PSNR)
+nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r11" --max-minutes 30 --steps 20000
+nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r11" --max-minutes 60 --steps 20000 --resume
+python scripts/choose_refiner_strength.py --weights "$W" --data "$DATA" --write
+
 # 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json
 "$OP" bench quality --weights "$W" --data "$DATA" --out "$OUT/bench"
 cp "$OUT/bench/quality.json" "$W/quality_bench.json"

@@ -5,6 +5,8 @@
     oldphoto train vae-b    --data DATA
     oldphoto train mapping  --data DATA --kind quality|scratch|hr
     oldphoto train face     --data DATA [--hr]
+    oldphoto train colour   --data DATA          (ours: global tone/colour regressor)
+    oldphoto train refiner  --data DATA          (ours: detail refiner, on the stage-1 weights in --weights-dir)
     oldphoto train all      --data DATA          (every stage in order, then MODEL_CARD.md)
     oldphoto train card     --weights-dir DIR    (rewrite MODEL_CARD.md from the files' metadata)
 """
@@ -189,14 +191,15 @@ def all_stages(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: 
                config: str = ConfigOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
                threads: Optional[int] = ThreadsOpt, fp16: bool = Fp16Opt, vgg: bool = VggOpt,
                real: Optional[str] = typer.Option(None, "--real")) -> None:
-    """Every stage in order (scratch, VAE_A, VAE_B, the three mappings, both face networks) at the config's
-    steps, then MODEL_CARD.md."""
+    """Every stage in order (scratch, VAE_A, VAE_B, the three mappings, both face networks, then our own colour
+    regressor and detail refiner, which learn from the stage-1 networks before them) at the config's steps, then
+    MODEL_CARD.md."""
     from oldphoto.training.runner import train_stage, write_model_card
 
     o = _options(data=data, out=out, weights_dir=weights_dir, config=config, seed=seed, device=device,
                  resume=resume, threads=threads, fp16=fp16, vgg=vgg, real=real)
     plan = [("scratch", None), ("vae-a", None), ("vae-b", None), ("mapping", "quality"), ("mapping", "scratch"),
-            ("mapping", "hr"), ("face", None), ("face", "hr")]
+            ("mapping", "hr"), ("face", None), ("face", "hr"), ("colour", None), ("refiner", None)]
     for stage, kind in plan:
         if stage == "mapping":
             o.kind = kind

@@ -12,6 +12,7 @@ and affine per channel, so it can neither invent nor move content; provenance re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -113,3 +114,12 @@ class ColourAffine:
     @classmethod
     def from_dict(cls, d: dict) -> "ColourAffine":
         return cls(tuple(float(v) for v in d["gain"]), tuple(float(v) for v in d["offset"]))
+
+
+def corrected_rgb(img: np.ndarray, record: dict[str, Any] | None) -> np.ndarray:
+    """`img` (H×W or H×W×3 float) as a new H×W×3 float32 image with the global correction `record` (a
+    ColourAffine's `to_dict()`, as provenance records it; None: unchanged)."""
+    img = np.asarray(img, np.float32)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return ColourAffine.from_dict(record).apply(img) if record else img.copy()

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oldphoto.imageops.colour import ColourAffine, is_grey_features
+from oldphoto.imageops.colour import corrected_rgb, is_grey_features
 from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
 from oldphoto.networks.blocks import instance_norms
@@ -123,11 +123,7 @@ class GlobalRestorationStage(Stage):
             state.provenance.parameters["refiner"] = {"strength": 0.0}
             return restored
         h, w = restored.shape[:2]
-        scan = state.decoded.pixels
-        cc = state.provenance.parameters.get("colour_correction")
-        scan_cc = ColourAffine.from_dict(cc).apply(scan) if cc else np.asarray(scan, np.float32)
-        if scan_cc.ndim == 2:
-            scan_cc = np.repeat(scan_cc[..., None], 3, axis=2)
+        scan_cc = corrected_rgb(state.decoded.pixels, state.provenance.parameters.get("colour_correction"))
         m = np.zeros((h, w, 1), np.float32) if mask is None else mask[..., None].astype(np.float32)
         x = pad_to_multiple(np.concatenate([restored, scan_cc, m], axis=2), net.cfg.size_multiple)
         del scan_cc, m

@@ -83,13 +83,9 @@ class ColourTrainer(Trainer):
         super().__init__(settings, out_dir, log)
 
     def build(self) -> None:
-        path = self.out / DATASET_NAME
-        if path.is_file():
-            ds = dict(np.load(path))
-        else:
-            self.log(f"[{self.stage}] making {self.cfg.samples} synthetic old photos ({self.s.crop} px)")
-            ds = make_samples(self.data, self.cfg.samples, self.s.crop, np.random.default_rng([self.s.seed, 77]))
-            np.savez(path, **ds)
+        ds = self.cached_dataset(DATASET_NAME, f"{self.cfg.samples} synthetic old photos ({self.s.crop} px)",
+                                 lambda: make_samples(self.data, self.cfg.samples, self.s.crop,
+                                                      np.random.default_rng([self.s.seed, 77])))
         self.features = torch.from_numpy(ds["features"])
         self.degraded = torch.from_numpy(ds["degraded"])
         self.clean = torch.from_numpy(ds["clean"])

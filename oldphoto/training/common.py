@@ -146,6 +146,17 @@ class Trainer:
             raise ValueError(f"{path} holds a {info.network} with config {info.config}, not this run's network")
         self.net.load_state_dict(net.state_dict())
 
+    def cached_dataset(self, name: str, what: str, make) -> dict[str, np.ndarray]:
+        """A dataset made once per run by `make()` (a dict of arrays) and kept in the run folder as `name` (npz),
+        so `--resume` reuses it instead of making it again."""
+        path = self.out / name
+        if path.is_file():
+            return dict(np.load(path))
+        self.log(f"[{self.stage}] making {what}")
+        ds = make()
+        np.savez(path, **ds)
+        return ds
+
     # -- helpers for train_step ---------------------------------------------------------------
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp)

@@ -72,6 +72,7 @@ def stage1_restorer(weights_dir: str | Path) -> Any:
 def restore_sample(restorer: Any, clean: np.ndarray, rng: np.random.Generator, textures: Any,
                    name: str = "sample") -> dict[str, np.ndarray] | None:
     """One training sample: `clean` (H×W×3 uint8 or float) degraded and restored by stage 1 (None if it failed)."""
+    from oldphoto.imageops.colour import corrected_rgb
     from oldphoto.imageops.io import encode_image, to_uint
     from oldphoto.synthesis import synthesize
 
@@ -85,19 +86,8 @@ def restore_sample(restorer: Any, clean: np.ndarray, rng: np.random.Generator, t
         restored = np.repeat(restored[..., None], 3, axis=2)
     mask = st.mask if (st.use_scratch and st.mask is not None) else np.zeros(scan.shape[:2], bool)
     return {"clean": to_uint(d.clean, 8), "scan": to_uint(scan, 8), "restored": to_uint(restored, 8),
-            "scan_cc": to_uint(_colour_corrected(scan, st.provenance.parameters), 8),
+            "scan_cc": to_uint(corrected_rgb(scan, st.provenance.parameters.get("colour_correction")), 8),
             "mask": mask.astype(np.uint8)}
-
-
-def _colour_corrected(scan: np.ndarray, parameters: dict[str, Any]) -> np.ndarray:
-    """The scan (H×W×3 float) with the global colour correction stage 1 recorded in `parameters` (if any)."""
-    from oldphoto.imageops.colour import ColourAffine
-
-    scan = np.asarray(scan, np.float32)
-    if scan.ndim == 2:
-        scan = np.repeat(scan[..., None], 3, axis=2)
-    cc = parameters.get("colour_correction")
-    return ColourAffine.from_dict(cc).apply(scan) if cc else scan.copy()
 
 
 def make_samples(restorer: Any, crops: Callable[[np.random.Generator], np.ndarray], n: int,
@@ -134,14 +124,9 @@ class RefinerTrainer(Trainer):
         super().__init__(settings, out_dir, log)
 
     def build(self) -> None:
-        path = self.out / DATASET_NAME
-        if path.is_file():
-            self.ds = dict(np.load(path))
-        else:
-            self.log(f"[{self.stage}] making {self.cfg.samples} synthetic old photos restored by stage 1 "
-                     f"({self.cfg.size} px)")
-            self.ds = self.samples(self.cfg.samples, np.random.default_rng([self.s.seed, 91]))
-            np.savez(path, **self.ds)
+        self.ds = self.cached_dataset(
+            DATASET_NAME, f"{self.cfg.samples} synthetic old photos restored by stage 1 ({self.cfg.size} px)",
+            lambda: self.samples(self.cfg.samples, np.random.default_rng([self.s.seed, 91])))
         self.net = Refiner(self.cfg.net).to(self.device)
         self.modules["refiner"] = self.net
         self.optimizers["G"] = adam(self.net.parameters(), self.s)
