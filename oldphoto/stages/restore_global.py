@@ -112,31 +112,43 @@ class GlobalRestorationStage(Stage):
         return self.options.tone_match and "refiner" in self.options.optional_roles() and self.models.has("refiner")
 
     def _refine(self, state: ItemState, restored: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        """The detail refiner (oldphoto.networks.refiner) on `restored`, beside the scan with the same global colour
-        correction, in tiles with a halo of its receptive radius; its residual scaled by the weights' strength
-        (chosen on val). Recorded in provenance ``parameters["refiner"]``."""
+        """The detail refiner (oldphoto.networks.refiner) on `restored` (in place), beside the scan with the same
+        global colour correction; its residual scaled by the weights' strength (chosen on val). Bounded memory:
+        strips of REFINER_TILE rows, each built with a halo of the refiner's receptive radius and run in tiles of
+        REFINER_TILE px (`run_tiled`), so the extra memory grows with the image's width, not its area, and the
+        result equals one untiled pass. Recorded in provenance ``parameters["refiner"]``."""
         net = self.models.get("refiner")
         strength = self.options.refine_strength
         if strength is None:
             strength = float(self.models.operating_point("refiner").get("strength", 1.0))
-        if strength <= 0:
-            state.provenance.parameters["refiner"] = {"strength": 0.0}
-            return restored
-        h, w = restored.shape[:2]
-        scan_cc = corrected_rgb(state.decoded.pixels, state.provenance.parameters.get("colour_correction"))
-        m = np.zeros((h, w, 1), np.float32) if mask is None else mask[..., None].astype(np.float32)
-        x = pad_to_multiple(np.concatenate([restored, scan_cc, m], axis=2), net.cfg.size_multiple)
-        del scan_cc, m
-        x = np.ascontiguousarray(x.transpose(2, 0, 1))
-        out = run_tiled(lambda t: net(t[:, :3], t[:, 3:6], t[:, 6:7]), x, out_channels=3,
-                        tile=REFINER_TILE, overlap=0, halo=net.cfg.receptive_radius, multiple=net.cfg.size_multiple,
-                        device=self.options.device)[:, :h, :w].transpose(1, 2, 0)
-        del x
-        if strength != 1.0:
-            out = restored + strength * (out - restored)
         state.provenance.parameters["refiner"] = {
             "method": "residual U-Net on the stage-1 output beside the colour-corrected scan", "strength": strength}
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+        if strength <= 0:
+            return restored
+        h = restored.shape[0]
+        m_ = net.cfg.size_multiple
+        halo = -(-net.cfg.receptive_radius // m_) * m_
+        step = max(halo, REFINER_TILE // m_ * m_)
+        scan, cc = state.decoded.pixels, state.provenance.parameters.get("colour_correction")
+        saved = None                    # the rows above the strip as they were before the last strip was written
+        for y0 in range(0, h, step):
+            y1, a, b = min(h, y0 + step), max(0, y0 - halo), min(h, y0 + step + halo)
+            rest = restored[a:b].copy()
+            if saved is not None:
+                rest[:y0 - a] = saved
+            saved = restored[max(0, y1 - halo):y1].copy()
+            strip = np.concatenate([rest, corrected_rgb(scan[a:b], cc),
+                                    np.zeros((b - a, rest.shape[1], 1), np.float32) if mask is None
+                                    else mask[a:b, :, None].astype(np.float32)], axis=2)
+            x = np.ascontiguousarray(pad_to_multiple(strip, m_).transpose(2, 0, 1))
+            del strip
+            out = run_tiled(lambda t: net(t[:, :3], t[:, 3:6], t[:, 6:7]), x, out_channels=3, tile=REFINER_TILE,
+                            overlap=0, halo=halo, multiple=m_, device=self.options.device)
+            del x
+            out = out[:, y0 - a:y1 - a, :rest.shape[1]].transpose(1, 2, 0)
+            own = rest[y0 - a:y1 - a]
+            restored[y0:y1] = np.clip(own + strength * (out - own) if strength != 1.0 else out, 0.0, 1.0)
+        return restored
 
     def _colour_on(self) -> bool:
         """The global tone/colour correction runs: the options use it (`RestoreOptions.optional_roles`) and the
