@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RefinerConfig", "Refiner"]
+__all__ = ["RefinerConfig", "Refiner", "at_strength"]
 
 
 @dataclass
@@ -88,3 +89,9 @@ class Refiner(nn.Module):
             y = block(torch.cat([y, skip], dim=1))
         residual = self.last(y)[..., :h, :w]
         return (restored + residual).clamp(0.0, 1.0)
+
+
+def at_strength(restored: np.ndarray, refined: np.ndarray, strength: float) -> np.ndarray:
+    """The refiner's correction scaled by `strength` (0: `restored`, 1: `refined`), clipped to [0, 1]: how the
+    pipeline and the choice of the operating point apply it."""
+    return np.clip(restored + strength * (refined - restored) if strength != 1.0 else refined, 0.0, 1.0)

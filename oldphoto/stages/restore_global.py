@@ -56,6 +56,7 @@ from oldphoto.imageops.colour import corrected_rgb, is_grey_features
 from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
 from oldphoto.networks.blocks import instance_norms
+from oldphoto.networks.refiner import at_strength
 from oldphoto.networks.colour import predict_correction
 from oldphoto.provenance import StageName
 from oldphoto.stages.base import ItemState, Stage
@@ -146,8 +147,7 @@ class GlobalRestorationStage(Stage):
                             overlap=0, halo=halo, multiple=m_, device=self.options.device)
             del x
             out = out[:, y0 - a:y1 - a, :rest.shape[1]].transpose(1, 2, 0)
-            own = rest[y0 - a:y1 - a]
-            restored[y0:y1] = np.clip(own + strength * (out - own) if strength != 1.0 else out, 0.0, 1.0)
+            restored[y0:y1] = at_strength(rest[y0 - a:y1 - a], out, strength)
         return restored
 
     def _colour_on(self) -> bool:

@@ -4,8 +4,8 @@ Data: ``samples`` synthetic old photos made once at the start and written to the
 them): ``size``-pixel crops of the train photos (and, with a data folder, face-centred crops of the train face
 photos, ``face_share`` of them), degraded by ``oldphoto.synthesis.synthesize`` (the bench's degradation model) and
 restored by the pipeline's stage 1 with the weights in ``--weights-dir`` (default options, faces off, no refiner):
-per sample the clean crop, the scan, the stage-1 output, the scan with the same global colour correction and the
-mask the scratch path filled (zeros on the quality path), as uint8.
+per sample the clean crop, the stage-1 output, the scan with the same global colour correction and the mask the
+scratch path filled (zeros on the quality path), as uint8.
 
 Objective: L1 + ``ssim_weight`` x (1 - SSIM) between the refined stage-1 output and the clean crop, on random
 ``crop``-pixel windows with random flips.
@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from oldphoto.networks.refiner import Refiner, RefinerConfig
+from oldphoto.networks.refiner import Refiner, RefinerConfig, at_strength
 
 from .common import Trainer, TrainSettings, adam, count_parameters
 from .losses import ssim
@@ -32,7 +32,7 @@ STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 POOL_MAX_SHORT = 320            # train photos shrunk to this short side, then cut at `size` (near the bench's scale)
 VAL_SAMPLES = 62
 DATASET_NAME = "refiner_dataset.npz"
-KEYS = ("clean", "scan", "restored", "scan_cc", "mask")
+KEYS = ("clean", "restored", "scan_cc", "mask")
 
 
 @dataclass
@@ -85,7 +85,7 @@ def restore_sample(restorer: Any, clean: np.ndarray, rng: np.random.Generator, t
     if restored.ndim == 2:
         restored = np.repeat(restored[..., None], 3, axis=2)
     mask = st.mask if (st.use_scratch and st.mask is not None) else np.zeros(scan.shape[:2], bool)
-    return {"clean": to_uint(d.clean, 8), "scan": to_uint(scan, 8), "restored": to_uint(restored, 8),
+    return {"clean": to_uint(d.clean, 8), "restored": to_uint(restored, 8),
             "scan_cc": to_uint(corrected_rgb(scan, st.provenance.parameters.get("colour_correction")), 8),
             "mask": mask.astype(np.uint8)}
 
@@ -107,9 +107,9 @@ def make_samples(restorer: Any, crops: Callable[[np.random.Generator], np.ndarra
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def to_batch(ds: dict[str, np.ndarray], idx: np.ndarray, device: Any) -> dict[str, torch.Tensor]:
-    """uint8 samples → float tensors N×C×H×W in [0, 1] (mask N×1×H×W)."""
-    t = {k: torch.from_numpy(ds[k][idx]).to(device).float() / (1.0 if k == "mask" else 255.0) for k in KEYS}
+def to_batch(parts: dict[str, np.ndarray], device: Any) -> dict[str, torch.Tensor]:
+    """uint8 N×H×W(×3) samples per key → float tensors N×C×H×W in [0, 1] (mask N×1×H×W)."""
+    t = {k: torch.from_numpy(parts[k]).to(device).float() / (1.0 if k == "mask" else 255.0) for k in KEYS}
     return {k: (v[:, None] if k == "mask" else v.permute(0, 3, 1, 2)) for k, v in t.items()}
 
 
@@ -143,8 +143,7 @@ class RefinerTrainer(Trainer):
             for k in KEYS:
                 a = self.ds[k][i, y:y + c, x:x + c]
                 parts[k].append(a[:, ::-1] if flip else a)
-        return to_batch({k: np.ascontiguousarray(np.stack(v)) for k, v in parts.items()},
-                        np.arange(len(idx)), self.device)
+        return to_batch({k: np.ascontiguousarray(np.stack(v)) for k, v in parts.items()}, self.device)
 
     def train_step(self, step: int) -> dict[str, float]:
         b = self.batch()
@@ -178,12 +177,11 @@ class RefinerTrainer(Trainer):
 
 def refine(net: Refiner, restored: np.ndarray, scan_cc: np.ndarray, mask: np.ndarray, strength: float = 1.0
            ) -> np.ndarray:
-    """The refined H×W×3 float image (one untiled pass; the pipeline's stage tiles large images)."""
+    """The refined H×W×3 float image at `strength` (one untiled pass; the pipeline's stage runs it in strips)."""
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1)[None]
     with torch.inference_mode():
         out = net(t(restored), t(scan_cc), torch.from_numpy(mask.astype(np.float32))[None, None])
-    out = out[0].permute(1, 2, 0).numpy()
-    return restored + strength * (out - restored) if strength != 1.0 else out
+    return at_strength(restored, out[0].permute(1, 2, 0).numpy(), strength)
 
 
 def choose_strength(net: Refiner, val: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
@@ -194,12 +192,14 @@ def choose_strength(net: Refiner, val: dict[str, np.ndarray]) -> tuple[float, di
 
     net.eval()
     f = lambda k, i: val[k][i].astype(np.float32) / (1.0 if k == "mask" else 255.0)
-    outs = [(f("clean", i), refine(net, f("restored", i), f("scan_cc", i), f("mask", i))) for i in range(len(val["clean"]))]
+    samples = []
+    for i in range(len(val["clean"])):
+        restored = f("restored", i)
+        samples.append((f("clean", i), restored, refine(net, restored, f("scan_cc", i), f("mask", i))))
     table: dict[str, float] = {}
     for s in STRENGTHS:
-        res = [(psnr(c, np.clip(f("restored", i) + s * (o - f("restored", i)), 0, 1)),
-                ssim_np(c, np.clip(f("restored", i) + s * (o - f("restored", i)), 0, 1)))
-               for i, (c, o) in enumerate(outs)]
+        res = [(psnr(c, o), ssim_np(c, o)) for c, o in (
+            (c, at_strength(r, full, s)) for c, r, full in samples)]
         table[f"psnr@{s:g}"] = round(float(np.mean([r[0] for r in res])), 3)
         table[f"ssim@{s:g}"] = round(float(np.mean([r[1] for r in res])), 4)
     best = max(STRENGTHS, key=lambda s: (table[f"psnr@{s:g}"], -s))
