@@ -501,6 +501,31 @@ def _niqe_figures(path: Path, img: np.ndarray, ours_real: np.ndarray | None, par
     return fig
 
 
+def compare_real_photos(sets: list[tuple[str, str | Path, dict[str, Any] | None]], data: str | Path,
+                        names: list[str] | None = None, real_long_side: int = 1024, say: Any = None) -> np.ndarray:
+    """A review sheet of the real old photos under `data` (or those of them in `names`): one row per photo, the
+    scan then each (label, weights, options) set's restoration, so weights that win on synthetic photos can be
+    looked at on real ones before they ship (the session-12 refiner won on val and damaged the 1897 photo)."""
+    say = say or (lambda _m: None)
+    reals = [p for p in _real_photos(data) if names is None or p.name in names]
+    if not reals:
+        raise ValueError(f"no real old photos{' named ' + ', '.join(names) if names else ''} under {data}/real")
+    rows: list[list[Any]] = [[] for _ in reals]
+    row_labels: list[str] = [p.name for p in reals]
+    for label, weights, options in sets:
+        ours = _Ours.make(weights, options)
+        if ours.restorer is None:
+            raise ValueError(f"{label}: {ours.note}")
+        for i, path in enumerate(reals):
+            say(f"{label}: {path.name}")
+            img, (_scan, restored, _mask), _ = _real_photo_row(path, ours.restorer, real_long_side)
+            if not rows[i]:
+                rows[i].append(img)
+                row_labels[i] = f"{path.name} {img.shape[1]}x{img.shape[0]}"
+            rows[i].append(restored)
+    return _grid(rows, ["scan"] + [label for label, _w, _o in sets], cell=320, row_labels=row_labels)
+
+
 def _real_photos(data: str | Path) -> list[Path]:
     from oldphoto.data import dataset as odata
 

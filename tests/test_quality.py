@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from oldphoto.quality import NIQEParams, _block_features, f1, imresize_half, niqe, psnr, roc_auc, ssim
@@ -213,3 +214,30 @@ def test_bench_scores_the_detector_on_larger_scans_at_their_size(tmp_path):
     tally.scores, tally.labels = tally.large_scores[:1], tally.large_labels[:1]   # reported beside the main AUC
     det = tally.detector(ours)
     assert 0.0 <= det["auc_large_scans"] <= 1.0 and det["large_scan_side"] == LARGE_SCAN_FACTOR
+
+
+def test_compare_real_photos_puts_weight_sets_side_by_side(tmp_path):
+    from oldphoto.quality_bench import compare_real_photos
+    from oldphoto.testing.random_weights import make_random_weights
+
+    make_random_weights(tmp_path / "w", seed=0, tiny=True)
+    real = tmp_path / "data" / "real"
+    real.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a.png": (40, 56), "b.jpg": (48, 32)}.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(real / name)
+    sets = [("one", tmp_path / "w", {"scratch": "off"}), ("two", tmp_path / "w", {"scratch": "off"}),
+            ("three", tmp_path / "w", {"scratch": "off", "tone_match": "false"})]
+    sheet = compare_real_photos(sets, tmp_path / "data")
+    cell, gap, header, sub = 320, 4, 16, 12
+    assert sheet.shape == (header + 2 * (cell + gap + sub) + gap, 4 * (cell + gap) + gap, 3)
+    col = [sheet[header + gap + sub:header + gap + sub + cell, gap + j * (cell + gap):gap + j * (cell + gap) + cell]
+           for j in range(4)]
+    assert np.array_equal(col[1], col[2])                    # the same set twice: the same picture
+    assert not np.array_equal(col[0], col[1]) and not np.array_equal(col[1], col[3])   # scan; other options
+    only_b = compare_real_photos(sets[:1], tmp_path / "data", names=["b.jpg"])
+    assert only_b.shape[0] == header + (cell + gap + sub) + gap
+    with pytest.raises(ValueError, match="nope"):
+        compare_real_photos([("nope", tmp_path / "empty", None)], tmp_path / "data")
+    with pytest.raises(ValueError, match="no real old photos"):
+        compare_real_photos(sets[:1], tmp_path / "data", names=["missing.png"])

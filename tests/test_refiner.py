@@ -115,3 +115,47 @@ def test_refiner_training_learns_to_give_back_detail(tmp_path):
     ms = ModelSet.from_weights_dir(w)
     assert isinstance(ms.get("refiner"), Refiner)
     assert ms.operating_point("refiner")["strength"] == res.metrics["strength"]
+
+
+def test_perturbed_mask_adds_false_fragments_and_sometimes_drops_the_true_mask():
+    from oldphoto.training.refine import perturb_mask
+
+    rng = np.random.default_rng(0)
+    true = np.zeros((96, 128), np.uint8)
+    true[40:43, 10:110] = 1                                   # one scratch
+    dropped = kept = 0
+    for _ in range(200):
+        m = perturb_mask(true, rng)
+        assert m.shape == true.shape and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1}
+        assert m[true == 0].sum() > 0                            # false fragments where there is no scratch
+        if m[true == 1].all():
+            kept += 1
+        elif m[true == 1].mean() < 0.5:
+            dropped += 1
+    assert 30 <= dropped <= 90 and kept + dropped >= 190     # drop_prob 0.3 of 200: about 60
+    assert true.sum() == 300                                  # the input is not modified
+
+
+def test_refiner_training_perturbs_only_the_mask_channel_when_asked(tmp_path):
+    from oldphoto.training.common import TrainSettings
+    from oldphoto.training.refine import RefinerStageConfig, RefinerTrainer
+
+    rng = np.random.default_rng(1)
+    n, size = 3, 32
+    ds = {"clean": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+          "restored": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+          "scan_cc": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+          "mask": np.zeros((n, size, size), np.uint8)}
+
+    def batch(noise: float, out: str):
+        cfg = RefinerStageConfig.preset("tiny")
+        cfg.mask_noise = noise
+        tr = RefinerTrainer(TrainSettings(steps=1, batch_size=8, crop=32, progress=False), tmp_path / out, cfg,
+                            lambda k, r: {k_: v[:k] for k_, v in ds.items()}, log=lambda *a: None)
+        tr.build()
+        return tr.batch()
+
+    clean, noisy = batch(0.0, "a"), batch(1.0, "b")
+    assert clean["mask"].sum() == 0 and noisy["mask"].sum() > 0      # every window's mask made wrong at 1.0
+    for k in ("clean", "restored", "scan_cc"):                        # same windows, images untouched
+        assert torch.equal(clean[k], noisy[k])

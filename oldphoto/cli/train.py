@@ -178,12 +178,16 @@ def refiner(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
             crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
             threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
+            mask_noise: float = typer.Option(0.0, "--mask-noise", min=0.0, max=1.0,
+                                             help="Share of training windows whose mask channel is made wrong "
+                                                  "(false fragments, dropped masks), so the refiner cannot trust "
+                                                  "the detector blindly (default 0, the shipped refiner's)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3).")) -> None:
     """Detail refiner (not in the paper): corrects the stage-1 output of the weights in --weights-dir where it
     lost what the scan still had; strength chosen on val."""
     _run("refiner", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=False,
-         lr=lr)
+         lr=lr, mask_noise=mask_noise)
 
 
 @train_app.command("all")

@@ -8,7 +8,10 @@ per sample the clean crop, the stage-1 output, the scan with the same global col
 scratch path filled (zeros on the quality path), as uint8.
 
 Objective: L1 + ``ssim_weight`` x (1 - SSIM) between the refined stage-1 output and the clean crop, on random
-``crop``-pixel windows with random flips.
+``crop``-pixel windows with random flips. With ``mask_noise`` > 0 that share of the windows gets a wrong mask
+channel (``perturb_mask``: false fragments added, sometimes the true mask dropped), so the refiner cannot trust
+the mask blindly: on real scans the detector marks content too, and a refiner trained only on right masks
+ghosted such a photo (session 12).
 
 Operating point, chosen on val (never test): the strength s in STRENGTHS that the pipeline scales the predicted
 residual by: the highest mean PSNR over the val samples (made the same way from the val photos), ties to the
@@ -42,6 +45,7 @@ class RefinerStageConfig:
     size: int = 256                 # side of each synthetic photo (the bench's working size)
     face_share: float = 0.25        # share of the samples cut around a face (train face photos)
     ssim_weight: float = 0.5
+    mask_noise: float = 0.0         # share of training windows whose mask channel is perturbed (`perturb_mask`)
 
     @classmethod
     def preset(cls, name: str) -> "RefinerStageConfig":
@@ -107,6 +111,27 @@ def make_samples(restorer: Any, crops: Callable[[np.random.Generator], np.ndarra
     return {k: np.stack(v) for k, v in out.items()}
 
 
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator, drop_prob: float = 0.3) -> np.ndarray:
+    """A wrong copy of a uint8 0/1 mask, as a detector's mistakes on a real scan look: 1-6 false fragments
+    (strokes 1-3 px wide and 4-30 % of the side long, or small blobs) added anywhere, and with ``drop_prob`` the
+    true mask dropped first (missed scratches). The image the mask came with is left as it is."""
+    import cv2
+
+    h, w = mask.shape
+    out = np.zeros_like(mask) if rng.random() < drop_prob else mask.copy()
+    side = min(h, w)
+    for _ in range(int(rng.integers(1, 7))):
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if rng.random() < 0.7:
+            length, angle = rng.uniform(0.04, 0.3) * side, rng.uniform(0, np.pi)
+            x2, y2 = int(round(x + length * np.cos(angle))), int(round(y + length * np.sin(angle)))
+            cv2.line(out, (x, y), (x2, y2), 1, thickness=int(rng.integers(1, 4)))
+        else:
+            axes = (int(rng.integers(1, max(2, side // 20))), int(rng.integers(1, max(2, side // 20))))
+            cv2.ellipse(out, (x, y), axes, float(rng.uniform(0, 180)), 0, 360, 1, thickness=-1)
+    return out
+
+
 def to_batch(parts: dict[str, np.ndarray], device: Any) -> dict[str, torch.Tensor]:
     """uint8 N×H×W(×3) samples per key → float tensors N×C×H×W in [0, 1] (mask N×1×H×W)."""
     t = {k: torch.from_numpy(parts[k]).to(device).float() / (1.0 if k == "mask" else 255.0) for k in KEYS}
@@ -136,6 +161,9 @@ class RefinerTrainer(Trainer):
         c = min(self.s.crop, size)
         rng = self.data_rng
         idx = rng.integers(0, n, self.s.batch_size)
+        # the mask perturbation draws from its own generator (seeded by the step, so resumable), so the windows
+        # are the same with or without it
+        mask_rng = np.random.default_rng([self.s.seed, 93, self.step]) if self.cfg.mask_noise > 0 else None
         parts = {k: [] for k in KEYS}
         for i in idx:
             y, x = (int(v) for v in rng.integers(0, size - c + 1, 2))
@@ -143,6 +171,8 @@ class RefinerTrainer(Trainer):
             for k in KEYS:
                 a = self.ds[k][i, y:y + c, x:x + c]
                 parts[k].append(a[:, ::-1] if flip else a)
+            if mask_rng is not None and mask_rng.random() < self.cfg.mask_noise:
+                parts["mask"][-1] = perturb_mask(np.ascontiguousarray(parts["mask"][-1]), mask_rng)
         return to_batch({k: np.ascontiguousarray(np.stack(v)) for k, v in parts.items()}, self.device)
 
     def train_step(self, step: int) -> dict[str, float]:

@@ -57,6 +57,7 @@ class TrainOptions:
     synth_size: int | None = None           # scratch detector: canvas side the defects are drawn on (None: the crop)
     flat_negative_prob: float = 0.0         # scratch detector: share of negatives that are bright flat areas
     large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
+    mask_noise: float = 0.0                 # refiner: share of training windows with a perturbed mask channel
 
     @property
     def weights(self) -> Path:
@@ -389,12 +390,14 @@ def _train_refiner(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     from . import refine as M
 
     cfg = M.RefinerStageConfig.preset(o.config)
+    cfg.mask_noise = o.mask_noise
     clean = D.clean_photos(o.data, "train", max_short=M.POOL_MAX_SHORT)
     textures = D.load_textures(o.data, seed=o.seed)
     restorer = M.stage1_restorer(o.weights)
     faces = M.train_face_crops(o.data, cfg.size, log) if cfg.face_share > 0 else []
     note: dict[str, Any] = {"clean": "train split of " + str(o.data) if o.data else "builtin photos (smoke runs only)",
                             "clean_photos": len(clean), "face_crops": len(faces), "face_share": cfg.face_share,
+                            "mask_noise": cfg.mask_noise,
                             "textures": "fetched textures" if o.data else "procedural textures",
                             "stage1_weights": str(o.weights)}
     crops = M.crop_source(clean, cfg.size, faces, cfg.face_share)
