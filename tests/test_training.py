@@ -207,6 +207,42 @@ def test_flat_negatives_are_bright_flat_windows_without_defects(source):
     assert torch.equal(a["x"], b["x"]) and torch.equal(a["x"], c["x"])
 
 
+def test_clean_negatives_are_the_undegraded_crops(source):
+    """--clean-negative-prob: those negatives are the clean crop itself (no noise, blur or ageing: a sharp,
+    well-kept scan) with an empty mask; the degraded negatives differ from their clean crop."""
+    from oldphoto.training.datasets import to_tensor
+    from oldphoto.training.scratch import detector_batch, to_grey
+
+    def batch(p):
+        return detector_batch(source, 6, 32, np.random.default_rng(11), negative_prob=1.0, texture_candidates=1,
+                              clean_negative_prob=p)
+
+    clean, degraded = batch(1.0), batch(0.0)
+    assert clean["mask"].sum() == 0 and clean["negative"].all()
+    # the crops the batch drew, recorded: the clean batch is those crops unchanged, the other one degrades them
+    crops = []
+
+    class Recording:
+        textures = source.textures
+
+        class clean:
+            @staticmethod
+            def crop(size, rng):
+                crops.append(source.clean.crop(size, rng))
+                return crops[-1]
+
+    for p, b in ((1.0, clean), (0.0, degraded)):
+        crops.clear()
+        again = detector_batch(Recording, 6, 32, np.random.default_rng(11), negative_prob=1.0, texture_candidates=1,
+                               clean_negative_prob=p)
+        assert torch.equal(again["x"], b["x"])
+        expected = to_grey(torch.stack([to_tensor(c) for c in crops]))
+        if p:
+            assert torch.allclose(b["x"], expected, atol=1e-6)
+        else:
+            assert (b["x"] - expected).abs().mean() > 0.01
+
+
 def test_warm_start_begins_from_the_given_weights(tmp_path, source):
     from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
 

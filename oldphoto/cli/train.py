@@ -84,6 +84,9 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                                   help="Share of the crops degraded as a scan 1.5-3x larger and "
                                                        "shrunk to the crop as the pipeline shrinks scans to its "
                                                        "working size (default 0)."),
+            clean_negative_prob: float = typer.Option(0.0, "--clean-negative-prob", min=0.0, max=1.0,
+                                                      help="Share of the negatives left undegraded: sharp, clean "
+                                                           "scans (default 0)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4; lower for "
                                                "fine-tuning from --init).")) -> None:
     """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
@@ -91,7 +94,8 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
          init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob,
          scratch_width_max=scratch_width_max, synth_size=synth_size, lr=lr,
-         flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob)
+         flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob,
+         clean_negative_prob=clean_negative_prob)
 
 
 @train_app.command("vae-a")

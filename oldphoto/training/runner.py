@@ -56,6 +56,7 @@ class TrainOptions:
     hole_prob: float | None = None          # scratch detector: share of scratched photos with holes (None: synthesis')
     synth_size: int | None = None           # scratch detector: canvas side the defects are drawn on (None: the crop)
     flat_negative_prob: float = 0.0         # scratch detector: share of negatives that are bright flat areas
+    clean_negative_prob: float = 0.0        # scratch detector: share of negatives left undegraded (clean scans)
     large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
     mask_noise: float = 0.0                 # refiner: share of training windows with a perturbed mask channel
 
@@ -247,6 +248,7 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     cfg.synth_size = o.synth_size
     cfg.flat_negative_prob = o.flat_negative_prob
     cfg.large_scan_prob = o.large_scan_prob
+    cfg.clean_negative_prob = o.clean_negative_prob
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
     if o.scratch_width_max is not None:
@@ -257,7 +259,7 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
     note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
                 defect_mix=cfg.defect_mix, flat_negative_prob=cfg.flat_negative_prob,
-                large_scan_prob=cfg.large_scan_prob)
+                large_scan_prob=cfg.large_scan_prob, clean_negative_prob=cfg.clean_negative_prob)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)
