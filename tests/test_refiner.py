@@ -159,3 +159,41 @@ def test_refiner_training_perturbs_only_the_mask_channel_when_asked(tmp_path):
     assert clean["mask"].sum() == 0 and noisy["mask"].sum() > 0      # every window's mask made wrong at 1.0
     for k in ("clean", "restored", "scan_cc"):                        # same windows, images untouched
         assert torch.equal(clean[k], noisy[k])
+
+
+def test_clean_samples_are_undegraded_scans_added_to_the_training_set(tmp_path):
+    """--clean-share: the extra samples are the crop as it is (the scan and the target are the clean crop), restored
+    by stage 1 like the others, made into their own file and added to the degraded ones; stage 1 that cannot run
+    is an error, not an endless loop."""
+    from oldphoto.testing.random_weights import make_random_weights
+    from oldphoto.training.common import TrainSettings
+    from oldphoto.training.refine import (CLEAN_DATASET_NAME, RefinerStageConfig, RefinerTrainer, make_samples,
+                                          restore_sample, stage1_restorer)
+
+    w = tmp_path / "w"
+    make_random_weights(w, seed=3, roles=["vae_a", "vae_b_quality", "mapping_quality"])
+    restorer = stage1_restorer(w)
+    crop = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    s = restore_sample(restorer, crop, np.random.default_rng(1), None, degrade=False)
+    assert np.array_equal(s["clean"], crop) and np.array_equal(s["scan_cc"], crop)   # no colour weights: cc = scan
+    assert not np.array_equal(s["restored"], crop) and s["mask"].sum() == 0
+    d = restore_sample(restorer, crop, np.random.default_rng(1), None)
+    assert np.array_equal(d["clean"], crop) and not np.array_equal(d["scan_cc"], crop)
+
+    asked = []
+
+    def samples(n, rng, degrade=True):
+        asked.append((n, degrade))
+        return make_samples(restorer, lambda r: crop, n, rng, None, log=lambda *a: None, degrade=degrade)
+
+    cfg = RefinerStageConfig.preset("tiny")
+    cfg.clean_share = 0.5
+    tr = RefinerTrainer(TrainSettings(steps=1, batch_size=2, crop=32, progress=False), tmp_path / "run", cfg,
+                        samples, log=lambda *a: None)
+    tr.build()
+    assert asked == [(4, True), (2, False)] and len(tr.ds["clean"]) == 6
+    assert (tmp_path / "run" / CLEAN_DATASET_NAME).is_file()
+    assert all(np.array_equal(tr.ds["scan_cc"][i], crop) for i in (4, 5))
+    with pytest.raises(RuntimeError, match="stage 1 failed"):
+        make_samples(stage1_restorer(tmp_path / "none"), lambda r: crop, 2, np.random.default_rng(0), None,
+                     log=lambda *a: None)

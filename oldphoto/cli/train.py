@@ -186,12 +186,17 @@ def refiner(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                              help="Share of training windows whose mask channel is made wrong "
                                                   "(false fragments, dropped masks), so the refiner cannot trust "
                                                   "the detector blindly (default 0, the shipped refiner's)."),
+            clean_share: float = typer.Option(0.0, "--clean-share", min=0.0, max=1.0,
+                                              help="Clean (undegraded) photos added to the training samples, as a "
+                                                   "share of them: the refiner learns to give back what stage 1 "
+                                                   "took from a scan that needed nothing (default 0)."),
+            init: Optional[Path] = InitOpt,
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3).")) -> None:
     """Detail refiner (not in the paper): corrects the stage-1 output of the weights in --weights-dir where it
     lost what the scan still had; strength chosen on val."""
     _run("refiner", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=False,
-         lr=lr, mask_noise=mask_noise)
+         lr=lr, mask_noise=mask_noise, clean_share=clean_share, init=init)
 
 
 @train_app.command("all")

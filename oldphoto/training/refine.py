@@ -35,6 +35,7 @@ STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 POOL_MAX_SHORT = 320            # train photos shrunk to this short side, then cut at `size` (near the bench's scale)
 VAL_SAMPLES = 62
 DATASET_NAME = "refiner_dataset.npz"
+CLEAN_DATASET_NAME = "refiner_clean_dataset.npz"
 KEYS = ("clean", "restored", "scan_cc", "mask")
 
 
@@ -46,6 +47,7 @@ class RefinerStageConfig:
     face_share: float = 0.25        # share of the samples cut around a face (train face photos)
     ssim_weight: float = 0.5
     mask_noise: float = 0.0         # share of training windows whose mask channel is perturbed (`perturb_mask`)
+    clean_share: float = 0.0        # clean (undegraded) samples, as a share of `samples`, added to the training set
 
     @classmethod
     def preset(cls, name: str) -> "RefinerStageConfig":
@@ -74,14 +76,18 @@ def stage1_restorer(weights_dir: str | Path) -> Any:
 
 
 def restore_sample(restorer: Any, clean: np.ndarray, rng: np.random.Generator, textures: Any,
-                   name: str = "sample") -> dict[str, np.ndarray] | None:
-    """One training sample: `clean` (H×W×3 uint8 or float) degraded and restored by stage 1 (None if it failed)."""
+                   name: str = "sample", degrade: bool = True) -> dict[str, np.ndarray] | None:
+    """One training sample: `clean` (H×W×3 uint8 or float) degraded (or, with `degrade` False, as it is: a clean
+    scan) and restored by stage 1 (None if it failed)."""
     from oldphoto.imageops.colour import corrected_rgb
     from oldphoto.imageops.io import encode_image, to_uint
-    from oldphoto.synthesis import synthesize
+    from oldphoto.synthesis import synthesize, to_float
 
-    d = synthesize(clean, rng, textures)
-    st = restorer.run(f"refiner/{name}.png", encode_image(d.degraded), name=name)
+    if degrade:
+        d_clean, degraded = (d := synthesize(clean, rng, textures)).clean, d.degraded
+    else:
+        d_clean = degraded = to_float(np.asarray(clean))
+    st = restorer.run(f"refiner/{name}.png", encode_image(degraded), name=name)
     if st.failed or st.restored is None:
         return None
     scan = st.decoded.pixels
@@ -89,19 +95,25 @@ def restore_sample(restorer: Any, clean: np.ndarray, rng: np.random.Generator, t
     if restored.ndim == 2:
         restored = np.repeat(restored[..., None], 3, axis=2)
     mask = st.mask if (st.use_scratch and st.mask is not None) else np.zeros(scan.shape[:2], bool)
-    return {"clean": to_uint(d.clean, 8), "restored": to_uint(restored, 8),
+    return {"clean": to_uint(d_clean, 8), "restored": to_uint(restored, 8),
             "scan_cc": to_uint(corrected_rgb(scan, st.provenance.parameters.get("colour_correction")), 8),
             "mask": mask.astype(np.uint8)}
 
 
 def make_samples(restorer: Any, crops: Callable[[np.random.Generator], np.ndarray], n: int,
-                 rng: np.random.Generator, textures: Any, log: Callable = print) -> dict[str, np.ndarray]:
-    """n samples (`restore_sample`) of the crops `crops(rng)` gives, stacked per key."""
+                 rng: np.random.Generator, textures: Any, log: Callable = print, degrade: bool = True
+                 ) -> dict[str, np.ndarray]:
+    """n samples (`restore_sample`; clean scans with `degrade` False) of the crops `crops(rng)` gives, stacked per
+    key."""
     out: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
-    made = 0
+    made = failed = 0
     while made < n:
-        s = restore_sample(restorer, crops(rng), rng, textures, name=f"sample_{made}")
+        s = restore_sample(restorer, crops(rng), rng, textures, name=f"sample_{made}", degrade=degrade)
         if s is None:
+            failed += 1
+            if failed > max(10, n):     # stage 1 cannot run at all (e.g. no weights): say so instead of looping
+                raise RuntimeError(f"stage 1 failed on {failed} samples in a row of {made + failed}; are the "
+                                   "stage-1 weights in --weights-dir?")
             continue
         for k in KEYS:
             out[k].append(s[k])
@@ -152,6 +164,12 @@ class RefinerTrainer(Trainer):
         self.ds = self.cached_dataset(
             DATASET_NAME, f"{self.cfg.samples} synthetic old photos restored by stage 1 ({self.cfg.size} px)",
             lambda: self.samples(self.cfg.samples, np.random.default_rng([self.s.seed, 91])))
+        n_clean = round(self.cfg.samples * self.cfg.clean_share)
+        if n_clean:
+            extra = self.cached_dataset(
+                CLEAN_DATASET_NAME, f"{n_clean} clean (undegraded) photos restored by stage 1 ({self.cfg.size} px)",
+                lambda: self.samples(n_clean, np.random.default_rng([self.s.seed, 94]), degrade=False))
+            self.ds = {k: np.concatenate([self.ds[k], extra[k]]) for k in KEYS}
         self.net = Refiner(self.cfg.net).to(self.device)
         self.modules["refiner"] = self.net
         self.optimizers["G"] = adam(self.net.parameters(), self.s)

@@ -59,6 +59,7 @@ class TrainOptions:
     clean_negative_prob: float = 0.0        # scratch detector: share of negatives left undegraded (clean scans)
     large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
     mask_noise: float = 0.0                 # refiner: share of training windows with a perturbed mask channel
+    clean_share: float = 0.0                # refiner: clean (undegraded) samples added, as a share of the samples
 
     @property
     def weights(self) -> Path:
@@ -393,27 +394,38 @@ def _train_refiner(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
 
     cfg = M.RefinerStageConfig.preset(o.config)
     cfg.mask_noise = o.mask_noise
+    cfg.clean_share = o.clean_share
     clean = D.clean_photos(o.data, "train", max_short=M.POOL_MAX_SHORT)
     textures = D.load_textures(o.data, seed=o.seed)
     restorer = M.stage1_restorer(o.weights)
     faces = M.train_face_crops(o.data, cfg.size, log) if cfg.face_share > 0 else []
     note: dict[str, Any] = {"clean": "train split of " + str(o.data) if o.data else "builtin photos (smoke runs only)",
                             "clean_photos": len(clean), "face_crops": len(faces), "face_share": cfg.face_share,
-                            "mask_noise": cfg.mask_noise,
+                            "mask_noise": cfg.mask_noise, "clean_share": cfg.clean_share,
                             "textures": "fetched textures" if o.data else "procedural textures",
                             "stage1_weights": str(o.weights)}
     crops = M.crop_source(clean, cfg.size, faces, cfg.face_share)
-    samples = lambda n, rng: M.make_samples(restorer, crops, n, rng, textures, log)
+    samples = lambda n, rng, degrade=True: M.make_samples(restorer, crops, n, rng, textures, log, degrade)
     tr = M.RefinerTrainer(settings_for(M, o, stage), run_dir, cfg, samples, log=log, data_note=note)
+    _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)
     val_pool = D.clean_photos(o.data, "val", max_short=M.POOL_MAX_SHORT) if o.data else clean
     where = f"val split of {o.data}" if o.data else "builtin photos"
     n_val = M.VAL_SAMPLES if o.config != "tiny" else 2          # random crops of random val photos
-    val = M.make_samples(restorer, M.crop_source(val_pool, cfg.size, [], 0.0), n_val,
-                         np.random.default_rng([o.seed, 92]), D.load_textures(o.data, seed=o.seed + 1), log)
+    val_crops = M.crop_source(val_pool, cfg.size, [], 0.0)
+    val = M.make_samples(restorer, val_crops, n_val, np.random.default_rng([o.seed, 92]),
+                         D.load_textures(o.data, seed=o.seed + 1), log)
     strength, table = M.choose_strength(tr.net, val)
     tr.operating_point = {"strength": strength, "chosen_on": f"{n_val} degraded {cfg.size} px crops of the {where}"}
-    return tr, {**table, "strength": strength, "eval_set": f"{n_val} synthetic degradations, {cfg.size} px, {where}"}
+    eval_set = f"{n_val} synthetic degradations, {cfg.size} px, {where}"
+    if cfg.clean_share > 0:
+        # the same val crops not degraded (clean scans): how much the refined stage 1 still costs them
+        clean_val = M.make_samples(restorer, val_crops, n_val, np.random.default_rng([o.seed, 92]), None, log,
+                                   degrade=False)
+        _, clean_table = M.choose_strength(tr.net, clean_val)
+        table.update({f"clean_{k}": v for k, v in clean_table.items()})
+        eval_set += f"; clean_*: {n_val} undegraded crops of the same photos (target: the scan itself)"
+    return tr, {**table, "strength": strength, "eval_set": eval_set}
 
 
 # ------------------------------------------------------------------------------------------ model card
