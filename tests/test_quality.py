@@ -192,6 +192,13 @@ def test_bench_quality_with_random_tiny_weights(tmp_path):
     assert det["auto_decision"]["n"] == 2 and {d["defects"] for d in f["auto_decisions"]} == {True, False}
     assert set(f["per_photo"][0]["image"]) == {"degraded", "baseline", "ours"}
     assert res.grid.ndim == 3 and res.grid.dtype == np.uint8
+    # do no harm: ours on the clean photo itself, scored against it (random weights cannot copy it)
+    c, row = f["clean_scans"], f["per_photo"][0]["clean_scan"]
+    assert c["n"] == 1 and c["psnr"] == row["psnr"] and 0 < row["psnr"] < 40 and 0 < row["ssim"] < 1
+    assert c["scratch_path"] == int(row["scratch_path"])
+    from oldphoto.training.runner import bench_section
+
+    assert any(line.startswith("Do no harm: given each clean photo") for line in bench_section(f))
 
 
 def test_bench_scores_the_detector_on_larger_scans_at_their_size(tmp_path):

@@ -102,6 +102,11 @@ def _print_tables(console, f: dict, size: int, seed: int) -> None:
     console.print(t)
     if "faces_worse_than_input" in f["faces"]:
         console.print(f"faces ending worse than their degraded input (PSNR or SSIM): {f['faces']['faces_worse_than_input']}")
+    c = f.get("clean_scans") or {}
+    if c:
+        console.print(f"do no harm: ours on the {c['n']} clean photos themselves (scans that need nothing) "
+                      f"{c['psnr']:.2f} dB / {c['ssim']:.3f} against them, detail kept {c['detail']:.2f}; "
+                      f"{c['scratch_path']} took the scratch path")
 
 
 def _print_detector(console, d: dict) -> None:

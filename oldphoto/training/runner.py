@@ -463,6 +463,12 @@ def bench_section(bench: dict[str, Any]) -> list[str]:
         lines += ["", f"Face crops: {fm.get('degraded', {}).get('n', 0)} faces (dlib on the clean test photos and "
                       "face-centred crops of the face-test photos, never trained on); "
                       f"{fm['faces_worse_than_input']} end worse than their degraded input (PSNR or SSIM)."]
+    c = bench.get("clean_scans") or {}
+    if c:
+        lines += ["", f"Do no harm: given each clean photo itself (a scan that needs nothing), ours ends "
+                      f"{_fmt(c.get('psnr'), 2)} dB / {_fmt(c.get('ssim'), 3)} against it (detail kept "
+                      f"{_fmt(c.get('detail'), 2)}; {c.get('scratch_path', 0)} of {c.get('n', 0)} took the scratch "
+                      "path)."]
     det = bench.get("scratch_detector") or {}
     if det:
         lines += ["", f"Scratch detector on the same photos: ROC AUC {_fmt(det.get('auc'), 3)}, "
