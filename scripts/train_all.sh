@@ -46,6 +46,13 @@ cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_dark2.safetensors"
 nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s10" --seed 41 --steps 40000 --crop 128 --max-minutes 62 \
     --init "$OUT/scratch_unet_dark2.safetensors" --synth-size 256 --flat-negative-prob 0.3 --dark-scratch-prob 0.3 --lr 1e-4
 python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
+# 1c. (session 13) 30 % of the defect-free crops left undegraded (clean, sharp scans), 50 min, lr 5e-5; the operating
+#     point re-chosen on val (now with the val photos not degraded at all among those without defects)
+cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_s10.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s13" --seed 43 --steps 12000 --crop 128 --max-minutes 50 \
+    --init "$OUT/scratch_unet_s10.safetensors" --synth-size 256 --flat-negative-prob 0.3 --dark-scratch-prob 0.3 \
+    --clean-negative-prob 0.3 --lr 5e-5
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --write
 
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic

@@ -440,6 +440,26 @@ def _fmt(v: Any, digits: int) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) and v is not None else "—"
 
 
+def _detector_lines(det: dict[str, Any]) -> list[str]:
+    """The scratch detector's part of the bench section (ROC AUC, false positives, the `auto` decision)."""
+    lines: list[str] = []
+    if det:
+        lines += ["", f"Scratch detector on the same photos: ROC AUC {_fmt(det.get('auc'), 3)}, "
+                      f"F1@{det.get('threshold', 0.4)} {_fmt(det.get('f1'), 3)}"
+                      + (f"; false-positive pixels on the same photos without structured defects "
+                         f"{_fmt(100 * det['fp_rate_no_defects'], 2)} %" if "fp_rate_no_defects" in det else "")
+                      + (f"; ROC AUC on the same photos degraded as {det['large_scan_side']}x larger scans (which the "
+                         f"pipeline shrinks to its working size) {_fmt(det['auc_large_scans'], 3)}"
+                         if "auc_large_scans" in det else "")
+                      + "."]
+        a = det.get("auto_decision")
+        if a:
+            lines += ["", f"`--scratch auto` decision: {_fmt(100 * a['accuracy'], 1)} % right "
+                          f"({a['scratched_to_scratch_path']}/{a['scratched']} scratched photos to the scratch path, "
+                          f"{a['clean_to_quality_path']}/{a['clean']} without structured defects to the quality path)."]
+    return lines
+
+
 def bench_section(bench: dict[str, Any]) -> list[str]:
     """The "Measured end-to-end quality" section, rendered from an `oldphoto bench quality` JSON."""
     m = bench.get("methods", {})
@@ -469,21 +489,7 @@ def bench_section(bench: dict[str, Any]) -> list[str]:
                       f"{_fmt(c.get('psnr'), 2)} dB / {_fmt(c.get('ssim'), 3)} against it (detail kept "
                       f"{_fmt(c.get('detail'), 2)}; {c.get('scratch_path', 0)} of {c.get('n', 0)} took the scratch "
                       "path)."]
-    det = bench.get("scratch_detector") or {}
-    if det:
-        lines += ["", f"Scratch detector on the same photos: ROC AUC {_fmt(det.get('auc'), 3)}, "
-                      f"F1@{det.get('threshold', 0.4)} {_fmt(det.get('f1'), 3)}"
-                      + (f"; false-positive pixels on the same photos without structured defects "
-                         f"{_fmt(100 * det['fp_rate_no_defects'], 2)} %" if "fp_rate_no_defects" in det else "")
-                      + (f"; ROC AUC on the same photos degraded as {det['large_scan_side']}x larger scans (which the "
-                         f"pipeline shrinks to its working size) {_fmt(det['auc_large_scans'], 3)}"
-                         if "auc_large_scans" in det else "")
-                      + "."]
-        a = det.get("auto_decision")
-        if a:
-            lines += ["", f"`--scratch auto` decision: {_fmt(100 * a['accuracy'], 1)} % right "
-                          f"({a['scratched_to_scratch_path']}/{a['scratched']} scratched photos to the scratch path, "
-                          f"{a['clean_to_quality_path']}/{a['clean']} without structured defects to the quality path)."]
+    lines += _detector_lines(bench.get("scratch_detector") or {})
     nq = bench.get("niqe") or {}
     if nq.get("input") is not None:
         lines += ["", f"NIQE (lower is better) on the real old photo {nq.get('photo', '')}: input "
