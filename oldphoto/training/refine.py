@@ -112,8 +112,8 @@ def make_samples(restorer: Any, crops: Callable[[np.random.Generator], np.ndarra
         if s is None:
             failed += 1
             if failed > max(10, n):     # stage 1 cannot run at all (e.g. no weights): say so instead of looping
-                raise RuntimeError(f"stage 1 failed on {failed} samples in a row of {made + failed}; are the "
-                                   "stage-1 weights in --weights-dir?")
+                raise RuntimeError(f"stage 1 failed on {failed} of {made + failed} samples; are the stage-1 "
+                                   "weights in --weights-dir?")
             continue
         for k in KEYS:
             out[k].append(s[k])

@@ -419,7 +419,7 @@ def _train_refiner(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     tr.operating_point = {"strength": strength, "chosen_on": f"{n_val} degraded {cfg.size} px crops of the {where}"}
     eval_set = f"{n_val} synthetic degradations, {cfg.size} px, {where}"
     if cfg.clean_share > 0:
-        # the same val crops not degraded (clean scans): how much the refined stage 1 still costs them
+        # undegraded crops of the val photos (clean scans): how much the refined stage 1 still costs them
         clean_val = M.make_samples(restorer, val_crops, n_val, np.random.default_rng([o.seed, 92]), None, log,
                                    degrade=False)
         _, clean_table = M.choose_strength(tr.net, clean_val)
