@@ -365,7 +365,7 @@ def _synthetic_photo(i: int, rec: Any, seed: int, size: int, textures: Any, ours
         _detect_large_scan(ours, rec, i, seed, size, textures, tally)
     restored = _restore_synthetic(ours, rec, d, u, size, entry, tally) if ours.restorer is not None else None
     if ours.restorer is not None:
-        _restore_clean_scan(ours, rec, clean, size, entry)
+        _restore_clean_scan(ours, rec, d.clean, size, entry)
     return entry, [d.clean, d.degraded, base, restored, d.mask,
                    det_mask.astype(np.float32) if det_mask is not None else None]
 
@@ -419,16 +419,14 @@ def _restore_synthetic(ours: _Ours, rec: Any, d: Any, u: Any, size: int, entry: 
 
 
 def _restore_clean_scan(ours: _Ours, rec: Any, clean: np.ndarray, size: int, entry: dict[str, Any]) -> None:
-    """Do no harm: ours on the clean photo itself (a scan that needs nothing), scored against it (the input's own
-    score would be perfect); with `--scratch auto`, whether it took the scratch path and how much it masked."""
-    from oldphoto.synthesis import to_float
-
-    img = to_float(clean)
-    restored, st = _restore(ours.restorer, img, rec.id.replace("/", "_") + "_clean", size)
+    """Do no harm: ours on the clean photo itself (float in [0, 1]: a scan that needs nothing), scored against it (the
+    input's own score would be perfect); with `--scratch auto`, whether it took the scratch path and how much it
+    masked."""
+    restored, st = _restore(ours.restorer, clean, rec.id.replace("/", "_") + "_clean", size)
     if restored is None:
         entry["clean_scan"] = {"error": st.error or "no output"}
         return
-    entry["clean_scan"] = {**_scores(img, restored), "scratch_path": bool(st.use_scratch),
+    entry["clean_scan"] = {**_scores(clean, restored), "scratch_path": bool(st.use_scratch),
                            "mask_coverage": st.provenance.mask_coverage}
 
 

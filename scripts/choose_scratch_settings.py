@@ -41,7 +41,7 @@ def main() -> None:
     from oldphoto.weights_source import WeightsSource
     from oldphoto.quality import f1, roc_auc
     from oldphoto.quality_bench import _detector_probs
-    from oldphoto.synthesis import DEFAULT, synthesize, with_overrides
+    from oldphoto.synthesis import DEFAULT, synthesize, to_float, with_overrides
 
     models = WeightsSource.from_options(a.weights).load()
     textures = TextureBank.from_dir(a.data)
@@ -50,7 +50,7 @@ def main() -> None:
     scratched, clean_probs, pristine = [], [], []
     for i, rec in enumerate(recs):
         img = odata.square_crop(rec.path, a.size)
-        pristine.append(_detector_probs(models, np.asarray(img, np.float32) / 255.0))
+        pristine.append(_detector_probs(models, to_float(img)))
         clean_probs.append(pristine[-1])
         for s in range(a.seeds):
             rng_seed = [1000 + s, i]
@@ -73,8 +73,8 @@ def main() -> None:
         cov_s = np.array([(p >= t).mean() for p, _ in scratched])
         cov_c = np.array([(p >= t).mean() for p in clean_probs])
         best = max(((float(np.mean(np.r_[cov_s >= c, cov_c < c])), -c) for c in cuts))
-        rows.append({"threshold": t, "fp_rate": fp, "fp_rate_pristine": fp_pristine, "f1": f1s, "recall": rec_, "auto_min_coverage": -best[1],
-                     "auto_accuracy": best[0],
+        rows.append({"threshold": t, "fp_rate": fp, "fp_rate_pristine": fp_pristine, "f1": f1s, "recall": rec_,
+                     "auto_min_coverage": -best[1], "auto_accuracy": best[0],
                      "coverage_scratched_median": float(np.median(cov_s)),
                      "coverage_clean_p90": float(np.quantile(cov_c, 0.9))})
         r = rows[-1]

@@ -84,9 +84,10 @@ def restore_sample(restorer: Any, clean: np.ndarray, rng: np.random.Generator, t
     from oldphoto.synthesis import synthesize, to_float
 
     if degrade:
-        d_clean, degraded = (d := synthesize(clean, rng, textures)).clean, d.degraded
+        d = synthesize(clean, rng, textures)
+        target, degraded = d.clean, d.degraded
     else:
-        d_clean = degraded = to_float(np.asarray(clean))
+        target = degraded = to_float(clean)
     st = restorer.run(f"refiner/{name}.png", encode_image(degraded), name=name)
     if st.failed or st.restored is None:
         return None
@@ -95,7 +96,7 @@ def restore_sample(restorer: Any, clean: np.ndarray, rng: np.random.Generator, t
     if restored.ndim == 2:
         restored = np.repeat(restored[..., None], 3, axis=2)
     mask = st.mask if (st.use_scratch and st.mask is not None) else np.zeros(scan.shape[:2], bool)
-    return {"clean": to_uint(d_clean, 8), "restored": to_uint(restored, 8),
+    return {"clean": to_uint(target, 8), "restored": to_uint(restored, 8),
             "scan_cc": to_uint(corrected_rgb(scan, st.provenance.parameters.get("colour_correction")), 8),
             "mask": mask.astype(np.uint8)}
 

@@ -160,8 +160,8 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
     shrunk to the crop the way the pipeline shrinks a scan (``shrink_like_pipeline``). A share
     ``clean_negative_prob`` of the negatives is the clean crop itself, not degraded at all: a sharp, well-kept scan,
     on which the detector trained with degraded negatives only marked 0.2-13 % of the pixels of clean val photos.
-    With ``flat_negative_prob``, ``large_scan_prob`` and ``clean_negative_prob`` 0 the batches are exactly those of earlier versions (no extra
-    random draws)."""
+    With ``flat_negative_prob``, ``large_scan_prob`` and ``clean_negative_prob`` 0 the batches are exactly those of
+    earlier versions (no extra random draws)."""
     from .datasets import Pair, mask_tensor, synthesize_pair, to_tensor
 
     xs, ms, neg = [], [], []
