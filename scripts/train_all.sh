@@ -114,10 +114,12 @@ nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r11" --max-minutes 30 
 nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r11" --max-minutes 60 --steps 20000 --resume
 python scripts/choose_refiner_strength.py --weights "$W" --data "$DATA" --write
 # 4e. (session 13) warm-started with 160 clean, undegraded samples added (their target is the scan itself), 45 min,
-#     lr 3e-4; the strength re-chosen on val (after step 1c's detector)
+#     lr 3e-4 (shipped in session 13 with its strength chosen on val after step 1c's detector)
 cp "$W/refiner.safetensors" "$OUT/refiner_s11.safetensors"
 nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r13" --max-minutes 45 --clean-share 0.25 \
     --init "$OUT/refiner_s11.safetensors" --lr 3e-4
+# 4f. (sessions 13-14) the same run resumed to the end of its 6,000-step schedule (89 min in all); strength re-chosen
+nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r13" --max-minutes 100 --clean-share 0.25 --lr 3e-4 --resume
 python scripts/choose_refiner_strength.py --weights "$W" --data "$DATA" --write
 
 # 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json
