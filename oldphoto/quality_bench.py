@@ -512,12 +512,15 @@ def _real_photo_row(path: Path, restorer: Any, real_long_side: int) -> tuple[np.
         img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
     ours_real, st = (None, None) if restorer is None else _restore(restorer, img, "real_" + path.stem)
     mask = st.mask.astype(np.float32) if st is not None and st.mask is not None else None
-    faces = st.provenance.faces if st is not None else []
-    label = (f"{path.name} {img.shape[1]}x{img.shape[0]}"
-             + (f", {'scratch' if st.use_scratch else 'quality'} path, mask "
-                f"{(st.provenance.mask_coverage or 0):.2%}, faces {len(faces)} "
-                f"({sum(bool(x.applied) for x in faces)} enhanced)" if st is not None else ""))
+    label = f"{path.name} {img.shape[1]}x{img.shape[0]}" + (f", {_decision_note(st)}" if st is not None else "")
     return img, [img, ours_real, mask], label
+
+
+def _decision_note(st: Any) -> str:
+    """What the pipeline decided on a photo: its path, mask coverage and faces (found, enhanced)."""
+    faces = st.provenance.faces
+    return (f"{'scratch' if st.use_scratch else 'quality'} path, mask {(st.provenance.mask_coverage or 0):.2%}, "
+            f"faces {len(faces)} ({sum(bool(x.applied) for x in faces)} enhanced)")
 
 
 def _niqe_figures(path: Path, img: np.ndarray, ours_real: np.ndarray | None, params: NIQEParams) -> dict[str, Any]:
@@ -533,7 +536,9 @@ def compare_real_photos(sets: list[tuple[str, str | Path, dict[str, Any] | None]
                         names: list[str] | None = None, real_long_side: int = 1024, say: Any = None) -> np.ndarray:
     """A review sheet of the real old photos under `data` (or those of them in `names`): one row per photo, the
     scan then each (label, weights, options) set's restoration, so weights that win on synthetic photos can be
-    looked at on real ones before they ship (the session-12 refiner won on val and damaged the 1897 photo)."""
+    looked at on real ones before they ship (the session-12 refiner won on val and damaged the 1897 photo). Each
+    row's label and `say` tell what every set decided on the photo (path, mask coverage, faces), since a set that
+    takes the scratch path where another does not is the first thing to look at."""
     say = say or (lambda _m: None)
     reals = [p for p in _real_photos(data) if names is None or p.name in names]
     if not reals:
@@ -545,12 +550,14 @@ def compare_real_photos(sets: list[tuple[str, str | Path, dict[str, Any] | None]
         if ours.restorer is None:
             raise ValueError(f"{label}: {ours.note}")
         for i, path in enumerate(reals):
-            say(f"{label}: {path.name}")
-            img, (_scan, restored, _mask), _ = _real_photo_row(path, ours.restorer, real_long_side)
+            img, (_scan, restored, _mask), row_label = _real_photo_row(path, ours.restorer, real_long_side)
+            note = row_label.partition(", ")[2] or "not restored"
+            say(f"{label}: {path.name}: {note}")
             if not rows[i]:
                 rows[i].append(img)
                 row_labels[i] = f"{path.name} {img.shape[1]}x{img.shape[0]}"
             rows[i].append(restored)
+            row_labels[i] += f" | {label}: {note.split(', faces')[0]}"
     return _grid(rows, ["scan"] + [label for label, _w, _o in sets], cell=320, row_labels=row_labels)
 
 

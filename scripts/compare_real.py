@@ -4,7 +4,8 @@
         --set shipped=oldphoto/weights --set candidate=/runs/w,refine_strength=0.5 [--photos O2.jpg,O3.jpg]
 
 Each --set is LABEL=WEIGHTS_DIR[,option=value...] (options as `oldphoto restore` takes them, e.g.
-refine_strength=0.75, scratch=off, faces=false). Writes one sheet: a row per photo, the scan, then each set.
+refine_strength=0.75, scratch=off, faces=false). Writes one sheet: a row per photo, the scan, then each set;
+each row is labelled with what every set decided (scratch or quality path, mask coverage), also printed.
 The synthetic benches cannot see what real scans suffer (the session-12 refiner is the example): open the sheet.
 """
 from __future__ import annotations

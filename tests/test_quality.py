@@ -235,7 +235,11 @@ def test_compare_real_photos_puts_weight_sets_side_by_side(tmp_path):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(real / name)
     sets = [("one", tmp_path / "w", {"scratch": "off"}), ("two", tmp_path / "w", {"scratch": "off"}),
             ("three", tmp_path / "w", {"scratch": "off", "tone_match": "false"})]
-    sheet = compare_real_photos(sets, tmp_path / "data")
+    said: list[str] = []
+    sheet = compare_real_photos(sets, tmp_path / "data", say=said.append)
+    # what every set decided on every photo is told (and written into the row labels)
+    assert sorted(said) == sorted(f"{label}: {name}: quality path, mask 0.00%, faces 0 (0 enhanced)"
+                                  for label, _w, _o in sets for name in ("a.png", "b.jpg"))
     cell, gap, header, sub = 320, 4, 16, 12
     assert sheet.shape == (header + 2 * (cell + gap + sub) + gap, 4 * (cell + gap) + gap, 3)
     col = [sheet[header + gap + sub:header + gap + sub + cell, gap + j * (cell + gap):gap + j * (cell + gap) + cell]
