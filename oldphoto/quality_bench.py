@@ -489,9 +489,10 @@ def _real_photo_figures(data: str | Path | None, reals: list[Path], restorer: An
         real_rows, real_labels = [], []
         for path in reals:
             say(f"real photo {path.name}")
-            img, row, label = _real_photo_row(path, restorer, real_long_side)
+            img, row, st = _real_photo_row(path, restorer, real_long_side)
             real_rows.append(row)
-            real_labels.append(label)
+            real_labels.append(f"{path.name} {img.shape[1]}x{img.shape[0]}"
+                               + (f", {_decision_note(st)}" if st is not None else ""))
             if path.name == "solvay_1927.png" and niqe_params is not None:
                 niqe_fig = _niqe_figures(path, img, row[1], niqe_params)
         real_grid = _grid(real_rows, ["input", "ours", "mask"], cell=320, row_labels=real_labels)
@@ -501,8 +502,9 @@ def _real_photo_figures(data: str | Path | None, reals: list[Path], restorer: An
     return niqe_fig, real_grid
 
 
-def _real_photo_row(path: Path, restorer: Any, real_long_side: int) -> tuple[np.ndarray, list[Any], str]:
-    """A real old photo (long side at most `real_long_side`), ours on it and its mask, and its grid label."""
+def _real_photo_row(path: Path, restorer: Any, real_long_side: int) -> tuple[np.ndarray, list[Any], Any]:
+    """A real old photo (long side at most `real_long_side`), [it, ours on it, its mask], and the pipeline's state
+    on it (None without a restorer)."""
     from oldphoto.data import dataset as odata
 
     img = odata.load_rgb(path).astype(np.float32) / 255.0
@@ -512,15 +514,15 @@ def _real_photo_row(path: Path, restorer: Any, real_long_side: int) -> tuple[np.
         img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
     ours_real, st = (None, None) if restorer is None else _restore(restorer, img, "real_" + path.stem)
     mask = st.mask.astype(np.float32) if st is not None and st.mask is not None else None
-    label = f"{path.name} {img.shape[1]}x{img.shape[0]}" + (f", {_decision_note(st)}" if st is not None else "")
-    return img, [img, ours_real, mask], label
+    return img, [img, ours_real, mask], st
 
 
-def _decision_note(st: Any) -> str:
-    """What the pipeline decided on a photo: its path, mask coverage and faces (found, enhanced)."""
-    faces = st.provenance.faces
-    return (f"{'scratch' if st.use_scratch else 'quality'} path, mask {(st.provenance.mask_coverage or 0):.2%}, "
-            f"faces {len(faces)} ({sum(bool(x.applied) for x in faces)} enhanced)")
+def _decision_note(st: Any, faces: bool = True) -> str:
+    """What the pipeline decided on a photo: its path, mask coverage and (with `faces`) the faces found and
+    enhanced."""
+    note = f"{'scratch' if st.use_scratch else 'quality'} path, mask {(st.provenance.mask_coverage or 0):.2%}"
+    found = st.provenance.faces
+    return note + (f", faces {len(found)} ({sum(bool(x.applied) for x in found)} enhanced)" if faces else "")
 
 
 def _niqe_figures(path: Path, img: np.ndarray, ours_real: np.ndarray | None, params: NIQEParams) -> dict[str, Any]:
@@ -550,14 +552,13 @@ def compare_real_photos(sets: list[tuple[str, str | Path, dict[str, Any] | None]
         if ours.restorer is None:
             raise ValueError(f"{label}: {ours.note}")
         for i, path in enumerate(reals):
-            img, (_scan, restored, _mask), row_label = _real_photo_row(path, ours.restorer, real_long_side)
-            note = row_label.partition(", ")[2] or "not restored"
-            say(f"{label}: {path.name}: {note}")
+            img, (_scan, restored, _mask), st = _real_photo_row(path, ours.restorer, real_long_side)
+            say(f"{label}: {path.name}: {_decision_note(st)}")
             if not rows[i]:
                 rows[i].append(img)
                 row_labels[i] = f"{path.name} {img.shape[1]}x{img.shape[0]}"
             rows[i].append(restored)
-            row_labels[i] += f" | {label}: {note.split(', faces')[0]}"
+            row_labels[i] += f" | {label}: {_decision_note(st, faces=False)}"
     return _grid(rows, ["scan"] + [label for label, _w, _o in sets], cell=320, row_labels=row_labels)
 
 
