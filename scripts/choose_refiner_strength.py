@@ -5,8 +5,9 @@
 Runs `oldphoto bench quality --split val --no-real` once per strength in STRENGTHS (0: the refiner off) and
 prints, per strength, the mean PSNR/SSIM of the val photos, the face crops' mean PSNR, how many val faces end
 worse than their degraded input (PSNR or SSIM) and (do no harm) ours on the clean val photos themselves. Chosen:
-the fewest faces worse, then the best mean photo PSNR (to 0.01 dB), ties to the smaller strength. `--write` stores it in the refiner's weights file (its operating point);
-the training run's own choice (`oldphoto train refiner`: the best PSNR on random val crops) is replaced.
+the fewest faces worse, then the best mean photo PSNR (to 0.01 dB), ties to the smaller strength. `--write` stores
+it in the refiner's weights file (its operating point); the training run's own choice (`oldphoto train refiner`:
+the best PSNR on random val crops) is replaced.
 """
 from __future__ import annotations
 
