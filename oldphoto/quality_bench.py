@@ -71,18 +71,18 @@ def _mean(xs: list[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def _detector_probs(models: Any, img: np.ndarray) -> np.ndarray:
-    """Scratch probability at the image's size (the pipeline's detector preprocessing)."""
+def _detector_probs(models: Any, img: np.ndarray, scales: int = 2) -> np.ndarray:
+    """Scratch probability at the image's size (the detection stage's own `scratch_probability`)."""
     import torch
     import torch.nn.functional as F
 
-    from oldphoto.stages.scratch import detector_input
+    from oldphoto.stages.scratch import scratch_probability
 
     net = models.get("scratch_unet")
-    x, _ = detector_input(img)
+    device = str(next(net.parameters()).device)
     with torch.no_grad():
-        logits = net(x.to(next(net.parameters()).device)).float().cpu()
-    prob = torch.sigmoid(logits)
+        small, _ = scratch_probability(net, img, scales=scales, device=device)
+    prob = torch.from_numpy(small.astype(np.float32))[None, None]
     if prob.shape[-2:] != img.shape[:2]:
         prob = F.interpolate(prob, size=img.shape[:2], mode="bilinear", align_corners=False)
     return prob[0, 0].numpy()

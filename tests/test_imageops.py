@@ -539,6 +539,24 @@ def test_detector_size_is_capped_on_each_side():
         assert 32 <= min(hn, wn) and max(hn, wn) <= DETECTOR_MAX_SIDE and hn % 16 == 0 and wn % 16 == 0
 
 
+
+def test_fine_detector_size_is_twice_the_working_size_at_most_the_scan():
+    from oldphoto.imageops.geometry import DETECTOR_MAX_SIDE, fine_detector_size
+
+    assert fine_detector_size(256, 256) is None                      # not larger than the working size: one scale
+    assert fine_detector_size(16, 20000) is None                     # a strip already at its own short side
+    assert fine_detector_size(256, 4096) == (256, 4096)              # worked at 128 x 2048 (capped), so finer
+    assert fine_detector_size(512, 512) == (512, 512)
+    assert fine_detector_size(608, 512) == (608, 512)
+    assert fine_detector_size(304, 448) == (304, 448)                # short side below twice 256: its own size
+    assert fine_detector_size(3008, 2000) == (768, 512)
+    assert fine_detector_size(1008, 8000) == (512, 4064)             # 8:1 keeps its aspect ratio under the cap
+    for h, w in ((320, 320), (4000, 6000), (512, 4096), (1024, 16384)):
+        fine, work = fine_detector_size(h, w), detector_size(h, w)
+        assert fine is not None and fine[0] % 16 == 0 and fine[1] % 16 == 0
+        assert work[0] < fine[0] <= 2 * work[0] and work[1] < fine[1] <= 2 * work[1]
+        assert max(fine) <= 2 * DETECTOR_MAX_SIDE
+
 def test_review_sheet_is_capped_on_each_side():
     rng = np.random.default_rng(0)
     for shape in ((10, 20000), (20000, 10), (300, 200)):

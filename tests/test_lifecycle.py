@@ -117,13 +117,13 @@ def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
 # fingerprints of these options (pinned when RestoreOptions became checked with pydantic, which must not move them;
 # re-pinned on 2026-12-02 when the colour_correct and colour_strength options were added: a new option is a new
 # record of what is computed, so every fingerprint moved once, on purpose; and again in session 7 for blob_guard
-# and in session 11 for refine)
+# and in session 11 for refine, in session 15 for detector_scales)
 _PINNED_FINGERPRINTS = [      # (options, fingerprint, the same options given as text have the same fingerprint)
-    ({}, "0f33d5376c94c43cdacb42cbe3af8a81e9676e72580ccd2c32a08e904d8055f5", True),
+    ({}, "754fe4714ec9a0858d295999bb8bc2faf6d8d13898ce71fda11ece55c5adce04", True),
     (dict(scratch="on", hr=True, tile=256, face_strength=0.5, face_min_agreement=24.0, precision="bf16",
-          max_pixels=50_000_000), "f23cffba46be268347c4b9d341f0621b12b41dbb111bac57b192e36954c3b9c8", True),
+          max_pixels=50_000_000), "954711aed13ce35c2b2103079412f55ff32b33258106ea119da46fc906f232e2", True),
     # ints given for float fields stay ints (their JSON, "1", is what was fingerprinted); the text "1" is 1.0
-    (dict(face_strength=1, scratch_threshold=0), "001f1be87dcba44a3b0c4db206bcab1acad3dbab6b4559ebd3281ceba2f7d5d7",
+    (dict(face_strength=1, scratch_threshold=0), "4ab54e88a9279b8ccab063a687157c5920e448cea399b21cb0709240b4218b5f",
      False),
 ]
 

@@ -409,6 +409,27 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     assert st.provenance.parameters["auto_scratch_threshold_used"] == 0.3                    # the decision's too
 
 
+
+def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
+    """A 1 px bright line on a 1024 px scan falls between the samples of the official shrink to 256 px (bilinear, no
+    antialias), so a detector sees nothing there; the second scale (512 px) sees it, and the combined map marks
+    it at half strength, nothing beside it. A scan at the working size is detected at one scale, unchanged."""
+    from oldphoto.stages.scratch import scratch_probability
+
+    def net(x: torch.Tensor) -> torch.Tensor:           # a "detector" that calls bright pixels scratches
+        return 30.0 * x
+
+    img = np.full((1024, 1024, 3), 0.2, np.float32)
+    img[:, 515] = 1.0                                   # column 4*128+3: not sampled by the 4x shrink
+    one, rounded = scratch_probability(net, img, scales=1)
+    two, _ = scratch_probability(net, img, scales=2)
+    assert rounded == (1024, 1024) and one.shape == two.shape == (256, 256)
+    assert one.max() < 0.01
+    assert two[:, 128].min() > 0.45 and np.delete(two, 128, axis=1).max() < 0.01
+    small = np.full((256, 256, 3), 0.2, np.float32)
+    small[:, 100] = 1.0
+    assert np.array_equal(scratch_probability(net, small, scales=2)[0], scratch_probability(net, small, scales=1)[0])
+
 def test_blob_guard_drops_large_mask_blobs_and_records_it(weights_dir):
     """A large bright area the (stub) detector marks as a defect beside drawn scratches: the blob guard takes it out
     of the mask (recorded in provenance) and keeps the scratches; --no-blob-guard keeps the detector's own mask."""

@@ -140,7 +140,7 @@ def test_detector_defects_are_synthesised_at_the_working_scale(source, canvases)
 
 def test_detector_large_scan_crops_are_shrunk_like_the_pipeline(source, canvases):
     """--large-scan-prob: such crops are degraded on a canvas 1.5-3x the crop's side and shrunk to it exactly as
-    the detection stage shrinks a scan (its own function, which `detector_input` uses); the label is the
+    the detection stage shrinks a scan (its own function, which `scratch_probability` uses); the label is the
     shrunk mask's area coverage >= LARGE_SCAN_LABEL, so a 2 px scratch on a 3x canvas stays labelled."""
     import cv2
 

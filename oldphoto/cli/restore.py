@@ -73,6 +73,10 @@ def restore(
                                     help="Anywhere in the photo, keep only scratch-like parts of the mask larger than "
                                          "a dust speck, so large areas taken for holes are not repainted (not in the "
                                          "official method; with --no-face-guard it gives the official mask)."),
+    detector_scales: int = typer.Option(2, "--detector-scales", min=1, max=2,
+                                        help="2: scans larger than the detector's working size (short side 256) are "
+                                             "also searched at twice that size, so thin scratches on large scans "
+                                             "are found (not in the official method); 1: the official single scale."),
     tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match",
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
@@ -117,7 +121,8 @@ def restore(
                                  refine_strength=refine_strength,
                                  max_pixels=int(max_megapixels * 1_000_000),
                                  face_strength=face_strength, face_min_agreement=face_min_agreement,
-                                 face_guard=face_guard, blob_guard=blob_guard)
+                                 face_guard=face_guard, blob_guard=blob_guard,
+                                 detector_scales=detector_scales)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     from oldphoto.models import MissingWeightsError

@@ -4,7 +4,9 @@ Resizing rules of the official code (ARCHITECTURE §6.3, §8), all with Python's
 
 - detector working size (§6.3): the image is first brought to 16-multiples (`full_size_16`, PIL bicubic),
   then the grey tensor is resized (torch bilinear, no antialias) so its short side is 256 and its long side is
-  proportional, both multiples of 16 (`detector_size`; oldphoto caps each side at 2048, so strips stay small). The probability map comes back with nearest.
+  proportional, both multiples of 16 (`detector_size`; oldphoto caps each side at 2048, so strips stay small). The
+  probability map comes back with nearest. oldphoto adds a second, finer scale for scans larger than that
+  (`fine_detector_size`: twice the working size, at most the scan's own).
 - global restoration (§8): the networks need sides that are multiples of 4 (quality) or 16 (scratch path,
   the detector's rounding). The official code *resizes* the image to those multiples. **oldphoto pads
   instead** (reflect padding at the bottom/right edge to the next multiple, `pad_to_multiple`) and crops the
@@ -54,20 +56,38 @@ DETECTOR_MAX_SIDE = 2048      # oldphoto's cap on the long side (the official co
 DETECTOR_MIN_SIDE = 32        # the U-Net's smallest input side
 
 
-def detector_size(h: int, w: int, max_side: int = DETECTOR_MAX_SIDE) -> tuple[int, int]:
+def detector_size(h: int, w: int, max_side: int = DETECTOR_MAX_SIDE,
+                  short_side: int = DETECTOR_SHORT_SIDE) -> tuple[int, int]:
     """detection.py `scale_tensor` (§6.3 step 5): short side 256, long side proportional, multiples of 16.
 
     oldphoto caps each side at `max_side` (a 16-multiple): an image more elongated than max_side:256 (8:1)
     keeps its aspect ratio with the long side at `max_side` and the short side shrunk with it (at least 32,
     the U-Net's smallest input), so a 16×20000 strip is detected at 32×2048, not 256×320000. Photographs up
-    to 8:1 are unchanged."""
+    to 8:1 are unchanged. `short_side` (a 16-multiple) gives another scale by the same rule (the detection
+    stage's second, finer scale: `fine_detector_size`)."""
     short, long_ = (h, w) if h < w else (w, h)
-    long_out = round_to_multiple(long_ / short * DETECTOR_SHORT_SIDE, 16)
-    short_out = DETECTOR_SHORT_SIDE
+    long_out = round_to_multiple(long_ / short * short_side, 16)
+    short_out = short_side
     if long_out > max_side:
         long_out = max_side
-        short_out = min(DETECTOR_SHORT_SIDE, max(DETECTOR_MIN_SIDE, round_to_multiple(short / long_ * max_side, 16)))
+        short_out = min(short_side, max(DETECTOR_MIN_SIDE, round_to_multiple(short / long_ * max_side, 16)))
     return (short_out, long_out) if h < w else (long_out, short_out)
+
+
+DETECTOR_FINE_SCALE = 2       # oldphoto's second detection scale: twice the working size (not in the official code)
+
+
+def fine_detector_size(h16: int, w16: int) -> tuple[int, int] | None:
+    """The detector's second, finer scale for an image brought to 16-multiples (h16, w16): short side twice the
+    working size's, but never above the image's own (no upsampling), long side proportional (cap
+    DETECTOR_FINE_SCALE × DETECTOR_MAX_SIDE); None when the image is not larger than the working size, so small
+    scans are detected at one scale only."""
+    work = detector_size(h16, w16)
+    short = min(h16, w16)
+    fine_short = min(DETECTOR_FINE_SCALE * min(work), short // 16 * 16)
+    if fine_short <= min(work):
+        return None
+    return detector_size(h16, w16, max_side=DETECTOR_FINE_SCALE * DETECTOR_MAX_SIDE, short_side=fine_short)
 
 
 def next_multiple(n: int, m: int) -> int:

@@ -72,6 +72,9 @@ class RestoreOptions:
     precision: Literal["fp32", "bf16"] = "fp32"   # global restoration arithmetic: "fp32" (the official result)
                                           # or "bf16" (autocast: faster on AVX512-BF16 CPUs and GPUs, visibly
                                           # different)
+    detector_scales: Annotated[int, Field(ge=1, le=2)] = 2   # 2: scans larger than the working size are also
+                                          # detected at twice it (oldphoto.stages.scratch.scratch_probability);
+                                          # 1: the official single scale
     detector_tile: Positive = 1024        # detector tiles (at its working size; normal photos are one tile)
     scratch_threshold: Fraction | None = None          # None: the detector's own operating point (see above)
     auto_scratch_min_coverage: Fraction | None = None  # None: the detector's own operating point
