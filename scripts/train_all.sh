@@ -122,6 +122,13 @@ nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r13" --max-minutes 45 
 nice -n 10 "$OP" train refiner "${COMMON[@]}" --out "$OUT/r13" --max-minutes 100 --clean-share 0.25 --lr 3e-4 --resume
 python scripts/choose_refiner_strength.py --weights "$W" --data "$DATA" --write
 
+# 4g. (session 15) 55 min more from that refiner with twice the clean samples (320 beside the 640 degraded ones), lr
+#     1.5e-4, seed 15 (the run stopped at step 2,914 of 3,000 by its time limit); strength re-chosen on val (0.75)
+cp "$W/refiner.safetensors" "$OUT/refiner_s14.safetensors"
+nice -n 10 "$OP" train refiner --data "$DATA" --weights-dir "$W" --threads 1 --out "$OUT/r15" --seed 15 \
+    --steps 3000 --max-minutes 55 --clean-share 0.5 --lr 1.5e-4 --init "$OUT/refiner_s14.safetensors"
+python scripts/choose_refiner_strength.py --weights "$W" --data "$DATA" --write
+
 # 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json
 "$OP" bench quality --weights "$W" --data "$DATA" --out "$OUT/bench"
 cp "$OUT/bench/quality.json" "$W/quality_bench.json"
