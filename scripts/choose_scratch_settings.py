@@ -62,7 +62,7 @@ def main() -> None:
     net = models.get("scratch_unet")
 
     def probs(img: np.ndarray) -> np.ndarray:
-        return scratch_probability(net, img, scales=a.scales)[0]
+        return scratch_probability(net, img, scales=a.scales).prob
 
     def labels(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         import cv2

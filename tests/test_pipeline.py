@@ -421,14 +421,17 @@ def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
 
     img = np.full((1024, 1024, 3), 0.2, np.float32)
     img[:, 515] = 1.0                                   # column 4*128+3: not sampled by the 4x shrink
-    one, rounded = scratch_probability(net, img, scales=1)
-    two, _ = scratch_probability(net, img, scales=2)
+    one, rounded, sizes_one = scratch_probability(net, img, scales=1)
+    two, _, sizes_two = scratch_probability(net, img, scales=2)
     assert rounded == (1024, 1024) and one.shape == two.shape == (256, 256)
+    assert sizes_one == [(256, 256)] and sizes_two == [(256, 256), (512, 512)]     # what provenance records
     assert one.max() < 0.01
     assert two[:, 128].min() > 0.45 and np.delete(two, 128, axis=1).max() < 0.01
     small = np.full((256, 256, 3), 0.2, np.float32)
     small[:, 100] = 1.0
-    assert np.array_equal(scratch_probability(net, small, scales=2)[0], scratch_probability(net, small, scales=1)[0])
+    once = scratch_probability(net, small, scales=2)
+    assert once.sizes == [(256, 256)]
+    assert np.array_equal(once.prob, scratch_probability(net, small, scales=1).prob)
 
 def test_blob_guard_drops_large_mask_blobs_and_records_it(weights_dir):
     """A large bright area the (stub) detector marks as a defect beside drawn scratches: the blob guard takes it out

@@ -31,7 +31,7 @@ pixels at or above the auto threshold (may be higher than the mask's), recorded 
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -66,9 +66,15 @@ def detector_grey(pixels: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
     return torch.from_numpy((grey / 255.0 - 0.5) / 0.5)[None, None], (h16, w16)
 
 
+class ScratchMap(NamedTuple):
+    prob: np.ndarray                  # scratch probability at the working size, float64
+    rounded: tuple[int, int]          # the image's 16-multiple size (H′, W′)
+    sizes: list[tuple[int, int]]      # the sizes the network ran at: the working size, then the finer one if any
+
+
 def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.ndarray, scales: int = 2,
-                        tile: int = 1024, device: str = "cpu") -> tuple[np.ndarray, tuple[int, int]]:
-    """(scratch probability at the working size, float64; the 16-multiple size) for an H×W×3 float image.
+                        tile: int = 1024, device: str = "cpu") -> ScratchMap:
+    """The scratch probability map (`ScratchMap`) of an H×W×3 float image.
 
     One scale (`scales=1`): the official preprocessing, the network in tiles (`run_tiled`) at the working size.
     Two scales (the default; oldphoto's addition): a scan larger than the working size is also run at
@@ -88,10 +94,10 @@ def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.
     work = detector_size(*rounded)
     prob = run(work)
     fine = fine_detector_size(*rounded) if scales == 2 else None
-    if fine is not None:
-        pooled = F.adaptive_max_pool2d(torch.from_numpy(run(fine))[None, None], work)[0, 0].numpy()
-        prob = (prob + pooled) / 2.0
-    return prob, rounded
+    if fine is None:
+        return ScratchMap(prob, rounded, [work])
+    pooled = F.adaptive_max_pool2d(torch.from_numpy(run(fine))[None, None], work)[0, 0].numpy()
+    return ScratchMap((prob + pooled) / 2.0, rounded, [work, fine])
 
 
 def shrink_to_working_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -134,8 +140,9 @@ class ScratchDetectionStage(Stage):
         extra = (landmarks_checkpoint(),) if opts.face_guard else ()
         with self.step(state, self.name, roles=(self.role,), extra_checkpoints=extra):
             pixels = state.decoded.pixels
-            prob, rounded = scratch_probability(self.models.get(self.role), pixels, scales=opts.detector_scales,
-                                                tile=opts.detector_tile, device=opts.device)
+            prob, rounded, sizes = scratch_probability(self.models.get(self.role), pixels,
+                                                       scales=opts.detector_scales, tile=opts.detector_tile,
+                                                       device=opts.device)
             threshold, min_coverage, auto_threshold = self.operating_point()
             small = prob >= threshold
             kept = self._guard_faces(state, small) if opts.face_guard else small
@@ -150,8 +157,7 @@ class ScratchDetectionStage(Stage):
             # the auto decision: the share of working-size pixels at or above the auto threshold, without what
             # the face guard removed
             auto_coverage = float(((prob >= auto_threshold) & ~(small & ~kept)).mean())
-            fine = fine_detector_size(*rounded) if opts.detector_scales == 2 else None
-            state.provenance.parameters.update(detector_sizes=[list(prob.shape)] + ([list(fine)] if fine else []),
+            state.provenance.parameters.update(detector_sizes=[list(size) for size in sizes],
                                                scratch_threshold_used=threshold,
                                                auto_scratch_threshold_used=auto_threshold,
                                                auto_scratch_min_coverage_used=min_coverage,
