@@ -642,6 +642,41 @@ def test_face_guard_keeps_scratches_and_drops_features_inside_faces():
     assert lost == 160 and not kept.any()
 
 
+def test_face_guard_keeps_parts_lighter_than_their_ring_given_the_scan(monkeypatch):
+    """With the scan's grey level and a contrast, a short white scuff on the face stays masked (a defect on the
+    print), a dark eye-sized part of the same shape goes (a feature), and so does a part only slightly lighter or
+    one the detector marked with too little confidence; without the grey level (or with no contrast) all go as
+    before."""
+    import oldphoto.imageops.mask as mask_module
+    from oldphoto.imageops.mask import guard_faces, lighter_than_ring
+
+    grey = np.full((120, 160), 0.5, np.float32)
+    mask = np.zeros((120, 160), bool)
+    mask[40:46, 40:52] = True                            # a white scuff
+    grey[40:46, 40:52] = 0.9
+    mask[60:66, 40:52] = True                            # a dark eye
+    grey[60:66, 40:52] = 0.1
+    mask[75:81, 40:52] = True                            # barely lighter than the skin
+    grey[75:81, 40:52] = 0.55
+    box = [(25, 25, 95, 95)]
+    assert lighter_than_ring(mask & (grey > 0.8), grey, mask) == pytest.approx(0.4)
+    kept, lost = guard_faces(mask, box, grey=grey, min_contrast=0.1)
+    assert kept[40:46, 40:52].all() and not kept[60:66, 40:52].any() and not kept[75:81, 40:52].any()
+    assert lost == 2 * 72
+    prob = np.where(mask, 0.95, 0.0)
+    prob[40:43, 40:52] = 0.3                             # the scuff marked with a mean probability of 0.625
+    assert guard_faces(mask, box, grey=grey, min_contrast=0.1, prob=prob, min_prob=0.6)[1] == 2 * 72
+    assert guard_faces(mask, box, grey=grey, min_contrast=0.1, prob=prob, min_prob=0.7)[1] == 3 * 72
+    off, lost = guard_faces(mask, box, min_contrast=0.1)              # no grey level: judged by shape only
+    assert lost == 3 * 72 and not off.any()
+    monkeypatch.setattr(mask_module, "FACE_GUARD_MIN_CONTRAST", None)   # no contrast given or by default: off
+    assert guard_faces(mask, box, grey=grey)[1] == 3 * 72
+    monkeypatch.setattr(mask_module, "FACE_GUARD_MIN_CONTRAST", 0.1)    # the default is read at call time
+    assert guard_faces(mask, box, grey=grey)[1] == 2 * 72
+    with pytest.raises(ValueError):
+        guard_faces(mask, box, grey=grey[:60], min_contrast=0.1)
+
+
 def test_blob_guard_keeps_scratches_and_dust_and_drops_large_blobs():
     """Anywhere in the image: a large irregular area the detector took for a hole goes, a long thin scratch (also a
     slanted, anti-aliased 3 px one) and dust specks stay."""

@@ -7,7 +7,10 @@ scratch is kept: a connected part of the mask at least `min_length` of the face'
 judged together, on their own pixels (a scratch the detector marks in pieces is one scratch, and its pieces are kept
 although each alone is too short). Blobs and specks there (features, catchlights, texture) are dropped; the face
 stage and the global restoration still clean the face, without inpainting it. Outside the faces the mask is
-unchanged.
+unchanged. Given the scan's grey level, a part of a dropped group that is lighter than the skin around it by
+`FACE_GUARD_MIN_CONTRAST` and that the detector marked with a mean probability of at least `FACE_GUARD_MIN_PROB` is
+kept: white scuffs and clusters of short scratches on a face, which the shape rule alone left in the picture (chosen
+on val, scripts/choose_face_guard_contrast.py: face crops 20.93 -> 21.44 dB).
 
 `guard_blobs`: do no harm anywhere. On real old photos a detector trained on synthetic defects also marks large
 irregular areas (light suits, sky, paper margins next to dark figures) that the partial nonlocal block would then
@@ -27,6 +30,9 @@ FACE_GUARD_MIN_LENGTH = 0.35     # of the face box's shorter side
 FACE_GUARD_MAX_THICKNESS = 4.5   # mean width in mask pixels (the detector's working size: short side 256)
 FACE_GUARD_MARGIN = 0.15         # each face box is grown by this fraction of its size on every side
 FACE_GUARD_MAX_GAP = 4           # mask pixels: parts this close are one part (a scratch marked in pieces)
+FACE_GUARD_MIN_CONTRAST = 0.1    # grey levels (0-1): a part this much lighter than its ring is a defect, kept
+FACE_GUARD_MIN_PROB = 0.7        # ... if the detector's mean probability over it is at least this
+FACE_GUARD_RING = 3              # mask pixels: the ring around a part that its lightness is compared with
 BLOB_GUARD_MAX_SPECK = 64        # mask pixels (working size): smaller parts are dust and always kept
 BLOB_GUARD_MAX_THICKNESS = 6.0   # mask pixels: a part holding a wider disc is a blob (scratches are 1-4 px wide)
 
@@ -53,13 +59,42 @@ def is_line_like(points_xy: np.ndarray, min_length: float, max_thickness: float)
     return length >= min_length and len(points_xy) / length <= max_thickness
 
 
+def lighter_than_ring(part: np.ndarray, grey: np.ndarray, mask: np.ndarray, ring: int = FACE_GUARD_RING) -> float:
+    """Mean grey of a mask part (boolean, same shape as `grey`) minus the mean grey of the unmasked pixels within
+    `ring` pixels of it (-inf when there are none)."""
+    ys, xs = np.nonzero(part)
+    t, b = max(0, ys.min() - ring), min(part.shape[0], ys.max() + ring + 1)
+    l, r = max(0, xs.min() - ring), min(part.shape[1], xs.max() + ring + 1)
+    local = part[t:b, l:r].astype(np.uint8)
+    around = cv2.dilate(local, np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)).astype(bool) & ~mask[t:b, l:r]
+    if not around.any():
+        return float("-inf")
+    g = grey[t:b, l:r]
+    return float(g[local.astype(bool)].mean() - g[around].mean())
+
+
 def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: float = FACE_GUARD_MIN_LENGTH,
                 max_thickness: float = FACE_GUARD_MAX_THICKNESS, margin: float = FACE_GUARD_MARGIN,
-                max_gap: int = FACE_GUARD_MAX_GAP) -> tuple[np.ndarray, int]:
+                max_gap: int = FACE_GUARD_MAX_GAP, grey: np.ndarray | None = None,
+                min_contrast: float | None = None, prob: np.ndarray | None = None,
+                min_prob: float | None = None) -> tuple[np.ndarray, int]:
     """(mask with only scratch-like parts kept inside the face boxes, number of mask pixels removed).
 
     `boxes` are (left, top, right, bottom) in the mask's pixel coordinates; parts at most `max_gap` pixels apart
-    are judged as one (on their own pixels, not the gap's). The input is not modified."""
+    are judged as one (on their own pixels, not the gap's). With `grey` (the scan's grey level at the mask's size)
+    and a `min_contrast` (None: FACE_GUARD_MIN_CONTRAST; None there too: off), a group that is not scratch-like
+    still keeps each of its 8-connected parts that is at least `min_contrast` lighter than the unmasked ring
+    around it and, given the detector's probability `prob` (same size), marked with a mean probability of at least
+    `min_prob` (None: FACE_GUARD_MIN_PROB): white scratches, scuffs and dust on a print, where the features a
+    detector mistakes for defects (eyes, brows, lips, glasses) are darker than the skin around them, and the light
+    ones it marks (a white beard's strands, a collar) it marks with less confidence. The input is not modified."""
+    if min_contrast is None:
+        min_contrast = FACE_GUARD_MIN_CONTRAST
+    if min_prob is None:
+        min_prob = FACE_GUARD_MIN_PROB
+    for name, a in (("grey", grey), ("prob", prob)):
+        if a is not None and a.shape != mask.shape:
+            raise ValueError(f"{name} {a.shape} does not match the mask {mask.shape}")
     out = mask.astype(bool, copy=True)
     h, w = out.shape
     removed = 0
@@ -79,11 +114,30 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
         size = min(box[2] - box[0], box[3] - box[1])
         need = max(4.0, min_length * size)
         for k in range(1, n):
-            ys, xs = np.nonzero(labels == k)           # never empty: every group grew from mask pixels
-            if not is_line_like(np.stack([xs, ys], 1), need, max_thickness):
-                crop[ys, xs] = False
-                removed += len(ys)
+            group = labels == k
+            ys, xs = np.nonzero(group)                 # never empty: every group grew from mask pixels
+            if is_line_like(np.stack([xs, ys], 1), need, max_thickness):
+                continue
+            if grey is not None and min_contrast is not None:
+                group &= ~_lighter_parts(group, grey[t:b, l:r], crop.copy(), min_contrast,
+                                         None if prob is None else prob[t:b, l:r], min_prob)
+                ys, xs = np.nonzero(group)
+            crop[ys, xs] = False
+            removed += len(ys)
     return out, removed
+
+
+def _lighter_parts(group: np.ndarray, grey: np.ndarray, mask: np.ndarray, min_contrast: float,
+                   prob: np.ndarray | None, min_prob: float) -> np.ndarray:
+    """The 8-connected parts of `group` at least `min_contrast` lighter than their ring and marked with a mean
+    probability of at least `min_prob` (see guard_faces)."""
+    n, labels = cv2.connectedComponents(group.astype(np.uint8), connectivity=8)
+    keep = np.zeros_like(group)
+    for k in range(1, n):
+        part = labels == k
+        if (prob is None or prob[part].mean() >= min_prob) and lighter_than_ring(part, grey, mask) >= min_contrast:
+            keep |= part
+    return keep
 
 
 def guard_blobs(mask: np.ndarray, max_speck: int = BLOB_GUARD_MAX_SPECK,

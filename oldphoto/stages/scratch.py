@@ -33,12 +33,14 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from oldphoto.imageops.geometry import detector_size, fine_detector_size, full_size_16, run_tiled
+import oldphoto.imageops.mask as mask_module
 from oldphoto.imageops.io import to_uint
 from oldphoto.imageops.mask import (BLOB_GUARD_MAX_SPECK, BLOB_GUARD_MAX_THICKNESS, FACE_GUARD_MARGIN,
                                     FACE_GUARD_MAX_THICKNESS, FACE_GUARD_MIN_LENGTH, guard_blobs, guard_faces,
@@ -145,7 +147,7 @@ class ScratchDetectionStage(Stage):
                                                        device=opts.device)
             threshold, min_coverage, auto_threshold = self.operating_point()
             small = prob >= threshold
-            kept = self._guard_faces(state, small) if opts.face_guard else small
+            kept = self._guard_faces(state, small, prob) if opts.face_guard else small
             if opts.blob_guard:
                 kept, removed = guard_blobs(kept)
                 state.provenance.parameters["blob_guard"] = {
@@ -165,7 +167,7 @@ class ScratchDetectionStage(Stage):
             state.use_scratch = opts.scratch == "on" or auto_coverage >= min_coverage
 
     @staticmethod
-    def _guard_faces(state: ItemState, small: np.ndarray) -> np.ndarray:
+    def _guard_faces(state: ItemState, small: np.ndarray, prob: np.ndarray) -> np.ndarray:
         """Faces found on the scan (kept in the state for the face stage) keep only scratch-like mask parts
         (`imageops.mask.guard_faces`); what was removed is recorded in provenance."""
         from oldphoto.imageops.faces import detect_faces
@@ -174,9 +176,14 @@ class ScratchDetectionStage(Stage):
         h, w = pixels.shape[:2]
         state.scan_faces = detect_faces(to_uint(pixels, 8))
         sx, sy = small.shape[1] / w, small.shape[0] / h
-        guarded, removed = guard_faces(small, [scale_box(f.box, sx, sy) for f in state.scan_faces])
+        grey = None
+        if state.scan_faces:      # the scan's grey level at the working size (shrunk first: bounded memory)
+            grey = cv2.resize(pixels, small.shape[::-1], interpolation=cv2.INTER_AREA).mean(axis=2)
+        guarded, removed = guard_faces(small, [scale_box(f.box, sx, sy) for f in state.scan_faces], grey=grey,
+                                       prob=prob)
         state.provenance.parameters["face_guard"] = {
             "faces": len(state.scan_faces), "mask_fraction_removed": round(removed / small.size, 6),
             "min_length": FACE_GUARD_MIN_LENGTH, "max_thickness": FACE_GUARD_MAX_THICKNESS,
-            "margin": FACE_GUARD_MARGIN}
+            "margin": FACE_GUARD_MARGIN, "min_contrast": mask_module.FACE_GUARD_MIN_CONTRAST,
+            "min_prob": mask_module.FACE_GUARD_MIN_PROB}
         return guarded
