@@ -53,6 +53,14 @@ nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s13" --seed 43 --steps
     --init "$OUT/scratch_unet_s10.safetensors" --synth-size 256 --flat-negative-prob 0.3 --dark-scratch-prob 0.3 \
     --clean-negative-prob 0.3 --lr 5e-5
 python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --write
+# 1d. (session 16) whole 256 px canvases as crops (the detector sees a scratch's full length, as at its working
+#     size), 45 % of the scratch sets dark, 95 min (3,116 of 4,500 steps, about 1.8 s a step), lr 5e-5; the operating
+#     point re-chosen on val at the same pixel threshold (two detection scales, scans of 256/512/1024 px)
+cp "$W/scratch_unet.safetensors" "$OUT/scratch_unet_s13.safetensors"
+nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s16" --seed 61 --steps 4500 --crop 256 --max-minutes 95 \
+    --init "$OUT/scratch_unet_s13.safetensors" --synth-size 256 --flat-negative-prob 0.3 --dark-scratch-prob 0.45 \
+    --clean-negative-prob 0.3 --lr 5e-5
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
 
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic

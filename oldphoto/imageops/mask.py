@@ -21,7 +21,7 @@ either (the global restoration still cleans them); a conservator sees them rathe
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -88,13 +88,13 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
     `min_prob` (None: FACE_GUARD_MIN_PROB): white scratches, scuffs and dust on a print, where the features a
     detector mistakes for defects (eyes, brows, lips, glasses) are darker than the skin around them, and the light
     ones it marks (a white beard's strands, a collar) it marks with less confidence. The input is not modified."""
-    if min_contrast is None:
-        min_contrast = FACE_GUARD_MIN_CONTRAST
-    if min_prob is None:
-        min_prob = FACE_GUARD_MIN_PROB
     for name, a in (("grey", grey), ("prob", prob)):
         if a is not None and a.shape != mask.shape:
             raise ValueError(f"{name} {a.shape} does not match the mask {mask.shape}")
+    light = None
+    if grey is not None:
+        light = _LightRule(grey, prob, FACE_GUARD_MIN_CONTRAST if min_contrast is None else min_contrast,
+                           FACE_GUARD_MIN_PROB if min_prob is None else min_prob)
     out = mask.astype(bool, copy=True)
     h, w = out.shape
     removed = 0
@@ -113,31 +113,43 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
         labels[~crop] = 0                              # each group judged on its own mask pixels
         size = min(box[2] - box[0], box[3] - box[1])
         need = max(4.0, min_length * size)
+        before = crop.copy()
         for k in range(1, n):
             group = labels == k
             ys, xs = np.nonzero(group)                 # never empty: every group grew from mask pixels
             if is_line_like(np.stack([xs, ys], 1), need, max_thickness):
                 continue
-            if grey is not None and min_contrast is not None:
-                group &= ~_lighter_parts(group, grey[t:b, l:r], crop.copy(), min_contrast,
-                                         None if prob is None else prob[t:b, l:r], min_prob)
-                ys, xs = np.nonzero(group)
-            crop[ys, xs] = False
-            removed += len(ys)
+            if light is not None:
+                group &= ~light.parts(group, before, (t, b, l, r))
+            removed += int(group.sum())
+            crop[group] = False
     return out, removed
 
 
-def _lighter_parts(group: np.ndarray, grey: np.ndarray, mask: np.ndarray, min_contrast: float,
-                   prob: np.ndarray | None, min_prob: float) -> np.ndarray:
-    """The 8-connected parts of `group` at least `min_contrast` lighter than their ring and marked with a mean
-    probability of at least `min_prob` (see guard_faces)."""
-    n, labels = cv2.connectedComponents(group.astype(np.uint8), connectivity=8)
-    keep = np.zeros_like(group)
-    for k in range(1, n):
-        part = labels == k
-        if (prob is None or prob[part].mean() >= min_prob) and lighter_than_ring(part, grey, mask) >= min_contrast:
-            keep |= part
-    return keep
+class _LightRule(NamedTuple):
+    """guard_faces' exception for light defects: the scan's grey level and the detector's probability (mask-sized),
+    the minimum contrast (None: off) and the minimum mean probability."""
+    grey: np.ndarray
+    prob: np.ndarray | None
+    min_contrast: float | None
+    min_prob: float
+
+    def parts(self, group: np.ndarray, mask: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The 8-connected parts of `group` (inside `window` = top, bottom, left, right) at least `min_contrast`
+        lighter than their ring and marked with a mean probability of at least `min_prob`."""
+        keep = np.zeros_like(group)
+        if self.min_contrast is None:
+            return keep
+        t, b, l, r = window
+        grey = self.grey[t:b, l:r]
+        prob = None if self.prob is None else self.prob[t:b, l:r]
+        n, labels = cv2.connectedComponents(group.astype(np.uint8), connectivity=8)
+        for k in range(1, n):
+            part = labels == k
+            if ((prob is None or prob[part].mean() >= self.min_prob)
+                    and lighter_than_ring(part, grey, mask) >= self.min_contrast):
+                keep |= part
+        return keep
 
 
 def guard_blobs(mask: np.ndarray, max_speck: int = BLOB_GUARD_MAX_SPECK,
