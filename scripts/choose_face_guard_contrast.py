@@ -31,10 +31,11 @@ def summary(fig: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--json", default=None)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True, help="weights folder (the shipped one: oldphoto/weights)")
+    ap.add_argument("--data", required=True, help="folder written by `oldphoto data fetch`")
+    ap.add_argument("--seed", type=int, default=0, help="the bench's degradation seed")
+    ap.add_argument("--json", default=None, help="write the rows and the choice here")
     a = ap.parse_args()
     import oldphoto.imageops.mask as mask_module
     from oldphoto.quality_bench import run_quality_bench
@@ -42,7 +43,7 @@ def main() -> None:
     rows = []
     for contrast, min_prob in SETTINGS:
         mask_module.FACE_GUARD_MIN_CONTRAST, mask_module.FACE_GUARD_MIN_PROB = contrast, min_prob
-        fig = run_quality_bench(a.weights, a.data, split="val", real=False, seed=0).figures
+        fig = run_quality_bench(a.weights, a.data, split="val", real=False, seed=a.seed).figures
         row = {"min_contrast": contrast, "min_prob": min_prob, **summary(fig)}
         rows.append(row)
         print(f"contrast {contrast} min p {min_prob}: val photos {row['psnr']:.3f} dB / {row['ssim']:.4f}; clean "

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from oldphoto.imageops.geometry import detector_size, fine_detector_size, full_size_16, run_tiled
 import oldphoto.imageops.mask as mask_module
+from oldphoto.imageops.geometry import detector_size, fine_detector_size, full_size_16, run_tiled
 from oldphoto.imageops.io import to_uint
 from oldphoto.imageops.mask import (BLOB_GUARD_MAX_SPECK, BLOB_GUARD_MAX_THICKNESS, FACE_GUARD_MARGIN,
                                     FACE_GUARD_MAX_THICKNESS, FACE_GUARD_MIN_LENGTH, guard_blobs, guard_faces,
