@@ -91,10 +91,7 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
     for name, a in (("grey", grey), ("prob", prob)):
         if a is not None and a.shape != mask.shape:
             raise ValueError(f"{name} {a.shape} does not match the mask {mask.shape}")
-    light = None
-    if grey is not None:
-        light = _LightRule(grey, prob, FACE_GUARD_MIN_CONTRAST if min_contrast is None else min_contrast,
-                           FACE_GUARD_MIN_PROB if min_prob is None else min_prob)
+    light = _LightRule.make(grey, prob, min_contrast, min_prob)
     out = mask.astype(bool, copy=True)
     h, w = out.shape
     removed = 0
@@ -113,7 +110,7 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
         labels[~crop] = 0                              # each group judged on its own mask pixels
         size = min(box[2] - box[0], box[3] - box[1])
         need = max(4.0, min_length * size)
-        before = crop.copy()
+        before = crop.copy() if light is not None else None
         for k in range(1, n):
             group = labels == k
             ys, xs = np.nonzero(group)                 # never empty: every group grew from mask pixels
@@ -128,18 +125,25 @@ def guard_faces(mask: np.ndarray, boxes: Sequence[Sequence[float]], min_length: 
 
 class _LightRule(NamedTuple):
     """guard_faces' exception for light defects: the scan's grey level and the detector's probability (mask-sized),
-    the minimum contrast (None: off) and the minimum mean probability."""
+    the minimum contrast and the minimum mean probability."""
     grey: np.ndarray
     prob: np.ndarray | None
-    min_contrast: float | None
+    min_contrast: float
     min_prob: float
+
+    @classmethod
+    def make(cls, grey: np.ndarray | None, prob: np.ndarray | None, min_contrast: float | None,
+             min_prob: float | None) -> "_LightRule | None":
+        """The rule with the module's defaults for what is None; None (off) without a grey level or a contrast."""
+        contrast = FACE_GUARD_MIN_CONTRAST if min_contrast is None else min_contrast
+        if grey is None or contrast is None:
+            return None
+        return cls(grey, prob, contrast, FACE_GUARD_MIN_PROB if min_prob is None else min_prob)
 
     def parts(self, group: np.ndarray, mask: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
         """The 8-connected parts of `group` (inside `window` = top, bottom, left, right) at least `min_contrast`
         lighter than their ring and marked with a mean probability of at least `min_prob`."""
         keep = np.zeros_like(group)
-        if self.min_contrast is None:
-            return keep
         t, b, l, r = window
         grey = self.grey[t:b, l:r]
         prob = None if self.prob is None else self.prob[t:b, l:r]
