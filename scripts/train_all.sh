@@ -62,6 +62,14 @@ nice -n 10 "$OP" train scratch "${COMMON[@]}" --out "$OUT/s16" --seed 61 --steps
     --clean-negative-prob 0.3 --lr 5e-5
 python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
 
+# 1e. (session 17) on one H200 GPU: the 1d detector fine-tuned with batch 32 (crop 256, its batches made in 7 worker
+#     processes), lr 1e-4, 6.5 minutes, then resumed for 3 more (3,766 steps, 120,000 crops); the recipe is
+#     scripts/gpu_detector.sh (run A; its run B, a base-width-24 detector from scratch, was not shipped); the operating
+#     point re-chosen on val as above. On a CPU the same command with --device cpu runs (about 30 s a step).
+#   INIT="$W/scratch_unet.safetensors" scripts/gpu_detector.sh "$DATA" "$OUT/gpu" 6.5   # on a GPU machine, then run
+#   A's command again with --resume --max-minutes 9.5; copy "$OUT/gpu/A/scratch_unet.safetensors" to "$W"
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
+
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic
 nice -n 10 "$OP" train vae-b   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # -> vae_b_quality + vae_b_scratch

@@ -707,6 +707,31 @@ def test_blob_guard_keeps_scratches_and_dust_and_drops_large_blobs():
     assert none == 0 and np.array_equal(kept, sq)
 
 
+def test_structure_kept_leaves_out_the_inpainted_defects():
+    """A scratch across the face that stage 1 removed is not structure lost once the mask is given; the features
+    outside it still count, and a face almost all under the mask cannot be judged (1: nothing put back)."""
+    import cv2
+
+    from oldphoto.imageops.faces import structure_kept
+
+    rng = np.random.default_rng(1)
+    clean = np.full((120, 120, 3), 0.5, np.float32)
+    for y, x in ((45, 45), (45, 75), (80, 60)):
+        cv2.circle(clean, (x, y), 6, (0.1, 0.1, 0.1), -1)
+    clean += rng.normal(0, 0.02, clean.shape).astype(np.float32)
+    scan = clean.copy()
+    cv2.line(scan, (10, 20), (110, 100), (1.0, 1.0, 1.0), 3)                  # a bright scratch across the face
+    mask = np.zeros(scan.shape[:2], np.uint8)
+    cv2.line(mask, (10, 20), (110, 100), 1, 3)
+    box = (25, 25, 95, 100)
+    without = structure_kept(scan, clean, box)                                   # restored = the clean face
+    with_mask = structure_kept(scan, clean, box, mask > 0)
+    assert without < 0.75 < 0.95 < with_mask
+    smeared = cv2.GaussianBlur(clean, (0, 0), 6)
+    assert structure_kept(scan, smeared, box, mask > 0) < 0.8                    # features lost still count
+    assert structure_kept(scan, smeared, box, np.ones_like(mask, bool)) == 1.0
+
+
 def test_structure_kept_and_put_back():
     import cv2
 

@@ -91,6 +91,59 @@ def test_scratch_step(tmp_path, source):
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000
 
 
+def _three_uniforms(rng: np.random.Generator) -> np.ndarray:
+    return rng.random(3)
+
+
+def test_scratch_batches_from_worker_processes(tmp_path, source):
+    """--workers: the batches are made in background processes (each its own generator), shaped as in-process ones,
+    and the training steps on them; a resumed run's stream is seeded by the step, so it does not replay."""
+    from oldphoto.training.common import batch_stream
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+
+    cfg = ScratchStageConfig.preset("tiny")
+    inproc = ScratchTrainer(settings(steps=1), tmp_path / "a", cfg, source)
+    x0, m0 = inproc.batch()
+    tr = ScratchTrainer(settings(steps=2, workers=2), tmp_path / "b", cfg, source)
+    before = snapshot(tr.net)
+    losses = tr.run()
+    assert np.isfinite(losses["loss"]) and changed(before, tr.net) > 0.9
+    x1, m1 = tr.batch()
+    assert x1.shape == x0.shape and m1.shape == m0.shape and set(m1.unique().tolist()) <= {0.0, 1.0}
+    a, b, c = (next(batch_stream(_three_uniforms, 1, seed)) for seed in ([0, 0], [0, 0], [0, 200]))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_rng_state_restores_from_a_checkpoint_loaded_elsewhere(tmp_path):
+    """A checkpoint loaded with map_location onto a GPU has its RNG states there; restoring must still work (it
+    broke the first GPU resume). Simulated with tensors that are not plain CPU ByteTensors of the state."""
+    from oldphoto.training.common import rng_state, set_rng_state
+
+    state = rng_state(None)
+    expected = torch.rand(3)
+    torch.set_rng_state(state["torch"])
+
+    class Elsewhere(torch.Tensor):   # stands for a tensor on another device: .cpu() gives the plain state back
+        def cpu(self, *a, **k):
+            return torch.Tensor(self.data.clone())
+
+    moved = dict(state, torch=state["torch"].as_subclass(Elsewhere))
+    torch.rand(5)
+    set_rng_state(moved, None)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_scratch_width_option_builds_a_wider_detector(tmp_path):
+    from oldphoto.training.runner import TrainOptions, train_stage
+
+    r = train_stage("scratch", TrainOptions(out=tmp_path, steps=1, batch_size=1, crop=32, config="tiny", width=6,
+                                            progress=False, threads=1, eval_images=1), log=lambda *_: None)
+    from oldphoto.weights import load_weights
+
+    net, info = load_weights(r.files[0])
+    assert info.config.base_width == 6 and info.config.depth == 3
+
+
 def test_detector_batches_hold_hard_negatives(source):
     from oldphoto.quality import gradient_energy
     from oldphoto.training.scratch import detector_batch

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import math
+
 import cv2
 import numpy as np
 from skimage.transform import ProjectiveTransform, SimilarityTransform, warp
@@ -283,11 +285,17 @@ def face_window(box: tuple[int, int, int, int] | list[int], height: int, width: 
     return t, b, l, r
 
 
-def structure_kept(scan: np.ndarray, restored: np.ndarray, box: tuple[int, int, int, int] | list[int]) -> float:
+def structure_kept(scan: np.ndarray, restored: np.ndarray, box: tuple[int, int, int, int] | list[int],
+                   defects: np.ndarray | None = None) -> float:
     """How much of the scan's face structure stage 1 kept: the correlation of the two faces' fine structure, a
     difference-of-Gaussians band (sigma and 2 sigma, sigma = face size / 48, at least 0.8 px: above pixel noise,
     at the scale of eyes, nostrils and mouth corners). 1: the same features in the same places; well below 1:
-    restoration smeared them or drew others."""
+    restoration smeared them or drew others.
+
+    `defects` (H×W bool, the mask stage 1 inpainted): those pixels, grown by the band's reach (4 sigma), are left
+    out, so a scratch across the face that stage 1 rightly removed does not count as structure lost (with them
+    in, a detector that finds more of the scratch on a face had the scratched scan's face put back). Where less
+    than a quarter of the window is left, the measure cannot judge and returns 1 (nothing is put back)."""
     y0, y1, x0, x1 = face_window(box, scan.shape[0], scan.shape[1])
     if y1 - y0 < 4 or x1 - x0 < 4:
         return 1.0
@@ -296,10 +304,18 @@ def structure_kept(scan: np.ndarray, restored: np.ndarray, box: tuple[int, int, 
     def band(img: np.ndarray) -> np.ndarray:
         crop = img[y0:y1, x0:x1].astype(np.float32)
         g = crop if crop.ndim == 2 else to_grey(crop)
-        b = cv2.GaussianBlur(g, (0, 0), sigma) - cv2.GaussianBlur(g, (0, 0), 2 * sigma)
-        return b - b.mean()
+        return cv2.GaussianBlur(g, (0, 0), sigma) - cv2.GaussianBlur(g, (0, 0), 2 * sigma)
 
     a, b = band(scan), band(restored)
+    if defects is not None and np.any(defects[y0:y1, x0:x1]):
+        r = int(math.ceil(4 * sigma))
+        grown = cv2.dilate(np.ascontiguousarray(defects[y0:y1, x0:x1], np.uint8),
+                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+        keep = ~grown
+        if keep.sum() < 0.25 * keep.size:
+            return 1.0
+        a, b = a[keep], b[keep]
+    a, b = a - a.mean(), b - b.mean()
     den = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / den) if den > 1e-12 else 1.0
 

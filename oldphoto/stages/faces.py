@@ -155,7 +155,8 @@ class FaceStage(Stage):
     def _maybe_put_back(self, state: ItemState, blended: np.ndarray, rec: FaceRecord, floor: float) -> None:
         """Do no harm: a face stage 1 smeared away (it kept less of the scan's face structure than `floor`)
         gets the scan's own face back."""
-        kept = F.structure_kept(state.decoded.pixels, state.restored, rec.box)
+        defects = state.mask if state.use_scratch and state.mask is not None else None   # what stage 1 inpainted
+        kept = F.structure_kept(state.decoded.pixels, state.restored, rec.box, defects)
         rec.structure_kept = round(kept, 3)
         rec.put_back = bool(kept < floor)
         if rec.put_back:

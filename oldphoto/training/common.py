@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ class TrainSettings:
     threads: int | None = None      # torch.set_num_threads on CPU (None: leave as is)
     progress: bool = True
     max_seconds: float | None = None  # stop early (checkpoint + export) after this much wall time
+    workers: int = 0                # batches made in this many background processes (0: in the training process)
 
 
 def lr_multiplier(progress: float, decay_from: float) -> float:
@@ -66,11 +67,11 @@ def rng_state(data_rng: np.random.Generator | None) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], data_rng: np.random.Generator | None) -> None:
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())   # a checkpoint loaded onto a GPU has its tensors there
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
     if data_rng is not None and "data" in state:
         data_rng.bit_generator.state = state["data"]
 
@@ -337,6 +338,33 @@ def plot_history(history: list[dict[str, float]], path: str | Path, title: str =
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless batches from ``make(rng)``, each worker process with its own generator (``seed`` and its id)."""
+
+    def __init__(self, make: Callable[[np.random.Generator], Any], seed: list[int]):
+        self.make, self.seed = make, seed
+
+    def __iter__(self):
+        import cv2
+
+        cv2.setNumThreads(1)    # one core per worker (the loader already gives torch one thread in each)
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([*self.seed, info.id if info is not None else 0])
+        while True:
+            yield self.make(rng)
+
+
+def batch_stream(make: Callable[[np.random.Generator], Any], workers: int, seed: list[int]) -> Iterator[Any]:
+    """Batches made by ``make(rng)`` (a picklable callable) in ``workers`` background processes, a few ahead of the training step
+    (the synthesis is CPU work: on a GPU the training process alone could not keep the device busy). The
+    batches are random but not the in-process stream's: a run with workers is reproducible only in distribution."""
+    # spawned, not forked: a child forked from a process that has used OpenCV's or torch's thread pools can hang
+    # on their locks (seen in the tests); ``make`` and what it holds are pickled to each worker once
+    loader = torch.utils.data.DataLoader(_Batches(make, seed), batch_size=None, num_workers=workers,
+                                         prefetch_factor=4, persistent_workers=True, multiprocessing_context="spawn")
+    return iter(loader)
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:

@@ -60,6 +60,8 @@ class TrainOptions:
     large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
     mask_noise: float = 0.0                 # refiner: share of training windows with a perturbed mask channel
     clean_share: float = 0.0                # refiner: clean (undegraded) samples added, as a share of the samples
+    workers: int = 0                        # scratch detector: batches made in this many background processes
+    width: int | None = None                # scratch detector: the U-Net's base width (None: the config's)
 
     @property
     def weights(self) -> Path:
@@ -88,7 +90,7 @@ def settings_for(stage_module: Any, o: TrainOptions, stage_key: str) -> TrainSet
     if o.lr is not None:
         base["lr"] = o.lr
     s = TrainSettings(**base, seed=o.seed, device=o.device, threads=o.threads, progress=o.progress,
-                      max_seconds=None if o.max_minutes is None else o.max_minutes * 60)
+                      workers=o.workers, max_seconds=None if o.max_minutes is None else o.max_minutes * 60)
     s.checkpoint_every = o.checkpoint_every or max(10, min(200, s.steps // 5 or 1))
     s.log_every = max(1, min(10, s.steps // 50 or 1))
     return s
@@ -246,6 +248,8 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     from . import scratch as M
 
     cfg = M.ScratchStageConfig.preset(o.config)
+    if o.width is not None:
+        cfg.net = dataclasses.replace(cfg.net, base_width=o.width)
     cfg.synth_size = o.synth_size
     cfg.flat_negative_prob = o.flat_negative_prob
     cfg.large_scan_prob = o.large_scan_prob

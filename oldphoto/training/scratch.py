@@ -17,6 +17,7 @@ beside the ROC AUC.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from oldphoto.networks.unet import OFFICIAL_THRESHOLD, ScratchUNet, ScratchUNetC
 from oldphoto.quality import detection_scores, gradient_energy, roc_auc
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, count_parameters
+from .common import Trainer, TrainSettings, adam, batch_stream, count_parameters
 from .datasets import BatchSource, to_grey
 
 
@@ -94,6 +95,7 @@ class ScratchTrainer(Trainer):
         m = cfg.net.size_multiple
         if settings.crop % m:
             raise ValueError(f"crop {settings.crop} must be a multiple of {m} for this U-Net")
+        self._stream = None
         super().__init__(settings, out_dir, log)
 
     def build(self) -> None:
@@ -102,11 +104,14 @@ class ScratchTrainer(Trainer):
         self.optimizers["G"] = adam(self.net.parameters(), self.s)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        b = detector_batch(self.data, self.s.batch_size, self.s.crop, self.data_rng, self.cfg.negative_prob,
-                           self.cfg.texture_candidates, self.cfg.synth_size, self.cfg.defect_mix,
-                           self.cfg.flat_negative_prob, self.cfg.large_scan_prob, self.cfg.large_scan_max,
-                           self.cfg.clean_negative_prob)
-        return b["x"].to(self.device), b["mask"].to(self.device)
+        make = partial(_training_batch, data=self.data, n=self.s.batch_size, crop=self.s.crop, cfg=self.cfg)
+        if not self.s.workers:
+            b = make(self.data_rng)
+        else:
+            if self._stream is None:   # seeded by the step too, so a resumed run does not replay its batches
+                self._stream = batch_stream(make, self.s.workers, [self.s.seed, self.step])
+            b = next(self._stream)
+        return b["x"].to(self.device, non_blocking=True), b["mask"].to(self.device, non_blocking=True)
 
     def train_step(self, step: int) -> dict[str, float]:
         grey, mask = self.batch()
@@ -137,6 +142,13 @@ def brighten(img: np.ndarray, gamma: float) -> np.ndarray:
     real photos."""
     lut = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
     return lut[np.asarray(img, np.uint8)]
+
+
+def _training_batch(rng: np.random.Generator, *, data: BatchSource, n: int, crop: int,
+                    cfg: ScratchStageConfig) -> dict[str, torch.Tensor]:
+    return detector_batch(data, n, crop, rng, cfg.negative_prob, cfg.texture_candidates, cfg.synth_size,
+                          cfg.defect_mix, cfg.flat_negative_prob, cfg.large_scan_prob, cfg.large_scan_max,
+                          cfg.clean_negative_prob)
 
 
 FLAT_GAMMA = (0.3, 1.0)   # flat negatives: brightening power drawn from this range
@@ -224,7 +236,8 @@ def evaluate(net: ScratchUNet, grey: torch.Tensor, mask: torch.Tensor, threshold
              batch: int = 4) -> dict[str, float]:
     """Pixel ROC AUC, and precision/recall/IoU at the official threshold (0.4), in eval mode."""
     net.eval()
-    probs = torch.cat([torch.sigmoid(net(grey[i:i + batch])) for i in range(0, len(grey), batch)])
+    dev = next(net.parameters()).device
+    probs = torch.cat([torch.sigmoid(net(grey[i:i + batch].to(dev))).cpu() for i in range(0, len(grey), batch)])
     clean_crop = (mask.reshape(len(mask), -1).amax(dim=1) == 0).numpy()
     p, m = probs.numpy().ravel(), mask.numpy().ravel() > 0.5
     at = detection_scores(p >= threshold, m)
