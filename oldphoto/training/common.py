@@ -357,9 +357,10 @@ class _Batches(torch.utils.data.IterableDataset):
 
 
 def batch_stream(make: Callable[[np.random.Generator], Any], workers: int, seed: list[int]) -> Iterator[Any]:
-    """Batches made by ``make(rng)`` (a picklable callable) in ``workers`` background processes, a few ahead of the training step
-    (the synthesis is CPU work: on a GPU the training process alone could not keep the device busy). The
-    batches are random but not the in-process stream's: a run with workers is reproducible only in distribution."""
+    """Batches made by ``make(rng)`` (a picklable callable) in ``workers`` background processes, a few ahead of
+    the training step (the synthesis is CPU work: on a GPU the training process alone could not keep the device
+    busy). The batches are random but not the in-process stream's: a run with workers is reproducible only in
+    distribution."""
     # spawned, not forked: a child forked from a process that has used OpenCV's or torch's thread pools can hang
     # on their locks (seen in the tests); ``make`` and what it holds are pickled to each worker once
     loader = torch.utils.data.DataLoader(_Batches(make, seed), batch_size=None, num_workers=workers,
