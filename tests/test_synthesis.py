@@ -151,18 +151,6 @@ def test_texture_bank_from_dir(tmp_path):
     assert bank.papers[0].shape == (20, 30, 3) and bank.scratches[0].max() == 1.0
     with pytest.raises(FileNotFoundError):
         TextureBank.from_dir(tmp_path / "none")
-    # --procedural-scratches: crack stamps added beside the fetched ones, seeded, named, 1 = defect
-    from oldphoto.training.datasets import load_textures
-
-    mixed = load_textures(tmp_path, seed=4, procedural_scratches=3)
-    assert len(mixed.scratches) == 4 and mixed.names["scratch"][1:] == [f"procedural_scratch_{i}" for i in range(3)]
-    again = load_textures(tmp_path, seed=4, procedural_scratches=3)
-    assert all(np.array_equal(a, b) for a, b in zip(mixed.scratches, again.scratches))
-    assert all(0.5 <= s.max() <= 1.0 and (s > 0).mean() < 0.2 for s in mixed.scratches[1:])
-    assert len(load_textures(tmp_path, seed=4).scratches) == 1
-    # the procedural bank itself is unchanged by the refactor (the make_samples scans depend on it)
-    ref = TextureBank.procedural(seed=3, size=64)
-    assert ref.names["scratch"] == [f"procedural_scratch_{i}" for i in range(4)]
 
 
 def test_contact_sheet_command(tmp_path):

@@ -95,18 +95,14 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                              "process, reproducible batch for batch)."),
             width: Optional[int] = typer.Option(None, "--width", min=4,
                                                 help="The U-Net's base width (default: the config's, 12 for "
-                                                     "small)."),
-            procedural_scratches: int = typer.Option(0, "--procedural-scratches", min=0,
-                                                     help="Add this many procedural crack stamps (polylines) to "
-                                                          "the fetched scratch stamps (default 0).")) -> None:
+                                                     "small).")) -> None:
     """Scratch-detection U-Net (class-balanced CE + 10 x focal) on synthetic scratches and hard negatives."""
     _run("scratch", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
          init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob,
          scratch_width_max=scratch_width_max, synth_size=synth_size, lr=lr,
          flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob,
-         clean_negative_prob=clean_negative_prob, workers=workers, width=width,
-         procedural_scratches=procedural_scratches)
+         clean_negative_prob=clean_negative_prob, workers=workers, width=width)
 
 
 @train_app.command("vae-a")

@@ -256,15 +256,7 @@ class TextureBank:
         for i in range(n_papers):
             bank.papers.append(procedural_paper(rng, size))
             bank.names["paper"].append(f"procedural_paper_{i}")
-        return bank.add_procedural_scratches(n_scratches, rng, size)
-
-    def add_procedural_scratches(self, n: int, rng: np.random.Generator | int, size: int = 256) -> "TextureBank":
-        """`n` procedural crack stamps (`procedural_scratch_stamp`: polylines 1-2 px wide, grey 0.5-1) added to the
-        scratch stamps, in place; returns the bank. Beside the fetched brush stamps they widen the defect family a
-        detector is trained on (the `make run` samples were aged with them)."""
-        rng = np.random.default_rng(rng) if isinstance(rng, (int, np.integer)) else rng
-        start = sum(name.startswith("procedural_scratch_") for name in self.names["scratch"])
-        for i in range(n):
-            self.scratches.append(procedural_scratch_stamp(rng, size))
-            self.names["scratch"].append(f"procedural_scratch_{start + i}")
-        return self
+        for i in range(n_scratches):
+            bank.scratches.append(procedural_scratch_stamp(rng, size))
+            bank.names["scratch"].append(f"procedural_scratch_{i}")
+        return bank

@@ -152,15 +152,13 @@ def clean_photos(data_dir: str | Path | None, split: str = "train", max_short: i
     return PhotoPool(images, [r.id for r in records], max_short=max_short)
 
 
-def load_textures(data_dir: str | Path | None, seed: int = 0, procedural_scratches: int = 0) -> Any:
+def load_textures(data_dir: str | Path | None, seed: int = 0) -> Any:
     """Scratch/paper textures (``oldphoto.data.TextureBank``) from the fetched data folder, or the
-    procedural bank when no folder is given; ``procedural_scratches`` procedural crack stamps are added to a
-    fetched bank's scratch stamps (seeded by ``seed``)."""
+    procedural bank when no folder is given."""
     from oldphoto.data import TextureBank
 
     if data_dir is not None:
-        bank = TextureBank.from_dir(data_dir)
-        return bank.add_procedural_scratches(procedural_scratches, seed) if procedural_scratches else bank
+        return TextureBank.from_dir(data_dir)
     return TextureBank.procedural(seed)
 
 

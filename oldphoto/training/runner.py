@@ -62,7 +62,6 @@ class TrainOptions:
     clean_share: float = 0.0                # refiner: clean (undegraded) samples added, as a share of the samples
     workers: int = 0                        # scratch detector: batches made in this many background processes
     width: int | None = None                # scratch detector: the U-Net's base width (None: the config's)
-    procedural_scratches: int = 0           # scratch detector: procedural crack stamps added to the fetched ones
 
     @property
     def weights(self) -> Path:
@@ -103,11 +102,9 @@ def _data(o: TrainOptions, log: Callable, need_real: bool = False, faces_size: i
 
     split_note = "train split of " + str(o.data) if o.data else "builtin photos (scikit-image/sklearn/matplotlib; smoke runs only)"
     clean = D.clean_photos(o.data, "train", max_short=max_short)
-    textures = D.load_textures(o.data, seed=o.seed, procedural_scratches=o.procedural_scratches)
-    kind = "fetched textures" if o.data else "procedural textures"
-    if o.data and o.procedural_scratches:
-        kind += f" and {o.procedural_scratches} procedural crack stamps"
-    note: dict[str, Any] = {"clean": split_note, "clean_photos": len(clean), "textures": kind}
+    textures = D.load_textures(o.data, seed=o.seed)
+    note: dict[str, Any] = {"clean": split_note, "clean_photos": len(clean),
+                            "textures": "fetched textures" if o.data else "procedural textures"}
     real = _real_pool(o, log, note) if need_real else None
     faces = _face_training_pool(o, log, note, faces_size) if faces_size is not None else None
     return D.BatchSource(clean, textures, real=real, faces=faces), note
