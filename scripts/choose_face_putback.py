@@ -3,7 +3,8 @@
     python scripts/choose_face_putback.py --weights oldphoto/weights --data DATA [--json out.json]
 
 Runs `oldphoto bench quality --split val` twice on the face-val photos (never trained on): with no face put back
-(`face_min_structure` 0) and with every face put back (a huge minimum). Each ground-truth face is matched to the
+(`face_min_structure` 0) and with every face put back (minimum 1, the largest the options accept: every face
+whose structure kept is below 1; a face the measure cannot judge, 1, is never put back). Each ground-truth face is matched to the
 pipeline's face and the structure stage 1 kept of it (`imageops.faces.structure_kept`, from the first run). For
 each minimum T a face ends as the "put back" result when its structure kept < T, else as the stage-1 result; the
 script prints, per T, the mean face PSNR/SSIM gain over the degraded input and how many faces end worse than their
@@ -28,7 +29,7 @@ def main() -> None:
 
     common = dict(split="val", real=False, max_photos=1, seed=0)
     keep = run_quality_bench(a.weights, a.data, options={"face_min_structure": 0.0}, **common).figures
-    back = run_quality_bench(a.weights, a.data, options={"face_min_structure": 1e9}, **common).figures
+    back = run_quality_bench(a.weights, a.data, options={"face_min_structure": 1.0}, **common).figures
     rows = []
     for p_k, p_b in zip(keep["per_photo"] + keep["face_photos"], back["per_photo"] + back["face_photos"]):
         for f_k, f_b in zip(p_k["faces"], p_b["faces"]):
@@ -39,7 +40,7 @@ def main() -> None:
                          "structure_kept": kept})
     print(f"{len(rows)} val faces ({sum(r['structure_kept'] is not None for r in rows)} found by the pipeline)")
     results = []
-    for t in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1e9):
+    for t in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
         fin = [r["back"] if r["structure_kept"] is not None and r["structure_kept"] < t else r["keep"] for r in rows]
         gain = float(np.mean([f["psnr"] - r["input"]["psnr"] for f, r in zip(fin, rows)]))
         gain_ssim = float(np.mean([f["ssim"] - r["input"]["ssim"] for f, r in zip(fin, rows)]))
@@ -50,8 +51,8 @@ def main() -> None:
               f"worse than input {worse}")
     # among the T as good as the best on val (fewest faces worse, then the best mean PSNR gain to 0.01 dB), the
     # highest: the strictest protection of faces that costs nothing on val
-    best = min((r["worse"], -round(r["psnr_gain"], 2)) for r in results[:-1])
-    chosen = max((r for r in results[:-1] if (r["worse"], -round(r["psnr_gain"], 2)) == best),
+    best = min((r["worse"], -round(r["psnr_gain"], 2)) for r in results)
+    chosen = max((r for r in results if (r["worse"], -round(r["psnr_gain"], 2)) == best),
                  key=lambda r: r["min_structure"])
     print(f"chosen: FACE_MIN_STRUCTURE = {chosen['min_structure']:g}")
     for r in rows:
