@@ -580,3 +580,37 @@ def test_face_hr_trains_the_face_512_role_at_twice_the_size(tmp_path):
     assert info.provenance["role"] == "face_512" and info.provenance["load_size"] == 128
     net, _ = load_weights(res.files[0], expect_network="spade_face")
     assert net.cfg.load_size == 128
+
+
+def test_gpu_data_copy_loads_as_a_data_folder(tmp_path):
+    """scripts/gpu_data.py: the train and val photos shrunk to the detector's training size, the textures, a manifest
+    and splits that the training's loaders read like a fetched folder (the test split left out)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    src = tmp_path / "data"
+    (src / "photos" / "x").mkdir(parents=True)
+    (src / "textures" / "scratch").mkdir(parents=True)
+    (src / "textures" / "paper").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    photos = []
+    for i, split in enumerate(("train", "train", "val", "test")):
+        Image.fromarray(rng.integers(0, 255, (500, 800, 3), dtype=np.uint8)).save(src / f"photos/x/p{i}.png")
+        photos.append({"id": f"x/p{i}", "path": f"photos/x/p{i}.png", "height": 500, "width": 800, "split": split})
+    stamp = np.zeros((40, 40), np.uint8)
+    stamp[18:22] = 255
+    Image.fromarray(stamp).save(src / "textures/scratch/s.png")
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(src / "textures/paper/p.png")
+    (src / "manifest.json").write_text(json.dumps({"format": 1, "photos": photos, "files": {}}))
+    (src / "splits.json").write_text(json.dumps({s: [p["id"] for p in photos if p["split"] == s]
+                                                 for s in ("train", "val", "test")}))
+    out = tmp_path / "copy"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_data.py"
+    subprocess.run([sys.executable, str(script), str(src), str(out)], check=True, capture_output=True)
+    train = D.clean_photos(out, "train", max_short=384)
+    assert len(train.images) == 2 and all(min(im.shape[:2]) == 384 for im in train.images)
+    assert len(D.clean_photos(out, "val").images) == 1 and not (out / "photos/x/p3.jpg").exists()
+    assert len(D.load_textures(out).scratches) == 1
