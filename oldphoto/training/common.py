@@ -90,6 +90,11 @@ def psnr_signed(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters are: an evaluation after training on a GPU must put its inputs there."""
+    return next(module.parameters()).device
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

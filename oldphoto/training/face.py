@@ -19,7 +19,7 @@ from oldphoto.networks.discriminator import PatchDiscriminator, PatchDiscriminat
 from oldphoto.networks.spade_face import SPADEFaceConfig, SPADEFaceGenerator
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, count_parameters, psnr_signed, set_requires_grad
+from .common import Trainer, TrainSettings, adam, count_parameters, module_device, psnr_signed, set_requires_grad
 from .datasets import BatchSource
 
 
@@ -127,6 +127,7 @@ class FaceTrainer(Trainer):
 def face_metrics(net: SPADEFaceGenerator, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """PSNR (dB) of the enhanced faces and of the degraded inputs against the clean aligned faces."""
     net.eval()
+    batch = {k: batch[k].to(module_device(net)) for k in ("x", "y")}
     out = net(batch["x"])
 
     return {"psnr_enhanced": psnr_signed(out, batch["y"]), "psnr_input": psnr_signed(batch["x"], batch["y"])}

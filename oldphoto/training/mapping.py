@@ -38,7 +38,7 @@ from oldphoto.networks.mapping_nonlocal import NonLocalMappingConfig, NonLocalMa
 from oldphoto.networks.mapping_patch_attention import PatchAttentionMappingConfig, PatchAttentionMappingNet
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, count_parameters, psnr_signed, set_requires_grad
+from .common import Trainer, TrainSettings, adam, count_parameters, module_device, psnr_signed, set_requires_grad
 from .datasets import BatchSource, fill_holes_white
 
 MAX_REDRAWS = 20  # HR mapping: attempts at a batch whose every crop keeps an intact latent patch
@@ -270,6 +270,7 @@ def restoration_metrics(vae_a, net, vae_b, batch: dict[str, torch.Tensor], kind:
     """PSNR (dB) of G_B(T(E_A(x))) against the clean y, of it after the pipeline's tone transfer, and of the
     degraded input itself (the baseline)."""
     net.eval()
+    batch = {k: v.to(module_device(net)) for k, v in batch.items()}
     x, y = batch["x"], batch["y"]
     z = vae_a.encode(x)
     out = vae_b.decode(net(z, batch["mask"]) if kind != "quality" else net(z))

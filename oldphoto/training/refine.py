@@ -28,7 +28,7 @@ import torch
 
 from oldphoto.networks.refiner import Refiner, RefinerConfig, at_strength
 
-from .common import Trainer, TrainSettings, adam, count_parameters
+from .common import Trainer, TrainSettings, adam, count_parameters, module_device
 from .losses import ssim
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -227,10 +227,11 @@ class RefinerTrainer(Trainer):
 def refine(net: Refiner, restored: np.ndarray, scan_cc: np.ndarray, mask: np.ndarray, strength: float = 1.0
            ) -> np.ndarray:
     """The refined H×W×3 float image at `strength` (one untiled pass; the pipeline's stage runs it in strips)."""
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1)[None]
+    dev = module_device(net)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1)[None].to(dev)
     with torch.inference_mode():
-        out = net(t(restored), t(scan_cc), torch.from_numpy(mask.astype(np.float32))[None, None])
-    return at_strength(restored, out[0].permute(1, 2, 0).numpy(), strength)
+        out = net(t(restored), t(scan_cc), torch.from_numpy(mask.astype(np.float32))[None, None].to(dev))
+    return at_strength(restored, out[0].permute(1, 2, 0).cpu().numpy(), strength)
 
 
 def choose_strength(net: Refiner, val: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:

@@ -28,7 +28,7 @@ from oldphoto.networks.unet import OFFICIAL_THRESHOLD, ScratchUNet, ScratchUNetC
 from oldphoto.quality import detection_scores, gradient_energy, roc_auc
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, batch_stream, count_parameters
+from .common import Trainer, TrainSettings, adam, batch_stream, count_parameters, module_device
 from .datasets import BatchSource, to_grey
 
 
@@ -236,7 +236,7 @@ def evaluate(net: ScratchUNet, grey: torch.Tensor, mask: torch.Tensor, threshold
              batch: int = 4) -> dict[str, float]:
     """Pixel ROC AUC, and precision/recall/IoU at the official threshold (0.4), in eval mode."""
     net.eval()
-    dev = next(net.parameters()).device
+    dev = module_device(net)
     probs = torch.cat([torch.sigmoid(net(grey[i:i + batch].to(dev))).cpu() for i in range(0, len(grey), batch)])
     clean_crop = (mask.reshape(len(mask), -1).amax(dim=1) == 0).numpy()
     p, m = probs.numpy().ravel(), mask.numpy().ravel() > 0.5

@@ -25,7 +25,7 @@ from oldphoto.networks.discriminator import (LatentDiscriminator, LatentDiscrimi
 from oldphoto.networks.vae import VAE, VAEConfig
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, count_parameters, psnr_signed
+from .common import Trainer, TrainSettings, adam, count_parameters, module_device, psnr_signed
 from .datasets import BatchSource
 
 
@@ -167,5 +167,6 @@ class VAETrainer(Trainer):
 def reconstruction_metrics(vae: VAE, images: torch.Tensor) -> dict[str, float]:
     """PSNR (dB) and L1 of deterministic reconstructions (decoder on mu) of images in [-1, 1]."""
     vae.eval()
+    images = images.to(module_device(vae))
     rec = vae.decode(vae.encode(images))
     return {"psnr": psnr_signed(rec, images), "l1": L.l1(rec, images).item()}
