@@ -14,9 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from oldphoto.data.dataset import load_rgb
-
-SHORT_SIDE = 384   # oldphoto.training.scratch.TRAIN_MAX_SHORT
+from oldphoto.data.dataset import load_manifest, load_rgb, load_splits
+from oldphoto.training.scratch import TRAIN_MAX_SHORT as SHORT_SIDE
 
 
 def main() -> None:
@@ -24,8 +23,7 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("out", type=Path)
     a = ap.parse_args()
-    manifest = json.loads((a.data / "manifest.json").read_text())
-    splits = json.loads((a.data / "splits.json").read_text())
+    manifest, splits = load_manifest(a.data), load_splits(a.data)
     keep = set(splits["train"]) | set(splits["val"])
     photos = []
     for p in manifest["photos"]:
