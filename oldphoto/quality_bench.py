@@ -321,6 +321,8 @@ class _Tally:
     fp_total: int = 0
     large_scores: list[np.ndarray] = field(default_factory=list)    # the same photos degraded as 2x larger scans
     large_labels: list[np.ndarray] = field(default_factory=list)
+    clean_scores: list[np.ndarray] = field(default_factory=list)    # defects drawn on the undegraded photos
+    clean_labels: list[np.ndarray] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def detector(self, ours: _Ours) -> dict[str, Any]:
@@ -335,6 +337,11 @@ class _Tally:
                 detector["auc_large_scans"] = roc_auc(np.concatenate(self.large_scores),
                                                       np.concatenate(self.large_labels))
                 detector["large_scan_side"] = LARGE_SCAN_FACTOR
+            if self.clean_scores:
+                detector["auc_clean_scans"] = roc_auc(np.concatenate(self.clean_scores),
+                                                      np.concatenate(self.clean_labels))
+                detector["recall_clean_scans"] = float(np.mean(np.concatenate(self.clean_scores)[
+                    np.concatenate(self.clean_labels)] >= ours.threshold))
         else:
             detector = {"unavailable": "no scratch_unet weights" if not ours.has_detector
                         else "no masks with both classes"}
@@ -371,6 +378,7 @@ def _synthetic_photo(i: int, rec: Any, seed: int, size: int, textures: Any, ours
     if ours.has_detector:
         det_mask = _detect(ours, d, u, entry, tally)
         _detect_large_scan(ours, rec, i, seed, size, textures, tally)
+        _detect_on_clean_scan(ours, d.clean, i, seed, textures, tally)
     restored = _restore_synthetic(ours, rec, d, u, size, entry, tally) if ours.restorer is not None else None
     if ours.restorer is not None:
         _restore_clean_scan(ours, rec, d.clean, size, entry)
@@ -404,6 +412,19 @@ def _detect_large_scan(ours: _Ours, rec: Any, i: int, seed: int, size: int, text
     if big.mask.any() and not big.mask.all():
         tally.large_scores.append(_detector_probs(ours.models, big.degraded, ours.scales).ravel())
         tally.large_labels.append(big.mask.ravel() > 0.5)
+
+
+def _detect_on_clean_scan(ours: _Ours, clean: np.ndarray, i: int, seed: int, textures: Any, tally: _Tally) -> None:
+    """The photo's local defects alone (the synthesis' own mix, always drawn) on the undegraded photo: a well-kept
+    scan with scratches on it, whose sharp, noise-free surroundings a detector may take for a clean scan
+    (`auc_clean_scans`, `recall_clean_scans` at the pixel threshold)."""
+    from oldphoto.synthesis import DEFAULT, LOCAL_DEFECTS_ONLY, synthesize, with_overrides
+
+    d = synthesize(clean, np.random.default_rng([seed, i, 7]), textures,
+                   config=with_overrides(DEFAULT, **LOCAL_DEFECTS_ONLY))
+    if d.mask.any() and not d.mask.all():
+        tally.clean_scores.append(_detector_probs(ours.models, d.degraded, ours.scales).ravel())
+        tally.clean_labels.append(d.mask.ravel() > 0.5)
 
 
 def _restore_synthetic(ours: _Ours, rec: Any, d: Any, u: Any, size: int, entry: dict[str, Any], tally: _Tally

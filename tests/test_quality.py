@@ -223,6 +223,30 @@ def test_bench_scores_the_detector_on_larger_scans_at_their_size(tmp_path):
     assert 0.0 <= det["auc_large_scans"] <= 1.0 and det["large_scan_side"] == LARGE_SCAN_FACTOR
 
 
+def test_bench_scores_the_detector_on_defects_over_undegraded_photos(tmp_path):
+    """The clean-scan detector figure: the synthesis' local defects alone on the undegraded photo, scored against
+    their mask and reported beside the main AUC in the model card's bench section."""
+    from oldphoto.data import dataset as odata
+    from oldphoto.quality_bench import _detect_on_clean_scan, _Ours, _Tally
+    from oldphoto.testing.random_weights import make_random_weights
+    from oldphoto.training.runner import bench_section
+
+    make_random_weights(tmp_path / "w", seed=0, tiny=True)
+    ours = _Ours.make(tmp_path / "w", None)
+    clean = odata.square_crop(odata.held_out_photos(None)[0][0].path, 64)
+    tally = _Tally()
+    for i in range(3):
+        _detect_on_clean_scan(ours, clean, i, 0, None, tally)
+    assert tally.clean_scores and all(sc.shape == lab.shape == (64 * 64,)
+                                      for sc, lab in zip(tally.clean_scores, tally.clean_labels))
+    assert all(lab.any() and not lab.all() for lab in tally.clean_labels)
+    tally.scores, tally.labels = tally.clean_scores[:1], tally.clean_labels[:1]
+    det = tally.detector(ours)
+    assert 0.0 <= det["auc_clean_scans"] <= 1.0 and 0.0 <= det["recall_clean_scans"] <= 1.0
+    line = "\n".join(bench_section({"scratch_detector": det, "methods": {}}))
+    assert "undegraded photos" in line
+
+
 def test_compare_real_photos_puts_weight_sets_side_by_side(tmp_path):
     from oldphoto.quality_bench import compare_real_photos
     from oldphoto.testing.random_weights import make_random_weights

@@ -296,6 +296,38 @@ def test_clean_negatives_are_the_undegraded_crops(source):
             assert (b["x"] - expected).abs().mean() > 0.01
 
 
+def test_clean_positives_draw_defects_on_the_undegraded_crop(source):
+    """--clean-positive-prob: those crops carry local defects (a non-empty mask) and, outside the defects, are the
+    clean crop itself (no noise, blur or ageing); without it the same crops are degraded everywhere."""
+    from oldphoto.training.datasets import to_tensor
+    from oldphoto.training.scratch import detector_batch, to_grey
+
+    crops = []
+
+    class Recording:
+        textures = source.textures
+
+        class clean:
+            @staticmethod
+            def crop(size, rng):
+                crops.append(source.clean.crop(size, rng))
+                return crops[-1]
+
+    for p in (1.0, 0.0):
+        crops.clear()
+        b = detector_batch(Recording, 6, 48, np.random.default_rng(5), negative_prob=0.0, texture_candidates=1,
+                           clean_positive_prob=p)
+        expected = to_grey(torch.stack([to_tensor(c) for c in crops]))
+        outside = b["mask"] < 0.5
+        diff = (b["x"] - expected).abs()
+        assert not b["negative"].any()
+        if p:
+            assert sum(float(m.sum()) > 0 for m in b["mask"]) >= 4    # defects drawn (a draw of none is possible)
+            assert float(diff[outside].max()) < 1e-5                 # untouched elsewhere
+        else:
+            assert float(diff[outside].mean()) > 0.01
+
+
 def test_warm_start_begins_from_the_given_weights(tmp_path, source):
     from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
 

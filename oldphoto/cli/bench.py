@@ -116,6 +116,10 @@ def _print_detector(console, d: dict) -> None:
         if "auc_large_scans" in d:
             console.print(f"scratch detector on the photos degraded as {d['large_scan_side']}x larger scans (shrunk "
                           f"to its working size): ROC AUC {d['auc_large_scans']:.3f}")
+        if "auc_clean_scans" in d:
+            console.print(f"scratch detector on the same defects drawn on the undegraded photos (well-kept scans with "
+                          f"scratches): ROC AUC {d['auc_clean_scans']:.3f}, recall@{d['threshold']} "
+                          f"{d['recall_clean_scans']:.1%}")
     else:
         console.print(f"scratch detector: {d['unavailable']}")
     if "auto_decision" in d:

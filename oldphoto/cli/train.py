@@ -87,6 +87,10 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             clean_negative_prob: float = typer.Option(0.0, "--clean-negative-prob", min=0.0, max=1.0,
                                                       help="Share of the negatives left undegraded: sharp, clean "
                                                            "scans (default 0)."),
+            clean_positive_prob: float = typer.Option(0.0, "--clean-positive-prob", min=0.0, max=1.0,
+                                                      help="Share of the crops with defects whose defects are drawn "
+                                                           "on the undegraded crop: a well-kept scan with a "
+                                                           "scratch (default 0)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4; lower for "
                                                "fine-tuning from --init)."),
             workers: int = typer.Option(0, "--workers", min=0,
@@ -102,7 +106,8 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
          init=init, dark_scratch_prob=dark_scratch_prob, hole_prob=hole_prob,
          scratch_width_max=scratch_width_max, synth_size=synth_size, lr=lr,
          flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob,
-         clean_negative_prob=clean_negative_prob, workers=workers, width=width)
+         clean_negative_prob=clean_negative_prob, clean_positive_prob=clean_positive_prob, workers=workers,
+         width=width)
 
 
 @train_app.command("vae-a")

@@ -28,6 +28,12 @@ from oldphoto.synthesis.unstructured import UNSTRUCTURED, apply_unstructured
 __all__ = ["Degraded", "SynthesisConfig", "DEFAULT", "STRONG", "synthesize", "random_crop", "to_float"]
 
 
+# overrides that keep a config's local defects (always drawn) and nothing else: no noise, blur, JPEG, ageing or
+# grain, i.e. a clean, well-kept scan with scratches, dust or holes on it
+# (`with_overrides(config, **LOCAL_DEFECTS_ONLY)`)
+LOCAL_DEFECTS_ONLY = dict(unstructured=False, ageing_prob=0.0, grain_prob=0.0, blur_prob=0.0, defects_prob=1.0)
+
+
 @dataclass(frozen=True)
 class SynthesisConfig:
     # unstructured (paper: each dropped with p = 0.3, random order)
@@ -58,9 +64,8 @@ class SynthesisConfig:
 
     @classmethod
     def defects_only(cls) -> "SynthesisConfig":
-        """Only the local defects, always: every changed pixel is in the mask (tests, detector data)."""
-        return cls(unstructured=False, ageing_prob=0.0, defects_prob=1.0, grain_prob=0.0, blur_prob=0.0,
-                   procedural_scratches=(2, 6), texture_scratches=(1, 3), hole_prob=0.5)
+        """Only the local defects, always, a heavy mix: every changed pixel is in the mask (tests)."""
+        return cls(**LOCAL_DEFECTS_ONLY, procedural_scratches=(2, 6), texture_scratches=(1, 3), hole_prob=0.5)
 
     @classmethod
     def unstructured_only(cls) -> "SynthesisConfig":

@@ -57,6 +57,7 @@ class TrainOptions:
     synth_size: int | None = None           # scratch detector: canvas side the defects are drawn on (None: the crop)
     flat_negative_prob: float = 0.0         # scratch detector: share of negatives that are bright flat areas
     clean_negative_prob: float = 0.0        # scratch detector: share of negatives left undegraded (clean scans)
+    clean_positive_prob: float = 0.0        # scratch detector: share of defect crops drawn on the undegraded crop
     large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
     mask_noise: float = 0.0                 # refiner: share of training windows with a perturbed mask channel
     clean_share: float = 0.0                # refiner: clean (undegraded) samples added, as a share of the samples
@@ -254,6 +255,7 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     cfg.flat_negative_prob = o.flat_negative_prob
     cfg.large_scan_prob = o.large_scan_prob
     cfg.clean_negative_prob = o.clean_negative_prob
+    cfg.clean_positive_prob = o.clean_positive_prob
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
     if o.scratch_width_max is not None:
@@ -264,7 +266,8 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     data, note = _data(o, log, max_short=M.TRAIN_MAX_SHORT)
     note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
                 defect_mix=cfg.defect_mix, flat_negative_prob=cfg.flat_negative_prob,
-                large_scan_prob=cfg.large_scan_prob, clean_negative_prob=cfg.clean_negative_prob)
+                large_scan_prob=cfg.large_scan_prob, clean_negative_prob=cfg.clean_negative_prob,
+                clean_positive_prob=cfg.clean_positive_prob)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)
@@ -455,6 +458,9 @@ def _detector_lines(det: dict[str, Any]) -> list[str]:
                       + (f"; ROC AUC on the same photos degraded as {det['large_scan_side']}x larger scans (which the "
                          f"pipeline shrinks to its working size) {_fmt(det['auc_large_scans'], 3)}"
                          if "auc_large_scans" in det else "")
+                      + (f"; on defects drawn on the undegraded photos (well-kept scans with scratches) ROC AUC "
+                         f"{_fmt(det['auc_clean_scans'], 3)}, recall at the threshold "
+                         f"{_fmt(100 * det['recall_clean_scans'], 1)} %" if "auc_clean_scans" in det else "")
                       + "."]
         a = det.get("auto_decision")
         if a:
