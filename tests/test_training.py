@@ -114,6 +114,41 @@ def test_scratch_batches_from_worker_processes(tmp_path, source):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_synthesising_stages_draw_their_batches_from_worker_processes(tmp_path, source):
+    """--workers for the VAEs, the mapping and the face network (the stages whose batches are synthesised, as the
+    detector's): with workers the batches come from background processes, shaped as the in-process ones (the
+    mapping's scratch batches with the holes filled white and the scan kept), and the first draw starts the
+    stream, which the later draws reuse."""
+    from oldphoto.networks.vae import VAE, VAEConfig
+    from oldphoto.training.face import FaceStageConfig, FaceTrainer
+    from oldphoto.training.mapping import MappingStageConfig, MappingTrainer
+    from oldphoto.training.vae import VAEStageConfig, VAETrainer
+
+    def trainers(workers):
+        s = settings(steps=1, workers=workers)
+        cfg = MappingStageConfig.preset("tiny", "scratch", latent_channels=VAEConfig.tiny().channels)
+        return [VAETrainer(s, tmp_path / f"va{workers}", VAEStageConfig.preset("tiny"), source, domain="a"),
+                VAETrainer(s, tmp_path / f"vb{workers}", VAEStageConfig.preset("tiny"), source, domain="b"),
+                MappingTrainer(s, tmp_path / f"m{workers}", cfg, source, VAE(VAEConfig.tiny()), VAE(VAEConfig.tiny()),
+                               vgg=None),
+                FaceTrainer(settings(steps=1, batch_size=2, workers=workers), tmp_path / f"f{workers}",
+                            FaceStageConfig.preset("tiny", load_size=64), source, vgg=None)]
+
+    def shapes(b):
+        if isinstance(b, tuple):
+            return (tuple(b[0].shape), b[1])
+        return {k: tuple(v.shape) for k, v in b.items()}
+
+    for inproc, background in zip(trainers(0), trainers(1)):
+        b0, b1 = inproc.batch(), background.batch()
+        assert inproc._stream is None and background._stream is not None
+        stream = background._stream
+        assert shapes(b0) == shapes(b1) and shapes(background.batch()) == shapes(b1)
+        assert background._stream is stream
+        if isinstance(b1, dict) and "scan" in b1:
+            assert torch.equal(b1["x"][b1["mask"].expand_as(b1["x"]) > 0.5].unique(), torch.ones(1))
+
+
 def test_rng_state_restores_from_a_checkpoint_loaded_elsewhere(tmp_path):
     """A checkpoint loaded with map_location onto a GPU has its RNG states there; restoring must still work (it
     broke the first GPU resume). Simulated with tensors that are not plain CPU ByteTensors of the state."""

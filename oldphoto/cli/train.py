@@ -35,6 +35,10 @@ ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads.")
 MinutesOpt = typer.Option(None, "--max-minutes", help="Stop (checkpoint + export) after this much training time.")
 VggOpt = typer.Option(True, "--vgg/--no-vgg", help="Use the VGG16 perceptual loss (needs the fetched ONNX).")
 Fp16Opt = typer.Option(True, "--fp16/--fp32", help="Storage precision of the exported weights.")
+WorkersOpt = typer.Option(0, "--workers", min=0,
+                          help="Make the training batches in this many background processes (on a GPU the "
+                               "synthesis is the bottleneck; default 0: in the training process, reproducible "
+                               "batch for batch).")
 InitOpt = typer.Option(None, "--init", help="Start from these trained weights (e.g. the shipped "
                        "oldphoto/weights/<role>.safetensors) instead of random; ignored when --resume finds a checkpoint.")
 
@@ -93,10 +97,7 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                                            "scratch (default 0)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4; lower for "
                                                "fine-tuning from --init)."),
-            workers: int = typer.Option(0, "--workers", min=0,
-                                        help="Make the training batches in this many background processes (on a "
-                                             "GPU the synthesis is the bottleneck; default 0: in the training "
-                                             "process, reproducible batch for batch)."),
+            workers: int = WorkersOpt,
             width: Optional[int] = typer.Option(None, "--width", min=4,
                                                 help="The U-Net's base width (default: the config's, 12 for "
                                                      "small).")) -> None:
@@ -117,11 +118,12 @@ def vae_a(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optio
           threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt, fp16: bool = Fp16Opt,
           real: Optional[str] = typer.Option(None, "--real", help="Real old photos (domain R): folder, file or "
                                              "s3:// prefix. Default: the real 1927 photo in --data plus "
-                                             "strongly degraded synthetic photos.")) -> None:
+                                             "strongly degraded synthetic photos."),
+          workers: int = WorkersOpt) -> None:
     """VAE_A on real + synthetic old photos (KL + 10 x L1 + LSGAN, latent discriminator R vs X)."""
     _run("vae-a", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
-         real=real)
+         real=real, workers=workers)
 
 
 @train_app.command("vae-b")
@@ -129,10 +131,11 @@ def vae_b(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Optio
           config: str = ConfigOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
           crop: Optional[int] = CropOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
           threads: Optional[int] = ThreadsOpt, max_minutes: Optional[float] = MinutesOpt,
-          fp16: bool = Fp16Opt) -> None:
+          fp16: bool = Fp16Opt, workers: int = WorkersOpt) -> None:
     """VAE_B on clean photos (written as both vae_b_quality and vae_b_scratch)."""
     _run("vae-b", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
-         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16)
+         crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
+         workers=workers)
 
 
 @train_app.command("mapping")
@@ -155,12 +158,13 @@ def mapping(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
             gan_weight: Optional[float] = typer.Option(None, "--gan-weight", help="Weight of the generator's "
                                                        "LSGAN term (default 1, the paper)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4, the paper; "
-                                               "lower for fine-tuning from --init).")) -> None:
+                                               "lower for fine-tuning from --init)."),
+            workers: int = WorkersOpt) -> None:
     """Latent mapping with frozen VAEs (60 x latent L1 + LSGAN + 10 x (D features + VGG16 features))."""
     _run("mapping", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          crop=crop, seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16,
          kind=kind, vae_a=vae_a, vae_b=vae_b, vgg=vgg, init=init, image_weight=image_weight, raw_weight=raw_weight,
-         ssim_weight=ssim_weight, tune_decoder=tune_decoder, gan_weight=gan_weight, lr=lr)
+         ssim_weight=ssim_weight, tune_decoder=tune_decoder, gan_weight=gan_weight, lr=lr, workers=workers)
 
 
 @train_app.command("face")
@@ -171,11 +175,11 @@ def face(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Option
          vgg: bool = VggOpt,
          hr: bool = typer.Option(False, "--hr", help="Train the HR-mode face network (role face_512, used by "
                                  "`restore --hr`) at twice the face size (official 512, small 256)."),
-         init: Optional[Path] = InitOpt) -> None:
+         init: Optional[Path] = InitOpt, workers: int = WorkersOpt) -> None:
     """SPADE face enhancer on aligned faces (LSGAN + feature matching + VGG16 perceptual)."""
     _run("face", data=data, out=out, weights_dir=weights_dir, config=config, steps=steps, batch_size=batch_size,
          seed=seed, device=device, resume=resume, threads=threads, max_minutes=max_minutes, fp16=fp16, vgg=vgg,
-         hr=hr, init=init)
+         hr=hr, init=init, workers=workers)
 
 
 @train_app.command("colour")

@@ -123,6 +123,7 @@ class Trainer:
         self.use_amp = bool(settings.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.data_rng = seed_everything(settings.seed)
+        self._stream: Iterator[Any] | None = None    # batches from worker processes (`draw`)
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.step = 0
@@ -164,6 +165,18 @@ class Trainer:
         return ds
 
     # -- helpers for train_step ---------------------------------------------------------------
+    def draw(self, make: Callable[[np.random.Generator], Any]) -> Any:
+        """The next training batch from ``make(rng)``, a picklable callable (a module-level function or a bound
+        method of the batch source, with ``functools.partial``): in this process from ``data_rng`` (reproducible
+        batch for batch), or with ``settings.workers`` from that many background processes (``batch_stream``,
+        started on the first call with the first ``make`` and seeded by the step, so a resumed run does not replay
+        its batches)."""
+        if not self.s.workers:
+            return make(self.data_rng)
+        if self._stream is None:
+            self._stream = batch_stream(make, self.s.workers, [self.s.seed, self.step])
+        return next(self._stream)
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp)
 

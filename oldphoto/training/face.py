@@ -11,6 +11,7 @@ shipped face network is therefore small and weakly trained; the model card says 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -82,7 +83,7 @@ class FaceTrainer(Trainer):
 
     def batch(self) -> dict[str, torch.Tensor]:
         size = self.cfg.net.load_size
-        b = self.data.face_pairs(self.s.batch_size, size, self.data_rng)
+        b = self.draw(partial(self.data.face_pairs, self.s.batch_size, size))
         return {k: v.to(self.device) for k, v in b.items()}
 
     def train_step(self, step: int) -> dict[str, float]:

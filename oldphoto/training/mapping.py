@@ -25,6 +25,7 @@ photos with unstructured degradations only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,9 @@ class MappingTrainer(Trainer):
 
     def batch(self) -> dict[str, torch.Tensor]:
         structured = self.cfg.kind != "quality"
+        make = partial(self.data.pairs, self.s.batch_size, self.s.crop, structured=structured)
         for _ in range(MAX_REDRAWS):
-            b = self.data.pairs(self.s.batch_size, self.s.crop, self.data_rng, structured=structured)
+            b = self.draw(make)
             if self.cfg.kind != "hr" or all(self._has_intact_patch(m) for m in b["mask"]):
                 break
         b = {k: v.to(self.device) for k, v in b.items()}

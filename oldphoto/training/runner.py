@@ -61,7 +61,7 @@ class TrainOptions:
     large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
     mask_noise: float = 0.0                 # refiner: share of training windows with a perturbed mask channel
     clean_share: float = 0.0                # refiner: clean (undegraded) samples added, as a share of the samples
-    workers: int = 0                        # scratch detector: batches made in this many background processes
+    workers: int = 0                        # batches made in this many background processes (not colour, refiner)
     width: int | None = None                # scratch detector: the U-Net's base width (None: the config's)
 
     @property

@@ -28,7 +28,7 @@ from oldphoto.networks.unet import OFFICIAL_THRESHOLD, ScratchUNet, ScratchUNetC
 from oldphoto.quality import detection_scores, gradient_energy, roc_auc
 
 from . import losses as L
-from .common import Trainer, TrainSettings, adam, batch_stream, count_parameters, module_device
+from .common import Trainer, TrainSettings, adam, count_parameters, module_device
 from .datasets import BatchSource, to_grey
 
 
@@ -96,7 +96,6 @@ class ScratchTrainer(Trainer):
         m = cfg.net.size_multiple
         if settings.crop % m:
             raise ValueError(f"crop {settings.crop} must be a multiple of {m} for this U-Net")
-        self._stream = None
         super().__init__(settings, out_dir, log)
 
     def build(self) -> None:
@@ -105,13 +104,7 @@ class ScratchTrainer(Trainer):
         self.optimizers["G"] = adam(self.net.parameters(), self.s)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        make = partial(_training_batch, data=self.data, n=self.s.batch_size, crop=self.s.crop, cfg=self.cfg)
-        if not self.s.workers:
-            b = make(self.data_rng)
-        else:
-            if self._stream is None:   # seeded by the step too, so a resumed run does not replay its batches
-                self._stream = batch_stream(make, self.s.workers, [self.s.seed, self.step])
-            b = next(self._stream)
+        b = self.draw(partial(_training_batch, data=self.data, n=self.s.batch_size, crop=self.s.crop, cfg=self.cfg))
         return b["x"].to(self.device, non_blocking=True), b["mask"].to(self.device, non_blocking=True)
 
     def train_step(self, step: int) -> dict[str, float]:

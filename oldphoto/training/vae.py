@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from oldphoto.networks.discriminator import (LatentDiscriminator, LatentDiscriminatorConfig, PatchDiscriminator,
@@ -69,6 +71,12 @@ SETTINGS = {  # default TrainSettings per preset (CLI flags override)
 }
 
 
+def _old_photo_batch(rng: np.random.Generator, *, data: BatchSource, n_real: int, n_synthetic: int,
+                     crop: int) -> torch.Tensor:
+    """VAE_A's batch: ``n_real`` crops of real old photos, then ``n_synthetic`` synthetic old photos (domains R, X)."""
+    return torch.cat([data.real_old(n_real, crop, rng), data.pairs(n_synthetic, crop, rng)["x"]])
+
+
 class VAETrainer(Trainer):
     """``domain="a"``: VAE_A on real (R) and synthetic (X) old photos, with D_RX.
     ``domain="b"``: VAE_B on clean photos (Y)."""
@@ -96,14 +104,13 @@ class VAETrainer(Trainer):
 
     def batch(self) -> tuple[torch.Tensor, int]:
         """Images to reconstruct and, for VAE_A, how many of them (the first n) are real old photos."""
-        s, rng = self.s, self.data_rng
+        s = self.s
         if self.domain == "b":
-            return self.data.clean_crops(s.batch_size, s.crop, rng).to(self.device), 0
+            return self.draw(partial(self.data.clean_crops, s.batch_size, s.crop)).to(self.device), 0
         n_r = max(1, s.batch_size // 2)
         n_x = max(1, s.batch_size - n_r)
-        r = self.data.real_old(n_r, s.crop, rng)
-        x = self.data.pairs(n_x, s.crop, rng)["x"]
-        return torch.cat([r, x]).to(self.device), n_r
+        return self.draw(partial(_old_photo_batch, data=self.data, n_real=n_r, n_synthetic=n_x,
+                                 crop=s.crop)).to(self.device), n_r
 
     def train_step(self, step: int) -> dict[str, float]:
         c = self.cfg
