@@ -295,6 +295,21 @@ def test_flat_negatives_are_bright_flat_windows_without_defects(source):
     assert torch.equal(a["x"], b["x"]) and torch.equal(a["x"], c["x"])
 
 
+def recording(source, crops: list):
+    """A batch source that draws its crops from ``source`` and appends each to ``crops``."""
+
+    class Recording:
+        textures = source.textures
+
+        class clean:
+            @staticmethod
+            def crop(size, rng):
+                crops.append(source.clean.crop(size, rng))
+                return crops[-1]
+
+    return Recording
+
+
 def test_clean_negatives_are_the_undegraded_crops(source):
     """--clean-negative-prob: those negatives are the clean crop itself (no noise, blur or ageing: a sharp,
     well-kept scan) with an empty mask; the degraded negatives differ from their clean crop."""
@@ -308,16 +323,8 @@ def test_clean_negatives_are_the_undegraded_crops(source):
     clean, degraded = batch(1.0), batch(0.0)
     assert clean["mask"].sum() == 0 and clean["negative"].all()
     # the crops the batch drew, recorded: the clean batch is those crops unchanged, the other one degrades them
-    crops = []
-
-    class Recording:
-        textures = source.textures
-
-        class clean:
-            @staticmethod
-            def crop(size, rng):
-                crops.append(source.clean.crop(size, rng))
-                return crops[-1]
+    crops: list[np.ndarray] = []
+    Recording = recording(source, crops)
 
     for p, b in ((1.0, clean), (0.0, degraded)):
         crops.clear()
@@ -337,16 +344,8 @@ def test_clean_positives_draw_defects_on_the_undegraded_crop(source):
     from oldphoto.training.datasets import to_tensor
     from oldphoto.training.scratch import detector_batch, to_grey
 
-    crops = []
-
-    class Recording:
-        textures = source.textures
-
-        class clean:
-            @staticmethod
-            def crop(size, rng):
-                crops.append(source.clean.crop(size, rng))
-                return crops[-1]
+    crops: list[np.ndarray] = []
+    Recording = recording(source, crops)
 
     for p in (1.0, 0.0):
         crops.clear()
