@@ -172,9 +172,7 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
     against 0.82 / 0.87 on degraded photos). With ``flat_negative_prob``, ``large_scan_prob``,
     ``clean_negative_prob`` and ``clean_positive_prob`` 0 the batches are exactly those of earlier versions (no extra
     random draws)."""
-    from oldphoto.synthesis import LOCAL_DEFECTS_ONLY
-
-    from .datasets import Pair, mask_tensor, synthesize_pair, to_tensor
+    from .datasets import mask_tensor, to_tensor
 
     xs, ms, neg = [], [], []
     for _ in range(n):
@@ -189,13 +187,7 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
             clean = brighten(min(cands, key=gradient_energy), float(rng.uniform(*FLAT_GAMMA)))
         else:
             clean = max(cands, key=gradient_energy) if len(cands) > 1 else cands[0]
-        if negative and clean_negative_prob > 0 and bool(rng.random() < clean_negative_prob):
-            p = Pair(np.asarray(clean, np.uint8), clean, np.zeros(clean.shape[:2], np.float32))
-        else:
-            mix = defect_mix
-            if not negative and clean_positive_prob > 0 and bool(rng.random() < clean_positive_prob):
-                mix = {**(defect_mix or {}), **LOCAL_DEFECTS_ONLY}
-            p = synthesize_pair(clean, rng, data.textures, structured=not negative, overrides=mix)
+        p = _degrade(clean, rng, data.textures, negative, defect_mix, clean_negative_prob, clean_positive_prob)
         if large:
             x, m = shrink_like_pipeline(to_tensor(p.degraded), p.mask, crop)
         else:
@@ -207,6 +199,23 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
         ms.append(m)
         neg.append(negative)
     return {"x": to_grey(torch.stack(xs)), "mask": torch.stack(ms), "negative": torch.tensor(neg)}
+
+
+def _degrade(clean: np.ndarray, rng: np.random.Generator, textures: Any, negative: bool,
+             defect_mix: dict[str, Any] | None, clean_negative_prob: float, clean_positive_prob: float) -> Any:
+    """One detector sample's (degraded, clean, mask) Pair: a negative left undegraded (``clean_negative_prob``) or
+    degraded without local defects; a positive with the full synthesis, or its local defects alone on the undegraded
+    crop (``clean_positive_prob``). Draws from ``rng`` only for the options that are not 0."""
+    from oldphoto.synthesis import LOCAL_DEFECTS_ONLY
+
+    from .datasets import Pair, synthesize_pair
+
+    if negative and clean_negative_prob > 0 and bool(rng.random() < clean_negative_prob):
+        return Pair(np.asarray(clean, np.uint8), clean, np.zeros(clean.shape[:2], np.float32))
+    mix = defect_mix
+    if not negative and clean_positive_prob > 0 and bool(rng.random() < clean_positive_prob):
+        mix = {**(defect_mix or {}), **LOCAL_DEFECTS_ONLY}
+    return synthesize_pair(clean, rng, textures, structured=not negative, overrides=mix)
 
 
 def shrink_like_pipeline(x: torch.Tensor, mask: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
