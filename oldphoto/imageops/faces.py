@@ -28,12 +28,11 @@ Do no harm (oldphoto's additions, not in the official code):
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-
-import math
 
 import cv2
 import numpy as np
