@@ -103,13 +103,15 @@ def test_scratch_batches_from_worker_processes(tmp_path, source):
 
     cfg = ScratchStageConfig.preset("tiny")
     inproc = ScratchTrainer(settings(steps=1), tmp_path / "a", cfg, source)
-    x0, m0 = inproc.batch()
+    b0 = inproc.batch()
+    x0, m0 = b0["x"], b0["mask"]
     tr = ScratchTrainer(settings(steps=2, workers=2), tmp_path / "b", cfg, source)
     before = snapshot(tr.net)
     losses = tr.run()
     assert np.isfinite(losses["loss"]) and changed(before, tr.net) > 0.9
-    x1, m1 = tr.batch()
-    assert x1.shape == x0.shape and m1.shape == m0.shape and set(m1.unique().tolist()) <= {0.0, 1.0}
+    b1 = tr.batch()
+    x1, m1 = b1["x"], b1["mask"]
+    assert b1.keys() == b0.keys() and x1.shape == x0.shape and m1.shape == m0.shape and set(m1.unique().tolist()) <= {0.0, 1.0}
     a, b, c = (next(batch_stream(_three_uniforms, 1, seed)) for seed in ([0, 0], [0, 0], [0, 200]))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
@@ -355,6 +357,7 @@ def test_clean_positives_draw_defects_on_the_undegraded_crop(source):
         outside = b["mask"] < 0.5
         diff = (b["x"] - expected).abs()
         assert not b["negative"].any()
+        assert b["local_only"].tolist() == [bool(p)] * 6     # the flag --distill leaves those crops out by
         if p:
             assert sum(float(m.sum()) > 0 for m in b["mask"]) >= 4    # defects drawn (a draw of none is possible)
             assert float(diff[outside].max()) < 1e-5                 # untouched elsewhere
@@ -375,6 +378,44 @@ def test_warm_start_begins_from_the_given_weights(tmp_path, source):
     small = ScratchTrainer(settings(steps=1), tmp_path / "c", ScratchStageConfig.preset("small"), source)
     with pytest.raises(ValueError, match="not this run's network"):
         small.warm_start(files[0])
+
+
+def test_distill_pulls_toward_the_starting_detector_and_survives_resume(tmp_path, source):
+    """--distill: a frozen copy of the --init network; the KL from its probabilities is 0 at the start, grows as the
+    network moves, leaves out the crops with defects on an undegraded crop, and is checkpointed with the run."""
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+
+    start = ScratchTrainer(settings(steps=1), tmp_path / "a", ScratchStageConfig.preset("tiny"), source)
+    start.run()
+    init = start.export(tmp_path / "w", fp16=False)[0]
+    cfg = ScratchStageConfig.preset("tiny")
+    cfg.distill = 10.0
+    cfg.clean_positive_prob = 0.5
+    tr = ScratchTrainer(settings(steps=4, seed=3), tmp_path / "b", cfg, source)
+    tr.warm_start(init)
+    b = tr.batch()
+    everyone = torch.ones(len(b["x"]), dtype=torch.bool)
+    with torch.no_grad():
+        assert float(tr.distillation(b["x"], tr.net.eval()(b["x"]), everyone)) < 1e-6
+        assert float(tr.distillation(b["x"], tr.net(b["x"]), ~everyone)) == 0.0
+        for p in tr.net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        assert float(tr.distillation(b["x"], tr.net(b["x"]), everyone)) > 1e-4
+    tr.run()
+    assert "distill" in tr.history[-1]
+    teacher = {k: v.clone() for k, v in tr.teacher.state_dict().items()}
+    assert all(torch.equal(v, start.net.state_dict()[k]) for k, v in teacher.items())   # frozen: never trained
+    again = ScratchTrainer(settings(steps=6, seed=3), tmp_path / "b", cfg, source)
+    again.run(resume=True)
+    assert again.step == 6
+    assert all(torch.equal(v, again.teacher.state_dict()[k]) for k, v in teacher.items())
+
+
+def test_distill_needs_a_starting_network(tmp_path):
+    from oldphoto.training.runner import TrainOptions, train_stage
+
+    with pytest.raises(ValueError, match="--init"):
+        train_stage("scratch", TrainOptions(config="tiny", out=tmp_path, distill=1.0, steps=1))
 
 
 @pytest.mark.parametrize("domain", ["a", "b"])

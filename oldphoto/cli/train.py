@@ -95,6 +95,10 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                                       help="Share of the crops with defects whose defects are drawn "
                                                            "on the undegraded crop: a well-kept scan with a "
                                                            "scratch (default 0)."),
+            distill: float = typer.Option(0.0, "--distill", min=0.0,
+                                          help="Weight of a pull toward the --init network's probabilities on all "
+                                               "crops but those with defects on an undegraded crop, so a "
+                                               "fine-tune keeps what the starting detector does well (default 0)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4; lower for "
                                                "fine-tuning from --init)."),
             workers: int = WorkersOpt,
@@ -108,7 +112,7 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
          scratch_width_max=scratch_width_max, synth_size=synth_size, lr=lr,
          flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob,
          clean_negative_prob=clean_negative_prob, clean_positive_prob=clean_positive_prob, workers=workers,
-         width=width)
+         width=width, distill=distill)
 
 
 @train_app.command("vae-a")
