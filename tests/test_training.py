@@ -411,6 +411,31 @@ def test_distill_pulls_toward_the_starting_detector_and_survives_resume(tmp_path
     assert all(torch.equal(v, again.teacher.state_dict()[k]) for k, v in teacher.items())
 
 
+def test_freeze_bn_keeps_the_running_statistics_while_the_weights_train(tmp_path, source):
+    """--freeze-bn: BatchNorm normalises with the starting network's running statistics and keeps them (a small-batch
+    CPU fine-tune re-estimated them and lowered the detector's probabilities everywhere); everything else trains.
+    Without it the same run moves the statistics."""
+    from oldphoto.training.scratch import ScratchStageConfig, ScratchTrainer
+
+    start = ScratchTrainer(settings(steps=2), tmp_path / "a", ScratchStageConfig.preset("tiny"), source)
+    start.run()
+    init = start.export(tmp_path / "w", fp16=False)[0]
+
+    def stats(net):
+        return {k: v.clone() for k, v in net.state_dict().items() if "running_" in k}
+
+    for freeze in (True, False):
+        cfg = ScratchStageConfig.preset("tiny")
+        cfg.freeze_bn = freeze
+        tr = ScratchTrainer(settings(steps=3, seed=4), tmp_path / f"b{freeze}", cfg, source)
+        tr.warm_start(init)
+        before, weights = stats(tr.net), snapshot(tr.net)
+        tr.run()
+        moved = [not torch.equal(v, tr.net.state_dict()[k]) for k, v in before.items()]
+        assert before and (not any(moved) if freeze else all(moved))
+        assert changed(weights, tr.net) > 0.5
+
+
 def test_distill_needs_a_starting_network(tmp_path):
     from oldphoto.training.runner import TrainOptions, train_stage
 

@@ -99,6 +99,9 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
                                           help="Weight of a pull toward the --init network's probabilities on all "
                                                "crops but those with defects on an undegraded crop, so a "
                                                "fine-tune keeps what the starting detector does well (default 0)."),
+            freeze_bn: bool = typer.Option(False, "--freeze-bn",
+                                           help="BatchNorm normalises with its running statistics and keeps them "
+                                                "(for fine-tuning from --init with small batches)."),
             lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 2e-4; lower for "
                                                "fine-tuning from --init)."),
             workers: int = WorkersOpt,
@@ -112,7 +115,7 @@ def scratch(data: Optional[Path] = DataOpt, out: Path = OutOpt, weights_dir: Opt
          scratch_width_max=scratch_width_max, synth_size=synth_size, lr=lr,
          flat_negative_prob=flat_negative_prob, large_scan_prob=large_scan_prob,
          clean_negative_prob=clean_negative_prob, clean_positive_prob=clean_positive_prob, workers=workers,
-         width=width, distill=distill)
+         width=width, distill=distill, freeze_bn=freeze_bn)
 
 
 @train_app.command("vae-a")

@@ -59,6 +59,7 @@ class TrainOptions:
     clean_negative_prob: float = 0.0        # scratch detector: share of negatives left undegraded (clean scans)
     clean_positive_prob: float = 0.0        # scratch detector: share of defect crops drawn on the undegraded crop
     distill: float = 0.0                    # scratch detector: pull toward the --init network (needs --init)
+    freeze_bn: bool = False                 # scratch detector: BatchNorm keeps its running statistics
     large_scan_prob: float = 0.0            # scratch detector: share of crops degraded as a larger scan, then shrunk
     mask_noise: float = 0.0                 # refiner: share of training windows with a perturbed mask channel
     clean_share: float = 0.0                # refiner: clean (undegraded) samples added, as a share of the samples
@@ -260,6 +261,7 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     if o.distill > 0 and not o.init:
         raise ValueError("--distill pulls toward the starting network: give it with --init")
     cfg.distill = o.distill
+    cfg.freeze_bn = o.freeze_bn
     cfg.defect_mix = {k: v for k, v in (("dark_scratch_prob", o.dark_scratch_prob), ("hole_prob", o.hole_prob))
                       if v is not None}
     if o.scratch_width_max is not None:
@@ -271,7 +273,8 @@ def _train_scratch(stage: str, o: TrainOptions, log: Callable, run_dir: Path,
     note.update(negative_prob=cfg.negative_prob, texture_candidates=cfg.texture_candidates, synth_size=cfg.synth_size,
                 defect_mix=cfg.defect_mix, flat_negative_prob=cfg.flat_negative_prob,
                 large_scan_prob=cfg.large_scan_prob, clean_negative_prob=cfg.clean_negative_prob,
-                clean_positive_prob=cfg.clean_positive_prob, distill=cfg.distill)
+                clean_positive_prob=cfg.clean_positive_prob, distill=cfg.distill,
+                freeze_bn=cfg.freeze_bn)
     tr = M.ScratchTrainer(settings_for(M, o, stage), run_dir, cfg, data, log=log, data_note=note)
     _warm_start(tr, o, note, log)
     tr.run(resume=o.resume)
