@@ -148,9 +148,10 @@ class ScratchTrainer(Trainer):
     def distillation(self, grey: torch.Tensor, logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """`--distill`: the mean per-pixel KL divergence from the starting network's probabilities to the
         network's, over the samples in `keep` (all but those whose defects lie on an undegraded crop, where the
-        starting network is known to be wrong). A fine-tune on the CPU's small batches otherwise drifts from what
-        the starting network does well (session 18: F1 at 0.6 on val 0.61 -> 0.55 with or without the new
-        samples); the pull keeps it there while the labels teach the new cases."""
+        starting network is known to be wrong): the labels teach the new cases while the pull keeps the answers
+        elsewhere near the starting network's. It does not stop a small-batch fine-tune's drift from BatchNorm
+        statistics (session 19: dark scratches on val 0.82 -> 0.69 at step 1,200 with `--distill 10`); that is
+        `--freeze-bn`."""
         if not bool(keep.any()):
             return logits.new_zeros(())
         t = torch.sigmoid(self._teacher_logits(grey[keep]))
@@ -206,7 +207,8 @@ def detector_batch(data: BatchSource, n: int, crop: int, rng: np.random.Generato
                    flat_negative_prob: float = 0.0, large_scan_prob: float = 0.0,
                    large_scan_max: float = LARGE_SCAN_MAX, clean_negative_prob: float = 0.0,
                    clean_positive_prob: float = 0.0) -> dict[str, torch.Tensor]:
-    """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools.
+    """Detector training/eval batch: ``x`` grey N×1×H×W in [-1, 1], ``mask`` N×1×H×W, ``negative`` N bools,
+    ``local_only`` N bools (the clean positives below).
 
     Each canvas (``synth_size``, at least ``crop``; default ``crop``) is the most textured of ``texture_candidates``
     random crops; with probability ``negative_prob`` it gets only unstructured degradation (mask all zero), else
