@@ -111,7 +111,8 @@ def test_scratch_batches_from_worker_processes(tmp_path, source):
     assert np.isfinite(losses["loss"]) and changed(before, tr.net) > 0.9
     b1 = tr.batch()
     x1, m1 = b1["x"], b1["mask"]
-    assert b1.keys() == b0.keys() and x1.shape == x0.shape and m1.shape == m0.shape and set(m1.unique().tolist()) <= {0.0, 1.0}
+    assert b1.keys() == b0.keys() and x1.shape == x0.shape and m1.shape == m0.shape
+    assert set(m1.unique().tolist()) <= {0.0, 1.0}
     a, b, c = (next(batch_stream(_three_uniforms, 1, seed)) for seed in ([0, 0], [0, 0], [0, 200]))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
@@ -357,7 +358,7 @@ def test_clean_positives_draw_defects_on_the_undegraded_crop(source):
         outside = b["mask"] < 0.5
         diff = (b["x"] - expected).abs()
         assert not b["negative"].any()
-        assert b["local_only"].tolist() == [bool(p)] * 6     # the flag --distill leaves those crops out by
+        assert b["local_only"].tolist() == [bool(p)] * 6     # the flag by which --distill leaves those crops out
         if p:
             assert sum(float(m.sum()) > 0 for m in b["mask"]) >= 4    # defects drawn (a draw of none is possible)
             assert float(diff[outside].max()) < 1e-5                 # untouched elsewhere
