@@ -30,7 +30,7 @@ def _assert_same(a: ItemState, b: ItemState) -> None:
            (b.uri, b.name, b.out_dir, b.error, b.use_scratch, b.face_size)
     assert a.provenance.to_json() == b.provenance.to_json()
     assert a.files == b.files
-    for x, y in ((a.mask, b.mask), (a.restored, b.restored)):
+    for x, y in ((a.mask, b.mask), (a.suspect, b.suspect), (a.restored, b.restored)):
         assert (x is None) == (y is None)
         if x is not None:
             assert x.dtype == y.dtype and np.array_equal(x, y) and y.flags.writeable
@@ -63,6 +63,7 @@ def test_every_field_round_trips():
                               tiff_tags={270: "a description", 305: "scanner"}, dpi=(300.0, 299.5),
                               warnings=["ICC profile dropped"])
     st.mask = rng.random((7, 5)) > 0.5
+    st.suspect = rng.random((7, 5)) > 0.3
     st.use_scratch = True
     st.restored = rng.random((7, 5, 3), dtype=np.float32)
     st.scan_faces = [DetectedFace(box=(1, 2, 30, 40), landmarks68=rng.random((68, 2)) * 40, score=0.75,
@@ -109,7 +110,7 @@ def test_stages_through_rows_equal_the_sequential_restorer(models):
         for a, b in zip(seq, ray_, strict=True):
             assert [r.name for r in a.provenance.stages] == [r.name for r in b.provenance.stages]
             assert a.error == b.error and a.use_scratch == b.use_scratch
-            for x, y in ((a.mask, b.mask), (a.restored, b.restored)):
+            for x, y in ((a.mask, b.mask), (a.suspect, b.suspect), (a.restored, b.restored)):
                 assert (x is None) == (y is None) and (x is None or np.array_equal(x, y))
     assert [s.failed for s in ray_] == [False, False, False, True]
     for a, b in zip(seq, ray_, strict=True):

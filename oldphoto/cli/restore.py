@@ -81,6 +81,11 @@ def restore(
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
                                          "official stage-1 output."),
+    structure_return: bool = typer.Option(True, "--structure-return/--no-structure-return",
+                                          help="With tone matching: on scans with little noise, give back the "
+                                               "fine structure (grass, gravel, cloth folds, engraved lines) that "
+                                               "global restoration smoothed away as if it were noise (not in the "
+                                               "official method)."),
     colour_correct: bool = typer.Option(True, "--colour-correct/--no-colour-correct",
                                         help="With tone matching: correct global fading and colour casts (a "
                                              "per-channel gain and offset predicted from the scan; not in the "
@@ -117,6 +122,7 @@ def restore(
     try:     # RestoreOptions checks every value (choices, ranges) and names the option that is wrong
         options = RestoreOptions(scratch=scratch, hr=hr, device=device, faces=faces, colour=colour, tile=tile,
                                  untiled_max_mb=untiled_max_mb, precision=precision, tone_match=tone_match,
+                                 structure_return=structure_return,
                                  colour_correct=colour_correct, colour_strength=colour_strength, refine=refine,
                                  refine_strength=refine_strength,
                                  max_pixels=int(max_megapixels * 1_000_000),

@@ -6,7 +6,7 @@ columns of plain data (no Python objects, no pickling of ours):
 - the image arrays as tensor columns of Ray's `ArrowVariableShapedTensorType` (images differ in size; Ray
   hands them to the next `map_batches` as numpy arrays again): `pixels`
   (the decoded scan, H×W×3 float32 in [0, 1], kept float: 16-bit scans keep their precision, as in
-  `oldphoto restore`), `mask` (H×W bool), `restored` (H×W×3 float32), `face_aligned` / `face_enhanced`
+  `oldphoto restore`), `mask` and `suspect` (H×W bool), `restored` (H×W×3 float32), `face_aligned` / `face_enhanced`
   (N×S×S×3 uint8, one slice per face). An array the state does not have yet is a 0-size array (a real image
   never is);
 - scalars and strings (`uri`, `name`, `out_dir`, `error`, `use_scratch`, `face_size`);
@@ -33,6 +33,7 @@ import pyarrow as pa
 TENSOR_COLUMNS: dict[str, tuple[type, int]] = {      # column -> (dtype, ndim)
     "pixels": (np.float32, 3),
     "mask": (np.bool_, 2),
+    "suspect": (np.bool_, 2),
     "restored": (np.float32, 3),
     "face_aligned": (np.uint8, 4),
     "face_enhanced": (np.uint8, 4),
@@ -106,6 +107,7 @@ def state_to_row(state: Any) -> dict[str, Any]:
         "files": [{"name": k, "data": v} for k, v in state.files.items()],
         "pixels": _or_empty(None if dec is None else dec.pixels, "pixels"),
         "mask": _or_empty(state.mask, "mask"),
+        "suspect": _or_empty(state.suspect, "suspect"),
         "restored": _or_empty(state.restored, "restored"),
         "face_aligned": aligned, "face_enhanced": enhanced,
     }
@@ -179,7 +181,8 @@ def state_from_row(row: dict[str, Any]) -> Any:
     return ItemState(
         uri=str(row["uri"]), name=str(row["name"]), data=None,
         provenance=ItemProvenance.from_json(row["provenance"]), decoded=_decoded_from_row(row),
-        mask=_array(row["mask"], "mask", absent=True), use_scratch=bool(row["use_scratch"]),
+        mask=_array(row["mask"], "mask", absent=True), suspect=_array(row["suspect"], "suspect", absent=True),
+        use_scratch=bool(row["use_scratch"]),
         restored=_array(row["restored"], "restored", absent=True), faces=_faces_from_row(row),
         scan_faces=_scan_faces_from_row(row["scan_faces"]), face_size=int(row["face_size"]),
         files={str(f["name"]): bytes(f["data"]) for f in row["files"]},

@@ -26,6 +26,8 @@ denoising of the scan.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -60,6 +62,7 @@ def gaussian_mean(img: np.ndarray, sigma: float, weight: np.ndarray | None = Non
     return mean.astype(np.float32), den.astype(np.float32)
 
 
+GuideFn = Callable[[int, int, int, int], np.ndarray]    # the guide over a crop: (y0, y1, x0, x1) -> h×w
 TILE = 512               # core side of the tiles the transfer is computed in (memory bound)
 
 
@@ -68,7 +71,7 @@ def halo(sigma: float) -> int:
     return 2 * int(np.ceil(3 * sigma)) + 1
 
 
-def _global_fit(rst: np.ndarray, ref: np.ndarray, v: np.ndarray, eps: float,
+def _global_fit(guide: GuideFn, ref: np.ndarray, v: np.ndarray, eps: float,
                 tile: int) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) per channel of the single linear fit ref_c ≈ a·guide + b over every valid pixel, from sums
     accumulated tile by tile (float64), so no full-size temporary is made."""
@@ -79,7 +82,7 @@ def _global_fit(rst: np.ndarray, ref: np.ndarray, v: np.ndarray, eps: float,
     for y in range(0, h, tile):
         for x in range(0, w, tile):
             m = v[y:y + tile, x:x + tile]
-            g = _guide(rst, y, y + tile, x, x + tile)[m].astype(np.float64)
+            g = guide(y, min(h, y + tile), x, min(w, x + tile))[m].astype(np.float64)
             r = ref[y:y + tile, x:x + tile][m].astype(np.float64)
             n += g.size
             sg += g.sum()
@@ -121,12 +124,16 @@ def _transfer_crop(guide: np.ndarray, ref: np.ndarray, wt: np.ndarray, sigma: fl
 
 
 def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None,
-                         sigma: float = DEFAULT_SIGMA, eps: float = DEFAULT_EPS, tile: int = TILE) -> np.ndarray:
+                         sigma: float = DEFAULT_SIGMA, eps: float = DEFAULT_EPS, tile: int = TILE,
+                         guide: GuideFn | None = None) -> np.ndarray:
     """The restored image with the reference's local tone and colour (see the module docstring).
 
     `restored`, `reference`: H×W×C (or H×W) float in [0, 1], same shape; `valid`: H×W bool, True where the
     reference may be trusted (False on scratches), None = everywhere. Returns float32 in [0, 1], same shape.
     Pure function: the inputs are not modified.
+
+    `guide`: the guide over a crop, ``guide(y0, y1, x0, x1)`` → (y1 − y0)×(x1 − x0) float32 (None: the mean of
+    the restored image's channels; `oldphoto.imageops.structure.ReturnedGuide` gives back the scan's structure).
 
     Computed in `tile`×`tile` tiles, each with a context of `halo(sigma)` pixels on every side that reaches
     past both Gaussian passes, so the result equals the untiled computation (up to float rounding; tested)
@@ -150,7 +157,8 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
         return restored.copy()
     ref = reference if reference.ndim == 3 else reference[..., None]
     rst = restored if restored.ndim == 3 else restored[..., None]
-    global_fit = None if v.all() else _global_fit(rst, ref, v, eps, tile)
+    guide_fn: GuideFn = guide if guide is not None else (lambda y0, y1, x0, x1: _guide(rst, y0, y1, x0, x1))
+    global_fit = None if v.all() else _global_fit(guide_fn, ref, v, eps, tile)
     out = np.empty(ref.shape, np.float32)
     ctx = halo(sigma)
     for y0 in range(0, h, tile):
@@ -159,7 +167,7 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
         for x0 in range(0, w, tile):
             x1 = min(w, x0 + tile)
             cx0, cx1 = max(0, x0 - ctx), min(w, x1 + ctx)
-            crop = _transfer_crop(_guide(rst, cy0, cy1, cx0, cx1), ref[cy0:cy1, cx0:cx1],
+            crop = _transfer_crop(guide_fn(cy0, cy1, cx0, cx1), ref[cy0:cy1, cx0:cx1],
                                   v[cy0:cy1, cx0:cx1].astype(np.float32), sigma, eps, global_fit)
             out[y0:y1, x0:x1] = crop[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
     return out if restored.ndim == 3 else out[..., 0]

@@ -96,6 +96,9 @@ class RestoreOptions:
     review: bool = True
     tone_match: bool = True               # keep the scan's local tone/colour after global restoration
                                           # (oldphoto.imageops.tone; False = the official stage-1 output)
+    structure_return: bool = True         # with tone_match: give back the scan's structure stage 1 smoothed
+                                          # away where the scan shows it was not noise
+                                          # (oldphoto.imageops.structure; not official)
     colour_correct: bool = True           # with tone_match: global tone/colour correction when the weights have
                                           # the `colour` regressor (oldphoto.imageops.colour; not official)
     colour_strength: Fraction | None = None   # its strength 0..1 (None: the regressor's operating point)
@@ -176,6 +179,8 @@ class ItemState:
     provenance: ItemProvenance
     decoded: DecodedImage | None = None
     mask: np.ndarray | None = None        # H×W bool at the input's (upright) size, 1 = scratch
+    suspect: np.ndarray | None = None     # H×W bool: possible defects (detector probability well below its
+                                          # threshold; stages.scratch.suspected): no structure return there
     use_scratch: bool = False
     restored: np.ndarray | None = None    # H×W×3 float32 [0,1]
     faces: list[FaceResult] = field(default_factory=list)

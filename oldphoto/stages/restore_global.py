@@ -39,11 +39,17 @@ method**; oldphoto.imageops.colour): when the weights have the `colour` regresso
 predicted from the scan's global statistics (fading, yellowing, colour casts), scaled by its strength (the
 file's operating point, chosen on val, or `options.colour_strength`), is applied after the tone transfer; a
 grey scan gets one gain and offset for all channels; provenance ``parameters["colour_correction"]`` records
-the numbers. `tone_match=False` (`--no-tone-match`) gives exactly the official stage-1
+the numbers. Structure return (`options.structure_return`, default on with tone matching; **not in the official
+method**; oldphoto.imageops.structure): on a scan whose noise floor is low, the transfer's guide takes the scan's
+own structure back where stage 1 removed far more band-pass energy than the scan's noise (real texture a denoiser
+took for noise), never inside the mask or where the detector suspects a defect (`ItemState.suspect`); provenance
+``parameters["returned_structure"]`` records the floor and the photo's strength.
+`tone_match=False` (`--no-tone-match`) gives exactly the official stage-1
 semantics (decoder output, min-max stretch, nothing else).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -54,6 +60,7 @@ import torch.nn.functional as F
 
 from oldphoto.imageops.colour import corrected_rgb, is_grey_features
 from oldphoto.imageops.geometry import NetworkProbe, pad_to_multiple, probe_network, run_tiled
+from oldphoto.imageops.structure import DEFAULT_STRUCTURE_RETURN, ReturnedGuide, noise_floor, photo_strength
 from oldphoto.imageops.tone import DEFAULT_EPS, DEFAULT_SIGMA, guided_tone_transfer
 from oldphoto.networks.blocks import instance_norms
 from oldphoto.networks.refiner import at_strength
@@ -293,10 +300,13 @@ class GlobalRestorationStage(Stage):
         stretched = minmax_stretch(y, out=y).transpose(1, 2, 0)     # in place: y is this stage's own buffer
         if self.options.tone_match:
             mask = self._mask_used(state, use_scratch)
-            restored = guided_tone_transfer(stretched, state.decoded.pixels, None if mask is None else ~mask,
-                                            sigma=DEFAULT_SIGMA, eps=DEFAULT_EPS)
+            valid = None if mask is None else ~mask
+            restored = guided_tone_transfer(stretched, state.decoded.pixels, valid, sigma=DEFAULT_SIGMA,
+                                            eps=DEFAULT_EPS, guide=self._structure_guide(state, stretched, valid))
+            del valid
             state.provenance.parameters["tone_transfer"] = {
-                "method": "guided filter (guide: restored grey; source: scan; scratched pixels excluded)",
+                "method": "guided filter (guide: restored grey, with the scan's structure where returned_structure "
+                          "gave it back; source: scan; scratched pixels excluded)",
                 "sigma": DEFAULT_SIGMA, "eps": DEFAULT_EPS}
             if self._colour_on():
                 self._colour_correct(state, restored)
@@ -307,6 +317,25 @@ class GlobalRestorationStage(Stage):
         state.restored = restored
         state.provenance.parameters["global_path"] = (
             ("scratch_hr" if self.options.hr else "scratch") if use_scratch else "quality")
+
+    def _structure_guide(self, state: ItemState, restored: np.ndarray,
+                         valid: np.ndarray | None) -> ReturnedGuide | None:
+        """The tone transfer's guide with the scan's structure returned (`oldphoto.imageops.structure`), None
+        when `options.structure_return` is off or the scan's noise floor leaves it no strength."""
+        if not self.options.structure_return:
+            return None
+        scan = state.decoded.pixels
+        cfg = DEFAULT_STRUCTURE_RETURN
+        floor = noise_floor(scan, cfg)
+        strength = photo_strength(floor, cfg)
+        state.provenance.parameters["returned_structure"] = {
+            "noise_floor_levels": round(floor * 255.0, 3), "strength": round(strength, 3),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}}
+        if strength <= 0:
+            return None
+        if state.suspect is not None:   # possible defects the mask left out do not come back sharp
+            valid = ~state.suspect if valid is None else valid & ~state.suspect
+        return ReturnedGuide(restored, scan, valid, floor, strength, cfg)
 
     def process(self, state: ItemState) -> None:
         use_scratch = bool(state.use_scratch and state.mask is not None)

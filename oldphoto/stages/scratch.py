@@ -23,6 +23,11 @@ the image, the parts of the mask thicker than a scratch (blobs) are dropped, dus
 sky, margins) are not repainted; large real holes are then not inpainted either. Both guards are recorded in
 provenance, and what they removed does not count for the `auto` decision.
 
+Suspected defects (`ItemState.suspect`, oldphoto's addition): the pixels where the detector's probability reaches
+`SUSPECT_THRESHOLD` (well below its threshold), before the guards, grown by one working-size pixel. Nothing is
+inpainted there; structure return (`oldphoto.imageops.structure`) does not give the scan's structure back there,
+so a stain or scratch that stage 1 softened but the mask left out does not come back sharp.
+
 `--scratch off` skips the stage. `--scratch on` always uses the scratch path. `--scratch auto` uses it only
 when the mask covers at least the auto coverage of the pixels; the mask is saved whenever the detector ran. The
 pixel threshold and the auto rule are the detector's operating point (`operating_point`: the weights file's
@@ -48,6 +53,8 @@ from oldphoto.imageops.mask import (BLOB_GUARD_MAX_SPECK, BLOB_GUARD_MAX_THICKNE
 from oldphoto.provenance import StageName
 from oldphoto.stages.base import AUTO_SCRATCH_MIN_COVERAGE, SCRATCH_THRESHOLD, ItemState, Stage
 from oldphoto.stages.faces import landmarks_checkpoint
+
+SUSPECT_THRESHOLD = 0.2   # a possible defect (`suspected`): no structure return there (chosen on the val bench)
 
 
 def nearest_indices(n_out: int, n_in: int) -> np.ndarray:
@@ -100,6 +107,11 @@ def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.
         return ScratchMap(prob, rounded, [work])
     pooled = F.adaptive_max_pool2d(torch.from_numpy(run(fine))[None, None], work)[0, 0].numpy()
     return ScratchMap((prob + pooled) / 2.0, rounded, [work, fine])
+
+
+def suspected(prob: np.ndarray, threshold: float = SUSPECT_THRESHOLD) -> np.ndarray:
+    """Working-size bool map of possible defects: probability at or above `threshold`, grown by one pixel."""
+    return cv2.dilate((prob >= threshold).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
 
 def shrink_to_working_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -155,6 +167,7 @@ class ScratchDetectionStage(Stage):
                     "max_thickness": BLOB_GUARD_MAX_THICKNESS}
             mask = mask_to_size(kept, rounded, pixels.shape[:2])
             state.mask = mask
+            state.suspect = mask_to_size(suspected(prob), rounded, pixels.shape[:2])
             state.provenance.mask_coverage = round(float(mask.mean()), 6)
             # the auto decision: the share of working-size pixels at or above the auto threshold, without what
             # the face guard removed
