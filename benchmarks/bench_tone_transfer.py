@@ -4,6 +4,9 @@ Variants of `oldphoto.imageops.tone.guided_tone_transfer` (sigma 2, eps 1e-3):
 
 - untiled: the whole image as one tile (`tile` = the image's long side): what oldphoto did before;
 - tiled: 512-px tiles with an exact halo (the shipped default);
+- structure: tiled, with the structure return's guide (`oldphoto.imageops.structure`: the scan's noise floor,
+  then per tile the returned structure) at full strength, its worst case for time and memory (its quality is
+  measured on the val bench, MODEL_CARD.md, so it is left out of the quality part);
 - reduced ×s: the coefficients (a, b) computed on an s-times smaller image (area downscale, sigma/s) and
   upsampled bilinearly, out = a·guide + b at full size (He & Sun's "fast guided filter"), s = 2 and 4.
 
@@ -26,7 +29,8 @@ import sys
 import numpy as np
 
 GIB = 1024 ** 3
-VARIANTS = ("baseline", "untiled", "tiled", "reduced2", "reduced4")
+VARIANTS = ("baseline", "untiled", "tiled", "structure", "reduced2", "reduced4")
+QUALITY_VARIANTS = ("untiled", "tiled", "reduced2", "reduced4")
 
 
 def reduced_scale_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.ndarray | None, scale: int,
@@ -41,7 +45,8 @@ def reduced_scale_transfer(restored: np.ndarray, reference: np.ndarray, valid: n
     v = np.ones((h, w), bool) if valid is None else valid
     small = [cv2.resize(a, (sw, sh), interpolation=cv2.INTER_AREA) for a in (restored, reference)]
     wt = cv2.resize(v.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
-    fit = None if v.all() else _global_fit(restored, reference, v, eps, 512)
+    fit = None if v.all() else _global_fit(lambda y0, y1, x0, x1: restored[y0:y1, x0:x1].mean(axis=2), reference,
+                                           v, eps, 512)
     a, b = tone_coefficients(small[0].mean(axis=2), small[1], wt, sigma / scale, eps, fit)
     guide = restored.mean(axis=2)
     out = np.empty_like(reference)
@@ -59,6 +64,11 @@ def run_variant(name: str, restored: np.ndarray, reference: np.ndarray, valid: n
         return guided_tone_transfer(restored, reference, valid, tile=max(restored.shape[:2]))
     if name == "tiled":
         return guided_tone_transfer(restored, reference, valid)
+    if name == "structure":
+        from oldphoto.imageops.structure import ReturnedGuide, noise_floor
+
+        guide = ReturnedGuide(restored, reference, valid, noise_floor(reference), 1.0)
+        return guided_tone_transfer(restored, reference, valid, guide=guide)
     return reduced_scale_transfer(restored, reference, valid, int(name[-1]), DEFAULT_SIGMA, DEFAULT_EPS)
 
 
@@ -125,20 +135,20 @@ def quality() -> None:
     bank = TextureBank.procedural(0)
     restorer = Restorer(WeightsSource().load(), RestoreOptions(scratch="off", faces=False, tone_match=False,
                                                            review=False))
-    rows = {n: [] for n in VARIANTS[1:]}
-    diffs = {n: 0.0 for n in VARIANTS[1:]}
+    rows = {n: [] for n in QUALITY_VARIANTS}
+    diffs = {n: 0.0 for n in QUALITY_VARIANTS}
     for i, src in enumerate(sources):
         d = synthesize(src, np.random.default_rng(100 + i), bank)
         scan = (np.clip(d.degraded, 0, 1) * 255 + 0.5).astype(np.uint8)
         st = restorer.run(f"sample{i}.png", _png(scan))
         assert not st.failed, st.error
         restored, ref = st.restored, st.decoded.pixels
-        outs = {n: run_variant(n, restored, ref, None) for n in VARIANTS[1:]}
+        outs = {n: run_variant(n, restored, ref, None) for n in QUALITY_VARIANTS}
         for n, o in outs.items():
             rows[n].append(psnr(o, d.clean))
             diffs[n] = max(diffs[n], float(np.abs(o - outs["untiled"]).max()))
     print("quality on the 4 sample photos (network output as guide), PSNR vs the clean photo:")
-    for n in VARIANTS[1:]:
+    for n in QUALITY_VARIANTS:
         print(f"  {n:9s} {np.mean(rows[n]):6.2f} dB  ({np.mean(rows[n]) - np.mean(rows['untiled']):+.3f} dB vs "
               f"untiled; max abs difference from untiled {diffs[n]:.2e})")
 
