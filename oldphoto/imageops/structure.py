@@ -31,6 +31,8 @@ _HIST_RANGE = (-12.0, 1.0)        # log10 band energy (intensity in [0, 1])
 _HIST_BINS = 2600
 _CLIP_MARGIN = 2.0 / 255          # a pixel this close to the scan's darkest or brightest grey is clipped
 _CLIP_ERODE = 2                   # px: and so are its neighbours (a clipped region's edge is not noise either)
+_UNIFORM_SIDE = 15               # px: a square this large of exactly one value is digital (a padded frame, a filled
+#                                  margin, a clipped sky), not a scan's noise-free paper (JPEG's flat blocks are 8 px)
 _MIN_UNCLIPPED = 0.05             # below this share of unclipped pixels the floor is taken over all pixels
 _FLOOR_MIN = 0.5 / 255            # the floor never goes below half a grey level (8-bit quantisation)
 
@@ -85,15 +87,20 @@ def noise_floor(scan: np.ndarray, config: StructureReturnConfig = DEFAULT_STRUCT
                 tile: int = 512) -> float:
     """The scan's noise floor (intensity in [0, 1], at least half a grey level): the square root of the
     `floor_percentile` percentile of its band energy over its unclipped pixels (a histogram of log energies,
-    filled tile by tile)."""
+    filled tile by tile). Digitally uniform areas (exactly one value over `_UNIFORM_SIDE`² pixels: a padded frame,
+    a filled margin) and their surroundings within the energy's reach are left out, as clipped pixels are: they
+    would make a noisy scan look noise-free."""
     scan = np.asarray(scan, np.float32)
     h, w = scan.shape[:2]
     lo, hi = np.inf, -np.inf
     for y0, y1, x0, x1 in _tiles(h, w, tile):
         g = grey(scan[y0:y1, x0:x1])
         lo, hi = min(lo, float(g.min())), max(hi, float(g.max()))
-    ctx = config.halo + _CLIP_ERODE
+    reach = config.halo                # a uniform area's influence on the band energy around it
+    ctx = config.halo + max(_CLIP_ERODE, reach + _UNIFORM_SIDE // 2) + 1
     kernel = np.ones((2 * _CLIP_ERODE + 1,) * 2, np.uint8)
+    around = np.ones((2 * reach + 1,) * 2, np.uint8)
+    square = np.ones((_UNIFORM_SIDE,) * 2, np.uint8)
     kept = np.zeros(_HIST_BINS, np.int64)
     every = np.zeros(_HIST_BINS, np.int64)
     for y0, y1, x0, x1 in _tiles(h, w, tile):
@@ -103,8 +110,10 @@ def noise_floor(scan: np.ndarray, config: StructureReturnConfig = DEFAULT_STRUCT
         e = np.log10(np.maximum(band_energy(g, config)[inner], 1e-12))
         unclipped = ((g > lo + _CLIP_MARGIN) & (g < hi - _CLIP_MARGIN)).astype(np.uint8)
         unclipped = cv2.erode(unclipped, kernel, borderType=cv2.BORDER_REPLICATE)[inner] > 0
-        every += np.histogram(e, _HIST_BINS, _HIST_RANGE)[0]
-        kept += np.histogram(e[unclipped], _HIST_BINS, _HIST_RANGE)[0]
+        uniform = (cv2.dilate(g, square) - cv2.erode(g, square)) <= 0
+        informative = cv2.dilate(uniform.astype(np.uint8), around, borderType=cv2.BORDER_REPLICATE)[inner] == 0
+        every += np.histogram(e[informative], _HIST_BINS, _HIST_RANGE)[0]
+        kept += np.histogram(e[unclipped & informative], _HIST_BINS, _HIST_RANGE)[0]
     counts = kept if kept.sum() > _MIN_UNCLIPPED * every.sum() else every
     if counts.sum() == 0:
         return _FLOOR_MIN
