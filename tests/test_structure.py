@@ -50,6 +50,8 @@ def test_noise_floor_measures_noise_not_texture_and_ignores_clipped_pixels():
     framed = np.full((noisy.shape[0] + 60, noisy.shape[1] + 60, 3), 0.5, np.float32)
     framed[30:-30, 30:-30] = noisy
     assert noise_floor(framed) * 255 == pytest.approx(floors[2], rel=0.1)
+    # a blank, digitally uniform image says nothing of any noise: nothing is given back
+    assert photo_strength(noise_floor(np.full((64, 64, 3), 0.4, np.float32))) == 0.0
     # tiles do not change it (the histogram is filled tile by tile, each with its halo)
     assert noise_floor(noisy, tile=48) == noise_floor(noisy, tile=4096)
 

@@ -89,7 +89,7 @@ def noise_floor(scan: np.ndarray, config: StructureReturnConfig = DEFAULT_STRUCT
     `floor_percentile` percentile of its band energy over its unclipped pixels (a histogram of log energies,
     filled tile by tile). Digitally uniform areas (exactly one value over `_UNIFORM_SIDE`² pixels: a padded frame,
     a filled margin) and their surroundings within the energy's reach are left out, as clipped pixels are: they
-    would make a noisy scan look noise-free."""
+    would make a noisy scan look noise-free. With no pixel left the floor is unknown: 1.0 (strength 0)."""
     scan = np.asarray(scan, np.float32)
     h, w = scan.shape[:2]
     lo, hi = np.inf, -np.inf
@@ -115,8 +115,8 @@ def noise_floor(scan: np.ndarray, config: StructureReturnConfig = DEFAULT_STRUCT
         every += np.histogram(e[informative], _HIST_BINS, _HIST_RANGE)[0]
         kept += np.histogram(e[unclipped & informative], _HIST_BINS, _HIST_RANGE)[0]
     counts = kept if kept.sum() > _MIN_UNCLIPPED * every.sum() else every
-    if counts.sum() == 0:
-        return _FLOOR_MIN
+    if counts.sum() == 0:          # nothing says what the scan's noise is: unknown, so nothing is given back
+        return 1.0
     k = int(np.searchsorted(np.cumsum(counts), config.floor_percentile / 100.0 * counts.sum()))
     edges = np.linspace(*_HIST_RANGE, _HIST_BINS + 1)
     log_e = edges[min(k, _HIST_BINS - 1)] + 0.5 * (edges[1] - edges[0])
