@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 
@@ -38,15 +39,14 @@ def reduced_scale_transfer(restored: np.ndarray, reference: np.ndarray, valid: n
     """The fast-guided-filter variant: coefficients at 1/scale, upsampled, applied to the full-size guide."""
     import cv2
 
-    from oldphoto.imageops.tone import _global_fit, tone_coefficients
+    from oldphoto.imageops.tone import _global_fit, _guide, tone_coefficients
 
     h, w = restored.shape[:2]
     sh, sw = max(1, h // scale), max(1, w // scale)
     v = np.ones((h, w), bool) if valid is None else valid
     small = [cv2.resize(a, (sw, sh), interpolation=cv2.INTER_AREA) for a in (restored, reference)]
     wt = cv2.resize(v.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
-    fit = None if v.all() else _global_fit(lambda y0, y1, x0, x1: restored[y0:y1, x0:x1].mean(axis=2), reference,
-                                           v, eps, 512)
+    fit = None if v.all() else _global_fit(partial(_guide, restored), reference, v, eps, 512)
     a, b = tone_coefficients(small[0].mean(axis=2), small[1], wt, sigma / scale, eps, fit)
     guide = restored.mean(axis=2)
     out = np.empty_like(reference)

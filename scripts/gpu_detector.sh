@@ -8,8 +8,7 @@
 #      batch 4, it raised the val ROC AUC on well-kept scans with scratches 0.880 -> 0.912; its lower probabilities
 #      on degraded photos came from BatchNorm statistics re-estimated on batches of 4 (session 19), and with the
 #      starting detector's statistics put back it marked 0.40 % of the pixels of val photos without defects against
-#      0.11 %; RUNS="A C" compares the two
-#      at batch 32, where the statistics are the GPU run's own)
+#      0.11 %; RUNS="A C" compares the two at batch 32, where the statistics are the GPU run's own)
 # Session 17 (one H200, 15 minutes of device time in all): with 7 workers each run made 2,588 steps (83,000 crops
 # of 256 px) in 6.5 minutes, about 6.6 steps a second, bound by the synthesis; both were then resumed for 3 more
 # minutes (RESUME=1 with MINUTES 9.5). A was shipped; B trailed it on val (see resume/README.md). Two bugs the run

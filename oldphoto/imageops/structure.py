@@ -83,6 +83,13 @@ def _tiles(h: int, w: int, tile: int):
             yield y0, min(h, y0 + tile), x0, min(w, x0 + tile)
 
 
+def _with_context(y0: int, y1: int, x0: int, x1: int, ctx: int, h: int, w: int
+                  ) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(the crop grown by `ctx` pixels within the h×w image, the original crop's place inside it)."""
+    cy0, cy1, cx0, cx1 = max(0, y0 - ctx), min(h, y1 + ctx), max(0, x0 - ctx), min(w, x1 + ctx)
+    return (slice(cy0, cy1), slice(cx0, cx1)), (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+
+
 def noise_floor(scan: np.ndarray, config: StructureReturnConfig = DEFAULT_STRUCTURE_RETURN,
                 tile: int = 512) -> float:
     """The scan's noise floor (intensity in [0, 1], at least half a grey level): the square root of the
@@ -104,9 +111,8 @@ def noise_floor(scan: np.ndarray, config: StructureReturnConfig = DEFAULT_STRUCT
     kept = np.zeros(_HIST_BINS, np.int64)
     every = np.zeros(_HIST_BINS, np.int64)
     for y0, y1, x0, x1 in _tiles(h, w, tile):
-        cy0, cy1, cx0, cx1 = max(0, y0 - ctx), min(h, y1 + ctx), max(0, x0 - ctx), min(w, x1 + ctx)
-        g = grey(scan[cy0:cy1, cx0:cx1])
-        inner = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+        crop, inner = _with_context(y0, y1, x0, x1, ctx, h, w)
+        g = grey(scan[crop])
         e = np.log10(np.maximum(band_energy(g, config)[inner], 1e-12))
         unclipped = ((g > lo + _CLIP_MARGIN) & (g < hi - _CLIP_MARGIN)).astype(np.uint8)
         unclipped = cv2.erode(unclipped, kernel, borderType=cv2.BORDER_REPLICATE)[inner] > 0
@@ -150,12 +156,9 @@ class ReturnedGuide:
         self.floor, self.strength, self.config = floor, strength, config
 
     def __call__(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        h, w = self.restored.shape[:2]
-        c = self.config.halo
-        cy0, cy1, cx0, cx1 = max(0, y0 - c), min(h, y1 + c), max(0, x0 - c), min(w, x1 + c)
-        r = grey(self.restored[cy0:cy1, cx0:cx1])
-        s = grey(self.scan[cy0:cy1, cx0:cx1])
-        inner = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+        crop, inner = _with_context(y0, y1, x0, x1, self.config.halo, *self.restored.shape[:2])
+        r = grey(self.restored[crop])
+        s = grey(self.scan[crop])
         wt = return_weight(s, r, self.floor, self.strength, self.config)[inner]
         if self.valid is not None:
             wt = np.where(self.valid[y0:y1, x0:x1], wt, 0.0).astype(np.float32)
