@@ -187,6 +187,7 @@ def test_curator_reviews_a_run_in_chromium(restored, tmp_path):
         # reprocess the cup: scratch off, no faces
         Select(d.find_element(By.ID, "rp-scratch")).select_by_value("off")
         assert not d.find_element(By.ID, "rp-faces").is_selected()
+        d.find_element(By.ID, "rp-structure").click()      # unticked: the reprocess runs without structure return
         d.find_element(By.ID, "reprocess").click()
         assert "reprocess" in _wait(d, EC.presence_of_element_located((By.ID, "flash"))).text
         assert "alice" in d.find_element(By.ID, "decisions").text
@@ -224,7 +225,7 @@ def test_curator_reviews_a_run_in_chromium(restored, tmp_path):
     (queued,) = rq.reprocess_queue(cat)
     assert queued["item_id"] == truth["cup"].item_id
     assert queued["options"] == {"scratch": "off", "faces": False, "tone_match": True, "colour_correct": True,
-                                 "refine": True}
+                                 "structure_return": False, "refine": True}
     # review images were made once, in DEST beside the outputs
     for n, r in truth.items():
         assert (dest / n / "_review" / f"r{r.result_id}" / "thumb.jpg").is_file()

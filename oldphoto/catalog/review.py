@@ -43,7 +43,7 @@ SORTS = ("score", "name", "coverage", "recent")
 FACE_FILTERS = ("any", "none", "replaced", "kept")
 REVIEWED_FILTERS = ("yes", "no") + DECISIONS
 REPROCESS_OPTIONS = {"scratch": ("auto", "on", "off"), "faces": (True, False), "tone_match": (True, False),
-                     "colour_correct": (True, False), "refine": (True, False)}
+                     "colour_correct": (True, False), "structure_return": (True, False), "refine": (True, False)}
 
 
 class ReviewError(ValueError):
@@ -374,7 +374,7 @@ def save_metrics(cat: "Catalog", result_id: int, tone_change: float | None, widt
 # ------------------------------------------------------------------------------------------------ decisions
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
     """Reprocess options a reviewer may set (RestoreOptions fields): scratch auto/on/off, faces, tone_match,
-    colour_correct, refine."""
+    colour_correct, structure_return, refine."""
     out: dict[str, Any] = {}
     for k, v in options.items():
         if k not in REPROCESS_OPTIONS or v not in REPROCESS_OPTIONS[k]:

@@ -69,13 +69,14 @@ def grid_filter(q: dict[str, str]) -> rq.GridFilter:
 
 def reprocess_options(form: dict[str, str]) -> dict[str, Any]:
     """RestoreOptions overrides from the reprocess form: scratch auto/on/off; faces, tone match, colour
-    correction and the detail refiner on/off."""
+    correction, structure return and the detail refiner on/off."""
     opts: dict[str, Any] = {}
     if form.get("scratch") in ("auto", "on", "off"):
         opts["scratch"] = form["scratch"]
     opts["faces"] = form.get("faces") == "on"
     opts["tone_match"] = form.get("tone_match") == "on"
     opts["colour_correct"] = form.get("colour_correct") == "on"
+    opts["structure_return"] = form.get("structure_return") == "on"
     opts["refine"] = form.get("refine") == "on"
     return opts
 
