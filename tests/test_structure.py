@@ -151,7 +151,9 @@ def test_suspected_defects_grow_by_one_pixel_and_take_no_structure_back(tmp_path
     st = restored(None)
     assert st.suspect is not None and st.suspect.shape == st.decoded.pixels.shape[:2] and st.suspect.dtype == bool
     assert st.provenance.parameters["returned_structure"]["strength"] == 1.0
-    off = restored(None, structure_return=False).restored
+    plain = restored(None, structure_return=False)
+    assert plain.suspect is None and restored(None, tone_match=False).suspect is None   # nothing would read it
+    off = plain.restored
     assert np.abs(restored(False).restored - off).max() > 0.01   # where nothing is suspected, structure comes back
     # a photo the detector suspects all over takes no structure back: the plain tone transfer's output
     np.testing.assert_array_equal(restored(True).restored, off)
