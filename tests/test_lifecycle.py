@@ -475,7 +475,7 @@ def _cmdline(pid: int) -> str:
 
 def _archive_cmd(src: Path, out: Path, weights: Path) -> list[str]:
     return [sys.executable, "-c", "from oldphoto.cli import main; main()", "archive", str(src), str(out),
-            "--weights", str(weights), "--scratch", "off", "--no-faces"]
+            "--weights", str(weights), "--scratch", "off", "--no-faces", "-o", "structure_return=false"]
 
 
 @pytest.mark.slow
@@ -529,6 +529,9 @@ def test_archive_kill_9_then_rerun_leaves_nothing_behind(tmp_path, weights):
     assert rerun.n_done == len(names) - n_recorded
     assert cat.status_counts()["done"] == len(names) and _no_part_files(out) == []
     _agree(cat, src, out, names)
+    for name in names:        # `-o structure_return=false` reached every item (with it on, the floor is recorded)
+        params = json.loads((out / name / "provenance.json").read_text())["parameters"]
+        assert params["structure_return"] is False and "tone_transfer" in params and "returned_structure" not in params
 
     # a run where every item fails ends Failed, and says so
     bad = tmp_path / "bad"
@@ -741,3 +744,24 @@ def test_archive_flow_full_disk_fails_only_that_item(tmp_path, weights, small_tm
                 p = ItemProvenance.from_json(prov.read_text())
                 assert p.status == "failed" and p.run_id == run.id and p.outputs == []
     assert cat.item(str(src / "b_big.png")).status == "failed"
+
+
+def test_archive_options_are_checked_before_any_work(tmp_path):
+    """`oldphoto archive -o KEY=VALUE`: any other RestoreOptions field, typed and checked before a Prefect API or
+    Ray is started; a mistake is a usage error naming it."""
+    from oldphoto.cli.archive import parse_options
+
+    assert parse_options(["structure_return=false", "colour-strength=0.5", "face_strength=none"]) == {
+        "structure_return": False, "colour_strength": 0.5, "face_strength": None}
+    assert parse_options([]) == {}
+    for bad, says in ((["tone_match=false"], "own flag: --tone-match"), (["nope=1"], "unknown restore option 'nope'"),
+                      (["colour_strength=2"], "colour_strength"), (["refine=maybe"], "refine"),
+                      (["structure_return"], "is not KEY=VALUE")):
+        with pytest.raises(ValueError, match=says):
+            parse_options(bad)
+    src = tmp_path / "scans"
+    src.mkdir()
+    r = CliRunner().invoke(app, ["archive", str(src), str(tmp_path / "out"), "-o", "colour_strength=2"])
+    assert r.exit_code == 2 and "colour_strength" in r.output
+    assert not (tmp_path / "out").exists()           # stopped before anything was made
+

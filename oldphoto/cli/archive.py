@@ -6,6 +6,7 @@ $RAY_ADDRESS / --ray-address when given, else an embedded local session.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional
 
@@ -24,6 +25,10 @@ def archive(
     colour: bool = typer.Option(False, "--colour", help="Write grey scans as RGB."),
     tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match", help="As `oldphoto restore`."),
     tile: int = typer.Option(512, "--tile", help="Largest tile side for the restoration networks."),
+    option: list[str] = typer.Option([], "--option", "-o", metavar="KEY=VALUE",
+                                     help="Any other restore option (a field of oldphoto.pipeline.RestoreOptions, "
+                                          "as the flows' `options`), e.g. -o structure_return=false -o "
+                                          "colour_strength=0.5; repeatable; checked before the run starts."),
     weights: Optional[str] = typer.Option(None, "--weights", help="'default' (shipped), a weights folder, "
                                           "or 'official:/path/to/release' (default: $OLDPHOTO_WEIGHTS or shipped)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many items."),
@@ -31,6 +36,10 @@ def archive(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
 ) -> None:
     """Restore an archive folder or bucket with the restore-archive flow: Ray stage pools, catalog, summary."""
+    try:
+        options = parse_options(option)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--option") from None
     # no telemetry from a museum's machines (and no network to send it over)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from sqlalchemy.engine import make_url
@@ -69,7 +78,7 @@ def archive(
         state = restore_archive(source=source, destination=destination, catalog=catalog, scratch=scratch,
                                 limit=limit, reprocess_failed=reprocess_failed, ray_address=ray_address,
                                 weights=weights, faces=faces, hr=hr, colour=colour, tone_match=tone_match,
-                                tile=tile, return_state=True)
+                                tile=tile, options=options or None, return_state=True)
         summary = state.result(raise_on_failure=False)
     except MissingWeightsError as err:
         typer.echo(str(err), err=True)
@@ -85,6 +94,33 @@ def archive(
     for f in summary.get("failures", []):
         typer.echo(f"  FAILED {f.get('name') or f.get('uri')}: {f.get('error')}", err=True)
     raise typer.Exit(0 if c["failed"] == 0 else 1)
+
+
+OWN_FLAGS = {"scratch": "--scratch", "hr": "--hr", "faces": "--faces/--no-faces", "colour": "--colour",
+             "tone_match": "--tone-match/--no-tone-match", "tile": "--tile"}
+
+
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """`--option KEY=VALUE` pairs -> RestoreOptions overrides with their checked, typed values ("false" -> False,
+    "0.5" -> 0.5), so a mistake stops the command before any work; ValueError names the problem. Options with a
+    flag of their own are refused here (one way to set each)."""
+    from oldphoto.pipeline import RestoreOptions
+
+    fields = {f.name for f in dataclasses.fields(RestoreOptions)}
+    raw: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+        if key in OWN_FLAGS:
+            raise ValueError(f"{key} has its own flag: {OWN_FLAGS[key]}")
+        if key not in fields:
+            raise ValueError(f"unknown restore option {key!r} (known: {', '.join(sorted(fields - OWN_FLAGS.keys()))})")
+        raw[key] = value.strip()
+    values = {k: (None if v.lower() in ("none", "null") else v) for k, v in raw.items()}
+    checked = RestoreOptions(**values)        # ValueError: "invalid restore options: ..." with the field named
+    return {k: getattr(checked, k) for k in values}
 
 
 def _check_prefect_api() -> None:
