@@ -42,26 +42,7 @@ def archive(
         raise typer.BadParameter(str(e), param_hint="--option") from None
     # no telemetry from a museum's machines (and no network to send it over)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from sqlalchemy.engine import make_url
-
-    from oldphoto.storage import is_remote
-
-    if catalog is None and not os.environ.get("OLDPHOTO_CATALOG"):
-        if is_remote(destination):
-            typer.echo("error: no catalog: pass --catalog URL or set OLDPHOTO_CATALOG", err=True)
-            raise typer.Exit(2)
-        local = destination.removeprefix("file://")
-        os.makedirs(local, exist_ok=True)
-        catalog = "sqlite:///" + os.path.abspath(os.path.join(local, "catalog.sqlite"))
-    if catalog is not None and not catalog.startswith("secret:"):
-        try:
-            secret = make_url(catalog).password is not None
-        except Exception:
-            typer.echo("error: --catalog is not a database URL", err=True)
-            raise typer.Exit(2)
-        if secret:       # never a flow parameter (Prefect stores those): the flow reads it from the environment
-            os.environ["OLDPHOTO_CATALOG"] = catalog
-            catalog = None
+    catalog = _catalog_arg(catalog, destination)
     _check_prefect_api()
     from oldphoto.reaper import start_reaper
 
@@ -94,6 +75,32 @@ def archive(
     for f in summary.get("failures", []):
         typer.echo(f"  FAILED {f.get('name') or f.get('uri')}: {f.get('error')}", err=True)
     raise typer.Exit(0 if c["failed"] == 0 else 1)
+
+
+def _catalog_arg(catalog: Optional[str], destination: str) -> Optional[str]:
+    """The catalog the flow gets: DEST/catalog.sqlite for a local destination when none is named; a URL with a
+    password goes through the environment instead (never a flow parameter, which Prefect stores)."""
+    from sqlalchemy.engine import make_url
+
+    from oldphoto.storage import is_remote
+
+    if catalog is None and not os.environ.get("OLDPHOTO_CATALOG"):
+        if is_remote(destination):
+            typer.echo("error: no catalog: pass --catalog URL or set OLDPHOTO_CATALOG", err=True)
+            raise typer.Exit(2)
+        local = destination.removeprefix("file://")
+        os.makedirs(local, exist_ok=True)
+        catalog = "sqlite:///" + os.path.abspath(os.path.join(local, "catalog.sqlite"))
+    if catalog is not None and not catalog.startswith("secret:"):
+        try:
+            secret = make_url(catalog).password is not None
+        except Exception:
+            typer.echo("error: --catalog is not a database URL", err=True)
+            raise typer.Exit(2)
+        if secret:       # never a flow parameter (Prefect stores those): the flow reads it from the environment
+            os.environ["OLDPHOTO_CATALOG"] = catalog
+            catalog = None
+    return catalog
 
 
 OWN_FLAGS = {"scratch": "--scratch", "hr": "--hr", "faces": "--faces/--no-faces", "colour": "--colour",
