@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from oldphoto.imageops.tone import grey     # the tone transfer's guide and this module's grey are one function
+
 _HIST_RANGE = (-12.0, 1.0)        # log10 band energy (intensity in [0, 1])
 _HIST_BINS = 2600
 _CLIP_MARGIN = 2.0 / 255          # a pixel this close to the scan's darkest or brightest grey is clipped
@@ -62,12 +64,6 @@ def _radius(sigma: float) -> int:
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     k = 2 * _radius(sigma) + 1
     return cv2.GaussianBlur(a, (k, k), sigma, borderType=cv2.BORDER_REFLECT)
-
-
-def grey(img: np.ndarray) -> np.ndarray:
-    """H×W float32: the mean of the channels (the tone transfer's guide is made the same way)."""
-    a = np.asarray(img, np.float32)
-    return a.mean(axis=2) if a.ndim == 3 else a
 
 
 def band_energy(g: np.ndarray, config: StructureReturnConfig = DEFAULT_STRUCTURE_RETURN) -> np.ndarray:

@@ -173,6 +173,12 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
     return out if restored.ndim == 3 else out[..., 0]
 
 
+def grey(img: np.ndarray) -> np.ndarray:
+    """H×W float32: the mean of the channels (how the guide is made from an image; H×W stays as it is)."""
+    a = np.asarray(img, np.float32)
+    return a.mean(axis=2) if a.ndim == 3 else a
+
+
 def _guide(rst: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """The guide (mean of the restored image's channels) over a crop."""
-    return rst[y0:y1, x0:x1].mean(axis=2)
+    """The guide (`grey` of the restored image) over a crop."""
+    return grey(rst[y0:y1, x0:x1])
