@@ -45,8 +45,9 @@ class StructureReturnConfig:
     window: float = 4.0                             # Gaussian std (px) of the local energy average
     floor_percentile: float = 10.0                  # the noise floor: this percentile of the scan's band energy
     ratio_log10: tuple[float, float] = (0.6, 1.6)   # log10(D / N): no return at the first, full at the second
-    floor_levels: tuple[float, float] = (1.0, 2.5)  # floor (grey levels): full strength at the first, none at the
-    #                                                 second (chosen on the val split, MODEL_CARD.md)
+    floor_levels: tuple[float, float] = (1.0, 4.0)  # floor (grey levels): full strength at the first, none at the
+    #                                                 second (chosen on the val split, MODEL_CARD.md; about grey
+    #                                                 noise of sigma 3.6 and 15 levels)
 
     @property
     def halo(self) -> int:
