@@ -12,8 +12,10 @@
   albums, accession numbers) are kept: `SOURCE/box12/old/a.png` → `DEST/box12/old/a/`. Names that cannot be
   written are made writable by a fixed rule (`safe_part`); two inputs that would share a folder
   (case-insensitively) get `-<8 hex of sha1(URI)>` appended to the last part.
-- **Fingerprint** (`run_fingerprint`): the restore options except the device, and the sha256 of every
-  checkpoint they use. Equal fingerprint + equal input bytes = nothing to recompute, whichever command did it.
+- **Fingerprint** (`run_fingerprint`): the restore options except the device, the restoration revision
+  (`RESTORATION_REVISION`: raised whenever a code change alters what the same options and weights compute) and
+  the sha256 of every checkpoint they use. Equal fingerprint + equal input bytes = nothing to recompute, whichever
+  command did it; after an upgrade that restores differently, items are restored again.
 - **Plan** (`plan_items`): on the driver, from the catalog: an item whose source URI was already restored with
   this fingerprint and whose bytes are unchanged (size, then sha256) is skipped.
 - **Write** (`write_item`): every file through `Storage.write_bytes` (atomic locally, whole objects on S3),
@@ -182,12 +184,20 @@ def item_base(destination: str, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- fingerprint
+# Raise by one in the commit that changes what the same options and weights compute (a default, a rule, a step),
+# so that a re-run after an upgrade restores again instead of skipping: 1 = up to session 20; 2 = session 21
+# (structure return's noise floor reaches 4 grey levels).
+RESTORATION_REVISION = 2
+
+
 def run_fingerprint(options: Any, models: Any) -> tuple[dict[str, Any], str]:
     """(parameters, fingerprint) of a run: the restore options except the device (it does not change what
-    is computed) and the checkpoints they use (`models`: a ModelSet; loads no network)."""
+    is computed), the restoration revision (`RESTORATION_REVISION`) and the checkpoints they use (`models`: a
+    ModelSet; loads no network)."""
     from oldphoto.catalog import fingerprint
 
     params = {k: v for k, v in options.to_dict().items() if k != "device"}
+    params["restoration_revision"] = RESTORATION_REVISION
     checkpoints = [models.checkpoint(r) for r in options.required_roles() + options.optional_roles() if models.has(r)]
     return params, fingerprint(params, checkpoints)
 
@@ -377,4 +387,4 @@ class Heartbeat:
 
 
 __all__ = ["WorkItem", "SkippedInput", "Listing", "list_inputs", "output_names", "safe_part", "item_base",
-           "run_fingerprint", "plan_items", "claim_items", "read_input", "start_item", "write_item", "Recorder", "Heartbeat", "with_catalog_retry", "MAX_PART_BYTES"]
+           "RESTORATION_REVISION", "run_fingerprint", "plan_items", "claim_items", "read_input", "start_item", "write_item", "Recorder", "Heartbeat", "with_catalog_retry", "MAX_PART_BYTES"]

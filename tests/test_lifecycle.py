@@ -117,13 +117,14 @@ def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
 # fingerprints of these options (pinned when RestoreOptions became checked with pydantic, which must not move them;
 # re-pinned on 2026-12-02 when the colour_correct and colour_strength options were added: a new option is a new
 # record of what is computed, so every fingerprint moved once, on purpose; and again in session 7 for blob_guard
-# and in session 11 for refine, in session 15 for detector_scales, in session 20 for structure_return)
+# and in session 11 for refine, in session 15 for detector_scales, in session 20 for structure_return; in session 21
+# when the restoration revision joined the fingerprint, and again whenever RESTORATION_REVISION is raised)
 _PINNED_FINGERPRINTS = [      # (options, fingerprint, the same options given as text have the same fingerprint)
-    ({}, "82f0da6a51433902e0055f680618d357a6963785912a4c18688660d9442265ef", True),
+    ({}, "48b79127c6f5eb50d51db382d8711b063d3ca3da4f82f6b0c266ab09aa0b096a", True),
     (dict(scratch="on", hr=True, tile=256, face_strength=0.5, face_min_agreement=24.0, precision="bf16",
-          max_pixels=50_000_000), "b88ff36c4e39a75f5535ee489634b9f12395fae8c9049c4d99a77796bb818580", True),
+          max_pixels=50_000_000), "b4bf9b26cd757714f6c65b9a791b92cf041e00f8ef7a3e607f5276f790cb8e76", True),
     # ints given for float fields stay ints (their JSON, "1", is what was fingerprinted); the text "1" is 1.0
-    (dict(face_strength=1, scratch_threshold=0), "36ff4546762bf4605b7785e5a2d74b8279c70fde02b27e069acdbed2c87ad560",
+    (dict(face_strength=1, scratch_threshold=0), "3a5c4a4f841127fdf314fae9606e41916f842cefbfeba7ae3b2c5e4161e3161c",
      False),
 ]
 
@@ -141,12 +142,27 @@ def test_options_fingerprint_is_unchanged_by_the_checks(kw, expected, text_same)
     from oldphoto.lifecycle import run_fingerprint
     from oldphoto.stages.base import RestoreOptions
 
+    from oldphoto.lifecycle import RESTORATION_REVISION
+
     params, fp = run_fingerprint(RestoreOptions(**kw), _OneCheckpoint())
     assert fp == expected
-    assert params == {k: v for k, v in RestoreOptions(**kw).to_dict().items() if k != "device"}
+    assert params == {**{k: v for k, v in RestoreOptions(**kw).to_dict().items() if k != "device"},
+                      "restoration_revision": RESTORATION_REVISION}
     # the same options as text (Prefect parameters, forms) are coerced to the same values and fingerprint
     as_text = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in kw.items()}
     assert (run_fingerprint(RestoreOptions(**as_text), _OneCheckpoint())[1] == expected) is text_same
+
+
+def test_a_new_restoration_revision_restores_again(monkeypatch):
+    """The same options and weights under a raised restoration revision (a code change that restores differently)
+    have another fingerprint, so the plan does not skip what an older revision restored."""
+    import oldphoto.lifecycle as lc
+    from oldphoto.stages.base import RestoreOptions
+
+    params, before = lc.run_fingerprint(RestoreOptions(), _OneCheckpoint())
+    monkeypatch.setattr(lc, "RESTORATION_REVISION", lc.RESTORATION_REVISION + 1)
+    params_after, after = lc.run_fingerprint(RestoreOptions(), _OneCheckpoint())
+    assert after != before and params_after["restoration_revision"] == params["restoration_revision"] + 1
 
 
 def test_options_are_checked_with_clear_errors():
