@@ -772,7 +772,7 @@ def test_archive_options_are_checked_before_any_work(tmp_path):
     assert parse_options([]) == {}
     for bad, says in ((["tone_match=false"], "own flag: --tone-match"), (["nope=1"], "unknown restore option 'nope'"),
                       (["colour_strength=2"], "colour_strength"), (["refine=maybe"], "refine"),
-                      (["structure_return"], "is not KEY=VALUE")):
+                      (["structure_return"], "is not KEY=VALUE"), (["device=cuda"], "chosen per Ray pool")):
         with pytest.raises(ValueError, match=says):
             parse_options(bad)
     src = tmp_path / "scans"

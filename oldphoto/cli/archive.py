@@ -122,8 +122,11 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
             raise ValueError(f"{pair!r} is not KEY=VALUE")
         if key in OWN_FLAGS:
             raise ValueError(f"{key} has its own flag: {OWN_FLAGS[key]}")
+        if key == "device":
+            raise ValueError("device is chosen per Ray pool (a pool given GPUs runs on cuda; the flows' ray_config "
+                             "sets num_gpus per pool), not per run")
         if key not in fields:
-            raise ValueError(f"unknown restore option {key!r} (known: {', '.join(sorted(fields - OWN_FLAGS.keys()))})")
+            raise ValueError(f"unknown restore option {key!r} (known: {', '.join(sorted(fields - OWN_FLAGS.keys() - {'device'}))})")
         raw[key] = value.strip()
     values = {k: (None if v.lower() in ("none", "null") else v) for k, v in raw.items()}
     checked = RestoreOptions(**values)        # ValueError: "invalid restore options: ..." with the field named
