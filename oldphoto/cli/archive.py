@@ -105,12 +105,15 @@ def _catalog_arg(catalog: Optional[str], destination: str) -> Optional[str]:
 
 OWN_FLAGS = {"scratch": "--scratch", "hr": "--hr", "faces": "--faces/--no-faces", "colour": "--colour",
              "tone_match": "--tone-match/--no-tone-match", "tile": "--tile"}
+NOT_AN_OPTION = {**{k: f"{k} has its own flag: {flag}" for k, flag in OWN_FLAGS.items()},
+                 "device": "device is chosen per Ray pool (a pool given GPUs runs on cuda; the flows' ray_config sets "
+                           "num_gpus per pool), not per run"}
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:
     """`--option KEY=VALUE` pairs -> RestoreOptions overrides with their checked, typed values ("false" -> False,
     "0.5" -> 0.5), so a mistake stops the command before any work; ValueError names the problem. Options with a
-    flag of their own are refused here (one way to set each)."""
+    flag of their own, and the device (the Ray pools choose it), are refused here (`NOT_AN_OPTION`)."""
     from oldphoto.pipeline import RestoreOptions
 
     fields = {f.name for f in dataclasses.fields(RestoreOptions)}
@@ -120,13 +123,10 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ValueError(f"{pair!r} is not KEY=VALUE")
-        if key in OWN_FLAGS:
-            raise ValueError(f"{key} has its own flag: {OWN_FLAGS[key]}")
-        if key == "device":
-            raise ValueError("device is chosen per Ray pool (a pool given GPUs runs on cuda; the flows' ray_config "
-                             "sets num_gpus per pool), not per run")
+        if key in NOT_AN_OPTION:
+            raise ValueError(NOT_AN_OPTION[key])
         if key not in fields:
-            raise ValueError(f"unknown restore option {key!r} (known: {', '.join(sorted(fields - OWN_FLAGS.keys() - {'device'}))})")
+            raise ValueError(f"unknown restore option {key!r} (known: {', '.join(sorted(fields - NOT_AN_OPTION.keys()))})")
         raw[key] = value.strip()
     values = {k: (None if v.lower() in ("none", "null") else v) for k, v in raw.items()}
     checked = RestoreOptions(**values)        # ValueError: "invalid restore options: ..." with the field named
