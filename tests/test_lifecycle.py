@@ -781,3 +781,14 @@ def test_archive_options_are_checked_before_any_work(tmp_path):
     assert r.exit_code == 2 and "colour_strength" in r.output
     assert not (tmp_path / "out").exists()           # stopped before anything was made
 
+
+def test_the_flows_refuse_a_device_option(tmp_path):
+    """A deployment run given options={"device": ...} fails at once with the reason (the Ray pools choose the
+    device), as `oldphoto archive -o device=...` does, instead of restoring on a device nobody asked for."""
+    from oldphoto.flows.restore_archive import reprocess_failed, restore_archive
+
+    for flow_fn, args in ((restore_archive.fn, (str(tmp_path), str(tmp_path / "out"))), (reprocess_failed.fn, ())):
+        with pytest.raises(ValueError, match="device='cuda' refused: device is chosen per Ray pool"):
+            flow_fn(*args, options={"device": "cuda"})
+    assert not (tmp_path / "out").exists()
+

@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from oldphoto.distributed.config import DEVICE_PER_POOL
+
 
 def archive(
     source: str = typer.Argument(..., help="Scans to restore: a folder, file:///path or s3://bucket/prefix/."),
@@ -105,9 +107,7 @@ def _catalog_arg(catalog: Optional[str], destination: str) -> Optional[str]:
 
 OWN_FLAGS = {"scratch": "--scratch", "hr": "--hr", "faces": "--faces/--no-faces", "colour": "--colour",
              "tone_match": "--tone-match/--no-tone-match", "tile": "--tile"}
-NOT_AN_OPTION = {**{k: f"{k} has its own flag: {flag}" for k, flag in OWN_FLAGS.items()},
-                 "device": "device is chosen per Ray pool (a pool given GPUs runs on cuda; the flows' ray_config sets "
-                           "num_gpus per pool), not per run"}
+NOT_AN_OPTION = {**{k: f"{k} has its own flag: {flag}" for k, flag in OWN_FLAGS.items()}, "device": DEVICE_PER_POOL}
 
 
 def parse_options(pairs: list[str]) -> dict[str, object]:

@@ -30,6 +30,16 @@ WORKER_ENV = {
     "RAY_ADDRESS": "the Ray cluster (unset: an embedded local Ray session)",
 }
 OPTIONAL_ENV = {"AWS_ENDPOINT_URL": "an S3-compatible endpoint (MinIO, moto); unset for AWS S3"}
+# A distributed run's restore options carry no device: each Ray pool chooses its own.
+DEVICE_PER_POOL = ("device is chosen per Ray pool (a pool given GPUs runs on cuda; the flows' ray_config sets "
+                   "num_gpus per pool), not per run")
+
+
+def check_no_device(options: dict[str, Any]) -> None:
+    """ValueError (DEVICE_PER_POOL) when a distributed run's restore `options` name a device, which the Ray pools
+    would override: refused with the reason rather than dropped without a word."""
+    if "device" in options:
+        raise ValueError(f"restore option device={options['device']!r} refused: {DEVICE_PER_POOL}")
 
 
 def image(variant: str = "cpu") -> str:

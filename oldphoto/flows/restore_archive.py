@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from oldphoto.distributed import DistributedConfig, StageSource, ensure_ray
+from oldphoto.distributed.config import check_no_device
 from oldphoto.distributed.pipeline import ItemResult, iter_pipeline, run_parameters
 from oldphoto.lifecycle import (Heartbeat, Recorder, SkippedInput, WorkItem, claim_items, list_inputs,
                                 plan_items, with_catalog_retry)
@@ -252,7 +253,7 @@ def _restore(source: str | None, destination: str | None, catalog: str | None, o
     config = DistributedConfig.from_dict(ray_config)
     if ray_address:
         config.ray_address = ray_address
-    opts = RestoreOptions(**{k: v for k, v in options.items() if k != "device"})
+    opts = RestoreOptions(**options)
     stage_source = StageSource(WeightsSource.from_env(weights), opts)
     # missing weights stop the run here, with what is missing and how to get it (not once per item)
     check_models(stage_source.weights.load("cpu"), stage_source.restore_options())
@@ -283,6 +284,8 @@ def _restore(source: str | None, destination: str | None, catalog: str | None, o
 
 def _options(scratch: str, hr: bool, faces: bool, colour: bool, tone_match: bool, tile: int,
              options: dict[str, Any] | None) -> dict[str, Any]:
+    """The flow's restore options: its own parameters over `options`; a device is refused (`check_no_device`)."""
+    check_no_device(options or {})
     return {**(options or {}), "scratch": scratch, "hr": hr, "faces": faces, "colour": colour,
             "tone_match": tone_match, "tile": tile}
 
@@ -301,7 +304,8 @@ def restore_archive(source: str | None = None, destination: str | None = None, c
     (default $OLDPHOTO_WEIGHTS). Items already done with the same weights and options are skipped;
     `reprocess_failed` retries only the catalog's failed items. `ray_config`: DistributedConfig fields
     (pool sizes, num_gpus per pool, batch size). scratch, hr, faces, colour, tone_match, tile: as
-    `oldphoto restore`; `options`: any other `oldphoto.pipeline.RestoreOptions` field."""
+    `oldphoto restore`; `options`: any other `oldphoto.pipeline.RestoreOptions` field but the device (each Ray
+    pool chooses its own; refused)."""
     return _restore(source, destination, catalog, _options(scratch, hr, faces, colour, tone_match, tile, options),
                     limit, reprocess_failed, ray_address, weights, ray_config)
 

@@ -125,6 +125,11 @@ class RestoreOptions:
         return dataclasses.asdict(self)
 
     @property
+    def returns_structure(self) -> bool:
+        """Structure return can run: it works inside the tone transfer, so it needs `tone_match` as well."""
+        return self.tone_match and self.structure_return
+
+    @property
     def face_role(self) -> str:
         return "face_512" if self.hr else "face_256"
 

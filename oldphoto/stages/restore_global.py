@@ -322,7 +322,7 @@ class GlobalRestorationStage(Stage):
                          valid: np.ndarray | None) -> ReturnedGuide | None:
         """The tone transfer's guide with the scan's structure returned (`oldphoto.imageops.structure`), None
         when `options.structure_return` is off or the scan's noise floor leaves it no strength."""
-        if not self.options.structure_return:
+        if not self.options.returns_structure:
             return None
         scan = state.decoded.pixels
         cfg = DEFAULT_STRUCTURE_RETURN

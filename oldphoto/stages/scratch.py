@@ -27,7 +27,7 @@ Suspected defects (`ItemState.suspect`, oldphoto's addition): the pixels where t
 `SUSPECT_THRESHOLD` (well below its threshold), before the guards, grown by one working-size pixel. Nothing is
 inpainted there; structure return (`oldphoto.imageops.structure`) does not give the scan's structure back there,
 so a stain or scratch that stage 1 softened but the mask left out does not come back sharp. Made only when
-structure return can run (`tone_match` and `structure_return` on); else None.
+structure return can run (`RestoreOptions.returns_structure`: `tone_match` and `structure_return` on); else None.
 
 `--scratch off` skips the stage. `--scratch on` always uses the scratch path. `--scratch auto` uses it only
 when the mask covers at least the auto coverage of the pixels; the mask is saved whenever the detector ran. The
@@ -168,7 +168,7 @@ class ScratchDetectionStage(Stage):
                     "max_thickness": BLOB_GUARD_MAX_THICKNESS}
             mask = mask_to_size(kept, rounded, pixels.shape[:2])
             state.mask = mask
-            if opts.tone_match and opts.structure_return:      # only structure return reads it
+            if opts.returns_structure:      # only structure return reads it
                 state.suspect = mask_to_size(suspected(prob), rounded, pixels.shape[:2])
             state.provenance.mask_coverage = round(float(mask.mean()), 6)
             # the auto decision: the share of working-size pixels at or above the auto threshold, without what
