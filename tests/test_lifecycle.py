@@ -2,6 +2,7 @@
 fills up, real over-long paths, a real `kill -9` and a real PostgreSQL server stopped mid-run."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -780,6 +781,20 @@ def test_archive_options_are_checked_before_any_work(tmp_path):
     r = CliRunner().invoke(app, ["archive", str(src), str(tmp_path / "out"), "-o", "colour_strength=2"])
     assert r.exit_code == 2 and "colour_strength" in r.output
     assert not (tmp_path / "out").exists()           # stopped before anything was made
+
+
+def test_archive_own_flags_are_the_flows_own_parameters():
+    """`oldphoto archive` refuses `-o` for exactly the restore options the flows take as parameters of their own
+    (the CLI's `OWN_FLAGS` mirrors them: a new flow parameter must get its flag there)."""
+    import inspect
+
+    from oldphoto.cli.archive import OWN_FLAGS
+    from oldphoto.flows.restore_archive import reprocess_failed, restore_archive
+    from oldphoto.pipeline import RestoreOptions
+
+    fields = {f.name for f in dataclasses.fields(RestoreOptions)}
+    for flow_fn in (restore_archive.fn, reprocess_failed.fn):
+        assert set(inspect.signature(flow_fn).parameters) & fields == set(OWN_FLAGS)
 
 
 def test_the_flows_refuse_a_device_option(tmp_path):
