@@ -46,7 +46,7 @@ def reduced_scale_transfer(restored: np.ndarray, reference: np.ndarray, valid: n
     v = np.ones((h, w), bool) if valid is None else valid
     small = [cv2.resize(a, (sw, sh), interpolation=cv2.INTER_AREA) for a in (restored, reference)]
     wt = cv2.resize(v.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
-    fit = None if v.all() else _global_fit(partial(_guide, restored), reference, v, eps, 512)
+    fit = None if v.all() else partial(_global_fit, partial(_guide, restored), reference, v, eps, 512)
     a, b = tone_coefficients(small[0].mean(axis=2), small[1], wt, sigma / scale, eps, fit)
     guide = restored.mean(axis=2)
     out = np.empty_like(reference)

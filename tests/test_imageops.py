@@ -376,6 +376,31 @@ def test_tone_transfer_wide_holes_use_global_fit_and_edge_cases():
         guided_tone_transfer(restored, scan[:10])
 
 
+def test_tone_transfer_reads_the_guide_once_unless_a_window_is_empty():
+    """The global fit (a whole extra pass over the guide, which with structure return is costly) is made only
+    when some window holds no valid pixel; thin scratches leave none, and the result is the same either way."""
+    from oldphoto.imageops.tone import grey, guided_tone_transfer
+
+    g = _textured_grey(seed=3)
+    scan = np.repeat((0.5 * g + 0.25)[..., None], 3, axis=2)
+    restored = np.repeat(g[..., None], 3, axis=2)
+    calls = []
+
+    def guide(y0, y1, x0, x1):
+        calls.append((y0, y1, x0, x1))
+        return grey(restored[y0:y1, x0:x1])             # the default guide, counted
+
+    thin, wide = np.ones(g.shape, bool), np.ones(g.shape, bool)
+    thin[::9, :] = False                                       # one-pixel scratches
+    wide[:, 20:60] = False                                     # a hole wider than the window
+    for valid, passes in ((thin, 1), (wide, 2)):
+        calls.clear()
+        out = guided_tone_transfer(restored, scan, valid=valid, sigma=2.0, tile=32, guide=guide)
+        tiles = -(-g.shape[0] // 32) * -(-g.shape[1] // 32)
+        assert len(calls) == passes * tiles, (len(calls), tiles)
+        assert np.array_equal(out, guided_tone_transfer(restored, scan, valid=valid, sigma=2.0, tile=32))
+
+
 # ------------------------------------------------------------------------------------------- face safety
 def test_merge_faces_keeps_scan_faces_that_the_restored_image_lost():
     from oldphoto.imageops.faces import DetectedFace, box_iou, merge_faces

@@ -95,10 +95,14 @@ def _global_fit(guide: GuideFn, ref: np.ndarray, v: np.ndarray, eps: float,
     return a.astype(np.float32), (r_mean - a * g_mean).astype(np.float32)
 
 
+GlobalFit = Callable[[], tuple[np.ndarray, np.ndarray]]   # () -> (a, b) of the single fit over the whole image
+
+
 def tone_coefficients(guide: np.ndarray, ref: np.ndarray, wt: np.ndarray, sigma: float, eps: float,
-                      global_fit: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+                      global_fit: GlobalFit | None) -> tuple[np.ndarray, np.ndarray]:
     """The smoothed coefficients (a, b), each h×w×C, of the local fits ref_c ≈ a·guide + b (guide h×w, ref
-    h×w×C, weights h×w); windows without valid weight take `global_fit`. Output = a·guide + b."""
+    h×w×C, weights h×w); windows without valid weight take `global_fit()` (called only when there are such
+    windows). Output = a·guide + b."""
     mg, den = gaussian_mean(guide, sigma, wt)
     mgg, _ = gaussian_mean(guide * guide, sigma, wt)
     mp, _ = gaussian_mean(ref, sigma, wt)
@@ -111,13 +115,12 @@ def tone_coefficients(guide: np.ndarray, ref: np.ndarray, wt: np.ndarray, sigma:
     del mp, mg
     empty = den < _MIN_WEIGHT
     if empty.any() and global_fit is not None:       # windows without valid pixels: the global fit
-        a[empty] = global_fit[0]
-        b[empty] = global_fit[1]
+        a[empty], b[empty] = global_fit()
     return gaussian_mean(a, sigma)[0], gaussian_mean(b, sigma)[0]
 
 
 def _transfer_crop(guide: np.ndarray, ref: np.ndarray, wt: np.ndarray, sigma: float, eps: float,
-                   global_fit: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+                   global_fit: GlobalFit | None) -> np.ndarray:
     """The guided transfer on one crop: h×w×C float32 in [0, 1]."""
     a_s, b_s = tone_coefficients(guide, ref, wt, sigma, eps, global_fit)
     return np.clip(a_s * guide[..., None] + b_s, 0.0, 1.0).astype(np.float32)
@@ -158,7 +161,7 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
     ref = reference if reference.ndim == 3 else reference[..., None]
     rst = restored if restored.ndim == 3 else restored[..., None]
     guide_fn: GuideFn = guide if guide is not None else (lambda y0, y1, x0, x1: _guide(rst, y0, y1, x0, x1))
-    global_fit = None if v.all() else _global_fit(guide_fn, ref, v, eps, tile)
+    global_fit = None if v.all() else _once(lambda: _global_fit(guide_fn, ref, v, eps, tile))
     out = np.empty(ref.shape, np.float32)
     ctx = halo(sigma)
     for y0 in range(0, h, tile):
@@ -171,6 +174,18 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
                                   v[cy0:cy1, cx0:cx1].astype(np.float32), sigma, eps, global_fit)
             out[y0:y1, x0:x1] = crop[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
     return out if restored.ndim == 3 else out[..., 0]
+
+
+def _once(fn: GlobalFit) -> GlobalFit:
+    """`fn`, computed on the first call only: the global fit is a whole extra pass over the guide (the returned
+    guide's band energies included), needed only when some window holds no valid pixel (a wide defect)."""
+    cache: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def call() -> tuple[np.ndarray, np.ndarray]:
+        if not cache:
+            cache.append(fn())
+        return cache[0]
+    return call
 
 
 def grey(img: np.ndarray) -> np.ndarray:
