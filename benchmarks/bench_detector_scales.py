@@ -1,8 +1,9 @@
-"""Scratch detection with one scale (the official working size, the baseline) against two scales (oldphoto's
-default: the working size plus `fine_detector_size`), on the same scans in the same run.
+"""Scratch detection with one scale (the official working size, the baseline) against two scales (the working size
+plus `fine_detector_size`) and two scales with the mirrored pass (oldphoto's default, `detector_mirror`), on the
+same scans in the same run.
 
-For each scan size: the detection stage's own `scratch_probability` with `scales=1` and `scales=2`, the best of
---repeats runs each (seconds), and the ratio two/one; then, each in its own child process, the peak RSS of the
+For each scan size: the detection stage's own `scratch_probability` with `scales=1`, `scales=2` and `scales=2,
+mirror=True`, the best of --repeats runs each (seconds), and the ratios to one scale; then, each in its own child process, the peak RSS of the
 detection at one and at two scales above that process's RSS once the networks are loaded and the scan decoded (the
 peak is reset there through /proc/self/clear_refs, Linux), and the ratio. Scans: yours (--folder) or generated portraits with scratches at
 --sizes (long side, 4:3).
@@ -65,7 +66,8 @@ def scans(args: argparse.Namespace, tmp: Path) -> list[Path]:
     return paths
 
 
-def timed(net, pixels: np.ndarray, scales: int, repeats: int) -> tuple[float, list[tuple[int, int]]]:
+def timed(net, pixels: np.ndarray, scales: int, repeats: int,
+          mirror: bool = False) -> tuple[float, list[tuple[int, int]]]:
     import torch
 
     from oldphoto.stages.scratch import scratch_probability
@@ -74,7 +76,7 @@ def timed(net, pixels: np.ndarray, scales: int, repeats: int) -> tuple[float, li
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.no_grad():
-            sizes = scratch_probability(net, pixels, scales=scales).sizes
+            sizes = scratch_probability(net, pixels, scales=scales, mirror=mirror).sizes
         best = min(best, time.perf_counter() - t0)
     return best, sizes
 
@@ -106,24 +108,30 @@ def main() -> None:
     os.environ["BENCH_THREADS"] = str(args.threads)
     args.tmp.mkdir(parents=True, exist_ok=True)
     net = WeightsSource.from_options(args.weights).load().get("scratch_unet")
-    print(f"scratch detection, one scale (baseline) vs two scales; weights {args.weights}; torch threads {args.threads}")
-    print(f"{'scan':>28s} {'one scale s':>11s} {'two scales s':>12s} {'ratio':>6s}  network input sizes (two scales)")
-    ratios = []
+    print(f"scratch detection, one scale (baseline) vs two scales, without and with the mirrored pass; weights "
+          f"{args.weights}; torch threads {args.threads}")
+    print(f"{'scan':>28s} {'one scale s':>11s} {'two scales s':>12s} {'ratio':>6s} {'+ mirror s':>10s} {'ratio':>6s}"
+          f"  network input sizes (two scales)")
+    ratios, mirror_ratios = [], []
     for path in scans(args, args.tmp):
         pixels = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
         timed(net, pixels, 1, 1)                                   # warm-up (allocator, kernels)
         one, _ = timed(net, pixels, 1, args.repeats)
         two, sizes = timed(net, pixels, 2, args.repeats)
+        both, _ = timed(net, pixels, 2, args.repeats, mirror=True)
         ratios.append(two / one)
+        mirror_ratios.append(both / one)
         label = f"{path.name} {pixels.shape[1]}x{pixels.shape[0]}"
-        print(f"{label:>28s} {one:11.3f} {two:12.3f} {two / one:6.2f}  {' + '.join(f'{w}x{h}' for h, w in sizes)}")
+        print(f"{label:>28s} {one:11.3f} {two:12.3f} {two / one:6.2f} {both:10.3f} {both / one:6.2f}  "
+              f"{' + '.join(f'{w}x{h}' for h, w in sizes)}")
         if not args.no_memory:
             r1, r2 = (peak(str(s), path, args.weights) for s in (1, 2))
             m1, m2 = (r["peak"] - r["before"] for r in (r1, r2))
             print(f"{'':>28s} peak RSS of the detection above the loaded network and decoded scan"
                   f" ({r1['before'] / MIB:.0f} MiB): one scale {m1 / MIB:.0f} MiB, two scales {m2 / MIB:.0f} MiB,"
                   f" ratio {m2 / max(m1, 1):.2f}")
-    print(f"time ratio two/one scales: {min(ratios):.2f}-{max(ratios):.2f}")
+    print(f"time ratio two/one scales: {min(ratios):.2f}-{max(ratios):.2f}; with the mirrored pass (the default): "
+          f"{min(mirror_ratios):.2f}-{max(mirror_ratios):.2f}")
 
 
 if __name__ == "__main__":

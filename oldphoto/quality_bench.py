@@ -71,9 +71,9 @@ def _mean(xs: list[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def _detector_probs(models: Any, img: np.ndarray, scales: int) -> np.ndarray:
+def _detector_probs(models: Any, img: np.ndarray, opts: Any) -> np.ndarray:
     """Scratch probability at the image's size (the detection stage's own `scratch_probability`, at the restore
-    options' `detector_scales`)."""
+    options' `detector_scales` and `detector_mirror`: the map the mask is thresholded from)."""
     import torch
     import torch.nn.functional as F
 
@@ -82,7 +82,8 @@ def _detector_probs(models: Any, img: np.ndarray, scales: int) -> np.ndarray:
     net = models.get("scratch_unet")
     device = str(next(net.parameters()).device)
     with torch.no_grad():
-        small = scratch_probability(net, img, scales=scales, device=device).prob
+        small = scratch_probability(net, img, scales=opts.detector_scales, device=device,
+                                    mirror=opts.detector_mirror).prob
     prob = torch.from_numpy(small.astype(np.float32))[None, None]
     if prob.shape[-2:] != img.shape[:2]:
         prob = F.interpolate(prob, size=img.shape[:2], mode="bilinear", align_corners=False)
@@ -280,11 +281,11 @@ class _Ours:
         return self.models is not None and self.models.has("scratch_unet")
 
     @property
-    def scales(self) -> int:
-        """The detection scales the restore options use (the detector's figures are measured as the stage runs)."""
+    def restore_options(self) -> Any:
+        """The restore options (the detector's figures are measured as the stage runs: its scales and mirror)."""
         from oldphoto.pipeline import RestoreOptions
 
-        return (self.opts or RestoreOptions()).detector_scales
+        return self.opts or RestoreOptions()
 
     @classmethod
     def make(cls, weights: str | Path | None, options: dict[str, Any] | None) -> "_Ours":
@@ -389,11 +390,11 @@ def _synthetic_photo(i: int, rec: Any, seed: int, size: int, textures: Any, ours
 def _detect(ours: _Ours, d: Any, u: Any, entry: dict[str, Any], tally: _Tally) -> np.ndarray:
     """The detector on the scratched photo (scores against the true mask) and on the one without defects (false
     positives); returns the detected mask."""
-    prob = _detector_probs(ours.models, d.degraded, ours.scales)
+    prob = _detector_probs(ours.models, d.degraded, ours.restore_options)
     if d.mask.any() and not d.mask.all():
         tally.scores.append(prob.ravel())
         tally.labels.append(d.mask.ravel() > 0.5)
-    fp = _detector_probs(ours.models, u.degraded, ours.scales) >= ours.threshold
+    fp = _detector_probs(ours.models, u.degraded, ours.restore_options) >= ours.threshold
     tally.fp_pixels += int(fp.sum())
     tally.fp_total += fp.size
     entry["fp_rate_no_defects"] = float(fp.mean())
@@ -410,7 +411,7 @@ def _detect_large_scan(ours: _Ours, rec: Any, i: int, seed: int, size: int, text
     big = synthesize(odata.square_crop(rec.path, LARGE_SCAN_FACTOR * size),
                      np.random.default_rng([seed, i, LARGE_SCAN_FACTOR]), textures)
     if big.mask.any() and not big.mask.all():
-        tally.large_scores.append(_detector_probs(ours.models, big.degraded, ours.scales).ravel())
+        tally.large_scores.append(_detector_probs(ours.models, big.degraded, ours.restore_options).ravel())
         tally.large_labels.append(big.mask.ravel() > 0.5)
 
 
@@ -423,7 +424,7 @@ def _detect_on_clean_scan(ours: _Ours, clean: np.ndarray, i: int, seed: int, tex
     d = synthesize(clean, np.random.default_rng([seed, i, 7]), textures,
                    config=with_overrides(DEFAULT, **LOCAL_DEFECTS_ONLY))
     if d.mask.any() and not d.mask.all():
-        tally.clean_scores.append(_detector_probs(ours.models, d.degraded, ours.scales).ravel())
+        tally.clean_scores.append(_detector_probs(ours.models, d.degraded, ours.restore_options).ravel())
         tally.clean_labels.append(d.mask.ravel() > 0.5)
 
 

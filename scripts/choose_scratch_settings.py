@@ -18,7 +18,8 @@ well-kept scan should not take it). The pixel threshold chosen: the lowest whose
 the 0.5 % budget; the `auto` rule chosen: the (threshold, coverage cut) pair of best accuracy over all thresholds (the
 decision may count pixels at a higher threshold than the mask's; ties: the lower threshold, the lower cut). `--write`
 stores it in the detector file ("operating_point" in its metadata), which the pipeline then uses. Never run this on
-the test split to choose.
+the test split to choose. With `--mirror` (the default, as the pipeline) the pixel figures are those of the map with
+the mirrored pass, the coverage rule is counted on the one-pass map, as the detection stage does.
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def main() -> None:
                     help="keep this pixel threshold (e.g. the shipped one) and choose only the auto rule")
     ap.add_argument("--scales", type=int, default=2, choices=(1, 2),
                     help="detection scales (the pipeline's --detector-scales; 1 to compare with the official one)")
+    ap.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
+                    help="the detector also sees the mirrored scan (the pipeline's detector_mirror): the pixel "
+                         "figures on that map, the auto rule on the map without it, as the detection stage does")
     ap.add_argument("--pristine-budget", type=float, default=0.06,
                     help="the auto rule may send at most this share of the undegraded photos down the scratch path")
     ap.add_argument("--json", default=None)
@@ -61,8 +65,10 @@ def main() -> None:
     sizes = [int(v) for v in a.sizes.split(",")]
     net = models.get("scratch_unet")
 
-    def probs(img: np.ndarray) -> np.ndarray:
-        return scratch_probability(net, img, scales=a.scales).prob
+    def probs(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the mask's map, the auto decision's map)."""
+        found = scratch_probability(net, img, scales=a.scales, mirror=a.mirror)
+        return found.prob, found.unmirrored
 
     def labels(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         import cv2
@@ -81,24 +87,25 @@ def main() -> None:
                 d = synthesize(img, np.random.default_rng(rng_seed), textures)
                 u = synthesize(img, np.random.default_rng(rng_seed), textures, config=no_defects)
                 if d.mask.any():
-                    p = probs(d.degraded)
-                    scratched.append((p, labels(d.mask, p.shape)))
+                    p, q = probs(d.degraded)
+                    scratched.append((p, labels(d.mask, p.shape), q))
                 clean_probs.append(probs(u.degraded))
         print(f"scan size {size}: done", flush=True)
     print(f"{len(recs)} {a.split} photos x {len(sizes)} sizes x {a.seeds} seeds: {len(scratched)} scratched, "
           f"{len(clean_probs)} without local defects ({len(pristine)} of them not degraded at all)")
-    auc = roc_auc(np.concatenate([p.ravel() for p, _ in scratched]), np.concatenate([m.ravel() for _, m in scratched]))
+    auc = roc_auc(np.concatenate([p.ravel() for p, _, _ in scratched]),
+                  np.concatenate([m.ravel() for _, m, _ in scratched]))
     print(f"pixel ROC AUC on the scratched photos (pooled, as the bench): {auc:.4f}")
     rows = []
     cuts = [float(c) for c in np.geomspace(5e-5, 0.03, 48)]
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
-        fp = float(np.mean([(p >= t).mean() for p in clean_probs]))
-        fp_pristine = float(np.mean([(p >= t).mean() for p in pristine]))
-        f1s = float(np.mean([f1(p >= t, m) for p, m in scratched]))
-        rec_ = float(np.mean([((p >= t) & m).sum() / max(1, m.sum()) for p, m in scratched]))
-        cov_s = np.array([(p >= t).mean() for p, _ in scratched])
-        cov_c = np.array([(p >= t).mean() for p in clean_probs])
-        cov_p = np.array([(p >= t).mean() for p in pristine])
+        fp = float(np.mean([(p >= t).mean() for p, _ in clean_probs]))
+        fp_pristine = float(np.mean([(p >= t).mean() for p, _ in pristine]))
+        f1s = float(np.mean([f1(p >= t, m) for p, m, _ in scratched]))
+        rec_ = float(np.mean([((p >= t) & m).sum() / max(1, m.sum()) for p, m, _ in scratched]))
+        cov_s = np.array([(q >= t).mean() for _, _, q in scratched])
+        cov_c = np.array([(q >= t).mean() for _, q in clean_probs])
+        cov_p = np.array([(q >= t).mean() for _, q in pristine])
         # do no harm: only cuts that send at most the budget's share of the undegraded photos down the scratch path
         best = max(((float(np.mean(np.r_[cov_s >= c, cov_c < c])), -c) for c in cuts
                     if (cov_p >= c).mean() <= a.pristine_budget), default=(0.0, -1.0))
@@ -127,7 +134,7 @@ def main() -> None:
           f"{chosen['auto_min_coverage']:.3%} ({chosen['auto_accuracy']:.1%} right on {a.split})")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"split": a.split, "seeds": a.seeds, "sizes": sizes, "scales": a.scales, "photos": len(recs),
+            json.dump({"split": a.split, "seeds": a.seeds, "sizes": sizes, "scales": a.scales, "mirror": a.mirror, "photos": len(recs),
                        "roc_auc": auc, "pristine_budget": a.pristine_budget, "rows": rows, "chosen": chosen}, f,
                       indent=1)
     if a.write:

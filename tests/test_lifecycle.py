@@ -119,13 +119,14 @@ def test_s3_listing_skips_dotdot_and_hidden_keys(tmp_path):
 # re-pinned on 2026-12-02 when the colour_correct and colour_strength options were added: a new option is a new
 # record of what is computed, so every fingerprint moved once, on purpose; and again in session 7 for blob_guard
 # and in session 11 for refine, in session 15 for detector_scales, in session 20 for structure_return; in session 21
-# when the restoration revision joined the fingerprint, and again whenever RESTORATION_REVISION is raised)
+# when the restoration revision joined the fingerprint, and again whenever RESTORATION_REVISION is raised (session
+# 22 also added detector_mirror))
 _PINNED_FINGERPRINTS = [      # (options, fingerprint, the same options given as text have the same fingerprint)
-    ({}, "48b79127c6f5eb50d51db382d8711b063d3ca3da4f82f6b0c266ab09aa0b096a", True),
+    ({}, "ceae11d57881084c31046c55628785f598806af417e092db1379452b26758ba2", True),
     (dict(scratch="on", hr=True, tile=256, face_strength=0.5, face_min_agreement=24.0, precision="bf16",
-          max_pixels=50_000_000), "b4bf9b26cd757714f6c65b9a791b92cf041e00f8ef7a3e607f5276f790cb8e76", True),
+          max_pixels=50_000_000), "495c6cb174df53f2212d620da6662eeda582d4dbd8d2cfdadc4ade5040ae0820", True),
     # ints given for float fields stay ints (their JSON, "1", is what was fingerprinted); the text "1" is 1.0
-    (dict(face_strength=1, scratch_threshold=0), "3a5c4a4f841127fdf314fae9606e41916f842cefbfeba7ae3b2c5e4161e3161c",
+    (dict(face_strength=1, scratch_threshold=0), "65645a82a20b6d0686871e733a845781c77438f37dc0b1cb5716dc058c1be166",
      False),
 ]
 

@@ -421,8 +421,8 @@ def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
 
     img = np.full((1024, 1024, 3), 0.2, np.float32)
     img[:, 515] = 1.0                                   # column 4*128+3: not sampled by the 4x shrink
-    one, rounded, sizes_one = scratch_probability(net, img, scales=1)
-    two, _, sizes_two = scratch_probability(net, img, scales=2)
+    one, rounded, sizes_one, _ = scratch_probability(net, img, scales=1)
+    two, _, sizes_two, _ = scratch_probability(net, img, scales=2)
     assert rounded == (1024, 1024) and one.shape == two.shape == (256, 256)
     assert sizes_one == [(256, 256)] and sizes_two == [(256, 256), (512, 512)]     # what provenance records
     assert one.max() < 0.01
@@ -432,6 +432,32 @@ def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
     once = scratch_probability(net, small, scales=2)
     assert once.sizes == [(256, 256)]
     assert np.array_equal(once.prob, scratch_probability(net, small, scales=1).prob)
+
+def test_mirrored_pass_keeps_lines_and_drops_one_sided_answers():
+    """`mirror`: the detector also sees the mirrored scan and the logits are averaged. A "detector" that answers to
+    a pixel brighter than its left neighbour with no bright pixel two to its left marks a thin bright line in both
+    orientations (kept) but a dark-to-bright edge in one only (dropped); `plain` keeps the one-pass map (the `auto`
+    rule's), which equals the map without the mirrored pass."""
+    import torch.nn.functional as F
+
+    from oldphoto.stages.scratch import scratch_probability
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        p = F.pad(x, (2, 0, 0, 0), mode="replicate")
+        left, left2 = p[..., 1:-1], p[..., :-2]
+        return 30.0 * (x - left) - 40.0 * (left2 + 1.0) + 10.0
+
+    img = np.full((256, 256, 3), 0.2, np.float32)
+    img[:, 60] = 1.0                                    # a thin bright line
+    img[:, 180:] = 1.0                                  # a dark-to-bright edge at column 180
+    one = scratch_probability(net, img, scales=1)
+    both = scratch_probability(net, img, scales=1, mirror=True)
+    assert one.plain is None and both.plain is not None
+    assert np.array_equal(both.plain, one.prob) and np.array_equal(both.unmirrored, one.prob)
+    assert one.prob[:, 60].min() > 0.99 and one.prob[:, 180].min() > 0.99        # one pass: line and edge
+    assert both.prob[:, 60].min() > 0.99 and both.prob[:, 180].max() < 0.1     # mirrored: the line only
+    assert np.delete(both.prob, 60, axis=1).max() < 0.1
+
 
 def test_blob_guard_drops_large_mask_blobs_and_records_it(weights_dir):
     """A large bright area the (stub) detector marks as a defect beside drawn scratches: the blob guard takes it out

@@ -77,6 +77,10 @@ def restore(
                                         help="2: scans larger than the detector's working size (short side 256) are "
                                              "also searched at twice that size, so thin scratches on large scans "
                                              "are found (not in the official method); 1: the official single scale."),
+    detector_mirror: bool = typer.Option(True, "--detector-mirror/--no-detector-mirror",
+                                         help="The detector also sees the left-right mirrored scan and the two "
+                                              "answers are averaged, so texture it answers to in one orientation "
+                                              "only is not masked (not in the official method)."),
     tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match",
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "
@@ -128,7 +132,7 @@ def restore(
                                  max_pixels=int(max_megapixels * 1_000_000),
                                  face_strength=face_strength, face_min_agreement=face_min_agreement,
                                  face_guard=face_guard, blob_guard=blob_guard,
-                                 detector_scales=detector_scales)
+                                 detector_scales=detector_scales, detector_mirror=detector_mirror)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     from oldphoto.models import MissingWeightsError
