@@ -19,7 +19,7 @@ the 0.5 % budget; the `auto` rule chosen: the (threshold, coverage cut) pair of 
 decision may count pixels at a higher threshold than the mask's; ties: the lower threshold, the lower cut). `--write`
 stores it in the detector file ("operating_point" in its metadata), which the pipeline then uses. Never run this on
 the test split to choose. With `--mirror` (the default, as the pipeline) the pixel figures are those of the map with
-the mirrored pass, the coverage rule is counted on the one-pass map, as the detection stage does.
+the mirrored passes, the coverage rule is counted on the one-pass map, as the detection stage does.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--scales", type=int, default=2, choices=(1, 2),
                     help="detection scales (the pipeline's --detector-scales; 1 to compare with the official one)")
     ap.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
-                    help="the detector also sees the mirrored scan (the pipeline's detector_mirror): the pixel "
+                    help="the detector also sees the mirrored scans (the pipeline's detector_mirror): the pixel "
                          "figures on that map, the auto rule on the map without it, as the detection stage does")
     ap.add_argument("--pristine-budget", type=float, default=0.06,
                     help="the auto rule may send at most this share of the undegraded photos down the scratch path")

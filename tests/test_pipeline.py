@@ -434,10 +434,10 @@ def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
     assert np.array_equal(once.prob, scratch_probability(net, small, scales=1).prob)
 
 def test_mirrored_pass_keeps_lines_and_drops_one_sided_answers():
-    """`mirror`: the detector also sees the mirrored scan and the logits are averaged. A "detector" that answers to
-    a pixel brighter than its left neighbour with no bright pixel two to its left marks a thin bright line in both
-    orientations (kept) but a dark-to-bright edge in one only (dropped); `plain` keeps the one-pass map (the `auto`
-    rule's), which equals the map without the mirrored pass."""
+    """`mirror`: the detector also sees the scan mirrored three ways and the logits are averaged. A "detector" that
+    answers to a pixel brighter than its left neighbour with no bright pixel two to its left marks a thin bright
+    line in every orientation (kept) but a dark-to-bright edge only when it is not mirrored left-right (dropped);
+    `plain` keeps the one-pass map (the `auto` rule's), which equals the map without the mirrored passes."""
     import torch.nn.functional as F
 
     from oldphoto.stages.scratch import scratch_probability

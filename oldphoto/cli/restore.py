@@ -78,9 +78,10 @@ def restore(
                                              "also searched at twice that size, so thin scratches on large scans "
                                              "are found (not in the official method); 1: the official single scale."),
     detector_mirror: bool = typer.Option(True, "--detector-mirror/--no-detector-mirror",
-                                         help="The detector also sees the left-right mirrored scan and the two "
-                                              "answers are averaged, so texture it answers to in one orientation "
-                                              "only is not masked (not in the official method)."),
+                                         help="The detector also sees the scan mirrored left-right, upside down "
+                                              "and both, and the four answers are averaged, so texture it answers "
+                                              "to in one orientation only is not masked (not in the official "
+                                              "method)."),
     tone_match: bool = typer.Option(True, "--tone-match/--no-tone-match",
                                     help="Keep the scan's local tone and colour after global restoration (a guided "
                                          "filter, not in the official method); --no-tone-match gives exactly the "

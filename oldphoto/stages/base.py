@@ -75,7 +75,7 @@ class RestoreOptions:
     detector_scales: Annotated[int, Field(ge=1, le=2)] = 2   # 2: scans larger than the working size are also
                                           # detected at twice it (oldphoto.stages.scratch.scratch_probability);
                                           # 1: the official single scale
-    detector_mirror: bool = True          # the detector also sees the mirrored scan, logits averaged
+    detector_mirror: bool = True          # the detector also sees the scan mirrored 3 ways, logits averaged
                                           # (oldphoto.stages.scratch.scratch_probability; False = one pass)
     detector_tile: Positive = 1024        # detector tiles (at its working size; normal photos are one tile)
     scratch_threshold: Fraction | None = None          # None: the detector's own operating point (see above)

@@ -12,11 +12,11 @@ official map): a scan larger than the working size is also run at twice the work
 and the two maps are combined at the working size (`scratch_probability`), so thin scratches on large scans are
 found; the threshold and the auto rule were chosen on val with it (photos of 256, 512 and 1024 px).
 
-Mirrored pass (`options.detector_mirror`, default on; **not in the official method**, `--no-detector-mirror`): at
-each scale the detector also sees the left-right mirrored scan and the two logits are averaged; what it answers to
-in one orientation only (texture, edges) falls, a scratch looks alike both ways and stays. The mask is thresholded
-from that map; the `auto` decision still counts the one-pass map (`ScratchMap.plain`), on which its rule was chosen
-(on the averaged map the val protocol's best rule is right 88.6 % of the time against 93.8 %).
+Mirrored passes (`options.detector_mirror`, default on; **not in the official method**, `--no-detector-mirror`): at
+each scale the detector also sees the scan mirrored left-right, upside down and both, and the four logits are
+averaged; what it answers to in one orientation only (texture, edges) falls, a scratch looks alike every way and
+stays. The mask is thresholded from that map; the `auto` decision still counts the one-pass map (`ScratchMap.plain`),
+on which its rule was chosen.
 
 Face guard (`options.face_guard`, default on; **not in the official method**, `--no-face-guard --no-blob-guard`
 give the official mask): dlib finds the faces on the scan, and inside each face only scratch-like parts of the mask
@@ -86,11 +86,11 @@ class ScratchMap(NamedTuple):
     prob: np.ndarray                  # scratch probability at the working size, float64 (the mask's map)
     rounded: tuple[int, int]          # the image's 16-multiple size (H′, W′)
     sizes: list[tuple[int, int]]      # the sizes the network ran at: the working size, then the finer one if any
-    plain: np.ndarray | None = None   # with `mirror`: the map without the mirrored pass (the `auto` decision's)
+    plain: np.ndarray | None = None   # with `mirror`: the map without the mirrored passes (the `auto` decision's)
 
     @property
     def unmirrored(self) -> np.ndarray:
-        """The map without the mirrored pass (= `prob` when there was none)."""
+        """The map without the mirrored passes (= `prob` when there were none)."""
         return self.prob if self.plain is None else self.plain
 
 
@@ -106,9 +106,9 @@ def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.
     scale sees (texture at one scale) lower. Measured on val photos degraded as larger scans (MODEL_CARD.md):
     ROC AUC and false positives better on 512 and 1024 px scans, unchanged at the working size.
 
-    `mirror` (oldphoto's addition): at each scale the network also sees the left-right mirrored image and the two
-    logits are averaged (`prob`); what the network answers to in one orientation only (texture) falls, a scratch
-    stays. `plain` keeps the map without it, which the `auto` rule was chosen on."""
+    `mirror` (oldphoto's addition): at each scale the network also sees the image mirrored left-right, upside down
+    and both, and the four logits are averaged (`prob`); what the network answers to in one orientation only
+    (texture) falls, a scratch stays. `plain` keeps the one-pass map, which the `auto` rule was chosen on."""
     grey, rounded = detector_grey(pixels)
 
     def logits(x: np.ndarray) -> np.ndarray:
@@ -118,7 +118,11 @@ def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.
     def run(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         x = shrink_to_working_size(grey, size)[0].numpy()
         plain = logits(x)
-        both = (plain + logits(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]) / 2.0 if mirror else None
+        both = None
+        if mirror:
+            both = (plain + logits(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]
+                    + logits(np.ascontiguousarray(x[..., ::-1, :]))[..., ::-1, :]
+                    + logits(np.ascontiguousarray(x[..., ::-1, ::-1]))[..., ::-1, ::-1]) / 4.0
         return _sigmoid(plain), None if both is None else _sigmoid(both)
 
     work = detector_size(*rounded)
