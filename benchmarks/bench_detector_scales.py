@@ -1,12 +1,12 @@
 """Scratch detection with one scale (the official working size, the baseline) against two scales (the working size
-plus `fine_detector_size`) and two scales with the mirrored pass (oldphoto's default, `detector_mirror`), on the
+plus `fine_detector_size`) and two scales with the mirrored passes (oldphoto's default, `detector_mirror`), on the
 same scans in the same run.
 
 For each scan size: the detection stage's own `scratch_probability` with `scales=1`, `scales=2` and `scales=2,
-mirror=True`, the best of --repeats runs each (seconds), and the ratios to one scale; then, each in its own child process, the peak RSS of the
-detection at one and at two scales above that process's RSS once the networks are loaded and the scan decoded (the
-peak is reset there through /proc/self/clear_refs, Linux), and the ratio. Scans: yours (--folder) or generated portraits with scratches at
---sizes (long side, 4:3).
+mirror=True`, the best of --repeats runs each (seconds), and the ratios to one scale; then, each in its own child
+process, the peak RSS of the detection at one and at two scales above that process's RSS once the networks are
+loaded and the scan decoded (the peak is reset there through /proc/self/clear_refs, Linux), and the ratio. Scans:
+yours (--folder) or generated portraits with scratches at --sizes (long side, 4:3).
 
     .venv/bin/python benchmarks/bench_detector_scales.py [--sizes 600 2126 4000] [--weights oldphoto/weights]
     .venv/bin/python benchmarks/bench_detector_scales.py --folder samples/scans --no-memory

@@ -134,7 +134,8 @@ def main() -> None:
           f"{chosen['auto_min_coverage']:.3%} ({chosen['auto_accuracy']:.1%} right on {a.split})")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"split": a.split, "seeds": a.seeds, "sizes": sizes, "scales": a.scales, "mirror": a.mirror, "photos": len(recs),
+            json.dump({"split": a.split, "seeds": a.seeds, "sizes": sizes, "scales": a.scales, "mirror": a.mirror,
+                       "photos": len(recs),
                        "roc_auc": auc, "pristine_budget": a.pristine_budget, "rows": rows, "chosen": chosen}, f,
                       indent=1)
     if a.write:
