@@ -433,6 +433,7 @@ def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
     assert once.sizes == [(256, 256)]
     assert np.array_equal(once.prob, scratch_probability(net, small, scales=1).prob)
 
+
 def test_mirrored_pass_keeps_lines_and_drops_one_sided_answers():
     """`mirror`: the detector also sees the scan mirrored three ways and the logits are averaged. A "detector" that
     answers to a pixel brighter than its left neighbour with no bright pixel two to its left marks a thin bright

@@ -26,6 +26,7 @@ denoising of the scan.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import cv2
@@ -161,7 +162,9 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
     ref = reference if reference.ndim == 3 else reference[..., None]
     rst = restored if restored.ndim == 3 else restored[..., None]
     guide_fn: GuideFn = guide if guide is not None else (lambda y0, y1, x0, x1: _guide(rst, y0, y1, x0, x1))
-    global_fit = None if v.all() else _once(lambda: _global_fit(guide_fn, ref, v, eps, tile))
+    # the global fit is a whole extra pass over the guide (the returned guide's band energies included), needed
+    # only when some window holds no valid pixel (a wide defect): made on the first such window, then kept
+    global_fit = None if v.all() else functools.cache(lambda: _global_fit(guide_fn, ref, v, eps, tile))
     out = np.empty(ref.shape, np.float32)
     ctx = halo(sigma)
     for y0 in range(0, h, tile):
@@ -174,18 +177,6 @@ def guided_tone_transfer(restored: np.ndarray, reference: np.ndarray, valid: np.
                                   v[cy0:cy1, cx0:cx1].astype(np.float32), sigma, eps, global_fit)
             out[y0:y1, x0:x1] = crop[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
     return out if restored.ndim == 3 else out[..., 0]
-
-
-def _once(fn: GlobalFit) -> GlobalFit:
-    """`fn`, computed on the first call only: the global fit is a whole extra pass over the guide (the returned
-    guide's band energies included), needed only when some window holds no valid pixel (a wide defect)."""
-    cache: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def call() -> tuple[np.ndarray, np.ndarray]:
-        if not cache:
-            cache.append(fn())
-        return cache[0]
-    return call
 
 
 def grey(img: np.ndarray) -> np.ndarray:

@@ -82,6 +82,9 @@ def detector_grey(pixels: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
     return torch.from_numpy((grey / 255.0 - 0.5) / 0.5)[None, None], (h16, w16)
 
 
+MIRRORS = ((-1,), (-2,), (-2, -1))   # the mirrored passes: left-right, upside down, both (axes of H×W)
+
+
 class ScratchMap(NamedTuple):
     prob: np.ndarray                  # scratch probability at the working size, float64 (the mask's map)
     rounded: tuple[int, int]          # the image's 16-multiple size (H′, W′)
@@ -118,12 +121,12 @@ def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.
     def run(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         x = shrink_to_working_size(grey, size)[0].numpy()
         plain = logits(x)
-        both = None
-        if mirror:
-            both = (plain + logits(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]
-                    + logits(np.ascontiguousarray(x[..., ::-1, :]))[..., ::-1, :]
-                    + logits(np.ascontiguousarray(x[..., ::-1, ::-1]))[..., ::-1, ::-1]) / 4.0
-        return _sigmoid(plain), None if both is None else _sigmoid(both)
+        if not mirror:
+            return _sigmoid(plain), None
+        total = plain
+        for axes in MIRRORS:       # each mirrored answer flipped back onto the scan
+            total = total + np.flip(logits(np.ascontiguousarray(np.flip(x, axes))), axes)
+        return _sigmoid(plain), _sigmoid(total / (len(MIRRORS) + 1))
 
     work = detector_size(*rounded)
     plain, both = run(work)
