@@ -186,8 +186,9 @@ def item_base(destination: str, name: str) -> str:
 # ------------------------------------------------------------------------------------------- fingerprint
 # Raise by one in the commit that changes what the same options and weights compute (a default, a rule, a step),
 # so that a re-run after an upgrade restores again instead of skipping: 1 = up to session 20; 2 = session 21
-# (structure return's noise floor reaches 4 grey levels); 3 = session 22 (the detector's mirrored passes).
-RESTORATION_REVISION = 3
+# (structure return's noise floor reaches 4 grey levels); 3 = session 22 (the detector's mirrored passes); 4 =
+# session 23 (the `auto` decision counts the mirrored map; the networks run channels-last).
+RESTORATION_REVISION = 4
 
 
 def run_fingerprint(options: Any, models: Any) -> tuple[dict[str, Any], str]:

@@ -33,7 +33,9 @@ the CLI's --weights/--official) and get their ModelSet from its `load(device)`.
 Models are loaded on first `get` and cached for the whole process, keyed by file, its size and modification
 time, and device: the one model cache, so several ModelSets, stages or actors naming the same files share one copy
 (`clear_cache()` forgets them).
-Returned modules are in eval mode with gradients off; treat them as read-only.
+Returned modules are in eval mode with gradients off, their convolution weights in channels-last memory order
+(the same numbers, a faster layout for the CPU's and GPU's convolution kernels: `benchmarks/bench_memory_format.py`
+measures it against the default layout); treat them as read-only.
 """
 from __future__ import annotations
 
@@ -220,10 +222,11 @@ def _sha256(path: Path) -> str:
 
 
 def _freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no gradients, 4-d weights channels-last (module doc)."""
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return module
+    return module.to(memory_format=torch.channels_last)
 
 
 class ModelSet:

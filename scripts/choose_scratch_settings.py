@@ -18,8 +18,9 @@ well-kept scan should not take it). The pixel threshold chosen: the lowest whose
 the 0.5 % budget; the `auto` rule chosen: the (threshold, coverage cut) pair of best accuracy over all thresholds (the
 decision may count pixels at a higher threshold than the mask's; ties: the lower threshold, the lower cut). `--write`
 stores it in the detector file ("operating_point" in its metadata), which the pipeline then uses. Never run this on
-the test split to choose. With `--mirror` (the default, as the pipeline) the pixel figures are those of the map with
-the mirrored passes, the coverage rule is counted on the one-pass map, as the detection stage does.
+the test split to choose. `--mirror` (the default, as the pipeline) measures the map with the mirrored passes, and
+`--write` stores that choice as the file's operating point; `--no-mirror` measures the one-pass map, and `--write`
+stores it under the operating point's "unmirrored" entry (what the pipeline uses with `--no-detector-mirror`).
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def main() -> None:
     ap.add_argument("--scales", type=int, default=2, choices=(1, 2),
                     help="detection scales (the pipeline's --detector-scales; 1 to compare with the official one)")
     ap.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
-                    help="the detector also sees the mirrored scans (the pipeline's detector_mirror): the pixel "
-                         "figures on that map, the auto rule on the map without it, as the detection stage does")
+                    help="the detector also sees the mirrored scans (the pipeline's detector_mirror); --no-mirror: the "
+                         "one-pass map (--write then stores the operating point's 'unmirrored' entry)")
     ap.add_argument("--pristine-budget", type=float, default=0.06,
                     help="the auto rule may send at most this share of the undegraded photos down the scratch path")
     ap.add_argument("--json", default=None)
@@ -54,7 +55,7 @@ def main() -> None:
     from oldphoto.data.textures import TextureBank
     from oldphoto.weights_source import WeightsSource
     from oldphoto.quality import f1, roc_auc
-    from oldphoto.stages.scratch import scratch_probability
+    from oldphoto.stages.scratch import UNMIRRORED, scratch_probability
     from oldphoto.training.scratch import LARGE_SCAN_LABEL
     from oldphoto.synthesis import DEFAULT, synthesize, to_float, with_overrides
 
@@ -65,10 +66,9 @@ def main() -> None:
     sizes = [int(v) for v in a.sizes.split(",")]
     net = models.get("scratch_unet")
 
-    def probs(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(the mask's map, the auto decision's map)."""
-        found = scratch_probability(net, img, scales=a.scales, mirror=a.mirror)
-        return found.prob, found.unmirrored
+    def probs(img: np.ndarray) -> np.ndarray:
+        """The map the mask is thresholded from and the `auto` decision counts."""
+        return scratch_probability(net, img, scales=a.scales, mirror=a.mirror).prob
 
     def labels(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         import cv2
@@ -87,25 +87,24 @@ def main() -> None:
                 d = synthesize(img, np.random.default_rng(rng_seed), textures)
                 u = synthesize(img, np.random.default_rng(rng_seed), textures, config=no_defects)
                 if d.mask.any():
-                    p, q = probs(d.degraded)
-                    scratched.append((p, labels(d.mask, p.shape), q))
+                    p = probs(d.degraded)
+                    scratched.append((p, labels(d.mask, p.shape)))
                 clean_probs.append(probs(u.degraded))
         print(f"scan size {size}: done", flush=True)
     print(f"{len(recs)} {a.split} photos x {len(sizes)} sizes x {a.seeds} seeds: {len(scratched)} scratched, "
           f"{len(clean_probs)} without local defects ({len(pristine)} of them not degraded at all)")
-    auc = roc_auc(np.concatenate([p.ravel() for p, _, _ in scratched]),
-                  np.concatenate([m.ravel() for _, m, _ in scratched]))
+    auc = roc_auc(np.concatenate([p.ravel() for p, _ in scratched]),
+                  np.concatenate([m.ravel() for _, m in scratched]))
     print(f"pixel ROC AUC on the scratched photos (pooled, as the bench): {auc:.4f}")
     rows = []
     cuts = [float(c) for c in np.geomspace(5e-5, 0.03, 48)]
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
-        fp = float(np.mean([(p >= t).mean() for p, _ in clean_probs]))
-        fp_pristine = float(np.mean([(p >= t).mean() for p, _ in pristine]))
-        f1s = float(np.mean([f1(p >= t, m) for p, m, _ in scratched]))
-        rec_ = float(np.mean([((p >= t) & m).sum() / max(1, m.sum()) for p, m, _ in scratched]))
-        cov_s = np.array([(q >= t).mean() for _, _, q in scratched])
-        cov_c = np.array([(q >= t).mean() for _, q in clean_probs])
-        cov_p = np.array([(q >= t).mean() for _, q in pristine])
+        cov_s = np.array([(p >= t).mean() for p, _ in scratched])
+        cov_c = np.array([(p >= t).mean() for p in clean_probs])
+        cov_p = np.array([(p >= t).mean() for p in pristine])
+        fp, fp_pristine = float(cov_c.mean()), float(cov_p.mean())
+        f1s = float(np.mean([f1(p >= t, m) for p, m in scratched]))
+        rec_ = float(np.mean([((p >= t) & m).sum() / max(1, m.sum()) for p, m in scratched]))
         # do no harm: only cuts that send at most the budget's share of the undegraded photos down the scratch path
         best = max(((float(np.mean(np.r_[cov_s >= c, cov_c < c])), -c) for c in cuts
                     if (cov_p >= c).mean() <= a.pristine_budget), default=(0.0, -1.0))
@@ -142,15 +141,22 @@ def main() -> None:
         from oldphoto.weights import set_operating_point
 
         path = models.path("scratch_unet")
-        set_operating_point(path, {
+        point = {
             "threshold": chosen["threshold"], "auto_threshold": chosen["auto_threshold"],
             "auto_min_coverage": chosen["auto_min_coverage"],
             "chosen_on": f"{a.split} split, {len(recs)} photos x {a.seeds} seeds at scan sizes {a.sizes}, detection at "
-                         f"{a.scales} scale(s) (scripts/choose_scratch_settings.py)",
+                         f"{a.scales} scale(s), {'with' if a.mirror else 'without'} the mirrored passes "
+                         f"(scripts/choose_scratch_settings.py)",
             "val_fp_rate": round(chosen["fp_rate"], 5), "val_auto_accuracy": round(chosen["auto_accuracy"], 4),
             "val_f1": round(chosen["f1"], 4), "val_roc_auc": round(auc, 4),
-            "val_undegraded_to_scratch_path": round(chosen["auto_pristine_to_scratch"], 4)})
-        print(f"wrote the operating point into {path}")
+            "val_undegraded_to_scratch_path": round(chosen["auto_pristine_to_scratch"], 4)}
+        old = models.operating_point("scratch_unet")
+        if a.mirror:          # the default map's point; the one-pass map's entry stays
+            point = {**point, **({UNMIRRORED: old[UNMIRRORED]} if UNMIRRORED in old else {})}
+        else:
+            point = {**{k: v for k, v in old.items()}, UNMIRRORED: point}
+        set_operating_point(path, point)
+        print(f"wrote the operating point into {path}" + ("" if a.mirror else f" ({UNMIRRORED!r} entry)"))
 
 
 if __name__ == "__main__":

@@ -407,6 +407,14 @@ def test_detector_operating_point_comes_from_the_weights_file(tmp_path, weights_
     assert st.provenance.parameters["global_path"] == "scratch"
     st = _restorer(w, scratch="auto", scratch_threshold=0.3).run("s.png", _png(scratched))  # a threshold given:
     assert st.provenance.parameters["auto_scratch_threshold_used"] == 0.3                    # the decision's too
+    set_operating_point(w / "scratch_unet.safetensors", {"threshold": 0.9, "auto_threshold": 0.95,
+                                                         "auto_min_coverage": 0.5,
+                                                         "unmirrored": {"threshold": 0.8, "auto_threshold": 0.85}})
+    for mirror, used in ((True, (0.9, 0.95, 0.5)), (False, (0.8, 0.85, 0.5))):   # the one-pass map's own point
+        p = _restorer(w, scratch="auto", detector_mirror=mirror).run("s.png", _png(scratched)).provenance.parameters
+        assert p["detector_mirrored"] is mirror
+        assert (p["scratch_threshold_used"], p["auto_scratch_threshold_used"],
+                p["auto_scratch_min_coverage_used"]) == used
 
 
 
@@ -421,8 +429,8 @@ def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
 
     img = np.full((1024, 1024, 3), 0.2, np.float32)
     img[:, 515] = 1.0                                   # column 4*128+3: not sampled by the 4x shrink
-    one, rounded, sizes_one, _ = scratch_probability(net, img, scales=1)
-    two, _, sizes_two, _ = scratch_probability(net, img, scales=2)
+    one, rounded, sizes_one = scratch_probability(net, img, scales=1)
+    two, _, sizes_two = scratch_probability(net, img, scales=2)
     assert rounded == (1024, 1024) and one.shape == two.shape == (256, 256)
     assert sizes_one == [(256, 256)] and sizes_two == [(256, 256), (512, 512)]     # what provenance records
     assert one.max() < 0.01
@@ -437,8 +445,7 @@ def test_two_scale_detection_finds_a_line_too_thin_for_the_working_size():
 def test_mirrored_pass_keeps_lines_and_drops_one_sided_answers():
     """`mirror`: the detector also sees the scan mirrored three ways and the logits are averaged. A "detector" that
     answers to a pixel brighter than its left neighbour with no bright pixel two to its left marks a thin bright
-    line in every orientation (kept) but a dark-to-bright edge only when it is not mirrored left-right (dropped);
-    `plain` keeps the one-pass map (the `auto` rule's), which equals the map without the mirrored passes."""
+    line in every orientation (kept) but a dark-to-bright edge only when it is not mirrored left-right (dropped)."""
     import torch.nn.functional as F
 
     from oldphoto.stages.scratch import scratch_probability
@@ -453,8 +460,6 @@ def test_mirrored_pass_keeps_lines_and_drops_one_sided_answers():
     img[:, 180:] = 1.0                                  # a dark-to-bright edge at column 180
     one = scratch_probability(net, img, scales=1)
     both = scratch_probability(net, img, scales=1, mirror=True)
-    assert one.plain is None and both.plain is not None
-    assert np.array_equal(both.plain, one.prob) and np.array_equal(both.unmirrored, one.prob)
     assert one.prob[:, 60].min() > 0.99 and one.prob[:, 180].min() > 0.99        # one pass: line and edge
     assert both.prob[:, 60].min() > 0.99 and both.prob[:, 180].max() < 0.1     # mirrored: the line only
     assert np.delete(both.prob, 60, axis=1).max() < 0.1

@@ -15,8 +15,8 @@ found; the threshold and the auto rule were chosen on val with it (photos of 256
 Mirrored passes (`options.detector_mirror`, default on; **not in the official method**, `--no-detector-mirror`): at
 each scale the detector also sees the scan mirrored left-right, upside down and both, and the four logits are
 averaged; what it answers to in one orientation only (texture, edges) falls, a scratch looks alike every way and
-stays. The mask is thresholded from that map; the `auto` decision still counts the one-pass map (`ScratchMap.plain`),
-on which its rule was chosen.
+stays. The mask is thresholded from that map and the `auto` decision counts it, with the operating point chosen on
+it; the one-pass map has its own (the operating point's `UNMIRRORED` entry), used with `--no-detector-mirror`.
 
 Face guard (`options.face_guard`, default on; **not in the official method**, `--no-face-guard --no-blob-guard`
 give the official mask): dlib finds the faces on the scan, and inside each face only scratch-like parts of the mask
@@ -83,18 +83,13 @@ def detector_grey(pixels: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
 
 
 MIRRORS = ((-1,), (-2,), (-2, -1))   # the mirrored passes: left-right, upside down, both (axes of H×W)
+UNMIRRORED = "unmirrored"            # the operating point's entry for the one-pass map (`--no-detector-mirror`)
 
 
 class ScratchMap(NamedTuple):
-    prob: np.ndarray                  # scratch probability at the working size, float64 (the mask's map)
+    prob: np.ndarray                  # scratch probability at the working size, float64
     rounded: tuple[int, int]          # the image's 16-multiple size (H′, W′)
     sizes: list[tuple[int, int]]      # the sizes the network ran at: the working size, then the finer one if any
-    plain: np.ndarray | None = None   # with `mirror`: the map without the mirrored passes (the `auto` decision's)
-
-    @property
-    def unmirrored(self) -> np.ndarray:
-        """The map without the mirrored passes (= `prob` when there were none)."""
-        return self.prob if self.plain is None else self.plain
 
 
 def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.ndarray, scales: int = 2,
@@ -110,34 +105,27 @@ def scratch_probability(net: Callable[[torch.Tensor], torch.Tensor], pixels: np.
     ROC AUC and false positives better on 512 and 1024 px scans, unchanged at the working size.
 
     `mirror` (oldphoto's addition): at each scale the network also sees the image mirrored left-right, upside down
-    and both, and the four logits are averaged (`prob`); what the network answers to in one orientation only
-    (texture) falls, a scratch stays. `plain` keeps the one-pass map, which the `auto` rule was chosen on."""
+    and both, and the four logits are averaged; what the network answers to in one orientation only (texture)
+    falls, a scratch stays."""
     grey, rounded = detector_grey(pixels)
 
     def logits(x: np.ndarray) -> np.ndarray:
         return run_tiled(lambda t: net(t), x, out_channels=1, tile=tile, overlap=32, halo=64, multiple=16,
                          device=device)[0].astype(np.float64)
 
-    def run(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(size: tuple[int, int]) -> np.ndarray:
         x = shrink_to_working_size(grey, size)[0].numpy()
-        plain = logits(x)
-        if not mirror:
-            return _sigmoid(plain), None
-        total = plain
-        for axes in MIRRORS:       # each mirrored answer flipped back onto the scan
+        total = logits(x)
+        for axes in MIRRORS if mirror else ():     # each mirrored answer flipped back onto the scan
             total = total + np.flip(logits(np.ascontiguousarray(np.flip(x, axes))), axes)
-        return _sigmoid(plain), _sigmoid(total / (len(MIRRORS) + 1))
+        return _sigmoid(total / (len(MIRRORS) + 1) if mirror else total)
 
     work = detector_size(*rounded)
-    plain, both = run(work)
+    prob = run(work)
     fine = fine_detector_size(*rounded) if scales == 2 else None
     if fine is not None:
-        pool = lambda p: F.adaptive_max_pool2d(torch.from_numpy(p)[None, None], work)[0, 0].numpy()  # noqa: E731
-        fine_plain, fine_both = run(fine)
-        plain = (plain + pool(fine_plain)) / 2.0
-        both = None if both is None else (both + pool(fine_both)) / 2.0
-    sizes = [work] if fine is None else [work, fine]
-    return ScratchMap(plain, rounded, sizes) if both is None else ScratchMap(both, rounded, sizes, plain)
+        prob = (prob + F.adaptive_max_pool2d(torch.from_numpy(run(fine))[None, None], work)[0, 0].numpy()) / 2.0
+    return ScratchMap(prob, rounded, [work] if fine is None else [work, fine])
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -169,10 +157,13 @@ class ScratchDetectionStage(Stage):
     role = "scratch_unet"
 
     def operating_point(self) -> tuple[float, float, float]:
-        """(pixel threshold, auto minimum coverage, auto threshold): options, else the weights' own, else the
-        official defaults. The `auto` decision counts the pixels at or above the auto threshold (the weights' own,
-        chosen on val; else, or when the pixel threshold is given as an option, the pixel threshold)."""
+        """(pixel threshold, auto minimum coverage, auto threshold): options, else the weights' own (chosen on val
+        for the map the options make: with the mirrored passes, else the file's `UNMIRRORED` entry where it has
+        one), else the official defaults. The `auto` decision counts the pixels at or above the auto threshold (the
+        weights' own; else, or when the pixel threshold is given as an option, the pixel threshold)."""
         own = self.models.operating_point(self.role) if hasattr(self.models, "operating_point") else {}
+        if not self.options.detector_mirror:
+            own = {**own, **own.get(UNMIRRORED, {})}
         t = self.options.scratch_threshold
         c = self.options.auto_scratch_min_coverage
         threshold = float(t if t is not None else own.get("threshold", SCRATCH_THRESHOLD))
@@ -205,11 +196,11 @@ class ScratchDetectionStage(Stage):
             if opts.returns_structure:      # only structure return reads it
                 state.suspect = mask_to_size(suspected(prob), rounded, pixels.shape[:2])
             state.provenance.mask_coverage = round(float(mask.mean()), 6)
-            # the auto decision: the share of working-size pixels at or above the auto threshold in the map the
-            # rule was chosen on (without the mirrored pass), without what the face guard removed
-            auto_coverage = float(((found.unmirrored >= auto_threshold) & ~(small & ~kept)).mean())
+            # the auto decision: the share of working-size pixels at or above the auto threshold, without what the
+            # face guard removed
+            auto_coverage = float(((prob >= auto_threshold) & ~(small & ~kept)).mean())
             state.provenance.parameters.update(detector_sizes=[list(size) for size in sizes],
-                                               detector_mirrored=found.plain is not None,
+                                               detector_mirrored=opts.detector_mirror,
                                                scratch_threshold_used=threshold,
                                                auto_scratch_threshold_used=auto_threshold,
                                                auto_scratch_min_coverage_used=min_coverage,
