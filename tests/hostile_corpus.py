@@ -320,6 +320,12 @@ def lzw_tiff() -> Kind:
 
 
 @kind
+def lzw_rgb16_tiff() -> Kind:          # the usual archive master: tifffile needs imagecodecs for LZW; OpenCV reads it
+    rgb16 = (photo().astype(np.uint16) * 257)[..., ::-1]
+    return "lzw rgb16.tif", cv2.imencode(".tif", rgb16, [cv2.IMWRITE_TIFF_COMPRESSION, 5])[1].tobytes(), "ok:16"
+
+
+@kind
 def deflate_tiff() -> Kind:
     return "deflate.tif", save(photo(), "TIFF", compression="tiff_adobe_deflate"), "ok"
 

@@ -529,6 +529,32 @@ def test_float_tiffs_become_16_bit_with_a_warning():
     assert dec.grey and dec.bit_depth == 16 and np.allclose(dec.pixels[..., 0], grey / 255, atol=1e-6)
 
 
+def test_lzw_tiffs_that_tifffile_leaves_to_imagecodecs_are_decoded():
+    """LZW is the usual compression of 16-bit scans, and tifffile decodes it only with the optional imagecodecs
+    package (not installed): 16-bit RGB(A) and float LZW TIFFs (written by OpenCV's libtiff) still decode exactly;
+    a truncated one is still a clear decode error."""
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 65536, (21, 33, 3), dtype=np.uint16)
+    lzw = cv2.imencode(".tif", rgb[..., ::-1], [cv2.IMWRITE_TIFF_COMPRESSION, 5])[1].tobytes()
+    with tifffile.TiffFile(io.BytesIO(lzw)) as tf:
+        assert tf.pages[0].compression == 5
+    with pytest.raises(ValueError, match="imagecodecs"):      # what the fallback is for
+        tifffile.imread(io.BytesIO(lzw))
+    dec = decode_image(lzw)
+    assert dec.bit_depth == 16 and not dec.grey and dec.format == "TIFF"
+    np.testing.assert_array_equal(np.rint(dec.pixels * 65535).astype(np.uint16), rgb)
+    rgba = np.concatenate([rgb, np.full((21, 33, 1), 65535, np.uint16)], axis=2)
+    dec = decode_image(cv2.imencode(".tif", rgba[..., [2, 1, 0, 3]], [cv2.IMWRITE_TIFF_COMPRESSION, 5])[1].tobytes())
+    np.testing.assert_array_equal(np.rint(dec.pixels * 65535).astype(np.uint16), rgb)   # opaque alpha on white
+    f = rng.random((12, 10, 3)).astype(np.float32)
+    dec = decode_image(cv2.imencode(".tif", f[..., ::-1], [cv2.IMWRITE_TIFF_COMPRESSION, 5])[1].tobytes())
+    assert dec.bit_depth == 16 and np.abs(dec.pixels - f).max() < 1e-6
+    with pytest.raises(ImageDecodeError, match="cannot decode TIFF data"):
+        decode_image(lzw[: len(lzw) // 2])
+
+
 def test_multi_frame_files_give_the_first_frame_and_a_warning():
     a = np.zeros((8, 8, 3), np.uint8)
     later = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (120, 240)]

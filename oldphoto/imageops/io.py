@@ -7,7 +7,8 @@
 - grey files (L, LA, 1, I;16, I, F) are marked `grey` so the output can stay grey;
 - 16-bit files (grey or RGB, PNG or TIFF) keep 16-bit precision (`bit_depth` 16) so the output can be
   written back at the same depth; PIL truncates 16-bit RGB to 8 bits, so those are read with OpenCV (PNG)
-  or tifffile (TIFF) instead;
+  or tifffile (TIFF) instead; a TIFF compression tifffile cannot decode without the optional imagecodecs package
+  (LZW, the usual one of 16-bit scans; JPEG) is decoded by OpenCV's libtiff instead (`_tiff_first_page`);
 - floating-point TIFF (grey or RGB, 16/32/64-bit samples; PIL cannot open float RGB, tifffile reads it) is
   restored and **written as 16-bit integer TIFF** (`bit_depth` 16, a warning says so): samples within
   [0, 1] are taken as is, larger ones are read as 0..255, 0..65535 or 0..max, whichever first holds them all;
@@ -139,6 +140,34 @@ def _is_16bit_rgb(im: Image.Image, data: bytes) -> bool:
     return False
 
 
+def _opencv_unchanged(data: bytes) -> np.ndarray | None:
+    """The first image of `data` as OpenCV decodes it, at its own depth, channels reordered to RGB(A); None when
+    OpenCV cannot decode it."""
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is not None and arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = arr[..., [2, 1, 0, 3]] if arr.shape[2] == 4 else arr[..., ::-1]
+    return arr
+
+
+def _tiff_first_page(data: bytes, page: object | None = None) -> np.ndarray:
+    """The samples of a TIFF's first page (H×W or H×W×C, channels last) read by tifffile (`page`: that page,
+    already opened); when tifffile cannot decode them (a compression it leaves to the optional imagecodecs
+    package: LZW, JPEG, ...), by OpenCV's libtiff. Raises tifffile's error when neither can."""
+    import tifffile
+
+    try:
+        arr = page.asarray() if page is not None else tifffile.imread(io.BytesIO(data), key=0)
+    except Exception:
+        arr = _opencv_unchanged(data)
+        if arr is None:
+            raise
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    return arr
+
+
 def _composite_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = alpha[..., None]
     return rgb * a + (1.0 - a)
@@ -147,18 +176,11 @@ def _composite_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _read_16bit_rgb(data: bytes, fmt: str) -> np.ndarray:
     """H×W×3 float32 in [0, 1] for a 16-bit RGB(A) PNG or TIFF (alpha composited on white)."""
     if fmt == "PNG":
-        import cv2
-
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        arr = _opencv_unchanged(data)
         if arr is None or arr.ndim != 3:
             raise ImageDecodeError("cannot decode 16-bit PNG")
-        arr = arr[..., [2, 1, 0, 3]] if arr.shape[2] == 4 else arr[..., ::-1]
     else:
-        import tifffile
-
-        arr = tifffile.imread(io.BytesIO(data), key=0)
-        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
-            arr = np.moveaxis(arr, 0, -1)
+        arr = _tiff_first_page(data)
         if arr.ndim != 3:
             raise ImageDecodeError(f"unsupported 16-bit TIFF layout {arr.shape}")
     f = arr.astype(np.float32) / 65535.0
@@ -224,13 +246,11 @@ def _decode_float_tiff(data: bytes, max_pixels: int) -> DecodedImage:
             h, w = int(page.imagelength), int(page.imagewidth)
             if w * h > max_pixels:
                 raise _too_large(w, h, max_pixels)
-            arr = page.asarray()
+            arr = _tiff_first_page(data, page)
     except ImageDecodeError:
         raise
     except Exception as e:
         raise ImageDecodeError(f"cannot decode TIFF data (truncated or corrupt?): {safe_reason(e)}") from None
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
-        arr = np.moveaxis(arr, 0, -1)
     if arr.ndim == 2:
         g = _float_to_unit(arr)
         pixels, grey, mode = np.repeat(g[..., None], 3, axis=2), True, "F"
