@@ -326,6 +326,14 @@ def lzw_rgb16_tiff() -> Kind:          # the usual archive master: tifffile need
 
 
 @kind
+def cmyk16_tiff() -> Kind:             # once taken for RGBA (its black channel as alpha); PIL converts it
+    buf = io.BytesIO()
+    cmyk = np.concatenate([255 - photo(), np.zeros(photo().shape[:2] + (1,), np.uint8)], axis=2)
+    tifffile.imwrite(buf, cmyk.astype(np.uint16) * 257, photometric="separated")
+    return "cmyk16.tif", buf.getvalue(), "ok"
+
+
+@kind
 def deflate_tiff() -> Kind:
     return "deflate.tif", save(photo(), "TIFF", compression="tiff_adobe_deflate"), "ok"
 

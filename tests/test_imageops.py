@@ -555,6 +555,20 @@ def test_lzw_tiffs_that_tifffile_leaves_to_imagecodecs_are_decoded():
         decode_image(lzw[: len(lzw) // 2])
 
 
+def test_16bit_cmyk_tiff_is_converted_not_read_as_rgba():
+    """A 16-bit CMYK TIFF went down the 16-bit RGB(A) path and its black channel was taken for alpha: now PIL
+    converts it like an 8-bit one (R = (1 - C)(1 - K) ...)."""
+    import tifffile
+
+    rng = np.random.default_rng(6)
+    cmyk = rng.integers(0, 65536, (20, 30, 4), dtype=np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, cmyk, photometric="separated")
+    dec = decode_image(buf.getvalue())
+    c = cmyk / 65535.0
+    assert not dec.grey and np.abs(dec.pixels - (1 - c[..., :3]) * (1 - c[..., 3:])).max() < 3 / 255
+
+
 def test_multi_frame_files_give_the_first_frame_and_a_warning():
     a = np.zeros((8, 8, 3), np.uint8)
     later = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (120, 240)]

@@ -50,6 +50,7 @@ MAX_EXIF_BYTES = 65_533            # one JPEG APP1 segment (the smallest contain
 ORIENTATION_TAG = 0x0112
 # ImageDescription, Make, Model, Software, DateTime, Artist, Copyright
 TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)
+PHOTOMETRIC_RGB = 2                # TIFF tag 262's value for RGB samples (5: CMYK)
 
 
 class ImageDecodeError(ValueError):
@@ -133,10 +134,11 @@ def _is_16bit_rgb(im: Image.Image, data: bytes) -> bool:
     if im.format == "PNG" and data[12:16] == b"IHDR":
         bit_depth, colour_type = data[24], data[25]
         return bit_depth == 16 and colour_type in (2, 6)
-    if im.format == "TIFF":
-        bps = getattr(im, "tag_v2", {}).get(258)
+    if im.format == "TIFF":             # RGB only: PIL converts a 16-bit CMYK TIFF right (at 8 bits)
+        tags = getattr(im, "tag_v2", {})
+        bps = tags.get(258)
         if isinstance(bps, tuple) and len(bps) >= 3 and all(b == 16 for b in bps[:3]):
-            return True
+            return tags.get(262, PHOTOMETRIC_RGB) == PHOTOMETRIC_RGB
     return False
 
 
