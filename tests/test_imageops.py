@@ -555,6 +555,35 @@ def test_lzw_tiffs_that_tifffile_leaves_to_imagecodecs_are_decoded():
         decode_image(lzw[: len(lzw) // 2])
 
 
+def test_tiffs_pil_cannot_open_grey_alpha_16_and_extra_samples():
+    """PIL cannot open a 16-bit grey+alpha TIFF nor one with samples beyond alpha: tifffile reads them; alpha is
+    composited on white, samples the file does not call alpha are left out with a warning."""
+    import tifffile
+
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, 65536, (20, 30), dtype=np.uint16)
+    a = np.where(np.arange(30) < 15, 65535, 0).astype(np.uint16)[None, :].repeat(20, 0)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.stack([g, a], axis=2), photometric="minisblack", extrasamples=["unassalpha"])
+    dec = decode_image(buf.getvalue())
+    assert dec.grey and dec.bit_depth == 16 and dec.warnings == [] and dec.mode == "LA;16"
+    np.testing.assert_array_equal(np.rint(dec.pixels[:, :15, 0] * 65535).astype(np.uint16), g[:, :15])
+    assert dec.pixels[:, 15:].min() == 1.0                             # transparent: white
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.stack([g, a], axis=2), photometric="miniswhite", extrasamples=["unassalpha"])
+    dec = decode_image(buf.getvalue())                                # 0 is white there, alpha as before
+    np.testing.assert_array_equal(np.rint(dec.pixels[:, :15, 0] * 65535).astype(np.uint16), 65535 - g[:, :15])
+    assert dec.pixels[:, 15:].min() == 1.0
+    rgb = rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16)
+    five = np.concatenate([rgb, rng.integers(0, 65536, (20, 30, 2), dtype=np.uint16)], axis=2)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, five, photometric="rgb", extrasamples=["unspecified", "unspecified"])
+    dec = decode_image(buf.getvalue())
+    assert not dec.grey and dec.bit_depth == 16 and dec.mode == "RGB;16"
+    np.testing.assert_array_equal(np.rint(dec.pixels * 65535).astype(np.uint16), rgb)
+    assert dec.warnings == ["TIFF with 2 extra sample(s) per pixel beyond RGB: not restored"]
+
+
 def test_16bit_cmyk_tiff_is_converted_not_read_as_rgba():
     """A 16-bit CMYK TIFF went down the 16-bit RGB(A) path and its black channel was taken for alpha: now PIL
     converts it like an 8-bit one (R = (1 - C)(1 - K) ...)."""

@@ -9,7 +9,8 @@
   written back at the same depth; PIL truncates 16-bit RGB to 8 bits, so those are read with OpenCV (PNG)
   or tifffile (TIFF) instead; a TIFF compression tifffile cannot decode without the optional imagecodecs package
   (LZW, the usual one of 16-bit scans; JPEG) is decoded by OpenCV's libtiff instead (`_tiff_first_page`);
-- floating-point TIFF (grey or RGB, 16/32/64-bit samples; PIL cannot open float RGB, tifffile reads it) is
+- TIFFs PIL cannot open are read by tifffile: 16-bit grey+alpha, extra samples beyond alpha (left out with a
+  warning), and floating-point TIFF; floating-point TIFF (grey or RGB, 16/32/64-bit samples) is
   restored and **written as 16-bit integer TIFF** (`bit_depth` 16, a warning says so): samples within
   [0, 1] are taken as is, larger ones are read as 0..255, 0..65535 or 0..max, whichever first holds them all;
   NaN and negative samples become 0;
@@ -51,6 +52,7 @@ ORIENTATION_TAG = 0x0112
 # ImageDescription, Make, Model, Software, DateTime, Artist, Copyright
 TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)
 PHOTOMETRIC_RGB = 2                # TIFF tag 262's value for RGB samples (5: CMYK)
+TIFFFILE_PHOTOMETRICS = (0, 1, 2)  # what the tifffile path reads: grey (MinIsWhite, MinIsBlack) and RGB samples
 
 
 class ImageDecodeError(ValueError):
@@ -235,38 +237,70 @@ def _float_to_unit(a: np.ndarray) -> np.ndarray:
     return np.clip(a / np.float32(scale), 0.0, 1.0)
 
 
-def _decode_float_tiff(data: bytes, max_pixels: int) -> DecodedImage:
-    """A floating-point TIFF PIL cannot open (RGB, float16/64): first page via tifffile, written back 16-bit."""
+def _read_tiff_page(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, tuple[int, ...], int]:
+    """(first page's samples, photometric, extra samples' kinds, number of pages) of a TIFF the tifffile path reads
+    (grey or RGB samples, integer or float), its size checked before the samples are decoded."""
     import tifffile
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tf:
-            pages = len(tf.pages)
             page = tf.pages[0]
-            if page.dtype is None or page.dtype.kind != "f":
+            photometric = int(page.photometric)
+            if page.dtype is None or page.dtype.kind not in "fui" or photometric not in TIFFFILE_PHOTOMETRICS:
                 raise ImageDecodeError("not a readable image: unsupported TIFF layout")
             h, w = int(page.imagelength), int(page.imagewidth)
             if w * h > max_pixels:
                 raise _too_large(w, h, max_pixels)
+            extra = tuple(int(v) for v in (page.extrasamples or ()))
             arr = _tiff_first_page(data, page)
+            pages = len(tf.pages)
     except ImageDecodeError:
         raise
     except Exception as e:
         raise ImageDecodeError(f"cannot decode TIFF data (truncated or corrupt?): {safe_reason(e)}") from None
-    if arr.ndim == 2:
-        g = _float_to_unit(arr)
-        pixels, grey, mode = np.repeat(g[..., None], 3, axis=2), True, "F"
-    elif arr.ndim == 3 and arr.shape[2] in (3, 4):
-        f = _float_to_unit(arr)
-        pixels = _composite_white(f[..., :3], f[..., 3]) if f.shape[2] == 4 else np.ascontiguousarray(f)
-        grey, mode = False, "RGBF"
-    else:
-        raise ImageDecodeError(f"not a readable image: unsupported float TIFF layout {arr.shape}")
-    notes = [f"float TIFF ({arr.dtype}) written back as 16-bit integer TIFF"]
+    if arr.ndim not in (2, 3):
+        raise ImageDecodeError(f"not a readable image: unsupported TIFF layout {arr.shape}")
+    return arr, photometric, extra, pages
+
+
+def _tiff_samples_to_rgb(arr: np.ndarray, photometric: int, extra: tuple[int, ...]
+                         ) -> tuple[np.ndarray, bool, bool, int]:
+    """(H×W×3 float32 in [0, 1], colour, had alpha, samples left out) from a page's grey or RGB samples: alpha (the
+    sample after the grey or RGB ones when the file says so, ExtraSamples 1 or 2, or, with none said, when it is
+    the only one) composited on white; MinIsWhite grey inverted; further samples left out."""
+    unit = _float_to_unit(arr) if arr.dtype.kind == "f" else \
+        np.clip(arr.astype(np.float32) / np.iinfo(arr.dtype).max, 0, 1)
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    colour = channels >= 3
+    n = 3 if colour else 1
+    alpha = channels > n and (extra[0] in (1, 2) if extra else channels == n + 1)
+    base = unit.reshape(unit.shape[:2] + (channels,))
+    if photometric == 0:                        # MinIsWhite: the grey sample's 0 is white (alpha is not inverted)
+        base = np.concatenate([1.0 - base[..., :1], base[..., 1:]], axis=2)
+    pixels = _composite_white(base[..., :n], base[..., n]) if alpha else base[..., :n]
+    if not colour:
+        pixels = np.repeat(pixels.reshape(pixels.shape[:2] + (1,)), 3, axis=2)
+    return np.ascontiguousarray(pixels, dtype=np.float32), colour, alpha, channels - n - int(alpha)
+
+
+def _decode_tiff_pil_cannot_open(data: bytes, max_pixels: int) -> DecodedImage:
+    """A TIFF PIL cannot open (float RGB, float16/64, 16-bit grey+alpha, extra samples beyond alpha): its first page
+    via tifffile (`_tiff_first_page`), written back 16-bit (8-bit when its samples are 8-bit integers)."""
+    arr, photometric, extra, pages = _read_tiff_page(data, max_pixels)
+    pixels, colour, alpha, ignored = _tiff_samples_to_rgb(arr, photometric, extra)
+    is_float = arr.dtype.kind == "f"
+    notes = [f"float TIFF ({arr.dtype}) written back as 16-bit integer TIFF"] if is_float else []
+    if ignored:
+        notes.append(f"TIFF with {ignored} extra sample(s) per pixel beyond {'RGB' if colour else 'grey'}"
+                     f"{' and alpha' if alpha else ''}: not restored")
     if pages > 1:
         notes.append(f"multi-page file ({pages} pages): only the first was restored")
-    return DecodedImage(pixels=pixels.astype(np.float32, copy=False), grey=grey, bit_depth=16, format="TIFF",
-                        mode=mode, warnings=notes)
+    if is_float:
+        mode = "RGBF" if colour else "F"
+    else:
+        mode = ("RGB" if colour else "L") + ("A" if alpha else "") + f";{8 * arr.dtype.itemsize}"
+    return DecodedImage(pixels=pixels, grey=not colour, bit_depth=8 if arr.dtype.itemsize == 1 and not is_float else 16,
+                        format="TIFF", mode=mode, warnings=notes)
 
 
 def _frame_count(im: Image.Image) -> int:
@@ -286,7 +320,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
 
 def _decode(data: bytes, max_pixels: int) -> DecodedImage:
     im = _open(data, max_pixels)
-    if isinstance(im, DecodedImage):            # a float TIFF PIL cannot open
+    if isinstance(im, DecodedImage):            # a TIFF PIL cannot open
         return im
     fmt, mode = im.format, im.mode
     notes: list[str] = []
@@ -312,7 +346,7 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image | DecodedImage:
-    """The image PIL opens (header only, size checked), or a float TIFF decoded by tifffile."""
+    """The image PIL opens (header only, size checked), or a TIFF it cannot open decoded by tifffile."""
     try:
         im = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -320,7 +354,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image | DecodedImage:
                                "(--max-megapixels; decompression bomb guard)") from None
     except Image.UnidentifiedImageError:
         if _is_tiff(data):
-            return _decode_float_tiff(data, max_pixels)
+            return _decode_tiff_pil_cannot_open(data, max_pixels)
         raise ImageDecodeError("not a readable image: unrecognised file format") from None
     except Exception as e:
         raise ImageDecodeError(f"not a readable image: {safe_reason(e)}") from None
