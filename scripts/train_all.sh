@@ -68,7 +68,10 @@ python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 
 #     point re-chosen on val as above. On a CPU the same command with --device cpu runs (about 30 s a step).
 #   INIT="$W/scratch_unet.safetensors" scripts/gpu_detector.sh "$DATA" "$OUT/gpu" 6.5   # on a GPU machine, then run
 #   A's command again with --resume --max-minutes 9.5; copy "$OUT/gpu/A/scratch_unet.safetensors" to "$W"
-python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --write
+# 1f. (sessions 22-23) the operating point of each detector map: the one-pass map's (the file's "unmirrored" entry,
+#     used with --no-detector-mirror) first, then the mirrored map's (the default pipeline's), which keeps it
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --no-mirror --write
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 3 --threshold 0.6 --mirror --write
 
 # 2. VAE_A and VAE_B side by side (retrained 2026-11-22 with the small preset's norm "none", see oldphoto/training/vae.py)
 nice -n 10 "$OP" train vae-a   "${COMMON[@]}" --steps 12000 --max-minutes 24 &   # domain R: Solvay 1927 + STRONG synthetic

@@ -36,7 +36,11 @@ wait %1 %2
     > "$OUT/mapping_scratch.log" 2>&1 &
 wait
 # operating points, chosen on val (CPU-light)
-python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 2 --write > "$OUT/choose_scratch.log" 2>&1
+# (the one-pass map's point first, the file's "unmirrored" entry; then the default mirrored map's, which keeps it)
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 2 --no-mirror --write \
+    > "$OUT/choose_scratch.log" 2>&1
+python scripts/choose_scratch_settings.py --weights "$W" --data "$DATA" --seeds 2 --mirror --write \
+    >> "$OUT/choose_scratch.log" 2>&1
 if [ -n "${OUT_COPY:-}" ]; then
   cp "$W"/{scratch_unet,vae_a,vae_b_quality,vae_b_scratch,mapping_quality,mapping_scratch,face_256}.safetensors "$OUT_COPY/"
   tail -n 3 "$OUT"/*.log > "$OUT_COPY/train_gpu.log"
