@@ -154,7 +154,7 @@ def main() -> None:
         if a.mirror:          # the default map's point; the one-pass map's entry stays
             point = {**point, **({UNMIRRORED: old[UNMIRRORED]} if UNMIRRORED in old else {})}
         else:
-            point = {**{k: v for k, v in old.items()}, UNMIRRORED: point}
+            point = {**old, UNMIRRORED: point}
         set_operating_point(path, point)
         print(f"wrote the operating point into {path}" + ("" if a.mirror else f" ({UNMIRRORED!r} entry)"))
 
