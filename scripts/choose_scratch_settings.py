@@ -151,10 +151,10 @@ def main() -> None:
             "val_f1": round(chosen["f1"], 4), "val_roc_auc": round(auc, 4),
             "val_undegraded_to_scratch_path": round(chosen["auto_pristine_to_scratch"], 4)}
         old = models.operating_point("scratch_unet")
-        if a.mirror:          # the default map's point; the one-pass map's entry stays
-            point = {**point, **({UNMIRRORED: old[UNMIRRORED]} if UNMIRRORED in old else {})}
-        else:
+        if not a.mirror:      # the one-pass map's point: its entry beside the default map's point
             point = {**old, UNMIRRORED: point}
+        elif UNMIRRORED in old:   # the default map's point: the one-pass map's entry stays
+            point[UNMIRRORED] = old[UNMIRRORED]
         set_operating_point(path, point)
         print(f"wrote the operating point into {path}" + ("" if a.mirror else f" ({UNMIRRORED!r} entry)"))
 

@@ -180,9 +180,9 @@ class ScratchDetectionStage(Stage):
         extra = (landmarks_checkpoint(),) if opts.face_guard else ()
         with self.step(state, self.name, roles=(self.role,), extra_checkpoints=extra):
             pixels = state.decoded.pixels
-            found = scratch_probability(self.models.get(self.role), pixels, scales=opts.detector_scales,
-                                        tile=opts.detector_tile, device=opts.device, mirror=opts.detector_mirror)
-            prob, rounded, sizes = found.prob, found.rounded, found.sizes
+            prob, rounded, sizes = scratch_probability(self.models.get(self.role), pixels, scales=opts.detector_scales,
+                                                       tile=opts.detector_tile, device=opts.device,
+                                                       mirror=opts.detector_mirror)
             threshold, min_coverage, auto_threshold = self.operating_point()
             small = prob >= threshold
             kept = self._guard_faces(state, small, prob) if opts.face_guard else small
@@ -196,8 +196,8 @@ class ScratchDetectionStage(Stage):
             if opts.returns_structure:      # only structure return reads it
                 state.suspect = mask_to_size(suspected(prob), rounded, pixels.shape[:2])
             state.provenance.mask_coverage = round(float(mask.mean()), 6)
-            # the auto decision: the share of working-size pixels at or above the auto threshold, without what the
-            # face guard removed
+            # the auto decision: the share of working-size pixels at or above the auto threshold, without what
+            # the face guard removed
             auto_coverage = float(((prob >= auto_threshold) & ~(small & ~kept)).mean())
             state.provenance.parameters.update(detector_sizes=[list(size) for size in sizes],
                                                detector_mirrored=opts.detector_mirror,
