@@ -187,8 +187,9 @@ def item_base(destination: str, name: str) -> str:
 # Raise by one in the commit that changes what the same options and weights compute (a default, a rule, a step),
 # so that a re-run after an upgrade restores again instead of skipping: 1 = up to session 20; 2 = session 21
 # (structure return's noise floor reaches 4 grey levels); 3 = session 22 (the detector's mirrored passes); 4 =
-# session 23 (the `auto` decision counts the mirrored map; the networks run channels-last).
-RESTORATION_REVISION = 4
+# session 23 (the `auto` decision counts the mirrored map; the networks run channels-last); 5 = session 24 (a
+# 16-bit RGB TIFF's extra sample is alpha only where the file says so).
+RESTORATION_REVISION = 5
 
 
 def run_fingerprint(options: Any, models: Any) -> tuple[dict[str, Any], str]:

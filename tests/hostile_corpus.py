@@ -334,6 +334,14 @@ def cmyk16_tiff() -> Kind:             # once taken for RGBA (its black channel 
 
 
 @kind
+def rgb16_unspecified_extra_tiff() -> Kind:  # once composited as alpha: a zero extra sample made the photo white
+    buf = io.BytesIO()
+    samples = np.concatenate([photo(), np.zeros(photo().shape[:2] + (1,), np.uint8)], axis=2)
+    tifffile.imwrite(buf, samples.astype(np.uint16) * 257, photometric="rgb", extrasamples=["unspecified"])
+    return "rgb16 extra.tif", buf.getvalue(), "ok:16"
+
+
+@kind
 def deflate_tiff() -> Kind:
     return "deflate.tif", save(photo(), "TIFF", compression="tiff_adobe_deflate"), "ok"
 
@@ -480,6 +488,7 @@ WARNINGS = {    # what the decode policy reports in provenance, exactly
     "multipage.tif": ["multi-frame file (2 pages): only the first was restored"],
     "float.tif": ["float TIFF (float32) written back as 16-bit integer TIFF"],
     "float rgb.tif": ["float TIFF (float32) written back as 16-bit integer TIFF"],
+    "rgb16 extra.tif": ["TIFF with 1 extra sample(s) per pixel beyond RGB: not restored"],
     "huge icc.jpg": ["ICC profile of 3,000,000 bytes dropped (over 1,000,000: the output could not be read back)"],
 }
 MAX_MEGAPIXELS_ONLY = {"huge.png": "ok:grey"}     # the outcome at the default limit (200 MP)

@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/hostile_corpus.py, one generator per kind, 68 kinds) through `oldphoto restore` in one
+"""The hostile corpus (tests/hostile_corpus.py, one generator per kind, 69 kinds) through `oldphoto restore` in one
 run, in a child process with a peak RSS bound, and through `oldphoto archive` (slow: local Prefect API and Ray).
 
 Unreadable files fail with a clear one-line error (summary and provenance) while the others go on; valid but

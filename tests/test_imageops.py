@@ -584,6 +584,30 @@ def test_tiffs_pil_cannot_open_grey_alpha_16_and_extra_samples():
     assert dec.warnings == ["TIFF with 2 extra sample(s) per pixel beyond RGB: not restored"]
 
 
+def test_16bit_rgb_tiff_extra_samples_alpha_only_where_the_file_says_so():
+    """PIL opens a 16-bit RGB TIFF with one more sample, and oldphoto read that sample as alpha even where the file
+    calls it unspecified (ExtraSamples 0): a zero-filled one made the whole photo white. Now such a sample is left
+    out with a warning; associated (premultiplied) alpha and unassociated alpha are both composited on white."""
+    import tifffile
+
+    rng = np.random.default_rng(8)
+    rgb = rng.random((20, 30, 3))
+    a = np.where(np.arange(30) < 15, 1.0, 0.5)[None, :, None].repeat(20, 0)
+
+    def tiff(samples: np.ndarray, extra: str) -> bytes:
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, np.rint(samples * 65535).astype(np.uint16), photometric="rgb", extrasamples=[extra])
+        return buf.getvalue()
+
+    dec = decode_image(tiff(np.concatenate([rgb, np.zeros_like(a)], axis=2), "unspecified"))
+    assert dec.bit_depth == 16 and np.abs(dec.pixels - rgb).max() < 1e-4
+    assert dec.warnings == ["TIFF with 1 extra sample(s) per pixel beyond RGB: not restored"]
+    on_white = rgb * a + (1 - a)
+    for extra, stored in (("unassalpha", rgb), ("assocalpha", rgb * a)):
+        dec = decode_image(tiff(np.concatenate([stored, a], axis=2), extra))
+        assert dec.warnings == [] and np.abs(dec.pixels - on_white).max() < 1e-4, extra
+
+
 def test_16bit_cmyk_tiff_is_converted_not_read_as_rgba():
     """A 16-bit CMYK TIFF went down the 16-bit RGB(A) path and its black channel was taken for alpha: now PIL
     converts it like an 8-bit one (R = (1 - C)(1 - K) ...)."""

@@ -9,8 +9,10 @@
   written back at the same depth; PIL truncates 16-bit RGB to 8 bits, so those are read with OpenCV (PNG)
   or tifffile (TIFF) instead; a TIFF compression tifffile cannot decode without the optional imagecodecs package
   (LZW, the usual one of 16-bit scans; JPEG) is decoded by OpenCV's libtiff instead (`_tiff_first_page`);
-- TIFFs PIL cannot open are read by tifffile: 16-bit grey+alpha, extra samples beyond alpha (left out with a
-  warning), and floating-point TIFF; floating-point TIFF (grey or RGB, 16/32/64-bit samples) is
+- TIFFs PIL cannot open are read by tifffile: 16-bit grey+alpha, extra samples beyond alpha, and floating-point
+  TIFF; in every TIFF tifffile reads (16-bit RGB too), a sample is alpha only where the file says so (ExtraSamples
+  1, premultiplied, or 2; or, with nothing said, a single sample after the grey one or the RGB ones), others are
+  left out with a warning; floating-point TIFF (grey or RGB, 16/32/64-bit samples) is
   restored and **written as 16-bit integer TIFF** (`bit_depth` 16, a warning says so): samples within
   [0, 1] are taken as is, larger ones are read as 0..255, 0..65535 or 0..max, whichever first holds them all;
   NaN and negative samples become 0;
@@ -177,16 +179,17 @@ def _composite_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return rgb * a + (1.0 - a)
 
 
-def _read_16bit_rgb(data: bytes, fmt: str) -> np.ndarray:
-    """H×W×3 float32 in [0, 1] for a 16-bit RGB(A) PNG or TIFF (alpha composited on white)."""
-    if fmt == "PNG":
-        arr = _opencv_unchanged(data)
-        if arr is None or arr.ndim != 3:
-            raise ImageDecodeError("cannot decode 16-bit PNG")
-    else:
-        arr = _tiff_first_page(data)
-        if arr.ndim != 3:
-            raise ImageDecodeError(f"unsupported 16-bit TIFF layout {arr.shape}")
+def _read_16bit_rgb(data: bytes, fmt: str, max_pixels: int, notes: list[str]) -> np.ndarray:
+    """H×W×3 float32 in [0, 1] for a 16-bit RGB(A) PNG (OpenCV) or TIFF (the tifffile path, `_read_tiff_page` and
+    `_tiff_samples_to_rgb`, as for the TIFFs PIL cannot open); alpha composited on white."""
+    if fmt != "PNG":
+        arr, photometric, extra, _ = _read_tiff_page(data, max_pixels)
+        pixels, colour, alpha, ignored = _tiff_samples_to_rgb(arr, photometric, extra)
+        _note_ignored_samples(notes, ignored, colour, alpha)
+        return pixels
+    arr = _opencv_unchanged(data)
+    if arr is None or arr.ndim != 3:
+        raise ImageDecodeError("cannot decode 16-bit PNG")
     f = arr.astype(np.float32) / 65535.0
     if f.shape[2] >= 4:
         return _composite_white(f[..., :3], f[..., 3])
@@ -266,8 +269,9 @@ def _read_tiff_page(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, tupl
 def _tiff_samples_to_rgb(arr: np.ndarray, photometric: int, extra: tuple[int, ...]
                          ) -> tuple[np.ndarray, bool, bool, int]:
     """(H×W×3 float32 in [0, 1], colour, had alpha, samples left out) from a page's grey or RGB samples: alpha (the
-    sample after the grey or RGB ones when the file says so, ExtraSamples 1 or 2, or, with none said, when it is
-    the only one) composited on white; MinIsWhite grey inverted; further samples left out."""
+    sample after the grey or RGB ones when the file says so, ExtraSamples 1 (premultiplied) or 2, or, with none
+    said, when it is the only one) composited on white; MinIsWhite grey inverted; further samples (ExtraSamples 0,
+    unspecified, is not alpha) left out."""
     unit = _float_to_unit(arr) if arr.dtype.kind == "f" else \
         np.clip(arr.astype(np.float32) / np.iinfo(arr.dtype).max, 0, 1)
     channels = 1 if arr.ndim == 2 else arr.shape[2]
@@ -275,12 +279,24 @@ def _tiff_samples_to_rgb(arr: np.ndarray, photometric: int, extra: tuple[int, ..
     n = 3 if colour else 1
     alpha = channels > n and (extra[0] in (1, 2) if extra else channels == n + 1)
     base = unit.reshape(unit.shape[:2] + (channels,))
+    samples, a = base[..., :n], base[..., n] if alpha else None
     if photometric == 0:                        # MinIsWhite: the grey sample's 0 is white (alpha is not inverted)
-        base = np.concatenate([1.0 - base[..., :1], base[..., 1:]], axis=2)
-    pixels = _composite_white(base[..., :n], base[..., n]) if alpha else base[..., :n]
+        samples = 1.0 - samples
+    if a is None:
+        pixels = samples
+    elif extra and extra[0] == 1:               # associated (premultiplied) alpha: the samples hold value x alpha
+        pixels = samples if photometric == 0 else np.clip(samples + (1.0 - a[..., None]), 0.0, 1.0)
+    else:
+        pixels = _composite_white(samples, a)
     if not colour:
         pixels = np.repeat(pixels.reshape(pixels.shape[:2] + (1,)), 3, axis=2)
     return np.ascontiguousarray(pixels, dtype=np.float32), colour, alpha, channels - n - int(alpha)
+
+
+def _note_ignored_samples(notes: list[str], ignored: int, colour: bool, alpha: bool) -> None:
+    if ignored:
+        notes.append(f"TIFF with {ignored} extra sample(s) per pixel beyond {'RGB' if colour else 'grey'}"
+                     f"{' and alpha' if alpha else ''}: not restored")
 
 
 def _decode_tiff_pil_cannot_open(data: bytes, max_pixels: int) -> DecodedImage:
@@ -290,9 +306,7 @@ def _decode_tiff_pil_cannot_open(data: bytes, max_pixels: int) -> DecodedImage:
     pixels, colour, alpha, ignored = _tiff_samples_to_rgb(arr, photometric, extra)
     is_float = arr.dtype.kind == "f"
     notes = [f"float TIFF ({arr.dtype}) written back as 16-bit integer TIFF"] if is_float else []
-    if ignored:
-        notes.append(f"TIFF with {ignored} extra sample(s) per pixel beyond {'RGB' if colour else 'grey'}"
-                     f"{' and alpha' if alpha else ''}: not restored")
+    _note_ignored_samples(notes, ignored, colour, alpha)
     if pages > 1:
         notes.append(f"multi-page file ({pages} pages): only the first was restored")
     if is_float:
@@ -378,7 +392,7 @@ def _first_frame_pixels(im: Image.Image, data: bytes, max_pixels: int, notes: li
             notes.append(f"multi-frame file ({frames} {'pages' if fmt == 'TIFF' else 'frames'}): "
                          "only the first was restored")
         if _is_16bit_rgb(im, data):
-            return _read_16bit_rgb(data, fmt), False, 16
+            return _read_16bit_rgb(data, fmt, max_pixels, notes), False, 16
         im.load()
         return _to_float_rgb(im)
     except ImageDecodeError:
