@@ -148,6 +148,14 @@ nice -n 10 "$OP" train refiner --data "$DATA" --weights-dir "$W" --threads 1 --o
     --steps 3000 --max-minutes 55 --clean-share 0.5 --lr 1.5e-4 --init "$OUT/refiner_s14.safetensors"
 python scripts/choose_refiner_strength.py --weights "$W" --data "$DATA" --write
 
+# 4h. (session 24) the refiner's samples re-made by the stage 1 of today's weights and options (the shipped refiner had
+#     only seen session 10's stage 1: an older detector, no mirrored passes or structure return), 640 + 320 clean,
+#     ~8 min; 4,000 steps (43 min) from the session-15 refiner, lr 1.5e-4, seed 24; strength re-chosen on val (0.75)
+cp "$W/refiner.safetensors" "$OUT/refiner_s15.safetensors"
+nice -n 10 "$OP" train refiner --data "$DATA" --weights-dir "$W" --threads 1 --out "$OUT/r24" --seed 24 \
+    --steps 4000 --max-minutes 85 --clean-share 0.5 --lr 1.5e-4 --init "$OUT/refiner_s15.safetensors"
+python scripts/choose_refiner_strength.py --weights "$W" --data "$DATA" --write
+
 # 5. measure end to end; the card's "Measured end-to-end quality" section is read from $W/quality_bench.json
 "$OP" bench quality --weights "$W" --data "$DATA" --out "$OUT/bench"
 cp "$OUT/bench/quality.json" "$W/quality_bench.json"
